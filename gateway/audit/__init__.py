@@ -1,0 +1,1 @@
+"""SM3 hash-chained, append-only audit log."""

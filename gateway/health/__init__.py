@@ -1,0 +1,1 @@
+"""Health: metrics, MQTT, probes, host figures, systemd notify."""

@@ -1,0 +1,1 @@
+"""asyncio adapters: upstream transports, TLCP streams, HTTP client to the platform."""

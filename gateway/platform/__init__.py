@@ -1,0 +1,1 @@
+"""The national interface: envelope, transaction catalogue, session, signing profiles."""

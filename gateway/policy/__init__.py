@@ -1,0 +1,1 @@
+"""Access policy: model, YAML loader, decision engine, host firewall."""

@@ -1,0 +1,1 @@
+"""The relay: forwarding, durable outbox, retry, resolution by query and reversal."""

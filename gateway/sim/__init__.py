@@ -1,0 +1,1 @@
+"""The platform simulator: the national interface with a ledger and fault injection."""
