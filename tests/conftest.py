@@ -1,10 +1,28 @@
-"""Suite-wide rules: under CI a skipped test is a failure, not a footnote."""
+"""Suite-wide rules and fixtures.
+
+Under CI a skipped test is a failure, not a footnote. The fixtures start a real simulator and a real gateway on a
+Unix socket.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_asyncio
+
+from gateway.config import Config
+from gateway.daemon import Daemon
+from gateway.demo import demo_config
+from gateway.http1.client import ClientResponse
+from gateway.http1.unix_client import request
+from gateway.sim.server import Simulator
 
 _skipped: list[str] = []
 
@@ -26,3 +44,60 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
         for nodeid in _skipped:
             terminalreporter.write_line(f"  {nodeid}", red=True)
+
+
+# -- shared fixtures: a real simulator and a real gateway on a Unix socket --------------------------------
+
+DATA = Path(__file__).parent / "data"
+PLATFORM_PATH = "/fsi/api/rsfComIfsService/callService"
+
+
+def example(name: str) -> dict[str, Any]:
+    return json.loads((DATA / "platform" / name).read_text(encoding="utf-8"))
+
+
+@pytest_asyncio.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    s = Simulator()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+class Gateway:
+    def __init__(self, daemon: Daemon, config: Config, sim: Simulator) -> None:
+        self.daemon = daemon
+        self.config = config
+        self.sim = sim
+
+    @property
+    def socket(self) -> str:
+        return str(self.config.api_socket)
+
+    async def post(
+        self, body: bytes | dict[str, Any], *, path: str = PLATFORM_PATH, headers: list[tuple[str, str]] | None = None
+    ) -> ClientResponse:
+        raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+        return await request("POST", path, raw, unix_socket=self.socket, headers=headers)
+
+    async def sign_in(self) -> str:
+        reply = await self.post(example("9001_signin_request.json"))
+        return json.loads(reply.body)["output"]["signinoutb"]["sign_no"]
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: Unix socket paths must fit in 108 bytes, pytest's tmp_path may not."""
+    path = Path(tempfile.mkdtemp(prefix="ybg-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest_asyncio.fixture
+async def gateway(sim: Simulator, short_tmp: Path) -> AsyncIterator[Gateway]:
+    assert sim.addresses is not None
+    config = demo_config(short_tmp, sim.addresses.platform, level="warning")
+    daemon = Daemon(config)
+    await daemon.start()
+    yield Gateway(daemon, config, sim)
+    await daemon.stop(grace=1.0)

@@ -1,0 +1,102 @@
+"""The HIS-facing application: platform paths in, platform answers out, every refusal in platform shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Protocol
+
+import structlog
+
+from gateway.errors import GatewayError, RequestError
+from gateway.http1 import Request, Response
+from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, error_body
+from gateway.relay.forwarder import RelayAnswer
+
+from .routes import PathTable
+
+log = structlog.get_logger("gateway.api")
+
+TIMEOUT_HEADER = "x-ybgate-timeout"
+
+
+class Relay(Protocol):
+    async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer: ...
+
+
+class HisApi:
+    def __init__(self, relay: Relay, paths: list[str], *, default_timeout: float, max_timeout: float) -> None:
+        self.relay = relay
+        self.paths = PathTable(paths)
+        self.default_timeout = default_timeout
+        self.max_timeout = max_timeout
+        self.started = time.time()
+
+    async def handle(self, request: Request) -> Response:
+        if request.path == "/healthz":
+            if request.method not in ("GET", "HEAD"):
+                return self.refuse(RequestError("use GET for /healthz", http_status=405, kind="bad_method"))
+            doc = {"status": "ok", "uptime_s": round(time.time() - self.started, 1)}
+            return Response(200, json.dumps(doc).encode())
+        match = self.paths.match(request.path)
+        if match is None:
+            return self.refuse(RequestError(f"no platform service at {request.path}", http_status=404, kind="bad_path"))
+        if request.method != "POST":
+            return self.refuse(RequestError(f"use POST for {request.path}", http_status=405, kind="bad_method"))
+        started = time.perf_counter()
+        envelope: RequestEnvelope | None = None
+        try:
+            timeout = self._timeout(request)
+            charset = charset_of(request.headers.get("content-type"))
+            envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
+            deadline = asyncio.get_running_loop().time() + timeout
+            answer = await self.relay.submit(envelope, deadline)
+        except GatewayError as err:
+            log.warning(
+                "request_failed",
+                peer=request.peer.describe(),
+                kind=err.kind,
+                reason=err.message,
+                infno=envelope.infno if envelope else None,
+                msgid=envelope.msgid if envelope else None,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            return self.refuse(err, charset=envelope.charset if envelope else "utf-8")
+        log.info(
+            "request_answered",
+            peer=request.peer.describe(),
+            infno=envelope.infno,
+            msgid=envelope.msgid,
+            infcode=answer.response.infcode,
+            upstream=answer.upstream,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return self._answer(answer.response.body, envelope.charset)
+
+    def _timeout(self, request: Request) -> float:
+        raw = request.headers.get(TIMEOUT_HEADER)
+        if raw is None:
+            return self.default_timeout
+        try:
+            value = float(raw)
+        except ValueError:
+            raise RequestError(f"{TIMEOUT_HEADER} must be seconds, got {raw!r}", kind="bad_timeout") from None
+        if not 0 < value <= self.max_timeout:
+            raise RequestError(
+                f"{TIMEOUT_HEADER} must be in (0, {self.max_timeout}] seconds, got {raw}", kind="bad_timeout"
+            )
+        return value
+
+    @staticmethod
+    def _answer(body: bytes, charset: str) -> Response:
+        if charset == "utf-8":
+            return Response(200, body)
+        # Answer a GBK-speaking HIS in GBK: it decodes what it sent.
+        return Response(200, body.decode("utf-8").encode(charset), content_type="application/json; charset=GBK")
+
+    @staticmethod
+    def refuse(err: GatewayError, charset: str = "utf-8") -> Response:
+        body = error_body(err.message, infcode=err.infcode, kind=err.kind)
+        resp = HisApi._answer(body, charset)
+        return Response(err.http_status, resp.body, resp.content_type)

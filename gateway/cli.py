@@ -1,0 +1,139 @@
+"""The `ybgate` command: one front door for ops, the demo and the simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
+from gateway.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ybgate", description="Gateway for the hospital side of the 医保专网.")
+    p.add_argument("--version", action="version", version=f"ybgate {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the gateway daemon",
+        description="Run the gateway daemon in the foreground (systemd runs it this way).",
+    )
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+
+    check = sub.add_parser(
+        "check",
+        help="validate the configuration and show what it would do",
+        description="Load and validate everything, print what the daemon would do; "
+        "exit 0 when valid, 1 otherwise (like nginx -t).",
+    )
+    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+
+    demo = sub.add_parser(
+        "demo",
+        help="gateway + bundled platform simulator, no config needed",
+        description="Start the platform simulator and a gateway relaying to it on a "
+        "throwaway state directory, and print how to call it.",
+    )
+    demo.add_argument(
+        "--once",
+        action="store_true",
+        help="run a scripted cashier session, check the simulator ledger, exit 0 only if all is well",
+    )
+    demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+    sim = sub.add_parser(
+        "sim",
+        help="run the platform simulator",
+        description="Run the national-interface simulator with its admin endpoint "
+        "(GET /_sim/ledger, POST /_sim/faults).",
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
+    sim.add_argument("--port", type=int, default=9443, help="platform port (default %(default)s)")
+    sim.add_argument("--admin-port", type=int, default=9480, help="admin port (default %(default)s)")
+    return p
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for line in err.lines():
+            print(line, file=sys.stderr)
+        print(f"{path}: configuration rejected ({len(err.problems)} problem(s))", file=sys.stderr)
+        return None
+
+
+def cmd_check(path: Path) -> int:
+    config = _load(path)
+    if config is None:
+        return 1
+    print(f"{path}: configuration ok")
+    print(
+        f"  HIS API: unix socket {config.api_socket} (mode {config.api.socket_mode:04o}"
+        f"{', group ' + config.api.socket_group if config.api.socket_group else ''})"
+    )
+    for t in config.api.tcp:
+        print(f"  HIS API: tcp {t.host}:{t.port}")
+    print(f"  platform paths: {', '.join(config.api.paths)}")
+    for u in config.upstreams:
+        print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{u.path}")
+    print(f"  state: {config.state_dir}   runtime: {config.runtime_dir}")
+    if config.development:
+        print("  WARNING: development mode (plain TCP upstreams allowed); never on a production 前置机")
+    return 0
+
+
+def cmd_run(path: Path) -> int:
+    from gateway.daemon import Daemon
+    from gateway.logging import configure
+
+    config = _load(path)
+    if config is None:
+        return 1
+    configure(config.logging.level, config.logging.format)
+    asyncio.run(Daemon(config).run())
+    return 0
+
+
+def cmd_sim(host: str, port: int, admin_port: int) -> int:
+    from gateway.logging import configure
+    from gateway.sim.server import Simulator
+
+    configure("info", "json")
+
+    async def serve() -> None:
+        sim = Simulator()
+        addrs = await sim.start(host, port, admin_port)
+        print(f"simulator: platform {addrs.platform[0]}:{addrs.platform[1]}, admin {addrs.admin_url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sim.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return cmd_check(args.config)
+    if args.command == "run":
+        return cmd_run(args.config)
+    if args.command == "demo":
+        from gateway.demo import main_demo
+
+        try:
+            return main_demo(args.once, sys.stdout, args.log_level)
+        except KeyboardInterrupt:
+            return 0
+    if args.command == "sim":
+        return cmd_sim(args.host, args.port, args.admin_port)
+    return 2

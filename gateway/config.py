@@ -1,0 +1,170 @@
+"""The daemon's configuration: one YAML file, typed and validated before anything uses it.
+
+Load → validate → hand over whole. A file with any error never half-applies: the caller gets a ConfigError
+listing every problem with file:line:column, the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.errors import ConfigError, Position
+from gateway.yamlpos import Located, dotted, load_yaml, load_yaml_file
+
+DEFAULT_CONFIG_PATH = Path("/etc/ybgate/ybgate.yaml")
+DEFAULT_PLATFORM_PATHS = (
+    "/fsi/api/rsfComIfsService/callService",
+    "/fsi/api/rsfComIfsService/callService/{infno}",
+    "/ebus/fsi/api/hsa/hgs/{infno}",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Limits(_Strict):
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    header_timeout: PositiveSeconds = 10.0
+    body_timeout: PositiveSeconds = 30.0
+    keepalive_timeout: PositiveSeconds = 75.0
+
+
+class TcpListen(_Strict):
+    host: str
+    port: Port
+
+    @field_validator("host")
+    @classmethod
+    def _ip_literal(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError("must be an IP address literal (no host names for listeners)") from None
+        return v
+
+
+class Api(_Strict):
+    socket: Path | None = None
+    socket_mode: int = 0o660
+    socket_group: str | None = None
+    tcp: list[TcpListen] = []
+    paths: list[str] = list(DEFAULT_PLATFORM_PATHS)
+    limits: Limits = Limits()
+    #: deadline for a HIS request when the HIS does not send X-Ybgate-Timeout
+    default_timeout: PositiveSeconds = 30.0
+    #: the most a HIS may ask for with X-Ybgate-Timeout
+    max_timeout: PositiveSeconds = 120.0
+
+    @field_validator("socket_mode", mode="before")
+    @classmethod
+    def _mode(cls, v: Any) -> int:
+        # YAML 1.1 reads 0660 as octal already; a quoted "0660" is taken as octal too, as chmod would.
+        if isinstance(v, str):
+            try:
+                v = int(v, 8)
+            except ValueError:
+                raise ValueError("expected an octal mode like 0660") from None
+        if not isinstance(v, int) or not 0 <= v <= 0o777:
+            raise ValueError("expected an octal mode like 0660")
+        if v & 0o007:
+            raise ValueError("the API socket must not be open to others (mode ends in 0)")
+        return v
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.startswith("/") or p.count("{infno}") > 1 or ("{" in p.replace("{infno}", "")):
+                raise ValueError(f"{p!r}: a path starts with / and may hold one {{infno}} placeholder")
+        return v
+
+
+class Upstream(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    role: Literal["primary", "backup"] = "primary"
+    host: str
+    port: Port
+    transport: Literal["tcp"] = "tcp"
+    #: the platform path requests are posted to; {infno} is replaced per request
+    path: str = "/fsi/api/rsfComIfsService/callService"
+    connect_timeout: PositiveSeconds = 3.0
+
+
+class Logging(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Config(_Strict):
+    state_dir: Path = Path("/var/lib/ybgate")
+    runtime_dir: Path = Path("/run/ybgate")
+    #: permits plain-TCP upstreams; only for tests and the bundled demo, never on a 前置机
+    development: bool = False
+    api: Api = Api()
+    upstreams: Annotated[list[Upstream], Field(min_length=1)]
+    logging: Logging = Logging()
+
+    @model_validator(mode="after")
+    def _checks(self) -> Config:
+        names = [u.name for u in self.upstreams]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"upstream names must be unique; repeated: {', '.join(sorted(dupes))}")
+        if not any(u.role == "primary" for u in self.upstreams):
+            raise ValueError("at least one upstream needs role: primary")
+        if not self.development:
+            plain = [u.name for u in self.upstreams if u.transport == "tcp"]
+            if plain:
+                raise ValueError(
+                    f"upstream(s) {', '.join(plain)} use plain TCP; the 专网 link must be TLCP "
+                    "(plain TCP is allowed only with development: true)"
+                )
+        return self
+
+    @property
+    def api_socket(self) -> Path:
+        return self.api.socket or self.runtime_dir / "api.sock"
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def validate(located: Located) -> Config:
+    try:
+        return Config.model_validate(located.value)
+    except ValidationError as exc:
+        problems: list[tuple[Position | None, str, str]] = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            # An unknown field is pointed at by its key; anything else by its value.
+            key = (*loc, "__key__") if err["type"] == "extra_forbidden" else loc
+            pos = located.position(key)
+            problems.append((pos, dotted(loc), _describe(err)))
+        problems.sort(key=lambda p: (p[0].line, p[0].column) if p[0] else (0, 0))
+        raise ConfigError(problems) from None
+
+
+def load_config(path: Path) -> Config:
+    return validate(load_yaml_file(path))
+
+
+def load_config_text(text: str, file: str = "<config>") -> Config:
+    return validate(load_yaml(text, file))

@@ -1,0 +1,108 @@
+"""The composition root: builds every part from the configuration and owns their lifecycle.
+
+Parts start in dependency order (transport → relay → API listeners) and stop in reverse: listeners close
+first so no new work arrives, in-flight requests drain until the deadline, then the rest goes.
+Signal handlers only set flags; the main task acts on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from pathlib import Path
+
+import structlog
+
+from gateway import __version__
+from gateway.api.app import HisApi
+from gateway.config import Config
+from gateway.http1 import Limits
+from gateway.http1.listen import close_listener, start_tcp, start_unix
+from gateway.http1.server import Http1Server
+from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
+from gateway.relay.forwarder import Forwarder
+
+log = structlog.get_logger("gateway.daemon")
+
+
+def upstream_targets(config: Config) -> list[UpstreamTarget]:
+    return [
+        UpstreamTarget(
+            name=u.name, host=u.host, port=u.port, role=u.role, path=u.path, connect_timeout=u.connect_timeout
+        )
+        for u in config.upstreams
+    ]
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, *, transport: Transport | None = None, api_socket: socket.socket | None = None
+    ) -> None:
+        self.config = config
+        self.transport = transport or TcpTransport()
+        self._api_socket = api_socket
+        self._listeners: list[tuple[asyncio.Server, Path | None]] = []
+        self._stop = asyncio.Event()
+        self.http: Http1Server | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        forwarder = Forwarder(upstream_targets(cfg), self.transport)
+        api = HisApi(forwarder, cfg.api.paths, default_timeout=cfg.api.default_timeout, max_timeout=cfg.api.max_timeout)
+        lim = cfg.api.limits
+        self.http = Http1Server(
+            api.handle,
+            api.refuse,
+            Limits(
+                max_header_bytes=lim.max_header_bytes,
+                max_headers=lim.max_headers,
+                max_body_bytes=lim.max_body_bytes,
+                header_timeout=lim.header_timeout,
+                body_timeout=lim.body_timeout,
+                keepalive_timeout=lim.keepalive_timeout,
+            ),
+        )
+        unix = await start_unix(
+            self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
+        )
+        # A handed-over socket belongs to systemd: never unlink it on stop.
+        self._listeners.append((unix, None if self._api_socket else cfg.api_socket))
+        for tcp in cfg.api.tcp:
+            self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port), None))
+        log.info(
+            "ready",
+            version=__version__,
+            socket=str(cfg.api_socket),
+            tcp=[f"{t.host}:{t.port}" for t in cfg.api.tcp],
+            upstreams=[f"{u.name}={u.host}:{u.port}" for u in cfg.upstreams],
+        )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        deadline = time.monotonic() + grace
+        for srv, path in self._listeners:
+            await close_listener(srv, path)
+        self._listeners = []
+        if self.http is not None:
+            drained = await self.http.drain(deadline)
+            log.info("stopped", drained=drained, in_flight_left=self.http.in_flight)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_for_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self._stop.wait()
+        log.info("stopping")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then stop gracefully."""
+        await self.start()
+        try:
+            await self.wait_for_signal()
+        finally:
+            await self.stop()

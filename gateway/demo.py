@@ -1,0 +1,225 @@
+"""`ybgate demo`: the gateway relaying to the bundled platform simulator, on a throwaway state directory.
+
+`--once` plays a cashier's session through the real Unix socket — sign-in, person query, pre-settlement,
+settlement, reversal — and then checks the simulator's ledger: the settlement must have been booked exactly
+once and reversed. The exit status says whether every step did what it should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from gateway.config import Config, load_config_text
+from gateway.daemon import Daemon
+from gateway.http1.unix_client import request
+from gateway.platform.envelope import decode_response
+from gateway.sim.server import SimAddresses, Simulator
+
+FIXMEDINS_CODE = "H44030000001"
+PLATFORM_PATH = "/fsi/api/rsfComIfsService/callService"
+
+DEMO_CONFIG = """\
+# The embedded default: a gateway relaying to the bundled simulator on loopback.
+development: true            # plain TCP to the simulator; a 前置机 uses TLCP
+state_dir: {state}/state
+runtime_dir: {state}/run
+api:
+  socket: {state}/run/api.sock
+  socket_mode: 0660
+  default_timeout: 10
+upstreams:
+  - name: sim
+    role: primary
+    host: {host}
+    port: {port}
+    transport: tcp
+logging:
+  level: {level}
+"""
+
+
+def demo_config(state: Path, platform: tuple[str, int], level: str = "warning") -> Config:
+    text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level)
+    return load_config_text(text, "<embedded demo config>")
+
+
+class MsgIds:
+    """msgid = fixmedins_code (12) + yyyyMMddHHmmss (14) + 4-digit sequence, as the interface specifies."""
+
+    def __init__(self, code: str = FIXMEDINS_CODE) -> None:
+        self.code = code
+        self._seq = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.code}{datetime.now().strftime('%Y%m%d%H%M%S')}{next(self._seq) % 10000:04d}"
+
+
+def envelope(infno: str, msgid: str, sign_no: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "infno": infno,
+        "msgid": msgid,
+        "mdtrtarea_admvs": "440300",
+        "insuplc_admdvs": "440300",
+        "recer_sys_code": "FSI",
+        "dev_no": "",
+        "dev_safe_info": "",
+        "cainfo": "",
+        "signtype": "",
+        "infver": "V1.0",
+        "opter_type": "1",
+        "opter": "0012",
+        "opter_name": "张三",
+        "inf_time": datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        "fixmedins_code": FIXMEDINS_CODE,
+        "fixmedins_name": "示例市第一人民医院",
+        "sign_no": sign_no,
+        "input": payload,
+    }
+
+
+@dataclass
+class Step:
+    name: str
+    infno: str
+    msgid: str
+    infcode: int | None
+    ms: float
+    note: str
+    ok: bool
+
+
+class DemoRun:
+    def __init__(self, socket_path: Path, admin: tuple[str, int], out: TextIO) -> None:
+        self.socket_path = socket_path
+        self.admin = admin
+        self.out = out
+        self.ids = MsgIds()
+        self.steps: list[Step] = []
+
+    async def call(
+        self, name: str, infno: str, sign_no: str, payload: dict[str, Any], expect_ok: bool = True
+    ) -> tuple[dict[str, Any], str]:
+        msgid = self.ids.next()
+        body = json.dumps(envelope(infno, msgid, sign_no, payload), ensure_ascii=False).encode()
+        started = time.perf_counter()
+        reply = await request("POST", PLATFORM_PATH, body, unix_socket=str(self.socket_path))
+        ms = (time.perf_counter() - started) * 1000
+        try:
+            answer = decode_response(reply.body)
+            infcode: int | None = answer.infcode
+            fields = answer.fields
+        except ValueError:
+            infcode, fields = None, {}
+        ok = (infcode == 0) == expect_ok and reply.status == 200
+        note = fields.get("err_msg") or ""
+        self.steps.append(Step(name, infno, msgid, infcode, ms, note, ok))
+        self.out.write(f"  {'ok ' if ok else 'BAD'} {name:<22} infno={infno} infcode={infcode} {ms:7.1f} ms {note}\n")
+        return fields, msgid
+
+    async def cashier_session(self) -> bool:
+        self.out.write("cashier session through the gateway socket:\n")
+        signin, _ = await self.call(
+            "sign-in", "9001", "", {"signIn": {"opter_no": "0012", "mac": "52-54-00-12-34-56", "ip": "127.0.0.1"}}
+        )
+        sign_no = ((signin.get("output") or {}).get("signinoutb") or {}).get("sign_no", "")
+        person, _ = await self.call(
+            "person query",
+            "1101",
+            sign_no,
+            {
+                "data": {
+                    "mdtrt_cert_type": "02",
+                    "mdtrt_cert_no": "440301199001011234",
+                    "card_sn": "",
+                    "begntime": "",
+                    "psn_cert_type": "01",
+                    "certno": "440301199001011234",
+                    "psn_name": "李四",
+                }
+            },
+        )
+        psn_no = ((person.get("output") or {}).get("baseinfo") or {}).get("psn_no", "")
+        visit = {
+            "psn_no": psn_no,
+            "mdtrt_cert_type": "02",
+            "mdtrt_cert_no": "440301199001011234",
+            "med_type": "11",
+            "medfee_sumamt": "128.50",
+            "psn_setlway": "01",
+            "mdtrt_id": "440000000000000000000123",
+            "chrg_bchno": f"CB{int(time.time())}",
+            "insutype": "310",
+            "acct_used_flag": "1",
+        }
+        await self.call("pre-settlement", "2206", sign_no, {"data": visit})
+        _settled, settle_msgid = await self.call("settlement", "2207", sign_no, {"data": visit})
+        await self.call(
+            "reversal (冲正)", "2601", sign_no, {"data": {"psn_no": psn_no, "omsgid": settle_msgid, "oinfno": "2207"}}
+        )
+        return await self.check_ledger(settle_msgid) and all(s.ok for s in self.steps)
+
+    async def check_ledger(self, settle_msgid: str) -> bool:
+        reply = await request("GET", "/_sim/ledger", host=self.admin[0], port=self.admin[1])
+        ledger = json.loads(reply.body)
+        booked = [s for s in ledger["settlements"] if s["msgid"] == settle_msgid]
+        states = [s["state"] for s in booked]
+        ok = len(booked) == 1 and states == ["reversed"]
+        self.out.write(
+            f"  {'ok ' if ok else 'BAD'} simulator ledger: settlement {settle_msgid} booked "
+            f"{len(booked)} time(s), state {states}\n"
+        )
+        return ok
+
+
+async def run_demo(*, once: bool, out: TextIO, state_dir: Path | None = None, level: str = "warning") -> int:
+    from gateway.logging import configure
+
+    configure(level=level, fmt="console")
+    owned = state_dir is None
+    state = state_dir or Path(tempfile.mkdtemp(prefix="ybgate-demo-"))
+    sim = Simulator()
+    addrs: SimAddresses = await sim.start()
+    config = demo_config(state, addrs.platform, level)
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        if once:
+            ok = await DemoRun(config.api_socket, addrs.admin, out).cashier_session()
+            out.write("demo: PASS\n" if ok else "demo: FAIL\n")
+            return 0 if ok else 1
+        sample = state / "signin.json"
+        sample.write_text(
+            json.dumps(
+                envelope("9001", MsgIds().next(), "", {"signIn": {"opter_no": "0012"}}), ensure_ascii=False, indent=1
+            ),
+            encoding="utf-8",
+        )
+        out.write(
+            f"ybgate demo: gateway on {config.api_socket}, simulator admin {addrs.admin_url}\n"
+            f"  try:  curl --unix-socket {config.api_socket} -H 'Content-Type: application/json' "
+            f"--data-binary @{sample} http://localhost{PLATFORM_PATH}\n"
+            f"  ledger: curl {addrs.admin_url}ledger\n"
+            f'  fault:  curl -X POST {addrs.admin_url}faults -d \'{{"2207": {{"kind": "drop_after"}}}}\'\n'
+            "  Ctrl-C to stop.\n"
+        )
+        out.flush()
+        await daemon.wait_for_signal()
+        return 0
+    finally:
+        await daemon.stop(grace=2.0)
+        await sim.stop()
+        if owned:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def main_demo(once: bool, out: TextIO, level: str = "warning") -> int:
+    return asyncio.run(run_demo(once=once, out=out, level=level))

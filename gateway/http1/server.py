@@ -1,0 +1,279 @@
+"""An HTTP/1.1 server connection loop over asyncio streams, with limits against slow and oversized clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+import httptools
+import structlog
+
+from gateway.errors import RequestError
+from gateway.http1.messages import Headers, Limits, Peer, Request, Response
+
+log = structlog.get_logger("gateway.http1")
+
+Handler = Callable[[Request], Awaitable[Response]]
+#: builds the body for errors found before a handler runs (the API answers in the platform's shape)
+ErrorResponder = Callable[[RequestError], Response]
+
+
+class Abort(Exception):
+    """Raised by a handler to end the connection instead of answering: after writing `raw` (may be empty),
+    close it, with a TCP reset when `reset` is set. The simulator uses it to play a broken platform."""
+
+    def __init__(self, raw: bytes = b"", *, reset: bool = False) -> None:
+        super().__init__("connection aborted by handler")
+        self.raw = raw
+        self.reset = reset
+
+
+class _Parse:
+    """httptools callbacks collecting one or more (pipelined) requests, enforcing header and body limits."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.parser = httptools.HttpRequestParser(self)
+        self.done: list[Request] = []
+        self.started = False
+        self.headers_complete = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[str, str]] = []
+        self.header_bytes = 0
+        self.body = bytearray()
+
+    def on_message_begin(self) -> None:
+        self._reset()
+        self.started = True
+        self.headers_complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if len(self.headers) >= self.limits.max_headers:
+            raise RequestError(
+                f"too many header fields (limit {self.limits.max_headers})",
+                http_status=431,
+                kind="headers_too_large",
+            )
+        # Header bytes are Latin-1 by RFC 9110; anything else is refused rather than guessed.
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def _count(self, n: int) -> None:
+        self.header_bytes += n
+        if self.header_bytes > self.limits.max_header_bytes:
+            raise RequestError(
+                f"request line and headers exceed {self.limits.max_header_bytes} bytes",
+                http_status=431,
+                kind="headers_too_large",
+            )
+
+    def on_headers_complete(self) -> None:
+        self.headers_complete = True
+        length = Headers(tuple(self.headers)).get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
+            raise RequestError(
+                f"body of {length} bytes exceeds the limit of {self.limits.max_body_bytes}",
+                http_status=413,
+                kind="body_too_large",
+            )
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body += chunk
+        if len(self.body) > self.limits.max_body_bytes:
+            raise RequestError(
+                f"body exceeds the limit of {self.limits.max_body_bytes} bytes",
+                http_status=413,
+                kind="body_too_large",
+            )
+
+    def on_message_complete(self) -> None:
+        method = self.parser.get_method().decode("ascii")
+        try:
+            path = httptools.parse_url(self.url).path.decode("utf-8")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError) as exc:
+            raise RequestError("request target is not a valid URL", kind="bad_url") from exc
+        self.done.append(
+            Request(
+                method=method,
+                path=path,
+                headers=Headers(tuple(self.headers)),
+                body=bytes(self.body),
+                keep_alive=self.parser.should_keep_alive(),
+            )
+        )
+        self.started = False
+        self.headers_complete = False
+
+
+def encode_response(response: Response, *, keep_alive: bool) -> bytes:
+    try:
+        reason = HTTPStatus(response.status).phrase
+    except ValueError:
+        reason = "Status"
+    head = [
+        f"HTTP/1.1 {response.status} {reason}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(response.body)}",
+        "Connection: keep-alive" if keep_alive else "Connection: close",
+    ]
+    head.extend(f"{k}: {v}" for k, v in response.headers)
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body
+
+
+class Http1Server:
+    """Serves HTTP/1.1 connections; tracks them so a stop can drain in-flight requests."""
+
+    def __init__(self, handler: Handler, error_responder: ErrorResponder, limits: Limits) -> None:
+        self.handler = handler
+        self.error_responder = error_responder
+        self.limits = limits
+        self._busy: set[asyncio.Task[None]] = set()
+        self._conns: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._quiet = asyncio.Event()  # set whenever no request is in flight
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
+        state = _Parse(self.limits)
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            await self._loop(reader, writer, peer, state)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._conns.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _loop(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer, state: _Parse
+    ) -> None:
+        while not self._closing:
+            try:
+                await self._read_request(reader, state)
+            except RequestError as err:
+                log.warning("http_request_refused", peer=peer.describe(), kind=err.kind, reason=err.message)
+                await self._write(writer, self.error_responder(err), keep_alive=False)
+                return
+            except httptools.HttpParserError as exc:
+                err = RequestError(f"malformed HTTP request: {exc}", kind="bad_http")
+                log.warning("http_request_refused", peer=peer.describe(), kind=err.kind, reason=err.message)
+                await self._write(writer, self.error_responder(err), keep_alive=False)
+                return
+            if not state.done:
+                return  # clean EOF or idle timeout between requests
+            while state.done:
+                req = state.done.pop(0)
+                request = Request(req.method, req.path, req.headers, req.body, peer, req.keep_alive)
+                try:
+                    response = await self._handle(request)
+                except Abort as abort:
+                    await self._abort(writer, abort)
+                    return
+                keep = request.keep_alive and not self._closing
+                await self._write(writer, response, keep_alive=keep)
+                if not keep:
+                    return
+
+    async def _handle(self, request: Request) -> Response:
+        task = asyncio.current_task()
+        assert task is not None
+        self._busy.add(task)
+        self._quiet.clear()
+        try:
+            return await self.handler(request)
+        finally:
+            self._busy.discard(task)
+            if not self._busy:
+                self._quiet.set()
+
+    async def _read_request(self, reader: asyncio.StreamReader, state: _Parse) -> None:
+        """Feed bytes until at least one request is complete, EOF, or a limit trips."""
+        loop = asyncio.get_running_loop()
+        header_deadline: float | None = None
+        body_deadline: float | None = None
+        while not state.done:
+            if not state.started:
+                timeout = self.limits.keepalive_timeout
+            elif not state.headers_complete:
+                header_deadline = header_deadline or loop.time() + self.limits.header_timeout
+                timeout = header_deadline - loop.time()
+            else:
+                body_deadline = body_deadline or loop.time() + self.limits.body_timeout
+                timeout = body_deadline - loop.time()
+            if timeout <= 0:
+                raise _timeout_error(state)
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            except TimeoutError:
+                if not state.started:
+                    return
+                raise _timeout_error(state) from None
+            if not chunk:
+                if state.started:
+                    raise ConnectionError("peer closed mid-request")
+                return
+            if not state.started:
+                header_deadline = loop.time() + self.limits.header_timeout
+            try:
+                state.parser.feed_data(chunk)
+            except httptools.HttpParserCallbackError as exc:
+                # A limit tripped inside a callback: httptools wraps it; surface the limit itself.
+                if isinstance(exc.__context__, RequestError):
+                    raise exc.__context__ from None
+                raise
+
+    @staticmethod
+    async def _abort(writer: asyncio.StreamWriter, abort: Abort) -> None:
+        if abort.raw:
+            writer.write(abort.raw)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        sock = writer.get_extra_info("socket")
+        if abort.reset and sock is not None:
+            # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort() if abort.reset else writer.close()
+
+    async def _write(self, writer: asyncio.StreamWriter, response: Response, *, keep_alive: bool) -> None:
+        writer.write(encode_response(response, keep_alive=keep_alive))
+        await writer.drain()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._busy)
+
+    async def drain(self, deadline: float) -> bool:
+        """Stop taking new requests on open connections and wait for in-flight ones until `deadline`
+        (a monotonic time); True when everything finished in time."""
+        self._closing = True
+        if self._busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), max(0.0, deadline - time.monotonic()))
+        finished = not self._busy
+        # What is left is idle keep-alive connections (or requests past the deadline): close them.
+        for task in list(self._conns):
+            task.cancel()
+        if self._conns:
+            await asyncio.wait(list(self._conns), timeout=1.0)
+        return finished
+
+
+def _timeout_error(state: _Parse) -> RequestError:
+    if not state.headers_complete:
+        return RequestError("request headers not received in time", http_status=408, kind="header_timeout")
+    return RequestError("request body not received in time", http_status=408, kind="body_timeout")

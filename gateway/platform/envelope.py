@@ -1,0 +1,220 @@
+"""The national platform's request and response envelopes: decoding, validation, platform-shaped errors.
+
+Sans-IO: bytes in, frozen values out. Every refusal names the field and what was expected, because the
+person reading it is a HIS developer comparing their JSON with the interface specification.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.errors import EnvelopeError, RequestError
+
+_INFNO = re.compile(r"^[0-9]{4}[A-Z]?$")
+_MSGID = re.compile(r"^[A-Za-z0-9]{30}$")
+_ADMDVS = re.compile(r"^[0-9]{6}$")
+INF_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Fields of the standard envelope whose values are strings when present (null is tolerated: HIS code
+# generated from the specification sends null for empty optional fields).
+_STRING_FIELDS = (
+    "mdtrtarea_admvs",
+    "insuplc_admdvs",
+    "recer_sys_code",
+    "dev_no",
+    "dev_safe_info",
+    "cainfo",
+    "signtype",
+    "infver",
+    "opter_type",
+    "opter",
+    "opter_name",
+    "fixmedins_code",
+    "fixmedins_name",
+    "sign_no",
+    "app_id",
+    "enc_type",
+)
+_GB_CHARSETS = {"gbk", "gb2312", "gb18030", "cp936"}
+
+
+@dataclass(frozen=True)
+class RequestEnvelope:
+    infno: str
+    msgid: str
+    inf_time: datetime
+    fields: dict[str, Any]
+    #: the request as the platform should receive it: UTF-8 JSON (GBK input is converted at the edge)
+    body: bytes
+    #: the charset the HIS spoke, so the answer goes back the way it came
+    charset: str = "utf-8"
+
+    @property
+    def input(self) -> Any:
+        return self.fields["input"]
+
+    @property
+    def psn_no(self) -> str | None:
+        """The insured person's number, where the payload carries one (used to order money-moving work)."""
+        data = self.fields["input"].get("data") if isinstance(self.fields["input"], dict) else None
+        if isinstance(data, dict) and isinstance(data.get("psn_no"), str) and data["psn_no"]:
+            return data["psn_no"]
+        return None
+
+
+@dataclass(frozen=True)
+class ResponseEnvelope:
+    infcode: int
+    err_msg: str | None
+    fields: dict[str, Any]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.infcode == 0
+
+    @property
+    def output(self) -> Any:
+        return self.fields.get("output")
+
+
+def charset_of(content_type: str | None) -> str:
+    """The body's charset from Content-Type; UTF-8 when unsaid (the interface default)."""
+    if not content_type:
+        return "utf-8"
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "charset":
+            cs = value.strip().strip('"').lower()
+            if cs in ("utf-8", "utf8"):
+                return "utf-8"
+            if cs in _GB_CHARSETS:
+                return "gb18030"  # a superset of GBK and GB2312: decodes both without loss
+            raise RequestError(f"unsupported charset {cs!r}: send UTF-8 or GBK", http_status=415, kind="bad_charset")
+    return "utf-8"
+
+
+def decode_text(body: bytes, charset: str) -> str:
+    try:
+        return body.decode(charset)
+    except UnicodeDecodeError as exc:
+        name = "UTF-8" if charset == "utf-8" else "GBK"
+        raise RequestError(
+            f"body is not valid {name} (byte {exc.start}); declare the charset in Content-Type",
+            kind="bad_encoding",
+        ) from exc
+
+
+def _loads_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(
+            f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", kind="bad_json"
+        ) from exc
+    if not isinstance(value, dict):
+        raise RequestError("body must be a JSON object (the platform envelope)", kind="bad_json")
+    return value
+
+
+def decode_request(body: bytes, *, charset: str = "utf-8", path_infno: str | None = None) -> RequestEnvelope:
+    """Validate a HIS request envelope. `path_infno` is the infno a per-transaction URL names, if any."""
+    fields = _loads_object(decode_text(body, charset))
+    infno = _check_infno(fields.get("infno"), path_infno)
+    msgid = _check_msgid(fields.get("msgid"))
+    inf_time = _check_inf_time(fields.get("inf_time"))
+    _check_header_fields(fields, msgid)
+    if "input" not in fields:
+        raise EnvelopeError("input", "missing; the business payload goes in input")
+    if not isinstance(fields["input"], dict):
+        raise EnvelopeError("input", f"expected a JSON object, got {type(fields['input']).__name__}")
+    utf8 = body if charset == "utf-8" else json.dumps(fields, ensure_ascii=False).encode("utf-8")
+    return RequestEnvelope(infno=infno, msgid=msgid, inf_time=inf_time, fields=fields, body=utf8, charset=charset)
+
+
+def _check_infno(infno: Any, path_infno: str | None) -> str:
+    if not isinstance(infno, str) or not _INFNO.match(infno):
+        raise EnvelopeError("infno", f"expected 4 digits and an optional capital letter, got {infno!r}")
+    if path_infno is not None and path_infno != infno:
+        raise EnvelopeError("infno", f"body says {infno!r} but the URL names {path_infno!r}")
+    return infno
+
+
+def _check_msgid(msgid: Any) -> str:
+    if not isinstance(msgid, str) or not _MSGID.match(msgid):
+        got = f"{len(msgid)} characters" if isinstance(msgid, str) else repr(msgid)
+        raise EnvelopeError("msgid", f"expected 30 letters or digits, got {got}")
+    try:
+        datetime.strptime(msgid[12:26], "%Y%m%d%H%M%S")
+    except ValueError:
+        raise EnvelopeError("msgid", f"characters 13-26 must be a time yyyyMMddHHmmss, got {msgid[12:26]!r}") from None
+    return msgid
+
+
+def _check_inf_time(raw: Any) -> datetime:
+    try:
+        if isinstance(raw, str):
+            return datetime.strptime(raw, INF_TIME_FORMAT)
+    except ValueError:
+        pass
+    raise EnvelopeError("inf_time", f"expected 'yyyy-MM-dd HH:mm:ss', got {raw!r}")
+
+
+def _check_header_fields(fields: dict[str, Any], msgid: str) -> None:
+    for name in _STRING_FIELDS:
+        value = fields.get(name)
+        if value is not None and not isinstance(value, str):
+            raise EnvelopeError(name, f"expected a string, got {type(value).__name__}")
+    fixmedins = fields.get("fixmedins_code")
+    if fixmedins and len(fixmedins) == 12 and not msgid.startswith(fixmedins):
+        raise EnvelopeError("msgid", f"must start with fixmedins_code {fixmedins!r}")
+    for name in ("mdtrtarea_admvs", "insuplc_admdvs"):
+        value = fields.get(name)
+        if value and not _ADMDVS.match(value):
+            raise EnvelopeError(name, f"expected a 6-digit region code, got {value!r}")
+    if fields.get("opter_type") not in (None, "", "1", "2", "3"):
+        raise EnvelopeError("opter_type", f"expected '1', '2' or '3', got {fields['opter_type']!r}")
+
+
+def parse_infcode(value: Any) -> int:
+    """infcode arrives as a number or a string ("0", "-1") depending on the province: normalise once."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value.strip())
+    raise ValueError(f"infcode {value!r} is not an integer")
+
+
+def decode_response(body: bytes) -> ResponseEnvelope:
+    """Validate a platform response; raises ValueError with the reason if it is not an answer."""
+    try:
+        fields = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"platform answer is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(fields, dict) or "infcode" not in fields:
+        raise ValueError("platform answer has no infcode")
+    infcode = parse_infcode(fields["infcode"])
+    err = fields.get("err_msg")
+    return ResponseEnvelope(infcode=infcode, err_msg=err if isinstance(err, str) else None, fields=fields, body=body)
+
+
+def error_body(message: str, *, infcode: int = -1, kind: str | None = None) -> bytes:
+    """A platform-shaped failure answer from the gateway itself.
+
+    The HIS parses platform answers already; giving gateway errors the same shape means its existing error
+    path shows them. `gateway_error` lets a HIS (and ops) tell a gateway refusal from a platform one.
+    """
+    doc: dict[str, Any] = {
+        "infcode": infcode,
+        "inf_refmsgid": None,
+        "refmsg_time": None,
+        "respond_time": None,
+        "err_msg": f"[ybgate] {message}",
+        "output": None,
+    }
+    if kind:
+        doc["gateway_error"] = kind
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,133 @@
+"""The simulator's listeners: the platform interface, and an admin endpoint for the ledger and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from gateway.http1 import Limits, Request, Response
+from gateway.http1.listen import close_listener, start_tcp
+from gateway.http1.server import Abort, Http1Server
+from gateway.sim.faults import FaultTable
+from gateway.sim.ledger import Ledger, Message
+from gateway.sim.platform import SimPlatform
+
+log = structlog.get_logger("gateway.sim")
+
+GARBAGE = b"\x15\x03\x01\x00\x02\x02\x28 this is not an HTTP response\r\n\r\n"
+
+
+def _json(status: int, doc: Any) -> Response:
+    return Response(status, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class SimAddresses:
+    platform: tuple[str, int]
+    admin: tuple[str, int]
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.admin[0]}:{self.admin[1]}/_sim/"
+
+
+class Simulator:
+    def __init__(self, platform: SimPlatform | None = None) -> None:
+        self.ledger = platform.ledger if platform else Ledger()
+        self.platform = platform or SimPlatform(self.ledger)
+        self.faults = FaultTable()
+        self._servers: list[asyncio.Server] = []
+        self.addresses: SimAddresses | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, admin_port: int = 0) -> SimAddresses:
+        refuse = lambda err: _json(err.http_status, {"infcode": -1, "err_msg": err.message})  # noqa: E731
+        platform = await start_tcp(Http1Server(self.handle_platform, refuse, Limits()), host, port)
+        admin = await start_tcp(Http1Server(self.handle_admin, refuse, Limits()), host, admin_port)
+        self._servers = [platform, admin]
+        self.addresses = SimAddresses(platform.sockets[0].getsockname()[:2], admin.sockets[0].getsockname()[:2])
+        log.info("sim_started", platform=self.addresses.platform, admin=self.addresses.admin_url)
+        return self.addresses
+
+    async def stop(self) -> None:
+        for srv in self._servers:
+            await close_listener(srv)
+        self._servers = []
+
+    # -- the platform interface -----------------------------------------------------------------------------
+
+    async def handle_platform(self, request: Request) -> Response:
+        if request.method != "POST":
+            return _json(405, {"infcode": -1, "err_msg": "仅支持POST请求"})
+        try:
+            doc = json.loads(request.body.decode("utf-8"))
+            if not isinstance(doc, dict):
+                raise TypeError("not an object")
+        except (UnicodeDecodeError, ValueError, TypeError):
+            self.ledger.record(Message(0, "", "", -1, None, time.time()))
+            return _json(200, {"infcode": -1, "err_msg": "报文格式错误，无法解析", "output": None})
+        infno, msgid = str(doc.get("infno", "")), str(doc.get("msgid", ""))
+        fault = self.faults.take(infno)
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.kind in ("drop_before", "http502"):
+            self.ledger.record(Message(len(self.ledger.messages) + 1, infno, msgid, None, fault.kind, time.time()))
+            if fault.kind == "http502":
+                return Response(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+            raise Abort()
+        answer = self.platform.process(doc)
+        code = answer["infcode"]
+        self.ledger.record(
+            Message(
+                len(self.ledger.messages) + 1,
+                infno,
+                msgid,
+                int(code),
+                fault.kind if fault and fault.kind != "delay" else None,
+                time.time(),
+            )
+        )
+        if fault is not None and fault.kind == "drop_after":
+            raise Abort()
+        if fault is not None and fault.kind == "reset":
+            raise Abort(reset=True)
+        if fault is not None and fault.kind == "garbage":
+            raise Abort(GARBAGE)
+        return _json(200, answer)
+
+    # -- admin ----------------------------------------------------------------------------------------------
+
+    async def handle_admin(self, request: Request) -> Response:
+        route = (request.method, request.path.rstrip("/"))
+        if route == ("GET", "/_sim/ledger"):
+            return _json(200, self.ledger.snapshot())
+        if route == ("GET", "/_sim/faults"):
+            return _json(200, self.faults.snapshot())
+        if route == ("POST", "/_sim/faults"):
+            try:
+                spec = json.loads(request.body or b"{}")
+                if not isinstance(spec, dict) or not spec:
+                    raise ValueError("body must be an object {infno: {kind, delay?, times?}}")
+                for infno, one in spec.items():
+                    if not isinstance(one, dict):
+                        raise TypeError(f"{infno}: fault must be an object")
+                    self.faults.set(str(infno), one)
+            except (ValueError, TypeError) as exc:
+                return _json(400, {"error": str(exc)})
+            return _json(200, self.faults.snapshot())
+        if route == ("DELETE", "/_sim/faults"):
+            self.faults.clear()
+            return _json(200, {})
+        if route == ("POST", "/_sim/expire-signins"):
+            return _json(200, {"expired": self.platform.expire_signins()})
+        if route == ("GET", "/_sim"):
+            return _json(
+                200, {"endpoints": ["GET /_sim/ledger", "GET|POST|DELETE /_sim/faults", "POST /_sim/expire-signins"]}
+            )
+        return _json(404, {"error": f"no admin endpoint {request.method} {request.path}"})

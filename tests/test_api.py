@@ -1,0 +1,257 @@
+"""The HIS API over its real Unix socket: platform answers through, every bad input refused clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from gateway.config import Limits
+from gateway.daemon import Daemon
+from gateway.demo import demo_config
+from gateway.http1.unix_client import request
+from gateway.sim.server import Simulator
+
+from conftest import PLATFORM_PATH, Gateway, example
+
+
+async def raw_exchange(sock: str, data: bytes, *, wait: float = 5.0) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(sock)
+    writer.write(data)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), wait)
+    finally:
+        writer.close()
+
+
+def platform_error(body: bytes) -> dict:
+    doc = json.loads(body)
+    assert doc["infcode"] == -1
+    assert doc["err_msg"].startswith("[ybgate] ")
+    return doc
+
+
+async def test_sign_in_passes_through(gateway: Gateway) -> None:
+    reply = await gateway.post(example("9001_signin_request.json"))
+    assert reply.status == 200
+    doc = json.loads(reply.body)
+    assert str(doc["infcode"]) == "0"
+    assert doc["output"]["signinoutb"]["sign_no"].startswith("440000G")
+    assert gateway.sim.ledger.messages[-1].msgid == example("9001_signin_request.json")["msgid"]
+
+
+async def test_platform_refusals_reach_the_his_unchanged(gateway: Gateway) -> None:
+    reply = await gateway.post(example("1101_query_request.json"))  # sign_no unknown to the platform
+    doc = json.loads(reply.body)
+    assert reply.status == 200
+    assert doc["err_msg"] == "签到信息已失效，请重新签到"
+    assert str(doc["infcode"]) == "-1"
+
+
+async def test_per_infno_paths(gateway: Gateway) -> None:
+    sign_no = await gateway.sign_in()
+    doc = example("1101_query_request.json") | {"sign_no": sign_no}
+    ok = await gateway.post(doc, path="/ebus/fsi/api/hsa/hgs/1101")
+    assert json.loads(ok.body)["output"]["baseinfo"]["psn_no"]
+    wrong = await gateway.post(doc, path="/ebus/fsi/api/hsa/hgs/2207")
+    assert wrong.status == 400
+    assert "URL names '2207'" in platform_error(wrong.body)["err_msg"]
+
+
+async def test_healthz_paths_and_methods(gateway: Gateway) -> None:
+    health = await request("GET", "/healthz", unix_socket=gateway.socket)
+    assert health.status == 200 and json.loads(health.body)["status"] == "ok"
+    assert (await request("POST", "/healthz", b"{}", unix_socket=gateway.socket)).status == 405
+    nowhere = await gateway.post(example("9001_signin_request.json"), path="/fsi/api/other")
+    assert nowhere.status == 404
+    assert platform_error(nowhere.body)["gateway_error"] == "bad_path"
+    get = await request("GET", PLATFORM_PATH, unix_socket=gateway.socket)
+    assert get.status == 405
+
+
+async def test_envelope_errors_are_platform_shaped(gateway: Gateway) -> None:
+    doc = example("9001_signin_request.json") | {"msgid": "short"}
+    reply = await gateway.post(doc)
+    assert reply.status == 400
+    err = platform_error(reply.body)
+    assert err["gateway_error"] == "bad_envelope"
+    assert "msgid: expected 30 letters or digits, got 5 characters" in err["err_msg"]
+    assert gateway.sim.ledger.messages == []  # nothing reached the platform
+
+
+async def test_socket_is_not_world_accessible(gateway: Gateway) -> None:
+    mode = stat.S_IMODE(os.stat(gateway.socket).st_mode)
+    assert mode == 0o660
+
+
+async def test_keep_alive_serves_several_requests(gateway: Gateway) -> None:
+    body = json.dumps(example("9001_signin_request.json")).encode()
+    one = (f"POST {PLATFORM_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    data = await raw_exchange(
+        gateway.socket, one + one[:-1] + one[-1:] + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert data.count(b"HTTP/1.1 200 OK") == 3
+    assert len(gateway.sim.ledger.messages) == 2
+
+
+async def test_gbk_his_gets_gbk_answer(gateway: Gateway) -> None:
+    raw = json.dumps(example("9001_signin_request.json"), ensure_ascii=False).encode("gbk")
+    reply = await gateway.post(raw, headers=[("Content-Type", "application/json; charset=GBK")])
+    assert reply.status == 200
+    assert reply.headers.get("content-type") == "application/json; charset=GBK"
+    assert json.loads(reply.body.decode("gbk"))["output"]["signinoutb"]["sign_no"]
+    undeclared = await gateway.post(raw)
+    assert undeclared.status == 400
+    assert platform_error(undeclared.body)["gateway_error"] == "bad_encoding"
+
+
+async def test_timeout_header_is_validated(gateway: Gateway) -> None:
+    for bad in ("soon", "0", "-3", "1000"):
+        reply = await gateway.post(example("9001_signin_request.json"), headers=[("X-Ybgate-Timeout", bad)])
+        assert reply.status == 400
+        assert platform_error(reply.body)["gateway_error"] == "bad_timeout"
+
+
+# -- limits against misbehaving clients ----------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def strict_gateway(sim: Simulator, short_tmp: Path) -> AsyncIterator[Gateway]:
+    assert sim.addresses is not None
+    cfg = demo_config(short_tmp, sim.addresses.platform)
+    limits = Limits(
+        max_header_bytes=2048,
+        max_headers=20,
+        max_body_bytes=4096,
+        header_timeout=1.0,
+        body_timeout=1.0,
+        keepalive_timeout=2.0,
+    )
+    cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"limits": limits})})
+    daemon = Daemon(cfg)
+    await daemon.start()
+    yield Gateway(daemon, cfg, sim)
+    await daemon.stop(grace=1.0)
+
+
+async def test_oversized_body_refused_before_reading_it(strict_gateway: Gateway) -> None:
+    head = f"POST {PLATFORM_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode()
+    data = await raw_exchange(strict_gateway.socket, head)
+    assert data.startswith(b"HTTP/1.1 413 ")
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert "exceeds the limit of 4096" in platform_error(body)["err_msg"]
+
+
+async def test_oversized_chunked_body_refused(strict_gateway: Gateway) -> None:
+    chunk = b"1000\r\n" + b"x" * 0x1000 + b"\r\n"
+    head = f"POST {PLATFORM_PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    data = await raw_exchange(strict_gateway.socket, head + chunk * 2)
+    assert data.startswith(b"HTTP/1.1 413 ")
+
+
+async def test_too_many_and_too_large_headers(strict_gateway: Gateway) -> None:
+    many = "".join(f"X-H{i}: v\r\n" for i in range(30))
+    data = await raw_exchange(strict_gateway.socket, f"GET /healthz HTTP/1.1\r\n{many}\r\n".encode())
+    assert data.startswith(b"HTTP/1.1 431 ")
+    big = f"GET /healthz HTTP/1.1\r\nX-Big: {'a' * 5000}\r\n\r\n".encode()
+    data = await raw_exchange(strict_gateway.socket, big)
+    assert data.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_slowloris_headers_cut_off(strict_gateway: Gateway) -> None:
+    reader, writer = await asyncio.open_unix_connection(strict_gateway.socket)
+    started = time.monotonic()
+    writer.write(b"POST /fsi/api/rsfComIfsService/callService HTTP/1.1\r\n")
+    answer = b""
+    for i in range(40):  # one header byte every 0.1 s: each read is quick, the whole never completes
+        try:
+            writer.write(b"X"[:1] if i % 2 else b"-")
+            await writer.drain()
+        except ConnectionError:
+            break
+        try:
+            answer += await asyncio.wait_for(reader.read(4096), 0.1)
+        except TimeoutError:
+            continue
+        if answer:
+            break
+    elapsed = time.monotonic() - started
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert elapsed < 2.5  # header_timeout is 1 s however slowly bytes arrive
+    assert "headers not received in time" in platform_error(answer.split(b"\r\n\r\n", 1)[1])["err_msg"]
+
+
+async def test_slow_body_cut_off(strict_gateway: Gateway) -> None:
+    head = f"POST {PLATFORM_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode()
+    data = await raw_exchange(strict_gateway.socket, head, wait=5)
+    assert data.startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x16\x01\x01\x00\x50" + bytes(80),
+        b"HELLO WORLD\r\n\r\n",
+        b"POST / HTTP/9.9\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
+    ],
+)
+async def test_garbage_is_refused(strict_gateway: Gateway, garbage: bytes) -> None:
+    data = await raw_exchange(strict_gateway.socket, garbage)
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert platform_error(data.split(b"\r\n\r\n", 1)[1])["gateway_error"] == "bad_http"
+
+
+async def test_idle_keepalive_connection_closed(strict_gateway: Gateway) -> None:
+    reader, writer = await asyncio.open_unix_connection(strict_gateway.socket)
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert 1.5 < time.monotonic() - started < 4
+    writer.close()
+
+
+# -- upstream failures: told apart by whether the request left -----------------------------------------------
+
+
+async def test_platform_down_means_not_sent(gateway: Gateway) -> None:
+    await gateway.sim.stop()
+    reply = await gateway.post(example("9001_signin_request.json"))
+    assert reply.status == 502
+    err = platform_error(reply.body)
+    assert "request not sent" in err["err_msg"]
+    assert err["gateway_error"] == "upstream"
+
+
+@pytest.mark.parametrize("fault", ["drop_after", "reset", "garbage", "http502"])
+async def test_lost_answer_is_reported_as_unknown_outcome(gateway: Gateway, fault: str) -> None:
+    sign_no = await gateway.sign_in()
+    gateway.sim.faults.set("2207", {"kind": fault, "times": 1})
+    doc = example("2207_settle_request.json") | {"sign_no": sign_no}
+    reply = await gateway.post(doc)
+    assert reply.status == 504
+    err = platform_error(reply.body)
+    assert err["gateway_error"] == "outcome_unknown"
+    assert "outcome unknown" in err["err_msg"]
+    booked = gateway.sim.ledger.by_msgid(doc["msgid"])
+    assert len(booked) == (0 if fault == "http502" else 1)  # the gateway did not send it again
+
+
+async def test_deadline_bounds_a_slow_platform(gateway: Gateway) -> None:
+    sign_no = await gateway.sign_in()
+    gateway.sim.faults.set("1101", {"kind": "delay", "delay": 3.0, "times": 1})
+    started = time.monotonic()
+    reply = await gateway.post(
+        example("1101_query_request.json") | {"sign_no": sign_no}, headers=[("X-Ybgate-Timeout", "0.5")]
+    )
+    assert time.monotonic() - started < 2.0
+    assert reply.status == 504
+    assert platform_error(reply.body)["gateway_error"] == "upstream_timeout"

@@ -1,0 +1,44 @@
+"""`ybgate demo --once` end to end over the real socket, and its ledger check failing when it should."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+from gateway.demo import DemoRun
+
+from conftest import Gateway, example
+
+
+def test_demo_once_as_a_process() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--once"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("sign-in", "person query", "pre-settlement", "settlement", "reversal"):
+        assert f"ok  {step}" in result.stdout
+    assert "booked 1 time(s), state ['reversed']" in result.stdout
+    assert result.stdout.rstrip().endswith("demo: PASS")
+
+
+async def test_ledger_check_fails_on_double_or_missing_booking(gateway: Gateway) -> None:
+    assert gateway.sim.addresses is not None
+    sign_no = await gateway.sign_in()
+    settle = example("2207_settle_request.json") | {"sign_no": sign_no}
+    await gateway.post(settle)
+    await gateway.post(settle)  # without the outbox, a resend reaches the platform: the check must catch it
+    run = DemoRun(gateway.config.api_socket, gateway.sim.addresses.admin, io.StringIO())
+    assert not await run.check_ledger(settle["msgid"])
+    assert "booked 2 time(s)" in run.out.getvalue()
+    assert not await run.check_ledger("H44030000001202611240000009999")
+    reversed_once = example("2207_settle_request.json") | {
+        "sign_no": sign_no,
+        "msgid": "H44030000001202611240820039999",
+    }
+    await gateway.post(reversed_once)
+    rev = example("2601_reversal_request.json") | {"sign_no": sign_no}
+    rev["input"]["data"]["omsgid"] = reversed_once["msgid"]
+    assert json.loads((await gateway.post(rev)).body)["infcode"] in (0, "0")
+    assert await run.check_ledger(reversed_once["msgid"])
