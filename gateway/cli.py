@@ -91,13 +91,21 @@ def cmd_check(path: Path) -> int:
 
 def cmd_run(path: Path) -> int:
     from gateway.daemon import Daemon
+    from gateway.health.systemd import Notifier, listen_fds
     from gateway.logging import configure
 
     config = _load(path)
     if config is None:
         return 1
     configure(config.logging.level, config.logging.format)
-    asyncio.run(Daemon(config).run())
+    # Socket activation: systemd holds the API socket across restarts, so no HIS connection is refused.
+    fds = listen_fds()
+    api_socket = fds.get("api") or next(iter(fds.values()), None)
+
+    async def main() -> None:
+        await Daemon(config, api_socket=api_socket, notifier=Notifier()).run()
+
+    asyncio.run(main())
     return 0
 
 

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError, Position
 from gateway.yamlpos import Located, dotted, load_yaml, load_yaml_file
@@ -40,18 +40,20 @@ class Limits(_Strict):
     keepalive_timeout: PositiveSeconds = 75.0
 
 
-class TcpListen(_Strict):
-    host: str
-    port: Port
+def _ip_literal(v: str) -> str:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError("must be an IP address literal (no host names for listeners)") from None
+    return v
 
-    @field_validator("host")
-    @classmethod
-    def _ip_literal(cls, v: str) -> str:
-        try:
-            ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError("must be an IP address literal (no host names for listeners)") from None
-        return v
+
+IpLiteral = Annotated[str, AfterValidator(_ip_literal)]
+
+
+class TcpListen(_Strict):
+    host: IpLiteral
+    port: Port
 
 
 class Api(_Strict):
@@ -90,6 +92,14 @@ class Api(_Strict):
         return v
 
 
+class Admin(_Strict):
+    """Metrics, status and liveness for ops; loopback by default because it is unauthenticated."""
+
+    enabled: bool = True
+    host: IpLiteral = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9180
+
+
 class Upstream(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     role: Literal["primary", "backup"] = "primary"
@@ -112,6 +122,7 @@ class Config(_Strict):
     #: permits plain-TCP upstreams; only for tests and the bundled demo, never on a 前置机
     development: bool = False
     api: Api = Api()
+    admin: Admin = Admin()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 

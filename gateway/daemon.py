@@ -8,16 +8,21 @@ Signal handlers only set flags; the main task acts on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from gateway import __version__
+from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.config import Config
+from gateway.health.metrics import Metrics
+from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
 from gateway.http1.server import Http1Server
@@ -36,35 +41,56 @@ def upstream_targets(config: Config) -> list[UpstreamTarget]:
     ]
 
 
+def http_limits(config: Config) -> Limits:
+    lim = config.api.limits
+    return Limits(
+        max_header_bytes=lim.max_header_bytes,
+        max_headers=lim.max_headers,
+        max_body_bytes=lim.max_body_bytes,
+        header_timeout=lim.header_timeout,
+        body_timeout=lim.body_timeout,
+        keepalive_timeout=lim.keepalive_timeout,
+    )
+
+
 class Daemon:
     def __init__(
-        self, config: Config, *, transport: Transport | None = None, api_socket: socket.socket | None = None
+        self,
+        config: Config,
+        *,
+        transport: Transport | None = None,
+        api_socket: socket.socket | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.transport = transport or TcpTransport()
+        self.metrics = Metrics(__version__)
+        self.notifier = notifier or Notifier({})
         self._api_socket = api_socket
         self._listeners: list[tuple[asyncio.Server, Path | None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.http: Http1Server | None = None
+        self.admin_address: tuple[str, int] | None = None
+        self.started_at = time.time()
 
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         forwarder = Forwarder(upstream_targets(cfg), self.transport)
-        api = HisApi(forwarder, cfg.api.paths, default_timeout=cfg.api.default_timeout, max_timeout=cfg.api.max_timeout)
-        lim = cfg.api.limits
-        self.http = Http1Server(
-            api.handle,
-            api.refuse,
-            Limits(
-                max_header_bytes=lim.max_header_bytes,
-                max_headers=lim.max_headers,
-                max_body_bytes=lim.max_body_bytes,
-                header_timeout=lim.header_timeout,
-                body_timeout=lim.body_timeout,
-                keepalive_timeout=lim.keepalive_timeout,
-            ),
+        api = HisApi(
+            forwarder,
+            cfg.api.paths,
+            default_timeout=cfg.api.default_timeout,
+            max_timeout=cfg.api.max_timeout,
+            metrics=self.metrics,
         )
+        if cfg.admin.enabled:
+            admin = AdminApi(self.metrics, self.status)
+            srv = await start_tcp(Http1Server(admin.handle, admin.refuse, Limits()), cfg.admin.host, cfg.admin.port)
+            self.admin_address = srv.sockets[0].getsockname()[:2]
+            self._listeners.append((srv, None))
+        self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
         unix = await start_unix(
             self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
         )
@@ -72,22 +98,45 @@ class Daemon:
         self._listeners.append((unix, None if self._api_socket else cfg.api_socket))
         for tcp in cfg.api.tcp:
             self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port), None))
+        self._tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
+        summary = f"serving {cfg.api_socket}; upstreams {', '.join(u.name for u in cfg.upstreams)}"
+        self.notifier.ready(summary)
         log.info(
             "ready",
             version=__version__,
             socket=str(cfg.api_socket),
+            activated=self._api_socket is not None,
+            admin=f"{self.admin_address[0]}:{self.admin_address[1]}" if self.admin_address else None,
             tcp=[f"{t.host}:{t.port}" for t in cfg.api.tcp],
             upstreams=[f"{u.name}={u.host}:{u.port}" for u in cfg.upstreams],
         )
 
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "in_flight": self.http.in_flight if self.http else 0,
+            "api_socket": str(self.config.api_socket),
+            "upstreams": [
+                {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
+                for u in self.config.upstreams
+            ],
+        }
+
     async def stop(self, grace: float = 10.0) -> None:
         deadline = time.monotonic() + grace
+        self.notifier.stopping()
         for srv, path in self._listeners:
             await close_listener(srv, path)
         self._listeners = []
         if self.http is not None:
             drained = await self.http.drain(deadline)
             log.info("stopped", drained=drained, in_flight_left=self.http.in_flight)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
 
     def request_stop(self) -> None:
         self._stop.set()

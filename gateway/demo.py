@@ -36,6 +36,8 @@ api:
   socket: {state}/run/api.sock
   socket_mode: 0660
   default_timeout: 10
+admin:
+  port: 0                    # any free port: demos and tests may run side by side
 upstreams:
   - name: sim
     role: primary
@@ -205,9 +207,10 @@ async def run_demo(*, once: bool, out: TextIO, state_dir: Path | None = None, le
         )
         out.write(
             f"ybgate demo: gateway on {config.api_socket}, simulator admin {addrs.admin_url}\n"
-            f"  try:  curl --unix-socket {config.api_socket} -H 'Content-Type: application/json' "
+            f"  try:  curl -sS --unix-socket {config.api_socket} -H 'Content-Type: application/json' "
             f"--data-binary @{sample} http://localhost{PLATFORM_PATH}\n"
             f"  ledger: curl {addrs.admin_url}ledger\n"
+            f"  gateway metrics: curl http://{daemon.admin_address[0]}:{daemon.admin_address[1]}/metrics\n"
             f'  fault:  curl -X POST {addrs.admin_url}faults -d \'{{"2207": {{"kind": "drop_after"}}}}\'\n'
             "  Ctrl-C to stop.\n"
         )

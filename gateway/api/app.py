@@ -10,6 +10,7 @@ from typing import Protocol
 import structlog
 
 from gateway.errors import GatewayError, RequestError
+from gateway.health.metrics import Metrics
 from gateway.http1 import Request, Response
 from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, error_body
 from gateway.relay.forwarder import RelayAnswer
@@ -26,8 +27,17 @@ class Relay(Protocol):
 
 
 class HisApi:
-    def __init__(self, relay: Relay, paths: list[str], *, default_timeout: float, max_timeout: float) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        paths: list[str],
+        *,
+        default_timeout: float,
+        max_timeout: float,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.relay = relay
+        self.metrics = metrics or Metrics()
         self.paths = PathTable(paths)
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
@@ -51,8 +61,14 @@ class HisApi:
             charset = charset_of(request.headers.get("content-type"))
             envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
             deadline = asyncio.get_running_loop().time() + timeout
-            answer = await self.relay.submit(envelope, deadline)
+            self.metrics.in_flight.inc()
+            try:
+                answer = await self.relay.submit(envelope, deadline)
+            finally:
+                self.metrics.in_flight.dec()
         except GatewayError as err:
+            if envelope is not None:
+                self.metrics.requests.labels(envelope.infno, err.kind).inc()
             log.warning(
                 "request_failed",
                 peer=request.peer.describe(),
@@ -63,6 +79,10 @@ class HisApi:
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
             return self.refuse(err, charset=envelope.charset if envelope else "utf-8")
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(envelope.infno, "answered").inc()
+        self.metrics.request_seconds.labels(envelope.infno).observe(elapsed)
+        self.metrics.upstream_seconds.labels(answer.upstream).observe(answer.latency)
         log.info(
             "request_answered",
             peer=request.peer.describe(),
@@ -70,7 +90,7 @@ class HisApi:
             msgid=envelope.msgid,
             infcode=answer.response.infcode,
             upstream=answer.upstream,
-            ms=round((time.perf_counter() - started) * 1000, 1),
+            ms=round(elapsed * 1000, 1),
         )
         return self._answer(answer.response.body, envelope.charset)
 
@@ -95,8 +115,11 @@ class HisApi:
         # Answer a GBK-speaking HIS in GBK: it decodes what it sent.
         return Response(200, body.decode("utf-8").encode(charset), content_type="application/json; charset=GBK")
 
-    @staticmethod
-    def refuse(err: GatewayError, charset: str = "utf-8") -> Response:
+    def refuse(self, err: GatewayError, charset: str = "utf-8") -> Response:
+        """Answer a failure in platform shape. The HIS's own mistakes (4xx) are counted by kind here; upstream
+        failures are counted per transaction where the relay was called."""
+        if err.http_status < 500:
+            self.metrics.refusals.labels(err.kind).inc()
         body = error_body(err.message, infcode=err.infcode, kind=err.kind)
         resp = HisApi._answer(body, charset)
         return Response(err.http_status, resp.body, resp.content_type)

@@ -140,21 +140,24 @@ class Http1Server:
         self.error_responder = error_responder
         self.limits = limits
         self._busy: set[asyncio.Task[None]] = set()
-        self._conns: set[asyncio.Task[None]] = set()
+        # connection task -> its parse state; the state tells an idle keep-alive connection from a new one
+        self._conns: dict[asyncio.Task[None], _Parse] = {}
+        self._served: dict[asyncio.Task[None], int] = {}
         self._closing = False
-        self._quiet = asyncio.Event()  # set whenever no request is in flight
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
         state = _Parse(self.limits)
         task = asyncio.current_task()
         assert task is not None
-        self._conns.add(task)
+        self._conns[task] = state
+        self._served[task] = 0
         try:
             await self._loop(reader, writer, peer, state)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._conns.discard(task)
+            self._conns.pop(task, None)
+            self._served.pop(task, None)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -162,7 +165,9 @@ class Http1Server:
     async def _loop(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer, state: _Parse
     ) -> None:
-        while not self._closing:
+        task = asyncio.current_task()
+        assert task is not None
+        while not (self._closing and self._served[task]):
             try:
                 await self._read_request(reader, state)
             except RequestError as err:
@@ -184,6 +189,7 @@ class Http1Server:
                 except Abort as abort:
                     await self._abort(writer, abort)
                     return
+                self._served[task] += 1
                 keep = request.keep_alive and not self._closing
                 await self._write(writer, response, keep_alive=keep)
                 if not keep:
@@ -193,13 +199,10 @@ class Http1Server:
         task = asyncio.current_task()
         assert task is not None
         self._busy.add(task)
-        self._quiet.clear()
         try:
             return await self.handler(request)
         finally:
             self._busy.discard(task)
-            if not self._busy:
-                self._quiet.set()
 
     async def _read_request(self, reader: asyncio.StreamReader, state: _Parse) -> None:
         """Feed bytes until at least one request is complete, EOF, or a limit trips."""
@@ -258,19 +261,27 @@ class Http1Server:
         return len(self._busy)
 
     async def drain(self, deadline: float) -> bool:
-        """Stop taking new requests on open connections and wait for in-flight ones until `deadline`
-        (a monotonic time); True when everything finished in time."""
+        """Stop serving and wait for what is owed, until `deadline` (a monotonic time).
+
+        Owed: every request in flight, and the first request of every connection already accepted — its client
+        has done nothing wrong and would otherwise see the connection drop. Idle keep-alive connections that
+        have had their answers are closed at once; HTTP clients reconnect for those. True when nothing owed
+        was cut off.
+        """
         self._closing = True
-        if self._busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), max(0.0, deadline - time.monotonic()))
-        finished = not self._busy
-        # What is left is idle keep-alive connections (or requests past the deadline): close them.
-        for task in list(self._conns):
+        for task, state in list(self._conns.items()):
+            if self._served.get(task) and not state.started and task not in self._busy:
+                task.cancel()
+        pending = list(self._conns)
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        left = list(self._conns)
+        owed = [t for t in left if t in self._busy or self._conns[t].started]
+        for task in left:
             task.cancel()
-        if self._conns:
-            await asyncio.wait(list(self._conns), timeout=1.0)
-        return finished
+        if left:
+            await asyncio.wait(left, timeout=1.0)
+        return not owed
 
 
 def _timeout_error(state: _Parse) -> RequestError:

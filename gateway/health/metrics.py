@@ -1,0 +1,51 @@
+"""The gateway's Prometheus metrics, in a registry of its own (tests can build as many as they like)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# HIS-facing latency spans sub-millisecond refusals to platform answers near the HIS's timeout.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, version: str = "") -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.info = Info("ybgate_build", "ybgate version", registry=r)
+        self.info.info({"version": version})
+        self.requests = Counter(
+            "ybgate_requests_total",
+            "HIS requests by transaction and outcome (answered, or the gateway_error kind)",
+            ["infno", "outcome"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "ybgate_refusals_total",
+            "requests refused before they had a valid envelope, by kind (bad_http, body_too_large, …)",
+            ["kind"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "ybgate_request_seconds",
+            "HIS-facing latency of relayed requests",
+            ["infno"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "ybgate_upstream_seconds",
+            "platform round-trip time by upstream",
+            ["upstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("ybgate_requests_in_flight", "HIS requests being relayed now", registry=r)
+        self.started = Gauge("ybgate_start_time_seconds", "when this process started (Unix time)", registry=r)
+        self.started.set_to_current_time()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

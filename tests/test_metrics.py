@@ -1,0 +1,61 @@
+"""Prometheus metrics and status on the admin listener reflect what the HIS API did."""
+
+from __future__ import annotations
+
+import json
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.http1.unix_client import request
+
+from conftest import Gateway, example
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_metrics_count_answers_refusals_and_failures(gateway: Gateway) -> None:
+    assert gateway.daemon.admin_address is not None
+    host, port = gateway.daemon.admin_address
+    sign_no = await gateway.sign_in()
+    await gateway.post(example("1101_query_request.json") | {"sign_no": sign_no})
+    await gateway.post(example("9001_signin_request.json") | {"msgid": "bad"})
+    await gateway.post(b"\xff\xfe", headers=[("Content-Type", "application/json")])
+    gateway.sim.faults.set("2207", {"kind": "drop_after", "times": 1})
+    await gateway.post(example("2207_settle_request.json") | {"sign_no": sign_no})
+
+    reply = await request("GET", "/metrics", host=host, port=port)
+    assert reply.status == 200
+    assert reply.headers.get("content-type", "").startswith("text/plain")
+    m = samples(reply.body.decode())
+    assert m[("ybgate_requests_total", (("infno", "9001"), ("outcome", "answered")))] == 1
+    assert m[("ybgate_requests_total", (("infno", "1101"), ("outcome", "answered")))] == 1
+    assert m[("ybgate_requests_total", (("infno", "2207"), ("outcome", "outcome_unknown")))] == 1
+    assert m[("ybgate_refusals_total", (("kind", "bad_envelope"),))] == 1
+    assert m[("ybgate_refusals_total", (("kind", "bad_encoding"),))] == 1
+    assert m[("ybgate_request_seconds_count", (("infno", "1101"),))] == 1
+    assert m[("ybgate_upstream_seconds_count", (("upstream", "sim"),))] == 2
+    assert m[("ybgate_requests_in_flight", ())] == 0
+    assert m[("ybgate_build_info", (("version", "0.1.0"),))] == 1
+
+
+async def test_status_and_read_only_admin(gateway: Gateway) -> None:
+    assert gateway.daemon.admin_address is not None
+    host, port = gateway.daemon.admin_address
+    status = json.loads((await request("GET", "/status", host=host, port=port)).body)
+    assert status["upstreams"] == [
+        {
+            "name": "sim",
+            "role": "primary",
+            "address": f"{gateway.sim.addresses.platform[0]}:{gateway.sim.addresses.platform[1]}",
+            "transport": "tcp",
+        }
+    ]
+    assert status["in_flight"] == 0
+    assert (await request("POST", "/metrics", b"x", host=host, port=port)).status == 405
+    assert (await request("GET", "/nope", host=host, port=port)).status == 404

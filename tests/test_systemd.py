@@ -1,0 +1,220 @@
+"""systemd integration with real processes: READY after the socket listens, watchdog pings, STOPPING on SIGTERM,
+socket activation across a restart under load, and the unit files' own checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.health.systemd import Notifier, listen_fds
+from gateway.http1.unix_client import request
+from gateway.sim.server import Simulator
+
+from conftest import PLATFORM_PATH, example
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(dirpath: Path, sim: Simulator) -> Path:
+    assert sim.addresses is not None
+    host, port = sim.addresses.platform
+    cfg = dirpath / "ybgate.yaml"
+    cfg.write_text(
+        f"development: true\nstate_dir: {dirpath}/state\nruntime_dir: {dirpath}/run\n"
+        f"api: {{socket: {dirpath}/run/api.sock}}\nadmin: {{port: 0}}\n"
+        f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\nlogging: {{level: info}}\n"
+    )
+    return cfg
+
+
+class NotifySocket:
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.path = path
+
+    async def next(self, within: float = 10.0) -> str:
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), within)
+        return data.decode()
+
+    async def until(self, prefix: str, within: float = 10.0) -> str:
+        deadline = time.monotonic() + within
+        while True:
+            msg = await self.next(max(0.01, deadline - time.monotonic()))
+            if msg.startswith(prefix):
+                return msg
+
+
+def test_notifier_does_nothing_outside_systemd() -> None:
+    n = Notifier({})
+    assert not n.enabled and n.watchdog_interval is None
+    assert n.ready("x") is False
+
+
+def test_notifier_abstract_namespace_and_watchdog_env() -> None:
+    name = f"ybgate-test-{os.getpid()}"
+    recv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    recv.bind("\0" + name)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())})
+        assert n.watchdog_interval == 2.0
+        assert n.status("serving")
+        assert recv.recv(100) == b"STATUS=serving"
+    finally:
+        recv.close()
+    other = Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_interval is None  # meant for another process
+
+
+def test_listen_fds_ignores_other_pids() -> None:
+    assert listen_fds({"LISTEN_PID": "1", "LISTEN_FDS": "1"}, unset=False) == {}
+
+
+async def test_ready_watchdog_stopping(sim: Simulator, short_tmp: Path) -> None:
+    cfg = write_config(short_tmp, sim)
+    notify = NotifySocket(short_tmp / "notify.sock")
+    env = os.environ | {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "300000"}
+    # WATCHDOG_PID must name the daemon itself: exec keeps the shell's pid.
+    proc = await asyncio.create_subprocess_exec(
+        "sh",
+        "-c",
+        'export WATCHDOG_PID=$$; exec "$0" -m gateway run --config "$1"',
+        sys.executable,
+        str(cfg),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        ready = await notify.until("READY=1")
+        assert f"MAINPID={proc.pid}" in ready and "STATUS=serving" in ready
+        # READY means the API answers now, not soon.
+        health = await request("GET", "/healthz", unix_socket=str(short_tmp / "run/api.sock"))
+        assert health.status == 200
+        pings = [await notify.until("WATCHDOG=1", within=2) for _ in range(3)]
+        assert len(pings) == 3
+        proc.send_signal(signal.SIGTERM)
+        assert await notify.until("STOPPING=1") == "STOPPING=1"
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _start_activated(cfg: Path, listener: socket.socket, log: Path) -> asyncio.subprocess.Process:
+    # What systemd does before exec: the socket at fd 3, LISTEN_PID naming the process that will run.
+    fd = listener.fileno()
+    launcher = (
+        "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='api'); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'gateway', 'run', '--config', sys.argv[2]])"
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        launcher,
+        str(fd),
+        str(cfg),
+        pass_fds=(fd,),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_socket_activation_restart_refuses_no_request(sim: Simulator, short_tmp: Path) -> None:
+    """The test holds the listening socket as systemd would; the daemon is stopped and started again while
+    HIS clients keep sending. Every request must be answered: none refused, none dropped."""
+    cfg = write_config(short_tmp, sim)
+    (short_tmp / "run").mkdir()
+    sock_path = str(short_tmp / "run/api.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1024)
+    log = short_tmp / "daemon.log"
+    first = await _start_activated(cfg, listener, log)
+    body = json.dumps(example("9001_signin_request.json")).encode()
+    results: list[int | str] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        while not stop.is_set():
+            try:
+                reply = await request("POST", PLATFORM_PATH, body, unix_socket=sock_path, time_limit=20)
+                results.append(reply.status)
+            except (OSError, TimeoutError) as exc:
+                results.append(type(exc).__name__)
+            await asyncio.sleep(0.005)
+
+    try:
+        await asyncio.sleep(1.5)  # first daemon up
+        clients = [asyncio.create_task(client()) for _ in range(4)]
+        await asyncio.sleep(0.5)
+        before = len(results)
+        started = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(first.wait(), 15) == 0
+        second = await _start_activated(cfg, listener, log)
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.gather(*clients)
+        restart_window = time.monotonic() - started
+    finally:
+        for p in (first, locals().get("second")):
+            if p is not None and p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(p.wait(), 15)
+        listener.close()
+    failures = [r for r in results if r != 200]
+    assert not failures, (failures[:5], log.read_text()[-2000:])
+    assert before > 10 and len(results) > before + 10  # served before and after the restart
+    assert restart_window < 10
+    assert sum(1 for m in sim.ledger.messages if m.infno == "9001") == len(results)
+
+
+@pytest.fixture
+def units(tmp_path: Path) -> Path:
+    """The unit files with ExecStart pointing at this environment's ybgate (verify checks it exists)."""
+    exe = shutil.which("ybgate") or str(Path(sys.executable).parent / "ybgate")
+    assert Path(exe).exists(), "ybgate must be installed in the test environment"
+    for name in ("ybgate.service", "ybgate.socket"):
+        text = (REPO / "systemd" / name).read_text().replace("/opt/ybgate/bin/ybgate", exe)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_systemd_analyze_verify_prints_nothing(units: Path) -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(units / "ybgate.socket"), str(units / "ybgate.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout == "" and result.stderr == ""
+
+
+def test_systemd_analyze_security_exposure(units: Path) -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(units / "ybgate.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    line = next(ln for ln in result.stdout.splitlines() if "Overall exposure level" in ln)
+    exposure = float(line.split(":")[1].split()[0])
+    assert exposure <= 2.0, line
