@@ -100,6 +100,27 @@ class Admin(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 9180
 
 
+class MqttTls(_Strict):
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class Mqtt(_Strict):
+    """Health to an MQTT broker. Secrets come from files, never from this YAML."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    topic_prefix: Annotated[str, Field(pattern=r"^[^#+]+$")] = "ybgate"
+    client_id: str | None = None
+    keepalive: Annotated[int, Field(ge=2, le=3600)] = 30
+    interval: PositiveSeconds = 30.0
+    username: str | None = None
+    password_file: Path | None = None
+    tls: MqttTls | None = None
+
+
 class Upstream(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     role: Literal["primary", "backup"] = "primary"
@@ -123,6 +144,7 @@ class Config(_Strict):
     development: bool = False
     api: Api = Api()
     admin: Admin = Admin()
+    mqtt: Mqtt = Mqtt()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,16 @@ from gateway import __version__
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.config import Config
+from gateway.health.host import HostSampler
 from gateway.health.metrics import Metrics
+from gateway.health.mqtt import HealthPublisher, MqttSettings
 from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
 from gateway.http1.server import Http1Server
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.relay.forwarder import Forwarder
+from gateway.secretfile import read_secret
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -39,6 +43,26 @@ def upstream_targets(config: Config) -> list[UpstreamTarget]:
         )
         for u in config.upstreams
     ]
+
+
+def mqtt_settings(config: Config) -> MqttSettings:
+    m = config.mqtt
+    tls = None
+    if m.tls is not None:
+        tls = ssl.create_default_context(cafile=str(m.tls.ca_file))
+        if m.tls.cert_file is not None:
+            tls.load_cert_chain(str(m.tls.cert_file), str(m.tls.key_file) if m.tls.key_file else None)
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        topic_prefix=m.topic_prefix,
+        client_id=m.client_id or f"ybgate-{socket.gethostname()}",
+        keepalive=m.keepalive,
+        interval=m.interval,
+        username=m.username,
+        password=read_secret(m.password_file) if m.password_file else None,
+        tls=tls,
+    )
 
 
 def http_limits(config: Config) -> Limits:
@@ -73,10 +97,17 @@ class Daemon:
         self.http: Http1Server | None = None
         self.admin_address: tuple[str, int] | None = None
         self.started_at = time.time()
+        self.host: HostSampler | None = None
+        self.mqtt: HealthPublisher | None = None
 
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.host = HostSampler(cfg.state_dir)
+        self.metrics.add_host(self.host)
+        if cfg.mqtt.enabled:
+            # Settings (and the secret file) are read before anything listens: a bad one stops the start.
+            self.mqtt = HealthPublisher(mqtt_settings(cfg), self.health_document, self.metrics)
         forwarder = Forwarder(upstream_targets(cfg), self.transport)
         api = HisApi(
             forwarder,
@@ -99,6 +130,8 @@ class Daemon:
         for tcp in cfg.api.tcp:
             self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port), None))
         self._tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
+        if self.mqtt is not None:
+            await self.mqtt.start()
         summary = f"serving {cfg.api_socket}; upstreams {', '.join(u.name for u in cfg.upstreams)}"
         self.notifier.ready(summary)
         log.info(
@@ -123,9 +156,17 @@ class Daemon:
             ],
         }
 
+    def health_document(self) -> dict[str, Any]:
+        doc = self.status()
+        if self.host is not None:
+            doc["host"] = self.host.sample().as_dict()
+        return doc
+
     async def stop(self, grace: float = 10.0) -> None:
         deadline = time.monotonic() + grace
         self.notifier.stopping()
+        if self.mqtt is not None:
+            await self.mqtt.stop()
         for srv, path in self._listeners:
             await close_listener(srv, path)
         self._listeners = []

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from gateway.health.host import HostSampler
 
 # HIS-facing latency spans sub-millisecond refusals to platform answers near the HIS's timeout.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -47,5 +53,23 @@ class Metrics:
         self.started = Gauge("ybgate_start_time_seconds", "when this process started (Unix time)", registry=r)
         self.started.set_to_current_time()
 
+        self.mqtt_connected = Gauge("ybgate_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
+        self.mqtt_dropped = Counter(
+            "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r
+        )
+
+    def add_host(self, sampler: HostSampler) -> None:
+        """Sample host figures at scrape time (no background task, no stale values)."""
+        self.registry.register(_HostCollector(sampler))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _HostCollector(Collector):
+    def __init__(self, sampler: HostSampler) -> None:
+        self.sampler = sampler
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, value in self.sampler.sample().as_dict().items():
+            yield GaugeMetricFamily(f"ybgate_host_{name}", f"host figure {name} (psutil)", value=value)
