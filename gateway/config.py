@@ -121,6 +121,11 @@ class Mqtt(_Strict):
     tls: MqttTls | None = None
 
 
+class Health(_Strict):
+    #: the 专网 interface whose link and routes are watched through netlink (none: not watched)
+    interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
+
+
 class Upstream(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     role: Literal["primary", "backup"] = "primary"
@@ -145,6 +150,7 @@ class Config(_Strict):
     api: Api = Api()
     admin: Admin = Admin()
     mqtt: Mqtt = Mqtt()
+    health: Health = Health()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 

@@ -23,6 +23,7 @@ from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.config import Config
 from gateway.health.host import HostSampler
+from gateway.health.link import LinkMonitor, LinkState
 from gateway.health.metrics import Metrics
 from gateway.health.mqtt import HealthPublisher, MqttSettings
 from gateway.health.systemd import Notifier
@@ -99,6 +100,7 @@ class Daemon:
         self.started_at = time.time()
         self.host: HostSampler | None = None
         self.mqtt: HealthPublisher | None = None
+        self.link: LinkMonitor | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -132,6 +134,9 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
         if self.mqtt is not None:
             await self.mqtt.start()
+        if cfg.health.interface:
+            self.link = LinkMonitor(cfg.health.interface, [u.host for u in cfg.upstreams], self._link_changed)
+            await self.link.start()
         summary = f"serving {cfg.api_socket}; upstreams {', '.join(u.name for u in cfg.upstreams)}"
         self.notifier.ready(summary)
         log.info(
@@ -150,11 +155,33 @@ class Daemon:
             "uptime_s": round(time.time() - self.started_at, 1),
             "in_flight": self.http.in_flight if self.http else 0,
             "api_socket": str(self.config.api_socket),
+            "link": None
+            if self.link is None or self.link.state is None
+            else {"interface": self.link.state.interface, "up": self.link.state.up, "routes": self.link.state.routes},
             "upstreams": [
                 {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
                 for u in self.config.upstreams
             ],
         }
+
+    def _link_changed(self, new: LinkState, old: LinkState | None) -> None:
+        self.metrics.link_up.labels(new.interface).set(1 if new.up else 0)
+        for address, via in new.routes.items():
+            self.metrics.route_ok.labels(address).set(1 if via == new.interface else 0)
+        if old is None:
+            log.info("link_state", interface=new.interface, exists=new.exists, up=new.up, routes=new.routes)
+            return
+        if old.up != new.up:
+            kind = "link_up" if new.up else "link_down"
+            log.warning(kind, interface=new.interface, exists=new.exists)
+            if self.mqtt is not None:
+                self.mqtt.event(kind, interface=new.interface)
+        for address, via in new.routes.items():
+            if old.routes.get(address) != via:
+                kind = "route_restored" if via == new.interface else "route_lost"
+                log.warning(kind, upstream=address, via=via, interface=new.interface)
+                if self.mqtt is not None:
+                    self.mqtt.event(kind, upstream=address, via=via)
 
     def health_document(self) -> dict[str, Any]:
         doc = self.status()
@@ -167,6 +194,8 @@ class Daemon:
         self.notifier.stopping()
         if self.mqtt is not None:
             await self.mqtt.stop()
+        if self.link is not None:
+            await self.link.stop()
         for srv, path in self._listeners:
             await close_listener(srv, path)
         self._listeners = []

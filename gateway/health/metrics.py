@@ -53,6 +53,15 @@ class Metrics:
         self.started = Gauge("ybgate_start_time_seconds", "when this process started (Unix time)", registry=r)
         self.started.set_to_current_time()
 
+        self.link_up = Gauge(
+            "ybgate_link_up", "1 while the 专网 interface is up with carrier", ["interface"], registry=r
+        )
+        self.route_ok = Gauge(
+            "ybgate_upstream_route_ok",
+            "1 while the route to an upstream leaves by the 专网 interface",
+            ["address"],
+            registry=r,
+        )
         self.mqtt_connected = Gauge("ybgate_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
         self.mqtt_dropped = Counter(
             "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r

@@ -1,0 +1,135 @@
+"""Watch the 专网 interface and the routes to the upstreams through netlink events.
+
+A link that goes down is noticed when the kernel says so (milliseconds), not when the next HIS request times
+out. The monitor keeps the current state and calls back on every change; metrics and MQTT events hang off that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK
+
+log = structlog.get_logger("gateway.link")
+
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+
+@dataclass(frozen=True)
+class LinkState:
+    interface: str
+    exists: bool
+    up: bool  # administratively up and carrier present
+    #: upstream address -> the interface its route leaves by (None: no route)
+    routes: dict[str, str | None] = field(default_factory=dict)
+
+    def route_ok(self, address: str) -> bool:
+        return self.routes.get(address) == self.interface
+
+
+class LinkMonitor:
+    def __init__(
+        self,
+        interface: str,
+        upstream_addresses: list[str],
+        on_change: Callable[[LinkState, LinkState | None], None],
+        *,
+        netns: str | None = None,
+    ) -> None:
+        self.interface = interface
+        self.addresses = [a for a in upstream_addresses if _is_ip(a)]
+        self.on_change = on_change
+        self.netns = netns
+        self.state: LinkState | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ipr: AsyncIPRoute | None = None  # queries
+        self._events: AsyncIPRoute | None = None  # multicast events only: queries on it would eat them
+
+    def _socket(self) -> AsyncIPRoute:
+        return AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
+
+    async def start(self) -> LinkState:
+        self._events = self._socket()
+        await self._events.setup_endpoint()
+        await self._events.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
+        self._ipr = self._socket()
+        await self._ipr.setup_endpoint()
+        await self._refresh()
+        self._task = asyncio.create_task(self._watch(), name="link-monitor")
+        assert self.state is not None
+        return self.state
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for sock in (self._ipr, self._events):
+            if sock is not None:
+                sock.close()
+
+    async def _watch(self) -> None:
+        assert self._events is not None
+        while True:  # get() yields one batch of messages per call
+            relevant = False
+            async for msg in self._events.get():
+                relevant |= msg["event"] in ("RTM_NEWLINK", "RTM_DELLINK", "RTM_NEWROUTE", "RTM_DELROUTE")
+            if relevant:
+                await self._refresh()
+
+    async def _refresh(self) -> None:
+        new = await self._read()
+        old = self.state
+        if new != old:
+            self.state = new
+            self.on_change(new, old)
+
+    async def _read(self) -> LinkState:
+        assert self._ipr is not None
+        exists, up = False, False
+        for link in await _collect(await self._ipr.link("dump")):
+            if link.get("ifname") == self.interface:
+                flags = link["flags"]
+                exists, up = True, bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+        routes: dict[str, str | None] = {}
+        for address in self.addresses:
+            routes[address] = await self._route_interface(address)
+        return LinkState(self.interface, exists, up, routes)
+
+    async def _route_interface(self, address: str) -> str | None:
+        assert self._ipr is not None
+        try:
+            answer = await _collect(await self._ipr.route("get", dst=address))
+        except NetlinkError:
+            return None  # unreachable: no route at all
+        for route in answer:
+            oif = route.get("oif")
+            if oif is None:
+                continue
+            names = [link.get("ifname") for link in await _collect(await self._ipr.link("get", index=oif))]
+            return names[0] if names else None
+        return None
+
+
+async def _collect(result: Any) -> list[Any]:
+    """pyroute2 answers dumps with an async generator and single gets with a list: take either."""
+    if hasattr(result, "__aiter__"):
+        return [item async for item in result]
+    return list(result)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
