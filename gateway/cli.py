@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
+    status = sub.add_parser(
+        "status",
+        help="show the running gateway's state (from its admin listener)",
+        description="Ask the running daemon's admin listener for its status: upstreams, link, in-flight requests, "
+        "recent errors. Exit 1 when it does not answer.",
+    )
+    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    status.add_argument("--json", action="store_true", help="print the raw status document")
+
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -109,6 +118,41 @@ def cmd_run(path: Path) -> int:
     return 0
 
 
+def cmd_status(path: Path, as_json: bool) -> int:
+    import json
+
+    from gateway.http1.unix_client import request
+
+    config = _load(path)
+    if config is None:
+        return 1
+    if not config.admin.enabled:
+        print("the admin listener is disabled in the configuration (admin.enabled: false)", file=sys.stderr)
+        return 1
+    host, port = config.admin.host, config.admin.port
+    try:
+        reply = asyncio.run(request("GET", "/status", host=host, port=port, time_limit=5))
+    except (OSError, TimeoutError) as exc:
+        print(f"ybgate is not answering on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    doc = json.loads(reply.body)
+    if as_json:
+        print(json.dumps(doc, ensure_ascii=False, indent=1))
+        return 0
+    recent = doc["recent"]
+    print(
+        f"ybgate {doc['version']}  up {doc['uptime_s']:.0f}s  in flight {doc['in_flight']}  "
+        f"answered {recent['answered']}  failed {recent['failed']}"
+    )
+    link = doc.get("link")
+    print(f"link: {link['interface']} {'up' if link['up'] else 'DOWN'}" if link else "link: not watched")
+    for u in doc["upstreams"]:
+        print(f"upstream {u['name']} ({u['role']}): {u['transport']} {u['address']}")
+    for e in recent["errors"][:10]:
+        print(f"error {e['kind']}: {e['infno'] or '-'} {e['msgid'] or '-'} {e['message']}")
+    return 0
+
+
 def cmd_sim(host: str, port: int, admin_port: int) -> int:
     from gateway.logging import configure
     from gateway.sim.server import Simulator
@@ -142,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return main_demo(args.once, sys.stdout, args.log_level)
         except KeyboardInterrupt:
             return 0
+    if args.command == "status":
+        return cmd_status(args.config, args.json)
     if args.command == "sim":
         return cmd_sim(args.host, args.port, args.admin_port)
     return 2

@@ -26,6 +26,7 @@ from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
 from gateway.health.metrics import Metrics
 from gateway.health.mqtt import HealthPublisher, MqttSettings
+from gateway.health.recent import Recent
 from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
@@ -90,6 +91,7 @@ class Daemon:
         self.config = config
         self.transport = transport or TcpTransport()
         self.metrics = Metrics(__version__)
+        self.recent = Recent()
         self.notifier = notifier or Notifier({})
         self._api_socket = api_socket
         self._listeners: list[tuple[asyncio.Server, Path | None]] = []
@@ -117,6 +119,7 @@ class Daemon:
             default_timeout=cfg.api.default_timeout,
             max_timeout=cfg.api.max_timeout,
             metrics=self.metrics,
+            recent=self.recent,
         )
         if cfg.admin.enabled:
             admin = AdminApi(self.metrics, self.status)
@@ -162,6 +165,7 @@ class Daemon:
                 {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
                 for u in self.config.upstreams
             ],
+            "recent": self.recent.snapshot(),
         }
 
     def _link_changed(self, new: LinkState, old: LinkState | None) -> None:

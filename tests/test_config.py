@@ -124,7 +124,7 @@ def test_cli_check_good_file_prints_plan(tmp_path: Path) -> None:
 
 
 def test_cli_help_on_every_command() -> None:
-    for cmd in ("run", "check", "demo", "sim"):
+    for cmd in ("run", "check", "demo", "sim", "status"):
         result = run_cli(cmd, "--help")
         assert result.returncode == 0
         assert "usage: ybgate " + cmd in result.stdout

@@ -218,3 +218,52 @@ def test_systemd_analyze_security_exposure(units: Path) -> None:
     line = next(ln for ln in result.stdout.splitlines() if "Overall exposure level" in ln)
     exposure = float(line.split(":")[1].split()[0])
     assert exposure <= 2.0, line
+
+
+async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp: Path) -> None:
+    cfg = write_config(short_tmp, sim)
+    text = cfg.read_text().replace("admin: {port: 0}", "admin: {port: 19181}")
+    cfg.write_text(text)
+    down = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "status",
+        "--config",
+        str(cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await down.communicate()
+    assert down.returncode == 1 and b"not answering" in err
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "--config",
+        str(cfg),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if (short_tmp / "run/api.sock").exists():
+                break
+            await asyncio.sleep(0.1)
+        await request(
+            "POST",
+            PLATFORM_PATH,
+            json.dumps(example("9001_signin_request.json")).encode(),
+            unix_socket=str(short_tmp / "run/api.sock"),
+        )
+        st = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "status", "--config", str(cfg), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await st.communicate()
+        assert st.returncode == 0
+        text = out.decode()
+        assert "answered 1" in text and "upstream sim (primary): tcp" in text and "link: not watched" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()

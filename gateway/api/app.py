@@ -11,6 +11,7 @@ import structlog
 
 from gateway.errors import GatewayError, RequestError
 from gateway.health.metrics import Metrics
+from gateway.health.recent import Recent
 from gateway.http1 import Request, Response
 from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, error_body
 from gateway.relay.forwarder import RelayAnswer
@@ -35,9 +36,11 @@ class HisApi:
         default_timeout: float,
         max_timeout: float,
         metrics: Metrics | None = None,
+        recent: Recent | None = None,
     ) -> None:
         self.relay = relay
         self.metrics = metrics or Metrics()
+        self.recent = recent or Recent()
         self.paths = PathTable(paths)
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
@@ -78,11 +81,14 @@ class HisApi:
                 msgid=envelope.msgid if envelope else None,
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
-            return self.refuse(err, charset=envelope.charset if envelope else "utf-8")
+            if envelope is None:
+                return self.refuse(err)
+            return self.refuse(err, charset=envelope.charset, infno=envelope.infno, msgid=envelope.msgid)
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(envelope.infno, "answered").inc()
         self.metrics.request_seconds.labels(envelope.infno).observe(elapsed)
         self.metrics.upstream_seconds.labels(answer.upstream).observe(answer.latency)
+        self.recent.answer(elapsed)
         log.info(
             "request_answered",
             peer=request.peer.describe(),
@@ -115,11 +121,14 @@ class HisApi:
         # Answer a GBK-speaking HIS in GBK: it decodes what it sent.
         return Response(200, body.decode("utf-8").encode(charset), content_type="application/json; charset=GBK")
 
-    def refuse(self, err: GatewayError, charset: str = "utf-8") -> Response:
+    def refuse(
+        self, err: GatewayError, charset: str = "utf-8", infno: str | None = None, msgid: str | None = None
+    ) -> Response:
         """Answer a failure in platform shape. The HIS's own mistakes (4xx) are counted by kind here; upstream
         failures are counted per transaction where the relay was called."""
         if err.http_status < 500:
             self.metrics.refusals.labels(err.kind).inc()
+        self.recent.error(err.kind, err.message, infno, msgid)
         body = error_body(err.message, infcode=err.infcode, kind=err.kind)
         resp = HisApi._answer(body, charset)
         return Response(err.http_status, resp.body, resp.content_type)

@@ -1,0 +1,47 @@
+"""What happened lately, for the status page and `ybgate status`: recent failures and latencies.
+
+Bounded ring buffers: the page wants "what went wrong in the last minutes", not a history (that is the
+job of logs and the audit log). Messages pass through the same masking as logs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gateway.logging import mask_text
+
+
+@dataclass(frozen=True)
+class RecentError:
+    ts: float
+    kind: str
+    infno: str | None
+    msgid: str | None
+    message: str
+
+
+class Recent:
+    def __init__(self, errors: int = 50, latencies: int = 240) -> None:
+        self.errors: deque[RecentError] = deque(maxlen=errors)
+        self.latencies: deque[tuple[float, float]] = deque(maxlen=latencies)
+        self.answered = 0
+        self.failed = 0
+
+    def error(self, kind: str, message: str, infno: str | None = None, msgid: str | None = None) -> None:
+        self.failed += 1
+        self.errors.append(RecentError(time.time(), kind, infno, msgid, mask_text(message)))
+
+    def answer(self, seconds: float) -> None:
+        self.answered += 1
+        self.latencies.append((time.time(), seconds))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "answered": self.answered,
+            "failed": self.failed,
+            "errors": [asdict(e) for e in reversed(self.errors)],
+            "latency_ms": [round(s * 1000, 2) for _, s in self.latencies],
+        }
