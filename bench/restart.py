@@ -1,0 +1,133 @@
+"""Restart under load with socket activation: restart-to-ready time and HIS requests lost.
+
+The bench holds the API socket as systemd would, runs the daemon on it, keeps HIS clients posting, and
+restarts the daemon N times (SIGTERM, then a new process on the same socket). It prints the cold start time
+(process start to READY=1) as the baseline, the restart-to-ready time (SIGTERM to the new READY=1), and how
+many requests failed. Traffic stays on loopback and a Unix socket; everything stops by itself.
+
+    python bench/restart.py [--restarts 10] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.http1.unix_client import request
+from gateway.sim.server import Simulator
+
+PATH = "/fsi/api/rsfComIfsService/callService"
+LAUNCHER = (
+    "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+    "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='api'); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'gateway', 'run', '--config', sys.argv[2]])"
+)
+
+
+async def start(cfg: Path, listener: socket.socket, notify: Path) -> asyncio.subprocess.Process:
+    fd = listener.fileno()
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LAUNCHER,
+        str(fd),
+        str(cfg),
+        pass_fds=(fd,),
+        env=os.environ | {"NOTIFY_SOCKET": str(notify)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def wait_ready(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        msg = await asyncio.wait_for(loop.sock_recv(sock, 4096), 30)
+        if msg.startswith(b"READY=1"):
+            return
+
+
+async def main(restarts: int, clients: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="ybg-bench-"))
+    sim = Simulator()
+    addrs = await sim.start()
+    cfg = work / "ybgate.yaml"
+    cfg.write_text(
+        f"development: true\nstate_dir: {work}/state\nruntime_dir: {work}/run\nadmin: {{enabled: false}}\n"
+        f"upstreams: [{{name: sim, host: {addrs.platform[0]}, port: {addrs.platform[1]}, transport: tcp}}]\n"
+        "logging: {level: warning}\n"
+    )
+    (work / "run").mkdir()
+    sock_path = str(work / "run/api.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1024)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(work / "notify.sock"))
+    notify.setblocking(False)
+    body = json.dumps(
+        json.loads((Path(__file__).parent.parent / "tests/data/platform/9001_signin_request.json").read_text())
+    ).encode()
+    ok = failed = 0
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        nonlocal ok, failed
+        while not stop.is_set():
+            try:
+                reply = await request("POST", PATH, body, unix_socket=sock_path, time_limit=30)
+                ok, failed = (ok + 1, failed) if reply.status == 200 else (ok, failed + 1)
+            except (OSError, TimeoutError):
+                failed += 1
+
+    t0 = time.perf_counter()
+    proc = await start(cfg, listener, work / "notify.sock")
+    await wait_ready(notify)
+    cold = time.perf_counter() - t0
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    ready_times = []
+    try:
+        for _ in range(restarts):
+            await asyncio.sleep(1.0)
+            t = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+            proc = await start(cfg, listener, work / "notify.sock")
+            await wait_ready(notify)
+            ready_times.append(time.perf_counter() - t)
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+        await sim.stop()
+        listener.close()
+        shutil.rmtree(work, ignore_errors=True)
+    med = statistics.median(ready_times)
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"{'figure':<34}{'value':>12}")
+    print(f"{'cold start to READY (baseline)':<34}{cold * 1000:>10.0f} ms")
+    print(f"{'restart to READY, median':<34}{med * 1000:>10.0f} ms   ({med / cold:.2f}x cold start)")
+    print(f"{'restart to READY, max':<34}{max(ready_times) * 1000:>10.0f} ms")
+    print(f"{'restarts':<34}{restarts:>12}")
+    print(f"{'HIS requests answered':<34}{ok:>12}")
+    print(f"{'HIS requests failed':<34}{failed:>12}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--restarts", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=4)
+    a = ap.parse_args()
+    asyncio.run(main(a.restarts, a.clients))
