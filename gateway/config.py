@@ -121,6 +121,19 @@ class Mqtt(_Strict):
     tls: MqttTls | None = None
 
 
+class Failover(_Strict):
+    """Circuit breakers and primary/backup switching (备用链路)."""
+
+    failures_to_open: Annotated[int, Field(ge=1, le=100)] = 3
+    cooldown: PositiveSeconds = 5.0
+    cooldown_max: PositiveSeconds = 60.0
+    successes_to_close: Annotated[int, Field(ge=1, le=100)] = 2
+    #: how long the primary must stay healthy before traffic moves back to it
+    failback_after: PositiveSeconds = 30.0
+    #: how often each upstream is probed (connect; with TLCP, a handshake)
+    probe_interval: PositiveSeconds = 5.0
+
+
 class Health(_Strict):
     #: the 专网 interface whose link and routes are watched through netlink (none: not watched)
     interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
@@ -151,6 +164,7 @@ class Config(_Strict):
     admin: Admin = Admin()
     mqtt: Mqtt = Mqtt()
     health: Health = Health()
+    failover: Failover = Failover()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 

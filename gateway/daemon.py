@@ -31,6 +31,8 @@ from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
 from gateway.http1.server import Http1Server
+from gateway.net.breaker import BreakerPolicy
+from gateway.net.pool import UpstreamPool
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.relay.forwarder import Forwarder
 from gateway.secretfile import read_secret
@@ -103,6 +105,7 @@ class Daemon:
         self.host: HostSampler | None = None
         self.mqtt: HealthPublisher | None = None
         self.link: LinkMonitor | None = None
+        self.pool: UpstreamPool | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -112,7 +115,15 @@ class Daemon:
         if cfg.mqtt.enabled:
             # Settings (and the secret file) are read before anything listens: a bad one stops the start.
             self.mqtt = HealthPublisher(mqtt_settings(cfg), self.health_document, self.metrics)
-        forwarder = Forwarder(upstream_targets(cfg), self.transport)
+        f = cfg.failover
+        self.pool = UpstreamPool(
+            upstream_targets(cfg),
+            policy=BreakerPolicy(f.failures_to_open, f.cooldown, f.cooldown_max, f.successes_to_close),
+            failback_after=f.failback_after,
+            on_change=self._upstream_switched,
+        )
+        self.metrics.add_pool(self.pool)
+        forwarder = Forwarder(self.pool, self.transport)
         api = HisApi(
             forwarder,
             cfg.api.paths,
@@ -135,6 +146,9 @@ class Daemon:
         for tcp in cfg.api.tcp:
             self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port), None))
         self._tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
+        self._tasks.append(
+            asyncio.create_task(self.pool.probe_loop(self.transport, cfg.failover.probe_interval), name="probes")
+        )
         if self.mqtt is not None:
             await self.mqtt.start()
         if cfg.health.interface:
@@ -163,7 +177,8 @@ class Daemon:
             else {"interface": self.link.state.interface, "up": self.link.state.up, "routes": self.link.state.routes},
             "upstreams": [
                 {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
-                for u in self.config.upstreams
+                | ({k: v for k, v in snap.items() if k in ("active", "breaker", "healthy_for_s")})
+                for u, snap in zip(self.config.upstreams, self._pool_snapshot(), strict=True)
             ],
             "recent": self.recent.snapshot(),
         }
@@ -186,6 +201,22 @@ class Daemon:
                 log.warning(kind, upstream=address, via=via, interface=new.interface)
                 if self.mqtt is not None:
                     self.mqtt.event(kind, upstream=address, via=via)
+                if kind == "route_lost" and self.pool is not None:
+                    # No route: fail over now rather than after the next requests time out.
+                    for u in self.config.upstreams:
+                        if u.host == address:
+                            self.pool.trip(u.name)
+
+    def _upstream_switched(self, old: str, new: str) -> None:
+        self.metrics.failovers.labels(old, new).inc()
+        if self.mqtt is not None:
+            self.mqtt.event("upstream_switched", was=old, to=new)
+
+    def _pool_snapshot(self) -> list[dict[str, object]]:
+        if self.pool is None:
+            return [{} for _ in self.config.upstreams]
+        by_name = {s["name"]: s for s in self.pool.snapshot()}
+        return [by_name[u.name] for u in self.config.upstreams]
 
     def health_document(self) -> dict[str, Any]:
         doc = self.status()

@@ -48,14 +48,17 @@ async def test_status_and_read_only_admin(gateway: Gateway) -> None:
     assert gateway.daemon.admin_address is not None
     host, port = gateway.daemon.admin_address
     status = json.loads((await request("GET", "/status", host=host, port=port)).body)
-    assert status["upstreams"] == [
-        {
-            "name": "sim",
-            "role": "primary",
-            "address": f"{gateway.sim.addresses.platform[0]}:{gateway.sim.addresses.platform[1]}",
-            "transport": "tcp",
-        }
-    ]
+    [up] = status["upstreams"]
+    platform = gateway.sim.addresses.platform
+    assert up | {"healthy_for_s": 0} == {
+        "name": "sim",
+        "role": "primary",
+        "address": f"{platform[0]}:{platform[1]}",
+        "transport": "tcp",
+        "active": True,
+        "breaker": "closed",
+        "healthy_for_s": 0,
+    }
     assert status["in_flight"] == 0
     assert (await request("POST", "/metrics", b"x", host=host, port=port)).status == 405
     assert (await request("GET", "/nope", host=host, port=port)).status == 404

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -62,6 +63,9 @@ class Metrics:
             ["address"],
             registry=r,
         )
+        self.failovers = Counter(
+            "ybgate_upstream_switches_total", "traffic moved from one upstream to another", ["from", "to"], registry=r
+        )
         self.mqtt_connected = Gauge("ybgate_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
         self.mqtt_dropped = Counter(
             "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r
@@ -71,8 +75,34 @@ class Metrics:
         """Sample host figures at scrape time (no background task, no stale values)."""
         self.registry.register(_HostCollector(sampler))
 
+    def add_pool(self, pool: PoolView) -> None:
+        self.registry.register(_PoolCollector(pool))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class PoolView(Protocol):
+    def snapshot(self) -> list[dict[str, object]]: ...
+
+
+_BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class _PoolCollector(Collector):
+    def __init__(self, pool: PoolView) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "ybgate_breaker_state", "circuit breaker per upstream: 0 closed, 1 half-open, 2 open", labels=["upstream"]
+        )
+        active = GaugeMetricFamily("ybgate_upstream_active", "1 for the upstream taking traffic", labels=["upstream"])
+        for snap in self.pool.snapshot():
+            state.add_metric([str(snap["name"])], _BREAKER_VALUE[str(snap["breaker"])])
+            active.add_metric([str(snap["name"])], 1 if snap["active"] else 0)
+        yield state
+        yield active
 
 
 class _HostCollector(Collector):

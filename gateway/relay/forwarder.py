@@ -16,6 +16,7 @@ import structlog
 
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.http1.client import BadUpstreamResponse, encode_request, exchange
+from gateway.net.pool import UpstreamPool
 from gateway.net.transport import Transport, UpstreamTarget, UpstreamUnreachable
 from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope, decode_response
 
@@ -37,36 +38,46 @@ class RelayAnswer:
 
 
 class Forwarder:
-    def __init__(self, upstreams: list[UpstreamTarget], transport: Transport) -> None:
-        # Primary first, then backups: a connection failure moves on, because nothing was sent yet.
-        self.upstreams = sorted(upstreams, key=lambda u: u.role != "primary")
+    def __init__(self, pool: UpstreamPool, transport: Transport) -> None:
+        self.pool = pool
         self.transport = transport
 
     async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer:
         """`deadline` is a loop time; past it the HIS gets a timeout answer whatever state the send is in."""
         loop = asyncio.get_running_loop()
         errors: list[str] = []
-        for target in self.upstreams:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+        candidates = self.pool.candidates()
+        if not candidates:
+            raise UpstreamError("every upstream's circuit breaker is open: request not sent; try again shortly")
+        # A connection failure moves on to the next upstream: nothing was sent, so any transaction may.
+        for target in candidates:
+            if deadline - loop.time() <= 0:
                 break
+            if not self.pool.acquire(target):
+                continue
             started = time.perf_counter()
             try:
                 async with asyncio.timeout_at(deadline):
                     reader, writer = await self.transport.open(target)
             except UpstreamUnreachable as exc:
+                self.pool.report(target, ok=False)
                 errors.append(exc.message)
                 log.warning("upstream_unreachable", upstream=target.name, reason=exc.message, msgid=envelope.msgid)
                 continue
             except TimeoutError:
+                self.pool.report(target, ok=False)
                 errors.append(f"{target.name}: deadline passed while connecting")
                 break
             try:
                 response = await self._exchange(target, envelope, reader, writer, deadline)
+            except AmbiguousOutcome:
+                self.pool.report(target, ok=False)
+                raise
             finally:
                 writer.close()
                 with contextlib.suppress(ConnectionError, OSError):
                     await writer.wait_closed()
+            self.pool.report(target, ok=True)
             return RelayAnswer(response, target.name, time.perf_counter() - started)
         raise UpstreamError("platform not reachable, request not sent: " + "; ".join(errors or ["deadline passed"]))
 
