@@ -112,7 +112,7 @@ def cmd_run(path: Path) -> int:
     api_socket = fds.get("api") or next(iter(fds.values()), None)
 
     async def main() -> None:
-        await Daemon(config, api_socket=api_socket, notifier=Notifier()).run()
+        await Daemon(config, api_socket=api_socket, notifier=Notifier(), config_path=path).run()
 
     asyncio.run(main())
     return 0

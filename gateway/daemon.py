@@ -21,7 +21,8 @@ import structlog
 from gateway import __version__
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
-from gateway.config import Config
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
 from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
 from gateway.health.metrics import Metrics
@@ -81,6 +82,43 @@ def http_limits(config: Config) -> Limits:
     )
 
 
+# Fields a reload cannot change under a running daemon: listeners, directories, the upstream set and its
+# failover, MQTT and the watched interface. A reload reports them; they apply at the next restart.
+_RESTART_FIELDS = (
+    "state_dir",
+    "runtime_dir",
+    "development",
+    "api.socket",
+    "api.socket_mode",
+    "api.socket_group",
+    "api.tcp",
+    "admin",
+    "mqtt",
+    "health",
+    "failover",
+    "upstreams",
+)
+
+
+def _field(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _with_fields(config: Config, values: dict[str, Any]) -> Config:
+    """A copy of `config` with some dotted fields set back (frozen models: rebuild the path)."""
+    for dotted, value in values.items():
+        head, _, rest = dotted.partition(".")
+        if rest:
+            inner = getattr(config, head).model_copy(update={rest: value})
+            config = config.model_copy(update={head: inner})
+        else:
+            config = config.model_copy(update={head: value})
+    return config
+
+
 class Daemon:
     def __init__(
         self,
@@ -89,8 +127,10 @@ class Daemon:
         transport: Transport | None = None,
         api_socket: socket.socket | None = None,
         notifier: Notifier | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
         self.transport = transport or TcpTransport()
         self.metrics = Metrics(__version__)
         self.recent = Recent()
@@ -99,6 +139,8 @@ class Daemon:
         self._listeners: list[tuple[asyncio.Server, Path | None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self.api: HisApi | None = None
         self.http: Http1Server | None = None
         self.admin_address: tuple[str, int] | None = None
         self.started_at = time.time()
@@ -124,7 +166,7 @@ class Daemon:
         )
         self.metrics.add_pool(self.pool)
         forwarder = Forwarder(self.pool, self.transport)
-        api = HisApi(
+        self.api = api = HisApi(
             forwarder,
             cfg.api.paths,
             default_timeout=cfg.api.default_timeout,
@@ -246,12 +288,65 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def request_reload(self) -> None:
+        self._reload.set()
+
     async def wait_for_signal(self) -> None:
+        """Serve until SIGTERM/SIGINT; act on SIGHUP (reload) in between. Handlers only set flags."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        await self._stop.wait()
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        while not self._stop.is_set():
+            stop = asyncio.ensure_future(self._stop.wait())
+            reload = asyncio.ensure_future(self._reload.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            for fut in (stop, reload):
+                fut.cancel()
+            if self._reload.is_set() and not self._stop.is_set():
+                self._reload.clear()
+                self.reload()
         log.info("stopping")
+
+    def reload(self) -> list[str]:
+        """Re-read the configuration file. A bad file changes nothing. What can change live changes now;
+        returns the fields whose change needs a restart (they keep their running values until then)."""
+        if self.config_path is None:
+            return []
+        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new: Config | None = load_config(self.config_path)
+            refused = None
+        except ConfigError as err:
+            new, refused = None, err
+        if refused is not None or new is None:
+            assert refused is not None
+            err = refused
+            self.metrics.reloads.labels("refused").inc()
+            self.recent.error("reload_refused", err.lines()[0])
+            log.error("reload_refused", problems=err.lines(), file=str(self.config_path))
+            if self.mqtt is not None:
+                self.mqtt.event("reload_refused", problems=err.lines())
+            self.notifier.notify("READY=1\nSTATUS=reload refused: the running configuration stays in force")
+            return []
+        old = self.config
+        needs_restart = [name for name in _RESTART_FIELDS if _field(old, name) != _field(new, name)]
+        # Live: HIS-facing limits, paths and deadlines (new connections), and the log level.
+        if self.http is not None:
+            self.http.limits = http_limits(new)
+        if self.api is not None:
+            self.api.configure(new.api.paths, new.api.default_timeout, new.api.max_timeout)
+        if new.logging != old.logging:
+            from gateway.logging import configure
+
+            configure(new.logging.level, new.logging.format)
+        kept = {name: _field(old, name) for name in needs_restart}
+        self.config = _with_fields(new, kept)
+        self.metrics.reloads.labels("applied").inc()
+        log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart)
+        status = "reloaded" + (f"; restart to apply {', '.join(needs_restart)}" if needs_restart else "")
+        self.notifier.notify(f"READY=1\nSTATUS={status}")
+        return needs_restart
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop gracefully."""

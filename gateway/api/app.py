@@ -41,10 +41,14 @@ class HisApi:
         self.relay = relay
         self.metrics = metrics or Metrics()
         self.recent = recent or Recent()
+        self.configure(paths, default_timeout, max_timeout)
+        self.started = time.time()
+
+    def configure(self, paths: list[str], default_timeout: float, max_timeout: float) -> None:
+        """Swap the HIS-facing settings (on reload); each request sees either the old set or the new one."""
         self.paths = PathTable(paths)
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
-        self.started = time.time()
 
     async def handle(self, request: Request) -> Response:
         if request.path == "/healthz":

@@ -63,6 +63,9 @@ class Metrics:
             ["address"],
             registry=r,
         )
+        self.reloads = Counter(
+            "ybgate_config_reloads_total", "configuration reloads by result (applied, refused)", ["result"], registry=r
+        )
         self.failovers = Counter(
             "ybgate_upstream_switches_total", "traffic moved from one upstream to another", ["from", "to"], registry=r
         )

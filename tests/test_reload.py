@@ -1,0 +1,81 @@
+"""SIGHUP reload on a real daemon process: a bad file is refused with its position and changes nothing; a good
+one applies the live settings and names those that wait for a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from test_systemd import NotifySocket
+
+from gateway.http1.unix_client import request
+from gateway.sim.server import Simulator
+
+from conftest import PLATFORM_PATH, example
+
+
+def config_text(tmp: Path, sim: Simulator, *, body_limit: int = 65536, admin_port: int = 19182) -> str:
+    assert sim.addresses is not None
+    host, port = sim.addresses.platform
+    return (
+        f"development: true\nstate_dir: {tmp}/state\nruntime_dir: {tmp}/run\nadmin: {{port: {admin_port}}}\n"
+        f"api:\n  limits: {{max_body_bytes: {body_limit}}}\n"
+        f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\n"
+    )
+
+
+async def metric(port: int, name: str) -> float | None:
+    body = (await request("GET", "/metrics", host="127.0.0.1", port=port)).body.decode()
+    return next((float(ln.rsplit(" ", 1)[1]) for ln in body.splitlines() if ln.startswith(name)), None)
+
+
+async def test_sighup_refuses_bad_file_and_applies_good_one(sim: Simulator, short_tmp: Path) -> None:
+    cfg = short_tmp / "ybgate.yaml"
+    cfg.write_text(config_text(short_tmp, sim))
+    notify = NotifySocket(short_tmp / "notify.sock")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "--config",
+        str(cfg),
+        env=os.environ | {"NOTIFY_SOCKET": str(notify.path)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    sock = str(short_tmp / "run/api.sock")
+    big = json.dumps(example("9001_signin_request.json") | {"padding": "x" * 5000}).encode()
+    try:
+        await notify.until("READY=1")
+        assert (await request("POST", PLATFORM_PATH, big, unix_socket=sock)).status == 200
+
+        # A wrong type on line 3: refused, the running configuration stays.
+        good = cfg.read_text()
+        cfg.write_text(good.replace("admin: {port: 19182}", "admin: {port: many}"))
+        proc.send_signal(signal.SIGHUP)
+        assert (await notify.until("RELOADING=1")).startswith("RELOADING=1")
+        status = await notify.until("READY=1")
+        assert "reload refused" in status
+        assert (await request("POST", PLATFORM_PATH, big, unix_socket=sock)).status == 200
+        assert await metric(19182, 'ybgate_config_reloads_total{result="refused"}') == 1.0
+
+        # A good file: the body limit applies at once; the admin port waits for a restart and says so.
+        cfg.write_text(config_text(short_tmp, sim, body_limit=4096, admin_port=19183))
+        proc.send_signal(signal.SIGHUP)
+        status = await notify.until("READY=1")
+        assert "reloaded; restart to apply admin" in status
+        reply = await request("POST", PLATFORM_PATH, big, unix_socket=sock)
+        assert reply.status == 413
+        assert await metric(19182, 'ybgate_config_reloads_total{result="applied"}') == 1.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+    log = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    refused = next(e for e in log if e["event"] == "reload_refused")
+    assert refused["problems"][0].startswith(f"{cfg}:4:") and "admin.port" in refused["problems"][0]
+    assert any(e["event"] == "reloaded" and e["needs_restart"] == ["admin"] for e in log)
