@@ -221,7 +221,9 @@ class Http1Server:
             if timeout <= 0:
                 raise _timeout_error(state)
             try:
-                chunk = await asyncio.wait_for(reader.read(65536), timeout)
+                # asyncio.timeout, not wait_for: wait_for wraps every read in a new task (Python 3.11).
+                async with asyncio.timeout(timeout):
+                    chunk = await reader.read(65536)
             except TimeoutError:
                 if not state.started:
                     return

@@ -17,6 +17,8 @@ from gateway.errors import EnvelopeError, RequestError
 _INFNO = re.compile(r"^[0-9]{4}[A-Z]?$")
 _MSGID = re.compile(r"^[A-Za-z0-9]{30}$")
 _ADMDVS = re.compile(r"^[0-9]{6}$")
+_STAMP14 = re.compile(r"^([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})$")
+_INF_TIME = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})$")
 INF_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Fields of the standard envelope whose values are strings when present (null is tolerated: HIS code
 # generated from the specification sends null for empty optional fields).
@@ -147,20 +149,27 @@ def _check_msgid(msgid: Any) -> str:
     if not isinstance(msgid, str) or not _MSGID.match(msgid):
         got = f"{len(msgid)} characters" if isinstance(msgid, str) else repr(msgid)
         raise EnvelopeError("msgid", f"expected 30 letters or digits, got {got}")
-    try:
-        datetime.strptime(msgid[12:26], "%Y%m%d%H%M%S")
-    except ValueError:
-        raise EnvelopeError("msgid", f"characters 13-26 must be a time yyyyMMddHHmmss, got {msgid[12:26]!r}") from None
+    if _to_datetime(_STAMP14.match(msgid[12:26])) is None:
+        raise EnvelopeError("msgid", f"characters 13-26 must be a time yyyyMMddHHmmss, got {msgid[12:26]!r}")
     return msgid
 
 
 def _check_inf_time(raw: Any) -> datetime:
+    value = _to_datetime(_INF_TIME.match(raw)) if isinstance(raw, str) else None
+    if value is None:
+        raise EnvelopeError("inf_time", f"expected 'yyyy-MM-dd HH:mm:ss', got {raw!r}")
+    return value
+
+
+def _to_datetime(match: re.Match[str] | None) -> datetime | None:
+    """A calendar-checked datetime from six captured fields. Regex + constructor: strptime costs ~10x more
+    and takes a lock, on the hot path of every request."""
+    if match is None:
+        return None
     try:
-        if isinstance(raw, str):
-            return datetime.strptime(raw, INF_TIME_FORMAT)
+        return datetime(*(int(g) for g in match.groups()))
     except ValueError:
-        pass
-    raise EnvelopeError("inf_time", f"expected 'yyyy-MM-dd HH:mm:ss', got {raw!r}")
+        return None
 
 
 def _check_header_fields(fields: dict[str, Any], msgid: str) -> None:

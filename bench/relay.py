@@ -1,0 +1,175 @@
+"""Relay throughput and added latency: the HIS calling the simulator directly vs through the gateway.
+
+Both are measured in the same run on the same machine with the same client code, so the ratios mean
+something on a shared 2-core box where absolute numbers do not. Traffic stays on loopback and a Unix
+socket, bounded in time.
+
+    python bench/relay.py [--seconds 5] [--clients 8] [--rate 500]
+
+--rate runs a paced phase as well (requests/s spread evenly) for latency at a fixed load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from gateway.http1.client import encode_request, exchange
+
+PATH = "/fsi/api/rsfComIfsService/callService"
+BODY = json.dumps(
+    json.loads((Path(__file__).parent.parent / "tests/data/platform/9001_signin_request.json").read_text())
+).encode()
+
+
+class KeepAliveClient:
+    """One persistent connection, as a HIS connection pool would hold."""
+
+    def __init__(self, opener: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]) -> None:
+        self.opener = opener
+        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.request = encode_request("POST", "bench", PATH, [("Content-Type", "application/json")], BODY)
+
+    async def call(self) -> int:
+        if self.conn is None:
+            self.conn = await self.opener()
+        reply = await exchange(*self.conn, self.request)
+        if not reply.keep_alive:
+            self.conn[1].close()
+            self.conn = None
+        return reply.status
+
+
+async def closed_loop(make: Callable[[], KeepAliveClient], clients: int, seconds: float) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        c = make()
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            status = await c.call()
+            latencies.append(time.perf_counter() - t)
+            assert status == 200
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return len(latencies) / (time.perf_counter() - t0), latencies
+
+
+async def paced(make: Callable[[], KeepAliveClient], rate: float, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    pool = [make() for _ in range(64)]
+    free = list(pool)
+
+    async def one(c: KeepAliveClient) -> None:
+        t = time.perf_counter()
+        await c.call()
+        latencies.append(time.perf_counter() - t)
+        free.append(c)
+
+    tasks = []
+    t0 = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        c = free.pop() if free else make()
+        tasks.append(asyncio.create_task(one(c)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]], what: str
+) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await check()
+        except OSError:
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
+    raise RuntimeError(f"{what} did not start")
+
+
+async def main(seconds: float, clients: int, rate: float) -> None:
+    # Simulator, gateway and load generator each in their own process, as in the field: a single event
+    # loop for all three would charge the gateway path for the simulator's work twice.
+    work = Path(tempfile.mkdtemp(prefix="ybg-bench-"))
+    host, port = "127.0.0.1", free_port()
+    sock = work / "run/api.sock"
+    cfg = work / "ybgate.yaml"
+    cfg.write_text(
+        f"development: true\nstate_dir: {work}/state\nruntime_dir: {work}/run\nadmin: {{enabled: false}}\n"
+        f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\nlogging: {{level: warning}}\n"
+    )
+    quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "sim", "--port", str(port), "--admin-port", str(free_port()), **quiet
+    )
+    gw = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", "--config", str(cfg), **quiet)
+    direct = lambda: KeepAliveClient(lambda: asyncio.open_connection(host, port))  # noqa: E731
+    gateway = lambda: KeepAliveClient(lambda: asyncio.open_unix_connection(str(sock)))  # noqa: E731
+    try:
+        await wait_for(lambda: asyncio.open_connection(host, port), "simulator")
+        await wait_for(lambda: asyncio.open_unix_connection(str(sock)), "gateway")
+        d_rps, d_lat = await closed_loop(direct, clients, seconds)
+        g_rps, g_lat = await closed_loop(gateway, clients, seconds)
+        rows = [
+            ("throughput, req/s", d_rps, g_rps),
+            ("p50 latency, ms", pct(d_lat, 0.5), pct(g_lat, 0.5)),
+            ("p99 latency, ms", pct(d_lat, 0.99), pct(g_lat, 0.99)),
+        ]
+        if rate:
+            dp = await paced(direct, rate, seconds)
+            gp = await paced(gateway, rate, seconds)
+            rows += [
+                (f"p50 at {rate:.0f} req/s, ms", pct(dp, 0.5), pct(gp, 0.5)),
+                (f"p99 at {rate:.0f} req/s, ms", pct(dp, 0.99), pct(gp, 0.99)),
+            ]
+            added99 = pct(gp, 0.99) - pct(dp, 0.99)
+            added50 = statistics.median(gp) * 1000 - statistics.median(dp) * 1000
+    finally:
+        for proc in (gw, sim):
+            proc.terminate()
+            await proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {clients} clients, {seconds:.0f} s each")
+    print(f"{'figure':<28}{'direct':>12}{'ybgate':>12}{'ratio':>10}")
+    for name, base, ours in rows:
+        print(f"{name:<28}{base:>12.1f}{ours:>12.1f}{ours / base:>9.2f}x")
+    if rate:
+        print(f"added latency at {rate:.0f} req/s: p50 {added50:.2f} ms, p99 {added99:.2f} ms")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--rate", type=float, default=500)
+    a = ap.parse_args()
+    asyncio.run(main(a.seconds, a.clients, a.rate))
