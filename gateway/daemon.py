@@ -33,6 +33,7 @@ from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
 from gateway.http1.server import Http1Server
 from gateway.net.breaker import BreakerPolicy
+from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.relay.forwarder import Forwarder
@@ -148,6 +149,7 @@ class Daemon:
         self.mqtt: HealthPublisher | None = None
         self.link: LinkMonitor | None = None
         self.pool: UpstreamPool | None = None
+        self.connections: ConnectionPool | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -165,7 +167,8 @@ class Daemon:
             on_change=self._upstream_switched,
         )
         self.metrics.add_pool(self.pool)
-        forwarder = Forwarder(self.pool, self.transport)
+        self.connections = ConnectionPool(self.transport)
+        forwarder = Forwarder(self.pool, self.connections)
         self.api = api = HisApi(
             forwarder,
             cfg.api.paths,
@@ -279,6 +282,8 @@ class Daemon:
         if self.http is not None:
             drained = await self.http.drain(deadline)
             log.info("stopped", drained=drained, in_flight_left=self.http.in_flight)
+        if self.connections is not None:
+            await self.connections.close()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

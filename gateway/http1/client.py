@@ -15,6 +15,11 @@ class BadUpstreamResponse(UpstreamError):
     kind = "upstream_bad_http"
 
 
+class NoResponse(BadUpstreamResponse):
+    """The connection ended before a single response byte: on a reused keep-alive connection this is the
+    platform having closed it while idle."""
+
+
 @dataclass(frozen=True)
 class ClientResponse:
     status: int
@@ -63,11 +68,20 @@ async def exchange(
     writer.write(request)
     await writer.drain()
     state = _ResponseParse(max_body)
+    received = 0
     while not state.complete:
-        chunk = await reader.read(65536)
+        try:
+            chunk = await reader.read(65536)
+        except ConnectionError as exc:
+            if not received:
+                raise NoResponse(f"connection reset before any response ({exc.__class__.__name__})") from None
+            raise
         if not chunk:
             # The platform always frames its answers; a response cut short by EOF is not an answer.
+            if not received:
+                raise NoResponse("upstream closed the connection without a response")
             raise BadUpstreamResponse("upstream closed the connection without a complete response")
+        received += len(chunk)
         try:
             state.parser.feed_data(chunk)
         except httptools.HttpParserCallbackError as exc:

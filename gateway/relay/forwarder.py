@@ -8,16 +8,17 @@ reported as such — never guessed. Durable outbox, retries and resolution by qu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.http1.client import BadUpstreamResponse, encode_request, exchange
+from gateway.http1.client import BadUpstreamResponse, ClientResponse, NoResponse, encode_request, exchange
+from gateway.net.connections import Connection, ConnectionPool
 from gateway.net.pool import UpstreamPool
-from gateway.net.transport import Transport, UpstreamTarget, UpstreamUnreachable
+from gateway.net.transport import UpstreamUnreachable
 from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope, decode_response
 
 log = structlog.get_logger("gateway.relay")
@@ -37,10 +38,23 @@ class RelayAnswer:
     latency: float
 
 
+def never_reuse(_: RequestEnvelope) -> bool:
+    return False
+
+
 class Forwarder:
-    def __init__(self, pool: UpstreamPool, transport: Transport) -> None:
+    """Sends each request over a connection from `connections`; `reusable` says per request whether an idle
+    keep-alive connection may carry it (only where a stale connection's ambiguity is harmless)."""
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        connections: ConnectionPool,
+        reusable: Callable[[RequestEnvelope], bool] = never_reuse,
+    ) -> None:
         self.pool = pool
-        self.transport = transport
+        self.connections = connections
+        self.reusable = reusable
 
     async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer:
         """`deadline` is a loop time; past it the HIS gets a timeout answer whatever state the send is in."""
@@ -49,6 +63,7 @@ class Forwarder:
         candidates = self.pool.candidates()
         if not candidates:
             raise UpstreamError("every upstream's circuit breaker is open: request not sent; try again shortly")
+        reuse = self.reusable(envelope)
         # A connection failure moves on to the next upstream: nothing was sent, so any transaction may.
         for target in candidates:
             if deadline - loop.time() <= 0:
@@ -58,7 +73,7 @@ class Forwarder:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout_at(deadline):
-                    reader, writer = await self.transport.open(target)
+                    conn = await self.connections.get(target, reuse=reuse)
             except UpstreamUnreachable as exc:
                 self.pool.report(target, ok=False)
                 errors.append(exc.message)
@@ -69,49 +84,78 @@ class Forwarder:
                 errors.append(f"{target.name}: deadline passed while connecting")
                 break
             try:
-                response = await self._exchange(target, envelope, reader, writer, deadline)
+                response = await self._send(conn, envelope, deadline, reuse)
             except AmbiguousOutcome:
                 self.pool.report(target, ok=False)
                 raise
-            finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.wait_closed()
             self.pool.report(target, ok=True)
             return RelayAnswer(response, target.name, time.perf_counter() - started)
         raise UpstreamError("platform not reachable, request not sent: " + "; ".join(errors or ["deadline passed"]))
 
-    async def _exchange(
-        self,
-        target: UpstreamTarget,
-        envelope: RequestEnvelope,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        deadline: float,
+    async def _send(
+        self, conn: Connection, envelope: RequestEnvelope, deadline: float, reuse: bool
     ) -> ResponseEnvelope:
-        request = encode_request(
-            "POST",
-            f"{target.host}:{target.port}",
-            target.path_for(envelope.infno),
-            [("Content-Type", "application/json;charset=utf-8"), ("Connection", "close")],
-            envelope.body,
-        )
         try:
+            reply = await self._exchange(conn, envelope, deadline, keep_alive=reuse)
+        except NoResponse:
+            if not conn.reused:
+                raise self._no_answer(conn) from None
+            # Reuse is only allowed where a resend is harmless: a stale idle connection gets one fresh retry.
+            log.info("stale_connection_retried", upstream=conn.target.name, msgid=envelope.msgid)
             async with asyncio.timeout_at(deadline):
-                reply = await exchange(reader, writer, request)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"no answer from {target.name} before the deadline; the request was sent and its outcome is unknown"
-            ) from None
-        except (ConnectionError, BadUpstreamResponse) as exc:
-            raise AmbiguousOutcome(
-                f"{target.name} dropped the exchange after the request was sent ({exc}); outcome unknown"
-            ) from None
+                conn = await self.connections.get(conn.target, reuse=False)
+            try:
+                reply = await self._exchange(conn, envelope, deadline, keep_alive=reuse)
+            except NoResponse:
+                raise self._no_answer(conn) from None
+        await self.connections.put(conn, keep=reuse and reply.keep_alive)
         if reply.status != 200:
             raise AmbiguousOutcome(
-                f"{target.name} answered HTTP {reply.status} instead of a platform answer; outcome unknown"
+                f"{conn.target.name} answered HTTP {reply.status} instead of a platform answer; outcome unknown"
             )
         try:
             return decode_response(reply.body)
         except ValueError as exc:
-            raise AmbiguousOutcome(f"{target.name} sent an unreadable answer ({exc}); outcome unknown") from None
+            raise AmbiguousOutcome(f"{conn.target.name} sent an unreadable answer ({exc}); outcome unknown") from None
+
+    @staticmethod
+    def _no_answer(conn: Connection) -> AmbiguousOutcome:
+        return AmbiguousOutcome(
+            f"{conn.target.name} closed the connection after the request was sent, without an answer; outcome unknown"
+        )
+
+    async def _exchange(
+        self, conn: Connection, envelope: RequestEnvelope, deadline: float, *, keep_alive: bool
+    ) -> ClientResponse:
+        """One request/response on `conn`. On any failure the connection is closed (its framing is lost) and the
+        failure is told by what it means: NoResponse (nothing came back), or an unknown outcome."""
+        target = conn.target
+        request = encode_request(
+            "POST",
+            f"{target.host}:{target.port}",
+            target.path_for(envelope.infno),
+            [
+                ("Content-Type", "application/json;charset=utf-8"),
+                ("Connection", "keep-alive" if keep_alive else "close"),
+            ],
+            envelope.body,
+        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await exchange(conn.reader, conn.writer, request)
+        except NoResponse:
+            await self.connections.put(conn, keep=False)
+            raise
+        except TimeoutError:
+            await self.connections.put(conn, keep=False)
+            raise UpstreamTimeout(
+                f"no answer from {target.name} before the deadline; the request was sent and its outcome is unknown"
+            ) from None
+        except (ConnectionError, BadUpstreamResponse) as exc:
+            await self.connections.put(conn, keep=False)
+            raise AmbiguousOutcome(
+                f"{target.name} dropped the exchange after the request was sent ({exc}); outcome unknown"
+            ) from None
+        except asyncio.CancelledError:
+            await self.connections.put(conn, keep=False)
+            raise

@@ -1,0 +1,96 @@
+"""Upstream keep-alive: reuse only where the caller allows it, stale connections weeded out or retried fresh,
+and never a retry where the request might have been processed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from gateway.errors import UpstreamError
+from gateway.net.connections import ConnectionPool
+from gateway.net.pool import UpstreamPool
+from gateway.net.transport import TcpTransport, UpstreamTarget
+from gateway.platform.envelope import decode_request
+from gateway.relay.forwarder import AmbiguousOutcome, Forwarder
+from gateway.sim.server import Simulator
+
+from conftest import example
+
+
+def forwarder(sim: Simulator, *, reuse: bool) -> Forwarder:
+    assert sim.addresses is not None
+    host, port = sim.addresses.platform
+    pool = UpstreamPool([UpstreamTarget("sim", host, port)])
+    return Forwarder(pool, ConnectionPool(TcpTransport(), idle_timeout=5), lambda e: reuse)
+
+
+def envelope(infno_doc: str, sign_no: str = ""):
+    return decode_request(json.dumps(example(infno_doc) | {"sign_no": sign_no}).encode())
+
+
+async def deadline(seconds: float = 5) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def sign_in(fwd: Forwarder) -> str:
+    answer = await fwd.submit(envelope("9001_signin_request.json"), await deadline())
+    return answer.response.output["signinoutb"]["sign_no"]
+
+
+async def test_reuse_when_allowed(sim: Simulator) -> None:
+    fwd = forwarder(sim, reuse=True)
+    sign_no = await sign_in(fwd)
+    for _ in range(5):
+        answer = await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
+        assert answer.response.ok
+    assert fwd.connections.opened == 1 and fwd.connections.reuses == 5
+    await fwd.connections.close()
+
+
+async def test_no_reuse_by_default(sim: Simulator) -> None:
+    fwd = forwarder(sim, reuse=False)
+    sign_no = await sign_in(fwd)
+    await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
+    assert fwd.connections.opened == 2 and fwd.connections.reuses == 0
+
+
+async def test_connection_closed_while_idle_is_not_used(sim: Simulator) -> None:
+    fwd = forwarder(sim, reuse=True)
+    sign_no = await sign_in(fwd)
+    [conn] = fwd.connections._idle["sim"]
+    conn.writer.close()  # as if the platform had closed it: EOF is seen before reuse
+    await asyncio.sleep(0.05)
+    answer = await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
+    assert answer.response.ok and fwd.connections.opened == 2 and fwd.connections.reuses == 0
+
+
+async def test_stale_reused_connection_gets_one_fresh_retry(sim: Simulator) -> None:
+    fwd = forwarder(sim, reuse=True)
+    sign_no = await sign_in(fwd)
+    # The platform drops the next request unread: on the reused connection nothing comes back.
+    sim.faults.set("1101", {"kind": "drop_before", "times": 1})
+    answer = await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
+    assert answer.response.ok
+    assert [m.fault for m in sim.ledger.messages if m.infno == "1101"] == ["drop_before", None]
+    await fwd.connections.close()
+
+
+async def test_fresh_connection_without_answer_is_never_retried(sim: Simulator) -> None:
+    fwd = forwarder(sim, reuse=False)
+    sign_no = await sign_in(fwd)
+    sim.faults.set("2207", {"kind": "drop_after", "times": 1})
+    with pytest.raises(AmbiguousOutcome, match="outcome unknown"):
+        await fwd.submit(envelope("2207_settle_request.json", sign_no), await deadline())
+    assert len(sim.ledger.by_msgid(example("2207_settle_request.json")["msgid"])) == 1
+
+
+async def test_second_silence_is_an_unknown_outcome_not_a_not_sent(sim: Simulator) -> None:
+    fwd = forwarder(sim, reuse=True)
+    sign_no = await sign_in(fwd)
+    sim.faults.set("1101", {"kind": "drop_before", "times": 2})
+    with pytest.raises(UpstreamError) as info:
+        await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
+    assert isinstance(info.value, AmbiguousOutcome) and info.value.http_status == 504
+    await fwd.connections.close()
