@@ -93,9 +93,40 @@ def cmd_check(path: Path) -> int:
     for u in config.upstreams:
         print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{u.path}")
     print(f"  state: {config.state_dir}   runtime: {config.runtime_dir}")
+    print(
+        f"  admin: {'http://%s:%d/ (status page, /metrics)' % (config.admin.host, config.admin.port) if config.admin.enabled else 'off'}"
+    )
+    if config.mqtt.enabled:
+        print(f"  mqtt: {config.mqtt.host}:{config.mqtt.port} topics {config.mqtt.topic_prefix}/(status|health|events)")
+    if config.health.interface:
+        print(f"  watching 专网 interface {config.health.interface}")
+    problems = _file_problems(config)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        print(f"{path}: configuration rejected ({len(problems)} problem(s) with referenced files)", file=sys.stderr)
+        return 1
     if config.development:
         print("  WARNING: development mode (plain TCP upstreams allowed); never on a production 前置机")
     return 0
+
+
+def _file_problems(config: Config) -> list[str]:
+    """Files the configuration points at: present, and secrets not readable by others."""
+    from gateway.secretfile import SecretFileError, check_private
+
+    out = []
+    if config.mqtt.enabled and config.mqtt.password_file:
+        try:
+            check_private(config.mqtt.password_file)
+        except SecretFileError as err:
+            out.append(f"mqtt.password_file: {err.message}")
+    if config.mqtt.enabled and config.mqtt.tls:
+        for name in ("ca_file", "cert_file", "key_file"):
+            file = getattr(config.mqtt.tls, name)
+            if file is not None and not file.is_file():
+                out.append(f"mqtt.tls.{name}: {file} does not exist")
+    return out
 
 
 def cmd_run(path: Path) -> int:

@@ -130,3 +130,17 @@ def test_cli_help_on_every_command() -> None:
         assert "usage: ybgate " + cmd in result.stdout
     version = run_cli("--version")
     assert version.stdout.startswith("ybgate ")
+
+
+def test_cli_check_refuses_a_readable_secret(tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt.pass"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(GOOD + f"mqtt: {{enabled: true, password_file: {secret}}}\n")
+    result = run_cli("check", "--config", str(cfg))
+    assert result.returncode == 1
+    assert f"mqtt.password_file: {secret}: mode 0644" in result.stderr and f"chmod 600 {secret}" in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+    secret.chmod(0o600)
+    assert run_cli("check", "--config", str(cfg)).returncode == 0
