@@ -93,9 +93,8 @@ def cmd_check(path: Path) -> int:
     for u in config.upstreams:
         print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{u.path}")
     print(f"  state: {config.state_dir}   runtime: {config.runtime_dir}")
-    print(
-        f"  admin: {'http://%s:%d/ (status page, /metrics)' % (config.admin.host, config.admin.port) if config.admin.enabled else 'off'}"
-    )
+    admin = f"http://{config.admin.host}:{config.admin.port}/ (status page, /metrics)"
+    print(f"  admin: {admin if config.admin.enabled else 'off'}")
     if config.mqtt.enabled:
         print(f"  mqtt: {config.mqtt.host}:{config.mqtt.port} topics {config.mqtt.topic_prefix}/(status|health|events)")
     if config.health.interface:
