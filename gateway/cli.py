@@ -56,6 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
     status.add_argument("--json", action="store_true", help="print the raw status document")
 
+    certs = sub.add_parser(
+        "certs", help="check SM2 certificates and keys; make a test PKI", description="SM2 certificate tools."
+    )
+    certs_sub = certs.add_subparsers(dest="certs_command", metavar="CERTS_COMMAND", required=True)
+    ccheck = certs_sub.add_parser(
+        "check",
+        help="check the configured sign/enc certificates, keys and CA",
+        description="Chain to the CA bundle, key usage per role (sign vs enc), key/cert match, days to expiry, key "
+        "file permissions. One line per finding; exit 1 on any error.",
+    )
+    ccheck.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    gen = certs_sub.add_parser(
+        "gen-test-pki",
+        help="write a throwaway test PKI (NOT for production)",
+        description="Root CA, server sign+enc and client sign+enc certificates and keys (0600) for tests and the "
+        "demo. Marked 'NOT FOR PRODUCTION' in every subject.",
+    )
+    gen.add_argument("directory", type=Path)
+    gen.add_argument("--name", action="append", default=None, help="server DNS name (repeatable; default localhost)")
+
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -183,6 +203,45 @@ def cmd_status(path: Path, as_json: bool) -> int:
     return 0
 
 
+def cmd_certs_check(path: Path) -> int:
+    from gateway.crypto.checks import check_identity
+    from gateway.secretfile import SecretFileError, read_secret
+
+    config = _load(path)
+    if config is None:
+        return 1
+    ident = config.identity
+    if ident is None:
+        print(f"{path}: no identity section (sign/enc certificates and keys) to check", file=sys.stderr)
+        return 1
+    try:
+        password = read_secret(ident.key_password_file).encode() if ident.key_password_file else None
+    except SecretFileError as err:
+        print(f"ERROR   {err.message}")
+        return 1
+    findings = check_identity(
+        sign_cert=ident.sign_cert,
+        sign_key=ident.sign_key,
+        enc_cert=ident.enc_cert,
+        enc_key=ident.enc_key,
+        ca_bundle=ident.ca_bundle,
+        password=password,
+    )
+    for f in findings:
+        print(f)
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+def cmd_gen_test_pki(directory: Path, names: list[str] | None) -> int:
+    from gateway.crypto.testpki import generate_test_pki
+
+    files = generate_test_pki(directory, server_names=tuple(names or ["localhost"]))
+    print(f"test PKI (NOT FOR PRODUCTION) written to {directory}:")
+    for name, file in sorted(files.items()):
+        print(f"  {name:16} {file}")
+    return 0
+
+
 def cmd_sim(host: str, port: int, admin_port: int) -> int:
     from gateway.logging import configure
     from gateway.sim.server import Simulator
@@ -216,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return main_demo(args.once, sys.stdout, args.log_level)
         except KeyboardInterrupt:
             return 0
+    if args.command == "certs":
+        if args.certs_command == "check":
+            return cmd_certs_check(args.config)
+        return cmd_gen_test_pki(args.directory, args.name)
     if args.command == "status":
         return cmd_status(args.config, args.json)
     if args.command == "sim":

@@ -134,6 +134,18 @@ class Failover(_Strict):
     probe_interval: PositiveSeconds = 5.0
 
 
+class Identity(_Strict):
+    """The hospital's TLCP identity: SM2 sign and enc certificates with their keys, and the CAs it trusts."""
+
+    sign_cert: Path
+    sign_key: Path
+    enc_cert: Path
+    enc_key: Path
+    ca_bundle: Path
+    #: password of encrypted key files, from a file others cannot read (never in this YAML)
+    key_password_file: Path | None = None
+
+
 class Health(_Strict):
     #: the 专网 interface whose link and routes are watched through netlink (none: not watched)
     interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
@@ -164,6 +176,7 @@ class Config(_Strict):
     admin: Admin = Admin()
     mqtt: Mqtt = Mqtt()
     health: Health = Health()
+    identity: Identity | None = None
     failover: Failover = Failover()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()

@@ -1,0 +1,142 @@
+"""Cross-checks with independent implementations: the OpenSSL 3 CLI both ways (signatures and ciphertexts,
+ID 1234567812345678), and the pure-Python gmssl package as a second verifier."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.crypto import DecryptionError, InvalidSignature, SM2PrivateKey
+from gateway.crypto.sm2 import der_to_raw_ciphertext, der_to_raw_signature, raw_to_der_ciphertext
+
+DISTID = "distid:1234567812345678"
+
+
+def openssl(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["openssl", *args], input=data, capture_output=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def keypair(tmp_path: Path) -> tuple[SM2PrivateKey, Path, Path]:
+    key = SM2PrivateKey.generate()
+    priv = tmp_path / "key.pem"
+    priv.write_bytes(key.to_pem())
+    pub = tmp_path / "pub.pem"
+    assert openssl("pkey", "-in", str(priv), "-pubout", "-out", str(pub)).returncode == 0
+    return key, priv, pub
+
+
+def test_openssl_verifies_our_signatures(keypair: tuple[SM2PrivateKey, Path, Path], tmp_path: Path) -> None:
+    key, _, pub = keypair
+    for i, msg in enumerate((b"", b"abc", "结算 2207".encode() * 100)):
+        sig = tmp_path / f"sig{i}"
+        sig.write_bytes(key.sign(msg))
+        ok = openssl(
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            str(pub),
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pkeyopt",
+            DISTID,
+            "-sigfile",
+            str(sig),
+            data=msg,
+        )
+        assert ok.returncode == 0 and b"Verified Successfully" in ok.stdout
+        wrong = openssl(
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            str(pub),
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pkeyopt",
+            "distid:ALICE123@YAHOO.COM",
+            "-sigfile",
+            str(sig),
+            data=msg,
+        )
+        assert wrong.returncode != 0
+
+
+def test_we_verify_openssl_signatures(keypair: tuple[SM2PrivateKey, Path, Path], tmp_path: Path) -> None:
+    key, priv, _ = keypair
+    msg = b"message digest"
+    out = openssl("pkeyutl", "-sign", "-inkey", str(priv), "-rawin", "-digest", "sm3", "-pkeyopt", DISTID, data=msg)
+    assert out.returncode == 0, out.stderr
+    key.public_key().verify(out.stdout, msg)
+    key.public_key().verify(der_to_raw_signature(out.stdout), msg, raw=True)
+    with pytest.raises(InvalidSignature):
+        key.public_key().verify(out.stdout, msg, b"another id")
+
+
+def test_ciphertexts_both_ways(keypair: tuple[SM2PrivateKey, Path, Path], tmp_path: Path) -> None:
+    key, priv, pub = keypair
+    secret = b"\x01\x01" + bytes(range(46))  # a TLCP pre-master secret
+    ours = tmp_path / "ours.der"
+    ours.write_bytes(key.public_key().encrypt(secret))
+    dec = openssl("pkeyutl", "-decrypt", "-inkey", str(priv), "-in", str(ours))
+    assert dec.returncode == 0 and dec.stdout == secret
+    theirs = openssl("pkeyutl", "-encrypt", "-pubin", "-inkey", str(pub), data=secret)
+    assert theirs.returncode == 0
+    assert key.decrypt(theirs.stdout) == secret
+    assert key.decrypt(der_to_raw_ciphertext(theirs.stdout), raw=True) == secret
+
+
+def test_gmssl_verifies_our_raw_signatures() -> None:
+    """gmssl (pure Python, independent code) as a second verifier; it is never used to sign."""
+    from gmssl import sm2 as gm_sm2
+
+    key = SM2PrivateKey.generate()
+    pub_hex = key.public_key().point[1:].hex()
+    verifier = gm_sm2.CryptSM2(private_key="", public_key=pub_hex)
+    for msg in (b"abc", b"x" * 1000):
+        raw = key.sign(msg, raw=True)
+        assert verifier.verify_with_sm3(raw.hex(), msg)
+        assert not verifier.verify_with_sm3(raw.hex(), msg + b"!")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=300), st.binary(min_size=1, max_size=40))
+def test_sign_verify_round_trip(msg: bytes, uid: bytes) -> None:
+    key = SM2PrivateKey.generate()
+    for raw in (False, True):
+        sig = key.sign(msg, uid, raw=raw)
+        key.public_key().verify(sig, msg, uid, raw=raw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=1, max_size=300))
+def test_encrypt_decrypt_round_trip(msg: bytes) -> None:
+    key = SM2PrivateKey.generate()
+    der = key.public_key().encrypt(msg)
+    assert key.decrypt(der) == msg
+    assert raw_to_der_ciphertext(der_to_raw_ciphertext(der)) == der
+    assert key.decrypt(key.public_key().encrypt(msg, raw=True), raw=True) == msg
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_ciphertexts_and_signatures_fail_cleanly(blob: bytes) -> None:
+    key = _KEY
+    with pytest.raises(DecryptionError):
+        key.decrypt(blob)
+    with pytest.raises(DecryptionError):
+        key.decrypt(blob, raw=True)
+    with pytest.raises(InvalidSignature):
+        key.public_key().verify(blob, b"m")
+    with pytest.raises(InvalidSignature):
+        key.public_key().verify(blob, b"m", raw=True)
+
+
+_KEY = SM2PrivateKey.generate()
