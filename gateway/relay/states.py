@@ -1,0 +1,35 @@
+"""The life of one request in the outbox: an explicit state enum and the table of legal moves."""
+
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.Enum):
+    ACCEPTED = "accepted"  # on disk, acknowledged to the HIS as accepted, not yet sent
+    SENDING = "sending"  # an attempt is on its way; a crash here means the platform may have it
+    IN_DOUBT = "in_doubt"  # sent, no answer: the platform may or may not have processed it
+    ANSWERED = "answered"  # the platform's answer is stored; final
+    REVERSED = "reversed"  # an in-doubt transaction was undone by 冲正; final
+    FAILED = "failed"  # definitely not processed (never sent, or the platform says it never took effect); final
+
+    @property
+    def final(self) -> bool:
+        return self in (State.ANSWERED, State.REVERSED, State.FAILED)
+
+
+MOVES: dict[State, frozenset[State]] = {
+    State.ACCEPTED: frozenset({State.SENDING, State.FAILED}),
+    # back to ACCEPTED when the attempt failed before anything was sent (connection refused)
+    State.SENDING: frozenset({State.ANSWERED, State.ACCEPTED, State.IN_DOUBT, State.FAILED}),
+    State.IN_DOUBT: frozenset({State.SENDING, State.ANSWERED, State.REVERSED, State.FAILED}),
+    State.ANSWERED: frozenset(),
+    State.REVERSED: frozenset(),
+    State.FAILED: frozenset(),
+}
+
+UNFINISHED = (State.ACCEPTED, State.SENDING, State.IN_DOUBT)
+
+
+class IllegalMove(RuntimeError):
+    """A bug, not an operational condition: the relay asked for a move the table does not allow."""

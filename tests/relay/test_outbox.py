@@ -1,0 +1,149 @@
+"""The outbox on real SQLite files: idempotency by msgid, the state table, group commit, pruning, and no
+acknowledged row lost when the writing process is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.crypto import sm3
+from gateway.relay.outbox import MsgidConflict, SqliteOutbox
+from gateway.relay.states import IllegalMove, State
+
+
+def msgid(i: int) -> str:
+    return f"H44030000001{20261124080000 + i % 60:014d}{i % 10000:04d}"
+
+
+async def opened(path: Path, **kw: object) -> SqliteOutbox:
+    box = SqliteOutbox(path, digest=sm3, **kw)  # type: ignore[arg-type]
+    await box.start()
+    return box
+
+
+async def accept(box: SqliteOutbox, mid: str, body: bytes = b"{}", **kw: object):
+    args = {
+        "msgid": mid,
+        "infno": "2207",
+        "tx_class": "money_moving",
+        "psn_no": "P1",
+        "body": body,
+        "deadline": None,
+    } | kw
+    return await box.accept(**args)  # type: ignore[arg-type]
+
+
+async def test_accept_is_idempotent_by_msgid(tmp_path: Path) -> None:
+    box = await opened(tmp_path / "o.db")
+    first = await accept(box, "M" * 30, b'{"a": 1}')
+    again = await accept(box, "M" * 30, b'{"a": 1}')
+    assert first.new and not again.new and again.row.state is State.ACCEPTED
+    with pytest.raises(MsgidConflict, match="a new request needs a new msgid") as info:
+        await accept(box, "M" * 30, b'{"a": 2}')
+    assert info.value.http_status == 409
+    await box.stop()
+    assert (os.stat(tmp_path / "o.db").st_mode & 0o777) == 0o600
+
+
+async def test_state_table(tmp_path: Path) -> None:
+    box = await opened(tmp_path / "o.db")
+    await accept(box, "A" * 30)
+    with pytest.raises(IllegalMove):
+        await box.move("A" * 30, State.ANSWERED)  # an answer without a send
+    row = await box.move("A" * 30, State.SENDING, attempts=1, upstream="primary")
+    assert row.state is State.SENDING and row.attempts == 1 and row.upstream == "primary"
+    await box.move("A" * 30, State.IN_DOUBT, outcome="no answer")
+    await box.move("A" * 30, State.REVERSED, outcome="reversed by 2601")
+    for to in State:
+        with pytest.raises(IllegalMove):
+            await box.move("A" * 30, to)  # final means final
+    with pytest.raises(KeyError):
+        await box.move("B" * 30, State.SENDING)
+    with pytest.raises(ValueError, match="cannot set"):
+        await box.move("A" * 30, State.FAILED, state="x")
+    await box.stop()
+
+
+async def test_group_commit_batches_concurrent_accepts(tmp_path: Path) -> None:
+    box = await opened(tmp_path / "o.db")
+    results = await asyncio.gather(*(accept(box, msgid(i), f'{{"i": {i}}}'.encode()) for i in range(400)))
+    assert all(r.new for r in results)
+    assert box.operations == 400 and box.commits < 100  # many requests per fsync
+    await box.stop()
+    again = await opened(tmp_path / "o.db")
+    assert (await again.counts()) == {"accepted": 400}
+    await again.stop()
+
+
+async def test_queries_and_pruning(tmp_path: Path) -> None:
+    box = await opened(tmp_path / "o.db")
+    await accept(box, "A" * 30, psn_no="P1")
+    await accept(box, "B" * 30, psn_no="P1")
+    await accept(box, "C" * 30, psn_no="P2", tx_class="safe", infno="1101")
+    await box.move("A" * 30, State.SENDING)
+    await box.move("A" * 30, State.IN_DOUBT)
+    assert [r.msgid for r in await box.in_doubt_for("P1", before="B" * 30)] == ["A" * 30]
+    assert {r.msgid for r in await box.unfinished()} == {"A" * 30, "B" * 30, "C" * 30}
+    await box.move("C" * 30, State.SENDING)
+    await box.move("C" * 30, State.ANSWERED, response=b'{"infcode": 0}')
+    assert (await box.get("C" * 30)).response == b'{"infcode": 0}'
+    assert await box.prune(time.time() + 1, batch=1) == 1  # only the finished one
+    assert await box.get("C" * 30) is None and await box.get("A" * 30) is not None
+    await box.stop()
+
+
+WRITER = """
+import asyncio, sys
+from pathlib import Path
+from gateway.crypto import sm3
+from gateway.relay.outbox import SqliteOutbox
+
+async def main():
+    box = SqliteOutbox(Path(sys.argv[1]), digest=sm3)
+    await box.start()
+    i = 0
+    async def one(n):
+        mid = f"H44030000001202611240800{n % 100:02d}{n:04d}"
+        await box.accept(msgid=mid, infno="2207", tx_class="money_moving", psn_no="P", body=b"b%d" % n,
+                         deadline=None)
+        print(mid, flush=True)  # acknowledged only now, as the HIS would be
+    while True:
+        await asyncio.gather(*(one(i + k) for k in range(8)))
+        i += 8
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("run", range(5))
+def test_sigkill_loses_no_acknowledged_row(tmp_path: Path, run: int) -> None:
+    db = tmp_path / "o.db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    acked: list[str] = []
+    deadline = time.monotonic() + 0.4 + run * 0.15
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            acked.append(line.strip())
+    proc.send_signal(signal.SIGKILL)
+    rest = proc.stdout.read()  # whatever it printed before dying was acknowledged too
+    proc.wait()
+    acked += [ln.strip() for ln in rest.splitlines() if ln.strip()]
+    assert len(acked) > 10
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    stored = {m: body for m, body in conn.execute("SELECT msgid, request FROM outbox")}
+    conn.close()
+    missing = [m for m in acked if m not in stored]
+    assert not missing, f"{len(missing)} acknowledged rows lost"
+    for m in acked:
+        assert stored[m] == b"b%d" % int(m[-4:])
