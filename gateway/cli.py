@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run a scripted cashier session, check the simulator ledger, exit 0 only if all is well",
     )
-    demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    demo.add_argument("--log-level", default="error", choices=["debug", "info", "warning", "error"])
 
     status = sub.add_parser(
         "status",

@@ -22,6 +22,7 @@ from gateway import __version__
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.config import Config, load_config
+from gateway.crypto import sm3
 from gateway.errors import ConfigError
 from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
@@ -36,7 +37,10 @@ from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
+from gateway.platform.catalogue import national
+from gateway.relay.durable import DurableRelay
 from gateway.relay.forwarder import Forwarder
+from gateway.relay.outbox import SqliteOutbox
 from gateway.secretfile import read_secret
 
 log = structlog.get_logger("gateway.daemon")
@@ -149,6 +153,8 @@ class Daemon:
         self.mqtt: HealthPublisher | None = None
         self.link: LinkMonitor | None = None
         self.pool: UpstreamPool | None = None
+        self.outbox: SqliteOutbox | None = None
+        self.relay: DurableRelay | None = None
         self.connections: ConnectionPool | None = None
 
     async def start(self) -> None:
@@ -168,9 +174,16 @@ class Daemon:
         )
         self.metrics.add_pool(self.pool)
         self.connections = ConnectionPool(self.transport)
-        forwarder = Forwarder(self.pool, self.connections)
+        catalogue = national()
+        # Keep-alive reuse only where a resend is harmless: a stale connection can swallow a request.
+        forwarder = Forwarder(self.pool, self.connections, lambda e: catalogue.classify(e.infno).may_resend)
+        self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3)
+        await self.outbox.start()
+        self.relay = DurableRelay(self.outbox, forwarder, catalogue, on_event=self._relay_event)
+        # What a previous run left unfinished is settled before any new request is taken.
+        await self.relay.recover()
         self.api = api = HisApi(
-            forwarder,
+            self.relay,
             cfg.api.paths,
             default_timeout=cfg.api.default_timeout,
             max_timeout=cfg.api.max_timeout,
@@ -252,6 +265,11 @@ class Daemon:
                         if u.host == address:
                             self.pool.trip(u.name)
 
+    def _relay_event(self, kind: str, detail: dict[str, Any]) -> None:
+        self.metrics.relay_events.labels(kind).inc()
+        if self.mqtt is not None:
+            self.mqtt.event(kind, **detail)
+
     def _upstream_switched(self, old: str, new: str) -> None:
         self.metrics.failovers.labels(old, new).inc()
         if self.mqtt is not None:
@@ -282,6 +300,10 @@ class Daemon:
         if self.http is not None:
             drained = await self.http.drain(deadline)
             log.info("stopped", drained=drained, in_flight_left=self.http.in_flight)
+        if self.relay is not None:
+            await self.relay.stop(grace=max(0.5, deadline - time.monotonic()))
+        if self.outbox is not None:
+            await self.outbox.stop()
         if self.connections is not None:
             await self.connections.close()
         for task in self._tasks:

@@ -108,9 +108,17 @@ class DemoRun:
         self.steps: list[Step] = []
 
     async def call(
-        self, name: str, infno: str, sign_no: str, payload: dict[str, Any], expect_ok: bool = True
+        self,
+        name: str,
+        infno: str,
+        sign_no: str,
+        payload: dict[str, Any],
+        *,
+        msgid: str | None = None,
+        expect: str = "ok",
     ) -> tuple[dict[str, Any], str]:
-        msgid = self.ids.next()
+        """One request; `expect` is "ok" (infcode 0) or the gateway_error the step should end with."""
+        msgid = msgid or self.ids.next()
         body = json.dumps(envelope(infno, msgid, sign_no, payload), ensure_ascii=False).encode()
         started = time.perf_counter()
         reply = await request("POST", PLATFORM_PATH, body, unix_socket=str(self.socket_path))
@@ -121,7 +129,7 @@ class DemoRun:
             fields = answer.fields
         except ValueError:
             infcode, fields = None, {}
-        ok = (infcode == 0) == expect_ok and reply.status == 200
+        ok = infcode == 0 and reply.status == 200 if expect == "ok" else fields.get("gateway_error") == expect
         note = fields.get("err_msg") or ""
         self.steps.append(Step(name, infno, msgid, infcode, ms, note, ok))
         self.out.write(f"  {'ok ' if ok else 'BAD'} {name:<22} infno={infno} infcode={infcode} {ms:7.1f} ms {note}\n")
@@ -167,7 +175,23 @@ class DemoRun:
         await self.call(
             "reversal (冲正)", "2601", sign_no, {"data": {"psn_no": psn_no, "omsgid": settle_msgid, "oinfno": "2207"}}
         )
-        return await self.check_ledger(settle_msgid) and all(s.ok for s in self.steps)
+        first_ok = await self.check_ledger(settle_msgid)
+        return await self.lost_answer(sign_no, visit) and first_ok and all(s.ok for s in self.steps)
+
+    async def lost_answer(self, sign_no: str, visit: dict[str, Any]) -> bool:
+        """A settlement whose answer is lost on the way back: the gateway never resends it, it reverses it."""
+        self.out.write("settlement whose answer is lost (the simulator books it, then drops the connection):\n")
+        await request(
+            "POST",
+            "/_sim/faults",
+            b'{"2207": {"kind": "drop_after", "times": 1}}',
+            host=self.admin[0],
+            port=self.admin[1],
+        )
+        visit = visit | {"chrg_bchno": f"CB{int(time.time())}B"}
+        _, msgid = await self.call("settlement, answer lost", "2207", sign_no, {"data": visit}, expect="reversed")
+        await self.call("HIS retries same msgid", "2207", sign_no, {"data": visit}, msgid=msgid, expect="reversed")
+        return await self.check_ledger(msgid)
 
     async def check_ledger(self, settle_msgid: str) -> bool:
         reply = await request("GET", "/_sim/ledger", host=self.admin[0], port=self.admin[1])

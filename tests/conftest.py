@@ -101,3 +101,18 @@ async def gateway(sim: Simulator, short_tmp: Path) -> AsyncIterator[Gateway]:
     await daemon.start()
     yield Gateway(daemon, config, sim)
     await daemon.stop(grace=1.0)
+
+
+_msgid_seq = iter(range(1, 10**9))
+
+
+def fresh_msgid(code: str = "H44030000001") -> str:
+    """A new 30-character msgid (code + time + sequence), as a HIS makes one per message."""
+    from datetime import datetime
+
+    return f"{code}{datetime.now():%Y%m%d%H%M%S}{next(_msgid_seq) % 10000:04d}"
+
+
+def fresh(name: str, **fields: Any) -> dict[str, Any]:
+    """An example envelope with a new msgid (the gateway answers a repeated msgid from its outbox)."""
+    return example(name) | {"msgid": fresh_msgid()} | fields

@@ -19,7 +19,7 @@ from gateway.demo import demo_config
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, Gateway, example
+from conftest import PLATFORM_PATH, Gateway, example, fresh
 
 
 async def raw_exchange(sock: str, data: bytes, *, wait: float = 5.0) -> bytes:
@@ -99,7 +99,7 @@ async def test_keep_alive_serves_several_requests(gateway: Gateway) -> None:
         gateway.socket, one + one[:-1] + one[-1:] + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert data.count(b"HTTP/1.1 200 OK") == 3
-    assert len(gateway.sim.ledger.messages) == 2
+    assert len(gateway.sim.ledger.messages) == 1  # the repeated msgid is answered from the outbox
 
 
 async def test_gbk_his_gets_gbk_answer(gateway: Gateway) -> None:
@@ -229,22 +229,38 @@ async def test_platform_down_means_not_sent(gateway: Gateway) -> None:
     reply = await gateway.post(example("9001_signin_request.json"))
     assert reply.status == 502
     err = platform_error(reply.body)
-    assert "request not sent" in err["err_msg"]
-    assert err["gateway_error"] == "upstream"
+    assert "not sent" in err["err_msg"] and "retry with a new msgid" in err["err_msg"]
+    assert err["gateway_error"] == "not_processed"
 
 
-@pytest.mark.parametrize("fault", ["drop_after", "reset", "garbage", "http502"])
-async def test_lost_answer_is_reported_as_unknown_outcome(gateway: Gateway, fault: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "booked", "outcome", "status"),
+    [
+        ("drop_after", 1, "reversed", 200),
+        ("reset", 1, "reversed", 200),
+        ("garbage", 1, "reversed", 200),
+        ("http502", 0, "not_processed", 502),
+        ("drop_before", 0, "not_processed", 502),
+    ],
+)
+async def test_lost_settlement_answer_is_resolved_by_reversal(
+    gateway: Gateway, fault: str, booked: int, outcome: str, status: int
+) -> None:
+    """The answer to a settlement is lost: the gateway never resends it; 冲正 (2601) settles what happened."""
     sign_no = await gateway.sign_in()
     gateway.sim.faults.set("2207", {"kind": fault, "times": 1})
-    doc = example("2207_settle_request.json") | {"sign_no": sign_no}
+    doc = fresh("2207_settle_request.json", sign_no=sign_no)
     reply = await gateway.post(doc)
-    assert reply.status == 504
+    assert reply.status == status
     err = platform_error(reply.body)
-    assert err["gateway_error"] == "outcome_unknown"
-    assert "outcome unknown" in err["err_msg"]
-    booked = gateway.sim.ledger.by_msgid(doc["msgid"])
-    assert len(booked) == (0 if fault == "http502" else 1)  # the gateway did not send it again
+    assert err["gateway_error"] == outcome
+    assert ("已自动冲正" in err["err_msg"]) == (outcome == "reversed")
+    settled = gateway.sim.ledger.by_msgid(doc["msgid"])
+    assert len(settled) == booked and all(s.state == "reversed" for s in settled)
+    assert [m.infno for m in gateway.sim.ledger.messages].count("2207") == 1  # sent exactly once
+    again = await gateway.post(doc)  # the HIS retries with the same msgid: the same final answer
+    assert again.status == status and platform_error(again.body)["gateway_error"] == outcome
+    assert [m.infno for m in gateway.sim.ledger.messages].count("2207") == 1
 
 
 async def test_deadline_bounds_a_slow_platform(gateway: Gateway) -> None:

@@ -19,7 +19,8 @@ def test_demo_once_as_a_process() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for step in ("sign-in", "person query", "pre-settlement", "settlement", "reversal"):
         assert f"ok  {step}" in result.stdout
-    assert "booked 1 time(s), state ['reversed']" in result.stdout
+    assert result.stdout.count("booked 1 time(s), state ['reversed']") == 2
+    assert "ok  settlement, answer lost" in result.stdout and "ok  HIS retries same msgid" in result.stdout
     assert result.stdout.rstrip().endswith("demo: PASS")
 
 
@@ -27,8 +28,9 @@ async def test_ledger_check_fails_on_double_or_missing_booking(gateway: Gateway)
     assert gateway.sim.addresses is not None
     sign_no = await gateway.sign_in()
     settle = example("2207_settle_request.json") | {"sign_no": sign_no}
-    await gateway.post(settle)
-    await gateway.post(settle)  # without the outbox, a resend reaches the platform: the check must catch it
+    # A HIS calling the platform directly and resending: the platform books twice; the check must catch it.
+    gateway.sim.platform.process(settle)
+    gateway.sim.platform.process(settle)
     run = DemoRun(gateway.config.api_socket, gateway.sim.addresses.admin, io.StringIO())
     assert not await run.check_ledger(settle["msgid"])
     assert "booked 2 time(s)" in run.out.getvalue()

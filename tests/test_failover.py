@@ -15,7 +15,7 @@ from gateway.sim.ledger import Ledger
 from gateway.sim.platform import SimPlatform
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, example
+from conftest import PLATFORM_PATH, fresh
 
 
 async def test_failover_and_failback_under_load(short_tmp: Path) -> None:
@@ -35,14 +35,19 @@ async def test_failover_and_failback_under_load(short_tmp: Path) -> None:
     daemon = Daemon(cfg)
     await daemon.start()
     sock = str(cfg.api_socket)
-    body = json.dumps(example("9001_signin_request.json")).encode()
     log: list[tuple[float, int, str]] = []  # (time, status, which simulator answered)
     stop = asyncio.Event()
 
     async def his() -> None:
         while not stop.is_set():
             sent = time.monotonic()
-            reply = await request("POST", PLATFORM_PATH, body, unix_socket=sock, time_limit=10)
+            reply = await request(
+                "POST",
+                PLATFORM_PATH,
+                json.dumps(fresh("9001_signin_request.json")).encode(),
+                unix_socket=sock,
+                time_limit=10,
+            )
             log.append((sent, reply.status, daemon.pool.active if daemon.pool else "?"))
             await asyncio.sleep(0.01)
 

@@ -18,7 +18,7 @@ from gateway.config import load_config_text
 from gateway.daemon import Daemon
 from gateway.http1.unix_client import request
 
-from conftest import PLATFORM_PATH, example
+from conftest import PLATFORM_PATH, fresh
 
 pytestmark = pytest.mark.root
 
@@ -109,12 +109,17 @@ async def test_cut_primary_link_under_load(platform_ns: str, short_tmp: Path) ->
     daemon = Daemon(cfg)
     results: list[tuple[float, int, str | None]] = []
     stop = asyncio.Event()
-    body = json.dumps(example("9001_signin_request.json")).encode()
 
     async def his() -> None:
         while not stop.is_set():
             sent = time.monotonic()
-            reply = await request("POST", PLATFORM_PATH, body, unix_socket=str(cfg.api_socket), time_limit=10)
+            reply = await request(
+                "POST",
+                PLATFORM_PATH,
+                json.dumps(fresh("9001_signin_request.json")).encode(),
+                unix_socket=str(cfg.api_socket),
+                time_limit=10,
+            )
             kind = json.loads(reply.body).get("gateway_error")
             results.append((sent, reply.status, kind))
             await asyncio.sleep(0.02)

@@ -35,7 +35,7 @@ async def test_metrics_count_answers_refusals_and_failures(gateway: Gateway) -> 
     m = samples(reply.body.decode())
     assert m[("ybgate_requests_total", (("infno", "9001"), ("outcome", "answered")))] == 1
     assert m[("ybgate_requests_total", (("infno", "1101"), ("outcome", "answered")))] == 1
-    assert m[("ybgate_requests_total", (("infno", "2207"), ("outcome", "outcome_unknown")))] == 1
+    assert m[("ybgate_requests_total", (("infno", "2207"), ("outcome", "reversed")))] == 1
     assert m[("ybgate_refusals_total", (("kind", "bad_envelope"),))] == 1
     assert m[("ybgate_refusals_total", (("kind", "bad_encoding"),))] == 1
     assert m[("ybgate_request_seconds_count", (("infno", "1101"),))] == 1

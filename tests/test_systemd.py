@@ -20,7 +20,7 @@ from gateway.health.systemd import Notifier, listen_fds
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, example
+from conftest import PLATFORM_PATH, example, fresh
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,14 +145,19 @@ async def test_socket_activation_restart_refuses_no_request(sim: Simulator, shor
     listener.listen(1024)
     log = short_tmp / "daemon.log"
     first = await _start_activated(cfg, listener, log)
-    body = json.dumps(example("9001_signin_request.json")).encode()
     results: list[int | str] = []
     stop = asyncio.Event()
 
     async def client() -> None:
         while not stop.is_set():
             try:
-                reply = await request("POST", PLATFORM_PATH, body, unix_socket=sock_path, time_limit=20)
+                reply = await request(
+                    "POST",
+                    PLATFORM_PATH,
+                    json.dumps(fresh("9001_signin_request.json")).encode(),
+                    unix_socket=sock_path,
+                    time_limit=20,
+                )
                 results.append(reply.status)
             except (OSError, TimeoutError) as exc:
                 results.append(type(exc).__name__)

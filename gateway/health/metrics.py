@@ -63,6 +63,12 @@ class Metrics:
             ["address"],
             registry=r,
         )
+        self.relay_events = Counter(
+            "ybgate_relay_events_total",
+            "relay resolutions: in_doubt (sent, no answer), reversed (冲正 done), left_in_doubt (needs ops)",
+            ["kind"],
+            registry=r,
+        )
         self.reloads = Counter(
             "ybgate_config_reloads_total", "configuration reloads by result (applied, refused)", ["result"], registry=r
         )

@@ -85,8 +85,8 @@ class Forwarder:
                 break
             try:
                 response = await self._send(conn, envelope, deadline, reuse)
-            except AmbiguousOutcome:
-                self.pool.report(target, ok=False)
+            except (AmbiguousOutcome, UpstreamTimeout):
+                self.pool.report(target, ok=False)  # a silent upstream counts against its breaker too
                 raise
             self.pool.report(target, ok=True)
             return RelayAnswer(response, target.name, time.perf_counter() - started)

@@ -48,17 +48,25 @@ class Simulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, admin_port: int = 0) -> SimAddresses:
         refuse = lambda err: _json(err.http_status, {"infcode": -1, "err_msg": err.message})  # noqa: E731
-        platform = await start_tcp(Http1Server(self.handle_platform, refuse, Limits()), host, port)
-        admin = await start_tcp(Http1Server(self.handle_admin, refuse, Limits()), host, admin_port)
+        self._http = [
+            Http1Server(self.handle_platform, refuse, Limits()),
+            Http1Server(self.handle_admin, refuse, Limits()),
+        ]
+        platform = await start_tcp(self._http[0], host, port)
+        admin = await start_tcp(self._http[1], host, admin_port)
         self._servers = [platform, admin]
         self.addresses = SimAddresses(platform.sockets[0].getsockname()[:2], admin.sockets[0].getsockname()[:2])
         log.info("sim_started", platform=self.addresses.platform, admin=self.addresses.admin_url)
         return self.addresses
 
     async def stop(self) -> None:
+        """Stop like a platform process going away: listeners and every open connection close."""
         for srv in self._servers:
             await close_listener(srv)
+        for http in getattr(self, "_http", []):
+            await http.drain(time.monotonic())
         self._servers = []
+        self._http = []
 
     # -- the platform interface -----------------------------------------------------------------------------
 

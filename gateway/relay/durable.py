@@ -1,0 +1,357 @@
+"""The exactly-once relay: the outbox first, then the platform, and an answer the HIS gets once.
+
+- accept: the request is on disk before anything else happens; the same msgid later gets the stored
+  outcome (or waits for the one in flight), never a second send.
+- money-moving work for a person waits until that person's earlier unfinished money-moving requests
+  are settled, so a reversal never races a new settlement.
+- a request that was not sent may be tried again (any class); one whose outcome is unknown is re-sent only
+  when its class is safe. A reversible money-moving transaction with an unknown outcome is undone by
+  冲正 (2601, omsgid = its msgid) in a background task that outlives the HIS's deadline; anything else stays
+  in doubt for ops (`ybgate outbox`), and the HIS is told so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.platform.catalogue import Catalogue, TxClass, TxInfo
+from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
+from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
+from gateway.relay.outbox import MsgidConflict, Row, SqliteOutbox
+from gateway.relay.outcomes import NotProcessed, OutcomeUnknown, Reversed
+from gateway.relay.states import State
+
+log = structlog.get_logger("gateway.relay")
+
+#: the platform's words for "the original transaction does not exist" in a 2601 answer
+NOT_FOUND_MARKERS = ("不存在", "未找到", "无需冲正")
+NO_ANSWER = "no answer in time (safe to ask again with a new msgid)"
+
+
+class Sender(Protocol):
+    async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer: ...
+
+
+class DurableRelay:
+    def __init__(
+        self,
+        outbox: SqliteOutbox,
+        sender: Sender,
+        catalogue: Catalogue,
+        *,
+        max_attempts: int = 4,
+        backoff: float = 0.2,
+        backoff_max: float = 2.0,
+        resolve_backoff_max: float = 30.0,
+        min_attempt: float = 1.0,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.sender = sender
+        self.catalogue = catalogue
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.resolve_backoff_max = resolve_backoff_max
+        self.min_attempt = min_attempt
+        self.on_event = on_event or (lambda kind, detail: None)
+        self._inflight: dict[str, asyncio.Future[Row]] = {}
+        self._resolving: dict[str, asyncio.Task[Row]] = {}
+        self._seq = itertools.count(1)
+        self._stopping = False
+
+    # -- the HIS-facing entry -------------------------------------------------------------------------------
+
+    async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer:
+        info = self.catalogue.classify(envelope.infno)
+        loop = asyncio.get_running_loop()
+        wall_deadline = time.time() + (deadline - loop.time())
+        accepted = await self.outbox.accept(
+            msgid=envelope.msgid,
+            infno=envelope.infno,
+            tx_class=info.tx_class.value,
+            psn_no=envelope.psn_no,
+            body=envelope.body,
+            deadline=wall_deadline,
+        )
+        if not accepted.new:
+            return await self._replay(accepted.row, deadline)
+        done: asyncio.Future[Row] = loop.create_future()
+        self._inflight[envelope.msgid] = done
+        try:
+            row = await self._process(accepted.row, envelope, info, deadline)
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved here, so a future nobody else awaits does not warn
+            raise
+        else:
+            done.set_result(row)
+        finally:
+            self._inflight.pop(envelope.msgid, None)
+        return await self._answer(row, deadline)
+
+    async def _replay(self, row: Row, deadline: float) -> RelayAnswer:
+        """The same msgid again: its stored outcome, or the one in flight — never a second send."""
+        log.info("msgid_replayed", msgid=row.msgid, state=row.state.value)
+        if not row.state.final:
+            waiting = self._inflight.get(row.msgid) or self._resolving.get(row.msgid)
+            if waiting is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        row = await asyncio.shield(waiting)
+            fresh = await self.outbox.get(row.msgid)
+            row = fresh or row
+        return await self._answer(row, deadline)
+
+    async def _answer(self, row: Row, deadline: float) -> RelayAnswer:
+        if row.state is State.IN_DOUBT and row.msgid in self._resolving:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    row = await asyncio.shield(self._resolving[row.msgid])
+        if row.state is State.ANSWERED:
+            assert row.response is not None
+            return RelayAnswer(decode_response(row.response), row.upstream or "", 0.0)
+        if row.state is State.REVERSED:
+            raise Reversed(
+                f"结算结果未知，已自动冲正，未扣费；可使用新的msgid重新办理 (outcome was unknown, reversed by "
+                f"2601, nothing charged; retry with a new msgid). {row.outcome or ''}".strip()
+            )
+        if row.state is State.FAILED and (row.outcome or "").startswith(NO_ANSWER):
+            raise UpstreamTimeout(f"平台未在时限内应答，可用新的msgid重新查询 ({row.outcome})")
+        if row.state is State.FAILED:
+            raise NotProcessed(
+                f"未被医保平台处理，可使用新的msgid重新办理 (not processed; retry with a new msgid): "
+                f"{row.outcome or ''}".strip()
+            )
+        if row.msgid in self._resolving:
+            raise OutcomeUnknown(
+                f"结果未知，网关正在冲正，请勿重复提交；稍后用同一msgid查询 (outcome unknown, being reversed; "
+                f"do not resend; ask again with the same msgid). {row.outcome or ''}".strip()
+            )
+        raise OutcomeUnknown(
+            f"结果未知，请先查询平台再决定是否重发 (outcome unknown; query the platform before resending; ops: "
+            f"ybgate outbox resolve {row.msgid}). {row.outcome or ''}".strip()
+        )
+
+    # -- sending --------------------------------------------------------------------------------------------
+
+    async def _process(self, row: Row, envelope: RequestEnvelope, info: TxInfo, deadline: float) -> Row:
+        if info.tx_class is TxClass.MONEY_MOVING and envelope.psn_no:
+            blocker = await self._wait_for_person(envelope.psn_no, envelope.msgid, deadline)
+            if blocker is not None:
+                return await self.outbox.move(
+                    envelope.msgid,
+                    State.FAILED,
+                    outcome=(f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"),
+                )
+        attempt = row.attempts
+        while True:
+            attempt += 1
+            await self.outbox.move(envelope.msgid, State.SENDING, attempts=attempt)
+            try:
+                answer = await self.sender.submit(envelope, self._attempt_deadline(info, deadline))
+            except (AmbiguousOutcome, UpstreamTimeout) as exc:
+                row = await self.outbox.move(envelope.msgid, State.IN_DOUBT, outcome=exc.message)
+                self.on_event("in_doubt", {"msgid": envelope.msgid, "infno": envelope.infno})
+                if info.may_resend and self._time_for_another(attempt, deadline):
+                    await asyncio.sleep(self._pause(attempt))
+                    continue
+                return await self._resolve(row, envelope, info)
+            except UpstreamError as exc:
+                # Nothing was sent: any transaction may be tried again while there is time.
+                if self._time_for_another(attempt, deadline):
+                    await self.outbox.move(envelope.msgid, State.ACCEPTED, outcome=exc.message)
+                    await asyncio.sleep(self._pause(attempt))
+                    continue
+                return await self.outbox.move(envelope.msgid, State.FAILED, outcome=f"not sent: {exc.message}")
+            else:
+                return await self.outbox.move(
+                    envelope.msgid,
+                    State.ANSWERED,
+                    response=answer.response.body,
+                    upstream=answer.upstream,
+                    outcome=f"infcode {answer.response.infcode}",
+                )
+
+    def _attempt_deadline(self, info: TxInfo, deadline: float) -> float:
+        """A resendable request gets part of the time per attempt, so a dead connection leaves time to retry
+        elsewhere; anything else waits the whole deadline for its one send."""
+        if not info.may_resend:
+            return deadline
+        now = asyncio.get_running_loop().time()
+        return min(deadline, now + max(self.min_attempt, (deadline - now) / 2))
+
+    def _time_for_another(self, attempt: int, deadline: float) -> bool:
+        remaining = deadline - asyncio.get_running_loop().time()
+        return attempt < self.max_attempts and remaining > self._pause(attempt) + 0.05
+
+    def _pause(self, attempt: int) -> float:
+        # Exponential backoff with full jitter: retries from many cashier stations do not arrive in step.
+        return min(self.backoff_max, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+
+    async def _wait_for_person(self, psn_no: str, msgid: str, deadline: float) -> str | None:
+        """Wait until this person's earlier unfinished money-moving rows are final; the msgid still blocking
+        at the deadline, if any."""
+        while True:
+            earlier = await self.outbox.in_doubt_for(psn_no, before=msgid)
+            if not earlier:
+                return None
+            first = earlier[0]
+            waiting = self._inflight.get(first.msgid) or self._resolving.get(first.msgid)
+            remaining = deadline - asyncio.get_running_loop().time() - 0.05
+            if waiting is None or remaining <= 0:
+                return first.msgid
+            try:
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(waiting)
+            except TimeoutError:
+                return first.msgid
+            except BaseException:  # noqa: BLE001 - only waiting for it to end, however it ended
+                await asyncio.sleep(0)
+
+    # -- resolution -----------------------------------------------------------------------------------------
+
+    async def _resolve(self, row: Row, envelope: RequestEnvelope, info: TxInfo) -> Row:
+        if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
+            self._start_reversal(row, envelope)
+        elif info.tx_class is TxClass.SAFE:
+            # Repeating a query is harmless: a definite "no answer" lets the HIS simply ask again.
+            return await self.outbox.move(row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: {row.outcome or ''}")
+        else:
+            log.warning("left_in_doubt", msgid=row.msgid, infno=row.infno, tx_class=info.tx_class.value)
+            self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
+        return row
+
+    def _start_reversal(self, row: Row, envelope: RequestEnvelope) -> None:
+        if row.msgid in self._resolving:
+            return
+        task = asyncio.create_task(self._reverse(row, envelope), name=f"reverse-{row.msgid}")
+        self._resolving[row.msgid] = task
+        task.add_done_callback(lambda _t, m=row.msgid: self._resolving.pop(m, None))
+
+    def _reversal_envelope(self, original: RequestEnvelope) -> RequestEnvelope:
+        now = datetime.now()
+        code = str(original.fields.get("fixmedins_code") or original.msgid[:12])
+        # The 9xxx sequence range is the gateway's own, so its msgids rarely meet a HIS's; a clash is retried.
+        msgid = f"{code[:12]:<12}{now:%Y%m%d%H%M%S}{9000 + next(self._seq) % 1000:04d}".replace(" ", "0")
+        fields = dict(original.fields) | {
+            "infno": self.catalogue.reversal_infno,
+            "msgid": msgid,
+            "inf_time": f"{now:%Y-%m-%d %H:%M:%S}",
+            "input": {"data": {"psn_no": original.psn_no or "", "omsgid": original.msgid, "oinfno": original.infno}},
+        }
+        body = json.dumps(fields, ensure_ascii=False).encode("utf-8")
+        return decode_request(body)
+
+    async def _reverse(self, row: Row, original: RequestEnvelope) -> Row:
+        """冲正 until the platform gives a definite answer; survives the HIS's deadline, bounded by stop()."""
+        attempt = 0
+        while not self._stopping:
+            attempt += 1
+            rev = self._reversal_envelope(original)
+            loop = asyncio.get_running_loop()
+            try:
+                await self.outbox.accept(
+                    msgid=rev.msgid,
+                    infno=rev.infno,
+                    tx_class=TxClass.RESOLVER.value,
+                    psn_no=rev.psn_no,
+                    body=rev.body,
+                    deadline=None,
+                )
+            except MsgidConflict:
+                continue  # that msgid is taken: the next one
+            await self.outbox.move(rev.msgid, State.SENDING, attempts=1)
+            try:
+                answer = await self.sender.submit(rev, loop.time() + 30)
+            except UpstreamError as exc:
+                await self.outbox.move(
+                    rev.msgid,
+                    State.FAILED if not isinstance(exc, (AmbiguousOutcome, UpstreamTimeout)) else State.IN_DOUBT,
+                    outcome=exc.message,
+                )
+                await asyncio.sleep(min(self.resolve_backoff_max, self.backoff * 2**attempt))
+                continue
+            await self.outbox.move(
+                rev.msgid,
+                State.ANSWERED,
+                response=answer.response.body,
+                upstream=answer.upstream,
+                outcome=f"infcode {answer.response.infcode}",
+            )
+            if answer.response.ok:
+                final = await self.outbox.move(row.msgid, State.REVERSED, outcome=f"reversed by 2601 msgid {rev.msgid}")
+                log.warning("reversed", msgid=row.msgid, infno=row.infno, reversal=rev.msgid)
+                self.on_event("reversed", {"msgid": row.msgid, "infno": row.infno})
+                return final
+            err = answer.response.err_msg or ""
+            if any(marker in err for marker in NOT_FOUND_MARKERS):
+                final = await self.outbox.move(
+                    row.msgid, State.FAILED, outcome=f"the platform never booked it (2601: {err})"
+                )
+                log.warning("never_booked", msgid=row.msgid, infno=row.infno)
+                return final
+            log.warning("reversal_refused", msgid=row.msgid, err_msg=err, attempt=attempt)
+            await asyncio.sleep(min(self.resolve_backoff_max, self.backoff * 2**attempt))
+        current = await self.outbox.get(row.msgid)
+        assert current is not None
+        return current
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def recover(self) -> dict[str, int]:
+        """Settle what a previous run left unfinished, before new work: ACCEPTED was never sent (failed);
+        SENDING may have left (in doubt); in-doubt reversible money-moving work is reversed."""
+        counts = {"not_sent": 0, "in_doubt": 0, "reversing": 0}
+        for found in await self.outbox.unfinished():
+            row = found
+            if row.tx_class == TxClass.RESOLVER.value:
+                # A 冲正 cut short: its original is still in doubt and gets a fresh 2601 below.
+                if row.state is State.ACCEPTED:
+                    await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
+                elif row.state is State.SENDING:
+                    await self.outbox.move(row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send")
+                continue
+            if row.state is State.ACCEPTED:
+                await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
+                counts["not_sent"] += 1
+                continue
+            if row.state is State.SENDING:
+                row = await self.outbox.move(row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send")
+            info = self.catalogue.classify(row.infno)
+            if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
+                self._start_reversal(row, decode_request(row.request))
+                counts["reversing"] += 1
+            elif info.tx_class is TxClass.SAFE:
+                await self.outbox.move(
+                    row.msgid,
+                    State.FAILED,
+                    outcome=f"{NO_ANSWER}: the gateway restarted",
+                )
+            else:
+                counts["in_doubt"] += 1
+        if any(counts.values()):
+            log.warning("recovered", **counts)
+        return counts
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self._stopping = True
+        tasks = list(self._resolving.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, UpstreamError):
+                    await task

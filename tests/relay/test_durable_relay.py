@@ -1,0 +1,115 @@
+"""The exactly-once relay through the real socket and simulator: replay by msgid, safe resends, per-person
+ordering behind a 冲正 in progress, and recovery of in-doubt settlements after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from gateway.crypto import sm3
+from gateway.daemon import Daemon
+from gateway.demo import demo_config
+from gateway.relay.outbox import SqliteOutbox
+from gateway.relay.states import State
+from gateway.sim.server import Simulator
+
+from conftest import Gateway, fresh
+
+
+def infnos(sim: Simulator) -> list[str]:
+    return [m.infno for m in sim.ledger.messages]
+
+
+async def test_same_msgid_is_answered_from_the_outbox(gateway: Gateway) -> None:
+    sign_no = await gateway.sign_in()
+    doc = fresh("1101_query_request.json", sign_no=sign_no)
+    first, second = await gateway.post(doc), await gateway.post(doc)
+    assert first.status == second.status == 200 and first.body == second.body
+    assert infnos(gateway.sim).count("1101") == 1
+
+
+async def test_same_msgid_different_body_is_refused(gateway: Gateway) -> None:
+    sign_no = await gateway.sign_in()
+    doc = fresh("1101_query_request.json", sign_no=sign_no)
+    await gateway.post(doc)
+    other = await gateway.post(doc | {"opter": "0099"})
+    assert other.status == 409
+    assert json.loads(other.body)["gateway_error"] == "msgid_conflict"
+    assert infnos(gateway.sim).count("1101") == 1
+
+
+async def test_concurrent_duplicates_wait_for_the_one_in_flight(gateway: Gateway) -> None:
+    sign_no = await gateway.sign_in()
+    gateway.sim.faults.set("2207", {"kind": "delay", "delay": 0.5, "times": 1})
+    doc = fresh("2207_settle_request.json", sign_no=sign_no)
+    replies = await asyncio.gather(*(gateway.post(doc) for _ in range(5)))
+    assert {r.status for r in replies} == {200} and len({r.body for r in replies}) == 1
+    assert len(gateway.sim.ledger.by_msgid(doc["msgid"])) == 1
+
+
+async def test_safe_transaction_is_resent_after_a_lost_answer(gateway: Gateway) -> None:
+    sign_no = await gateway.sign_in()
+    gateway.sim.faults.set("1101", {"kind": "drop_after", "times": 1})
+    reply = await gateway.post(fresh("1101_query_request.json", sign_no=sign_no))
+    assert reply.status == 200 and json.loads(reply.body)["output"]["baseinfo"]["psn_no"]
+    assert infnos(gateway.sim).count("1101") == 2
+
+
+async def test_new_settlement_waits_for_the_persons_reversal(gateway: Gateway) -> None:
+    sign_no = await gateway.sign_in()
+    gateway.sim.faults.set("2207", {"kind": "drop_after", "times": 1})
+    gateway.sim.faults.set("2601", {"kind": "delay", "delay": 0.8, "times": 1})
+    first = fresh("2207_settle_request.json", sign_no=sign_no)
+    second = fresh("2207_settle_request.json", sign_no=sign_no)
+    task = asyncio.create_task(gateway.post(first))
+    await asyncio.sleep(0.2)  # the first is being reversed now
+    reply2 = await gateway.post(second)
+    reply1 = await task
+    assert json.loads(reply1.body)["gateway_error"] == "reversed"
+    assert reply2.status == 200 and str(json.loads(reply2.body)["infcode"]) == "0"
+    order = [(m.infno, m.msgid) for m in gateway.sim.ledger.messages if m.infno in ("2207", "2601")]
+    assert order[0] == ("2207", first["msgid"]) and order[1][0] == "2601" and order[2] == ("2207", second["msgid"])
+    assert [s.state for s in gateway.sim.ledger.by_msgid(first["msgid"])] == ["reversed"]
+    assert [s.state for s in gateway.sim.ledger.by_msgid(second["msgid"])] == ["booked"]
+
+
+async def test_recovery_after_a_crash_mid_settlement(sim: Simulator, short_tmp: Path) -> None:
+    """The outbox a killed gateway left: one settlement mid-send (the platform booked it), one never sent."""
+    assert sim.addresses is not None
+    config = demo_config(short_tmp, sim.addresses.platform)
+    sign_no = sim.platform.process(fresh("9001_signin_request.json"))["output"]["signinoutb"]["sign_no"]
+    booked = fresh("2207_settle_request.json", sign_no=sign_no)
+    unsent = fresh("2207_settle_request.json", sign_no=sign_no)
+    box = SqliteOutbox(config.state_dir / "outbox.db", digest=sm3)
+    await box.start()
+    for doc in (booked, unsent):
+        body = json.dumps(doc, ensure_ascii=False).encode()
+        await box.accept(
+            msgid=doc["msgid"],
+            infno="2207",
+            tx_class="money_moving",
+            psn_no="44000000000000000012",
+            body=body,
+            deadline=None,
+        )
+    await box.move(booked["msgid"], State.SENDING, attempts=1)
+    sim.platform.process(booked)  # it reached the platform before the crash
+    await box.stop()
+
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        gw = Gateway(daemon, config, sim)
+        for _ in range(50):
+            if [s.state for s in sim.ledger.by_msgid(booked["msgid"])] == ["reversed"]:
+                break
+            await asyncio.sleep(0.05)
+        assert [s.state for s in sim.ledger.by_msgid(booked["msgid"])] == ["reversed"]
+        retried = await gw.post(booked)  # the HIS asks again with the same msgid
+        assert json.loads(retried.body)["gateway_error"] == "reversed"
+        never = await gw.post(unsent)
+        assert never.status == 502 and "restarted" in json.loads(never.body)["err_msg"]
+        assert sim.ledger.by_msgid(unsent["msgid"]) == []  # never sent, not even on recovery
+    finally:
+        await daemon.stop(1)
