@@ -32,8 +32,12 @@ class Kat:
         meta = json.loads((d / "meta.json").read_text())
         records = [json.loads(line) for line in (d / "records.jsonl").read_text().splitlines() if line]
         return cls(
-            name, meta, BY_NAME[meta["cipher_suite"]], bytes.fromhex(meta["client_random"]),
-            bytes.fromhex(meta["server_random"]), records,
+            name,
+            meta,
+            BY_NAME[meta["cipher_suite"]],
+            bytes.fromhex(meta["client_random"]),
+            bytes.fromhex(meta["server_random"]),
+            records,
             {"c2s": (d / "c2s.bin").read_bytes(), "s2c": (d / "s2c.bin").read_bytes()},
         )
 
