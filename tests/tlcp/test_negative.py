@@ -86,8 +86,8 @@ def test_oversized_plaintext_record_is_record_overflow() -> None:
 def test_oversized_decrypted_record_is_record_overflow() -> None:
     client, server, _ce, _se = connect(replace(CLIENT, cipher_suites=(ECC_SM4_CBC_SM3,)), SERVER)
     # Seal a too-long plaintext with the client's real write keys, bypassing the fragmenting encoder.
-    protection = client._records._write  # noqa: SLF001 - the only way to forge a well-MACed oversized record
-    seq = client._records._write_seq  # noqa: SLF001
+    protection = client._records._write
+    seq = client._records._write_seq
     fragment = protection.seal(seq, ContentType.application_data, b"a" * (MAX_PLAINTEXT + 1))
     refuses(server, record(23, fragment), AlertDescription.record_overflow)
 
@@ -168,7 +168,7 @@ def test_no_common_suite_is_handshake_failure() -> None:
 
 def test_renegotiation_is_refused_and_the_session_survives() -> None:
     client, server, _ce, _se = connect(CLIENT, SERVER)
-    client._send_handshake(HandshakeType.client_hello, ClientHello(b"\x33" * 32, b"", (0xE053,)).encode())  # noqa: SLF001
+    client._send_handshake(HandshakeType.client_hello, ClientHello(b"\x33" * 32, b"", (0xE053,)).encode())
     ce, _se = pump(client, server)
     assert ce == [AlertReceived(AlertLevel.WARNING, AlertDescription.no_renegotiation)]
     assert server.state is State.ESTABLISHED and client.state is State.ESTABLISHED
@@ -189,7 +189,8 @@ def test_clear_close_notify_and_fatal_alerts_after_ccs_are_accepted() -> None:
     client, server, _ce, _se = connect(CLIENT, SERVER)
     assert client.receive_data(record(21, b"\x02\x00")) == [CloseNotify()]  # GmSSL 3.1.1's close
     assert client.state is State.CLOSED
-    client, server, _ce, _se = connect(CLIENT, SERVER)
+    assert server.receive_data(client.data_to_send()) == [CloseNotify()]  # our answer, protected
+    client, _server, _ce, _se = connect(CLIENT, SERVER)
     events = client.receive_data(record(21, b"\x02\x28"))
     assert events == [AlertReceived(AlertLevel.FATAL, AlertDescription.handshake_failure)]
     assert events[0].error().remote and client.state is State.CLOSED
@@ -213,6 +214,7 @@ def test_new_session_ticket_before_ccs_is_hashed() -> None:
     client.start()
     ce, se = pump(client, server)
     assert any(isinstance(e, HandshakeComplete) for e in ce)
+    assert any(isinstance(e, HandshakeComplete) for e in se)
 
 
 def test_every_suite_refuses_a_wrong_finished() -> None:
