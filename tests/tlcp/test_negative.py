@@ -8,7 +8,7 @@ import pytest
 
 from gateway.tlcp.alerts import AlertDescription, AlertLevel, TLCPAlert
 from gateway.tlcp.client import ClientConnection
-from gateway.tlcp.config import Credentials
+from gateway.tlcp.config import ClientCertShape, Credentials
 from gateway.tlcp.connection import State
 from gateway.tlcp.events import AlertReceived, ApplicationData, CloseNotify, HandshakeComplete
 from gateway.tlcp.keyschedule import TrafficKeys
@@ -231,3 +231,25 @@ def test_every_suite_refuses_a_wrong_finished() -> None:
         with pytest.raises(TLCPAlert) as info:
             server.receive_data(bytes(flight))
         assert info.value.description == AlertDescription.bad_record_mac
+
+
+def test_change_cipher_spec_before_key_exchange_is_unexpected() -> None:
+    server = fresh_server()
+    server.receive_data(hello_record())
+    refuses(server, record(20, b"\x01"), AlertDescription.unexpected_message)
+
+
+def test_sign_certificate_followed_by_its_ca_is_a_chain_not_an_enc_certificate() -> None:
+    creds = replace(client_with_certs().credentials, chain=(cert("ca"),))
+    ccfg = replace(client_with_certs(client_cert_shape=ClientCertShape.SIGN_ONLY), credentials=creds)
+    _c, _s, _ce, se = connect(ccfg, replace(SERVER, require_client_cert=True))
+    (done,) = [e for e in se if isinstance(e, HandshakeComplete)]
+    assert [c.der for c in done.peer_certificates] == [cert("client_sign").der, cert("ca").der]
+
+
+def test_sending_before_the_handshake_is_refused_locally() -> None:
+    client = ClientConnection(CLIENT)
+    client.start()
+    with pytest.raises(TLCPAlert) as info:
+        client.send_data(b"too early")
+    assert info.value.description == AlertDescription.internal_error
