@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from gateway.tlcp.alerts import AlertDescription, TLCPAlert
 from gateway.tlcp.config import CertVerifyForm, ClientCertShape
 from gateway.tlcp.connection import State
 from gateway.tlcp.events import ApplicationData, CloseNotify, HandshakeComplete
@@ -25,7 +26,11 @@ def only(events: list, kind: type) -> list:
 @pytest.mark.parametrize("client_auth", [False, True], ids=["server-auth", "mutual"])
 def test_full_handshake_and_data_both_ways(suite, client_auth) -> None:
     if suite.key_exchange is KeyExchange.ECDHE and not client_auth:
-        client_auth = True  # ECDHE always authenticates the client (its enc key is in the exchange)
+        # ECDHE always authenticates the client (its enc key is in the exchange): no certificates, no deal
+        with pytest.raises(TLCPAlert) as info:
+            connect(replace(CLIENT, cipher_suites=(suite,)), SERVER)
+        assert info.value.description == AlertDescription.handshake_failure
+        return
     ccfg = (
         client_with_certs(cipher_suites=(suite,)) if client_auth else replace(CLIENT, cipher_suites=(suite,))
     )

@@ -40,7 +40,7 @@ async def test_our_client_to_tongsuo_server(suite, mutual) -> None:
         assert await asyncio.wait_for(reader.read(), 10) == b""  # Tongsuo's close_notify
         writer.close()
         await writer.wait_closed()
-        result = await asyncio.wait_for(peer, 10)
+        (result,) = await asyncio.wait_for(peer, 10)
     finally:
         listener.close()
     assert result.cipher == TONGSUO_NAMES[suite.code] and result.received == message
@@ -80,3 +80,28 @@ async def test_tongsuo_client_to_our_server(suite, mutual) -> None:
         assert done.peer_certificates == ()
     if suite.key_exchange is KeyExchange.ECDHE:
         assert done.peer_ecdhe_with_params is True
+
+
+async def test_our_client_resumes_a_tongsuo_session() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    suite = ALL_SUITES[0]
+    peer = asyncio.create_task(asyncio.to_thread(run_server, listener, suite.code, 5, connections=2))
+    try:
+        done = []
+        session = None
+        for _ in range(2):
+            cfg = replace(CLIENT, cipher_suites=(suite,), session=session)
+            reader, writer = await open_tlcp_connection("127.0.0.1", port, config=cfg, timeout=10)
+            writer.write(b"hello")
+            assert await asyncio.wait_for(reader.readexactly(5), 10) == b"hello"
+            done.append(writer.handshake)
+            session = writer.handshake.session
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.wait_for(peer, 10)
+    finally:
+        listener.close()
+    assert [d.resumed for d in done] == [False, True]
+    assert len(done[0].session.session_id) == 32 and done[1].session == done[0].session
+    assert done[1].peer_certificates[0].der == cert("server_sign").der

@@ -146,20 +146,31 @@ def run_client(
 
 
 def run_server(
-    listener: socket.socket, suite: int, expect: int, *, verify_client: bool = False, ticket: bool = False
-) -> PeerResult:
-    """Accept one connection on ``listener``, echo ``expect`` bytes back, close. Blocking."""
+    listener: socket.socket,
+    suite: int,
+    expect: int,
+    *,
+    verify_client: bool = False,
+    ticket: bool = False,
+    connections: int = 1,
+) -> list[PeerResult]:
+    """Accept ``connections`` connections (one context, so one session cache), echo ``expect`` bytes each."""
     ctx = _context(server=True, suite=suite, side="server", verify=verify_client, ticket=ticket)
-    sock, _ = listener.accept()
-    _blocking(sock)
-    ssl = LIB.SSL_new(ctx)
+    results = []
     try:
-        LIB.SSL_set_fd(ssl, sock.fileno())
-        rc = LIB.SSL_accept(ssl)
-        if rc != 1:
-            raise TongsuoError(f"SSL_accept {LIB.SSL_get_error(ssl, rc)}: {_errors()}")
-        return _session(ssl, sock, True, b"\x00" * expect)
+        for _ in range(connections):
+            sock, _ = listener.accept()
+            _blocking(sock)
+            ssl = LIB.SSL_new(ctx)
+            try:
+                LIB.SSL_set_fd(ssl, sock.fileno())
+                rc = LIB.SSL_accept(ssl)
+                if rc != 1:
+                    raise TongsuoError(f"SSL_accept {LIB.SSL_get_error(ssl, rc)}: {_errors()}")
+                results.append(_session(ssl, sock, True, b"\x00" * expect))
+            finally:
+                LIB.SSL_free(ssl)
+                sock.close()
     finally:
-        LIB.SSL_free(ssl)
-        sock.close()
         LIB.SSL_CTX_free(ctx)
+    return results
