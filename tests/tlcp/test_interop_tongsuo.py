@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import replace
 
 import pytest
 
 from gateway.net.tlcp_stream import open_tlcp_connection, start_tlcp_server
+from gateway.tlcp.session import MemorySessionCache
 from gateway.tlcp.suites import ALL_SUITES, KeyExchange
 
 from .peers import CLIENT, SERVER, cert, client_with_certs
@@ -105,3 +107,25 @@ async def test_our_client_resumes_a_tongsuo_session() -> None:
     assert [d.resumed for d in done] == [False, True]
     assert len(done[0].session.session_id) == 32 and done[1].session == done[0].session
     assert done[1].peer_certificates[0].der == cert("server_sign").der
+
+
+async def test_tongsuo_client_resumes_against_our_server_cache() -> None:
+    seen = []
+
+    async def echo(reader, writer) -> None:
+        seen.append(writer.handshake)
+        writer.write(await reader.read(65536))
+        await writer.drain()
+
+    cache = MemorySessionCache(time.monotonic)
+    server = await start_tlcp_server(echo, "127.0.0.1", 0, config=replace(SERVER, session_cache=cache))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(run_client, port, 0xE053, b"twice", connections=2), 20
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.resumed and result.received == b"twice"
+    assert [d.resumed for d in seen] == [False, True] and len(cache) == 1

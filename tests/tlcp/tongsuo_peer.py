@@ -39,6 +39,10 @@ for _name, _res, _args in [
     ("SSL_get_error", ctypes.c_int, [_vp, ctypes.c_int]),
     ("SSL_get_current_cipher", _vp, [_vp]),
     ("SSL_CIPHER_get_name", ctypes.c_char_p, [_vp]),
+    ("SSL_get1_session", _vp, [_vp]),
+    ("SSL_set_session", ctypes.c_int, [_vp, _vp]),
+    ("SSL_session_reused", ctypes.c_int, [_vp]),
+    ("SSL_SESSION_free", None, [_vp]),
     ("ERR_get_error", ctypes.c_ulong, []),
     ("ERR_error_string", ctypes.c_char_p, [ctypes.c_ulong, ctypes.c_char_p]),
 ]:
@@ -77,6 +81,7 @@ def _check(ok: int, what: str) -> None:
 class PeerResult:
     cipher: str
     received: bytes
+    resumed: bool = False
 
 
 def _context(*, server: bool, suite: int, side: str | None, verify: bool, ticket: bool) -> int:
@@ -108,6 +113,7 @@ def _blocking(sock: socket.socket) -> None:
 def _session(ssl: int, sock: socket.socket, reply: bool, message: bytes) -> PeerResult:
     buf = ctypes.create_string_buffer(65536)
     cipher = LIB.SSL_CIPHER_get_name(LIB.SSL_get_current_cipher(ssl)).decode()
+    resumed = LIB.SSL_session_reused(ssl) == 1
     if not reply:
         n = LIB.SSL_write(ssl, message, len(message))
         _check(int(n == len(message)), "write")
@@ -120,29 +126,49 @@ def _session(ssl: int, sock: socket.socket, reply: bool, message: bytes) -> Peer
     if reply:
         LIB.SSL_write(ssl, received, len(received))
     LIB.SSL_shutdown(ssl)
-    return PeerResult(cipher, received)
+    return PeerResult(cipher, received, resumed)
 
 
 def run_client(
-    port: int, suite: int, message: bytes, *, with_cert: bool = False, ticket: bool = False
+    port: int,
+    suite: int,
+    message: bytes,
+    *,
+    with_cert: bool = False,
+    ticket: bool = False,
+    connections: int = 1,
 ) -> PeerResult:
-    """Connect to 127.0.0.1:port, send ``message``, read as many bytes back, close. Blocking."""
-    ctx = _context(
-        server=False, suite=suite, side="client" if with_cert else None, verify=True, ticket=ticket
-    )
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    _blocking(sock)
-    ssl = LIB.SSL_new(ctx)
+    """Connect to 127.0.0.1:port, send ``message``, read as many bytes back, close; each later connection
+    offers the previous one's session. Returns the last connection's result. Blocking."""
+    side = "client" if with_cert else None
+    ctx = _context(server=False, suite=suite, side=side, verify=True, ticket=ticket)
+    session = None
+    result = None
     try:
-        LIB.SSL_set_fd(ssl, sock.fileno())
-        rc = LIB.SSL_connect(ssl)
-        if rc != 1:
-            raise TongsuoError(f"SSL_connect {LIB.SSL_get_error(ssl, rc)}: {_errors()}")
-        return _session(ssl, sock, False, message)
+        for _ in range(connections):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            _blocking(sock)
+            ssl = LIB.SSL_new(ctx)
+            try:
+                LIB.SSL_set_fd(ssl, sock.fileno())
+                if session is not None:
+                    _check(LIB.SSL_set_session(ssl, session), "set session")
+                    LIB.SSL_SESSION_free(session)
+                    session = None
+                rc = LIB.SSL_connect(ssl)
+                if rc != 1:
+                    raise TongsuoError(f"SSL_connect {LIB.SSL_get_error(ssl, rc)}: {_errors()}")
+                result = _session(ssl, sock, False, message)
+                session = LIB.SSL_get1_session(ssl)
+            finally:
+                LIB.SSL_free(ssl)
+                sock.close()
     finally:
-        LIB.SSL_free(ssl)
-        sock.close()
+        if session is not None:
+            LIB.SSL_SESSION_free(session)
         LIB.SSL_CTX_free(ctx)
+    assert result is not None
+    return result
 
 
 def run_server(
