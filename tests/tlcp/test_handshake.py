@@ -7,9 +7,11 @@ from dataclasses import replace
 import pytest
 
 from gateway.tlcp.alerts import AlertDescription, TLCPAlert
+from gateway.tlcp.client import ClientConnection
 from gateway.tlcp.config import CertVerifyForm, ClientCertShape
 from gateway.tlcp.connection import State
 from gateway.tlcp.events import ApplicationData, CloseNotify, HandshakeComplete
+from gateway.tlcp.server import ServerConnection
 from gateway.tlcp.session import MemorySessionCache
 from gateway.tlcp.suites import ALL_SUITES, KeyExchange
 
@@ -95,3 +97,24 @@ def test_resumption_by_session_id() -> None:
     clock[0] += 61  # expired: a full handshake again
     _c, _s, ce, _se = connect(replace(CLIENT, session=first.session), scfg)
     assert not only(ce, HandshakeComplete)[0].resumed
+
+
+def test_handshake_messages_split_across_and_coalesced_in_records() -> None:
+    """Records and messages do not line up one to one: a peer may split or coalesce them."""
+    client = ClientConnection(CLIENT)
+    server = ServerConnection(SERVER)
+    server.start()
+    client.start()
+    hello = client.data_to_send()[5:]  # the ClientHello handshake message, without its record header
+    for part in (hello[:3], hello[3:40], hello[40:]):
+        assert server.receive_data(b"\x16\x01\x01" + len(part).to_bytes(2, "big") + part) == []
+    flight = server.data_to_send()
+    # re-frame the server's first flight (one record per message) as a single record
+    messages, pos = b"", 0
+    while pos < len(flight):
+        length = int.from_bytes(flight[pos + 3 : pos + 5], "big")
+        messages += flight[pos + 5 : pos + 5 + length]
+        pos += 5 + length
+    client.receive_data(b"\x16\x01\x01" + len(messages).to_bytes(2, "big") + messages)
+    ce, se = pump(client, server)
+    assert only(ce, HandshakeComplete) and only(se, HandshakeComplete)
