@@ -1,0 +1,58 @@
+"""What a TLCP connection reports to its owner after :meth:`receive_data`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.crypto import Certificate
+from gateway.tlcp.alerts import AlertDescription, AlertLevel, TLCPAlert
+from gateway.tlcp.session import Session
+from gateway.tlcp.suites import CipherSuite
+
+
+@dataclass(frozen=True)
+class Event:
+    pass
+
+
+@dataclass(frozen=True)
+class HandshakeComplete(Event):
+    cipher_suite: CipherSuite
+    session: Session = field(repr=False)
+    resumed: bool
+    #: [sign, enc?, chain...] as the peer sent them (empty for an anonymous client)
+    peer_certificates: tuple[Certificate, ...] = field(repr=False)
+    server_name: str | None = None
+    #: which CertificateVerify form the client used ("sm3" or "raw"), server side only
+    peer_cert_verify_form: str | None = None
+    #: whether the client's ECDHE point came with the ECParameters prefix, server side only
+    peer_ecdhe_with_params: bool | None = None
+
+
+@dataclass(frozen=True)
+class ApplicationData(Event):
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CloseNotify(Event):
+    """The peer closed its sending side cleanly; our close_notify answer is already queued."""
+
+
+@dataclass(frozen=True)
+class AlertReceived(Event):
+    """Any alert but close_notify. A fatal one ends the connection."""
+
+    level: int
+    description: int
+
+    @property
+    def fatal(self) -> bool:
+        return self.level == AlertLevel.FATAL
+
+    def error(self) -> TLCPAlert:
+        return TLCPAlert(self.description, remote=True)
+
+
+def is_close_notify(description: int) -> bool:
+    return description == AlertDescription.close_notify

@@ -1,0 +1,136 @@
+"""Hypothesis: whatever bytes arrive, the parsers and state machines fail only with TLCP alerts."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.tlcp.alerts import TLCPAlert
+from gateway.tlcp.client import ClientConnection
+from gateway.tlcp.connection import State
+from gateway.tlcp.keyschedule import TrafficKeys
+from gateway.tlcp.messages import (
+    CertificateMessage,
+    CertificateRequest,
+    CertificateVerify,
+    ClientHello,
+    ClientKeyExchangeECC,
+    ClientKeyExchangeECDHE,
+    Finished,
+    HandshakeReader,
+    NewSessionTicket,
+    ServerHello,
+    ServerHelloDone,
+    ServerKeyExchangeECC,
+    ServerKeyExchangeECDHE,
+)
+from gateway.tlcp.record import CbcProtection, ContentType, GcmProtection, RecordLayer
+from gateway.tlcp.server import ServerConnection
+
+from .kat import Kat
+from .peers import CLIENT, SERVER
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DECODERS = [
+    ClientHello, ServerHello, CertificateMessage, ServerKeyExchangeECC, ServerKeyExchangeECDHE,
+    CertificateRequest, ServerHelloDone, ClientKeyExchangeECC, ClientKeyExchangeECDHE, CertificateVerify,
+    Finished, NewSessionTicket,
+]  # fmt: skip
+
+RECORDED_C2S = Kat.load("gmssl311_mutual_ecc_sm4_cbc_sm3").streams["c2s"]
+RECORDED_S2C = Kat.load("ecc_sm4_gcm_sm3_mutual").streams["s2c"]
+
+
+@FUZZ
+@given(st.sampled_from(DECODERS), st.binary(max_size=300))
+def test_message_decoders_raise_only_alerts(decoder, body: bytes) -> None:
+    try:
+        msg = decoder.decode(body)
+    except TLCPAlert:
+        return
+    assert decoder.decode(msg.encode()) == msg
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_record_and_handshake_framing_raise_only_alerts(data: bytes) -> None:
+    layer = RecordLayer()
+    reader = HandshakeReader()
+    layer.feed(data)
+    consumed = 0
+    try:
+        while (rec := layer.next_record()) is not None:
+            consumed += 5 + len(rec.fragment)
+            reader.feed(rec.fragment)
+            while reader.next_message() is not None:
+                pass
+    except TLCPAlert:
+        return
+    assert consumed + layer.pending() == len(data)
+
+
+@FUZZ
+@given(st.binary(max_size=200), st.booleans())
+def test_record_protections_raise_only_alerts(fragment: bytes, cbc: bool) -> None:
+    keys = TrafficKeys(b"m" * 32, b"k" * 16, b"salt" if not cbc else b"i" * 16)
+    protection = CbcProtection(keys) if cbc else GcmProtection(keys)
+    try:
+        protection.open(0, 23, fragment)
+    except TLCPAlert:
+        return
+    raise AssertionError("a random fragment passed the MAC check")
+
+
+def _last_record_type(out: bytes) -> int:
+    pos, last = 0, -1
+    while pos < len(out):
+        last = out[pos]
+        pos += 5 + int.from_bytes(out[pos + 3 : pos + 5], "big")
+    assert pos == len(out)
+    return last
+
+
+def _feed(conn, data: bytes) -> None:
+    """The bytes are taken, or a local alert is raised, queued for the peer, and the connection closed."""
+    try:
+        conn.receive_data(data)
+    except TLCPAlert as exc:
+        assert not exc.remote
+        assert conn.state is State.CLOSED
+        out = conn.data_to_send()
+        assert (out[0] == ContentType.alert and out[-2:] == bytes([2, exc.description])) or len(out) > 7
+    else:
+        assert conn.state is not State.CLOSED or conn.data_to_send()[:1] in (b"", b"\x15")
+
+
+def _mutate(base: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
+    data = bytearray(base[: max(cut, 1)])
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    return bytes(data)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=4), st.integers(0, 4000))
+def test_server_takes_mutated_client_flights_with_alerts_only(edits, cut) -> None:
+    server = ServerConnection(SERVER)
+    server.start()
+    _feed(server, _mutate(RECORDED_C2S, edits, cut))
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=4), st.integers(0, 4000))
+def test_client_takes_mutated_server_flights_with_alerts_only(edits, cut) -> None:
+    client = ClientConnection(CLIENT)
+    client.start()
+    client.data_to_send()
+    _feed(client, _mutate(RECORDED_S2C, edits, cut))
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_connections_take_random_bytes_with_alerts_only(data: bytes) -> None:
+    for conn in (ServerConnection(SERVER), ClientConnection(CLIENT)):
+        conn.start()
+        conn.data_to_send()
+        _feed(conn, data)

@@ -1,0 +1,131 @@
+"""Our asyncio TLCP streams against Tongsuo (tongsuopy's bundled libssl) over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import replace
+
+import pytest
+
+from gateway.net.tlcp_stream import open_tlcp_connection, start_tlcp_server
+from gateway.tlcp.session import MemorySessionCache
+from gateway.tlcp.suites import ALL_SUITES, KeyExchange
+
+from .peers import CLIENT, SERVER, cert, client_with_certs
+from .tongsuo_peer import run_client, run_server
+
+SUITE_IDS = [s.name for s in ALL_SUITES]
+TONGSUO_NAMES = {0xE013: "ECC-SM2-SM4-CBC-SM3", 0xE053: "ECC-SM2-SM4-GCM-SM3",
+                 0xE011: "ECDHE-SM2-SM4-CBC-SM3", 0xE051: "ECDHE-SM2-SM4-GCM-SM3"}  # fmt: skip
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES, ids=SUITE_IDS)
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-auth", "mutual"])
+async def test_our_client_to_tongsuo_server(suite, mutual) -> None:
+    mutual = mutual or suite.key_exchange is KeyExchange.ECDHE
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    message = f"hello tongsuo over {suite.name}\n".encode() * 50
+    peer = asyncio.create_task(
+        asyncio.to_thread(run_server, listener, suite.code, len(message), verify_client=mutual, ticket=True)
+    )
+    cfg = client_with_certs(cipher_suites=(suite,)) if mutual else replace(CLIENT, cipher_suites=(suite,))
+    try:
+        reader, writer = await open_tlcp_connection("127.0.0.1", port, config=cfg, timeout=10)
+        assert writer.handshake.cipher_suite == suite
+        writer.write(message)
+        await writer.drain()
+        echoed = await asyncio.wait_for(reader.readexactly(len(message)), 10)
+        assert echoed == message
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # Tongsuo's close_notify
+        writer.close()
+        await writer.wait_closed()
+        (result,) = await asyncio.wait_for(peer, 10)
+    finally:
+        listener.close()
+    assert result.cipher == TONGSUO_NAMES[suite.code] and result.received == message
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES, ids=SUITE_IDS)
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-auth", "mutual"])
+async def test_tongsuo_client_to_our_server(suite, mutual) -> None:
+    mutual = mutual or suite.key_exchange is KeyExchange.ECDHE
+    seen = []
+
+    async def echo(reader, writer) -> None:
+        seen.append(writer.handshake)
+        data = await reader.read(65536)
+        writer.write(data)
+        await writer.drain()
+
+    cfg = replace(SERVER, request_client_cert=mutual, require_client_cert=mutual)
+    server = await start_tlcp_server(echo, "127.0.0.1", 0, config=cfg)
+    port = server.sockets[0].getsockname()[1]
+    message = f"hello ybgate over {suite.name}".encode()
+    try:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(run_client, port, suite.code, message, with_cert=mutual), 20
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.received == message and result.cipher == TONGSUO_NAMES[suite.code]
+    (done,) = seen
+    assert done.cipher_suite == suite
+    if mutual:
+        # Tongsuo sends [sign, enc] and appends the chain it can build from its CA store
+        sign, enc = done.peer_certificates[:2]
+        assert (sign.der, enc.der) == (cert("client_sign").der, cert("client_enc").der)
+    else:
+        assert done.peer_certificates == ()
+    if suite.key_exchange is KeyExchange.ECDHE:
+        assert done.peer_ecdhe_with_params is True
+
+
+async def test_our_client_resumes_a_tongsuo_session() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    suite = ALL_SUITES[0]
+    peer = asyncio.create_task(asyncio.to_thread(run_server, listener, suite.code, 5, connections=2))
+    try:
+        done = []
+        session = None
+        for _ in range(2):
+            cfg = replace(CLIENT, cipher_suites=(suite,), session=session)
+            reader, writer = await open_tlcp_connection("127.0.0.1", port, config=cfg, timeout=10)
+            writer.write(b"hello")
+            assert await asyncio.wait_for(reader.readexactly(5), 10) == b"hello"
+            done.append(writer.handshake)
+            session = writer.handshake.session
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.wait_for(peer, 10)
+    finally:
+        listener.close()
+    assert [d.resumed for d in done] == [False, True]
+    assert len(done[0].session.session_id) == 32 and done[1].session == done[0].session
+    assert done[1].peer_certificates[0].der == cert("server_sign").der
+
+
+async def test_tongsuo_client_resumes_against_our_server_cache() -> None:
+    seen = []
+
+    async def echo(reader, writer) -> None:
+        seen.append(writer.handshake)
+        writer.write(await reader.read(65536))
+        await writer.drain()
+
+    cache = MemorySessionCache(time.monotonic)
+    server = await start_tlcp_server(echo, "127.0.0.1", 0, config=replace(SERVER, session_cache=cache))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(run_client, port, 0xE053, b"twice", connections=2), 20
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.resumed and result.received == b"twice"
+    assert [d.resumed for d in seen] == [False, True] and len(cache) == 1

@@ -1,0 +1,71 @@
+"""The asyncio adapter with our own client and server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from gateway.net.tlcp_stream import open_tlcp_connection, start_tlcp_server
+from gateway.tlcp.alerts import AlertDescription, TLCPAlert
+
+from .peers import CLIENT, SERVER, client_with_certs
+
+
+async def test_request_reply_and_clean_close() -> None:
+    async def upper(reader, writer) -> None:
+        while line := await reader.readline():
+            writer.write(line.upper())
+            await writer.drain()
+
+    server = await start_tlcp_server(upper, "127.0.0.1", 0, config=replace(SERVER, require_client_cert=True))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await open_tlcp_connection("127.0.0.1", port, config=client_with_certs(), timeout=5)
+        for line in (b"first\n", b"x" * 40000 + b"\n"):
+            writer.write(line)
+            await writer.drain()
+            assert await asyncio.wait_for(reader.readline(), 5) == line.upper()
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_refused_server_certificate_raises_the_alert() -> None:
+    called = []
+
+    async def handler(reader, writer) -> None:
+        called.append(True)
+
+    def reject(_certs) -> None:
+        raise TLCPAlert(AlertDescription.unknown_ca, "pinned to another CA")
+
+    server = await start_tlcp_server(handler, "127.0.0.1", 0, config=SERVER)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TLCPAlert) as info:
+            await open_tlcp_connection(
+                "127.0.0.1", port, config=replace(CLIENT, verify_peer=reject), timeout=5
+            )
+        assert info.value.description == AlertDescription.unknown_ca
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert called == []
+
+
+async def test_handshake_timeout_against_a_silent_server() -> None:
+    async def silent(reader, writer) -> None:
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TimeoutError):
+            await open_tlcp_connection("127.0.0.1", port, config=CLIENT, timeout=0.3)
+    finally:
+        server.close()
+        await server.wait_closed()
