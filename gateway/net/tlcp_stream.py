@@ -26,9 +26,7 @@ Handler = Callable[[asyncio.StreamReader, "TLCPStreamWriter"], Awaitable[None]]
 class TLCPStreamWriter:
     """The writing half; ``handshake`` holds the completed handshake (suite, session, peer certificates)."""
 
-    def __init__(
-        self, conn: Connection, raw_writer: asyncio.StreamWriter, handshake: HandshakeComplete
-    ) -> None:
+    def __init__(self, conn: Connection, raw_writer: asyncio.StreamWriter, handshake: HandshakeComplete) -> None:
         self._conn = conn
         self._raw = raw_writer
         self.handshake = handshake
@@ -70,9 +68,7 @@ async def _handshake(
         await raw_writer.drain()
         data = await raw_reader.read(READ_SIZE)
         if not data:
-            raise TLCPAlert(
-                AlertDescription.handshake_failure, "peer closed during the handshake", remote=True
-            )
+            raise TLCPAlert(AlertDescription.handshake_failure, "peer closed during the handshake", remote=True)
         try:
             events = conn.receive_data(data)
         finally:

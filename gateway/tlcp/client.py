@@ -80,9 +80,7 @@ class ClientConnection(Connection):
     def _on_server_hello(self, msg: RawHandshake) -> None:
         hello = ServerHello.decode(msg.body)
         if hello.cipher_suite not in {s.code for s in self.config.cipher_suites}:
-            raise TLCPAlert(
-                AlertDescription.illegal_parameter, f"server chose suite 0x{hello.cipher_suite:04x}"
-            )
+            raise TLCPAlert(AlertDescription.illegal_parameter, f"server chose suite 0x{hello.cipher_suite:04x}")
         if hello.compression_method != 0:
             raise TLCPAlert(AlertDescription.illegal_parameter, "server chose compression")
         self._hash(msg)
@@ -98,9 +96,7 @@ class ClientConnection(Connection):
             self._install_keys(offered.master_secret)
             self._move(State.WAIT_CCS)
             return
-        self.session = Session(
-            hello.session_id, hello.cipher_suite, b"", (), self._now(), self.config.server_name
-        )
+        self.session = Session(hello.session_id, hello.cipher_suite, b"", (), self._now(), self.config.server_name)
         self._move(State.CLIENT_WAIT_CERTIFICATE)
 
     def _on_certificate(self, msg: RawHandshake) -> None:
@@ -142,9 +138,7 @@ class ClientConnection(Connection):
         creds = self.config.credentials
         ecdhe = self.suite.key_exchange is KeyExchange.ECDHE
         if ecdhe and (self._cert_request is None or creds is None):
-            raise TLCPAlert(
-                AlertDescription.handshake_failure, "ECDHE needs client sign and enc certificates"
-            )
+            raise TLCPAlert(AlertDescription.handshake_failure, "ECDHE needs client sign and enc certificates")
         authenticate = self._cert_request is not None and creds is not None
         if self._cert_request is not None:
             certs: tuple[bytes, ...] = ()
@@ -221,7 +215,5 @@ class ClientConnection(Connection):
             )
         self._move(State.ESTABLISHED)
         self._events.append(
-            HandshakeComplete(
-                self.suite, self.session, self._resumed, self._server_certs, self.config.server_name
-            )
+            HandshakeComplete(self.suite, self.session, self._resumed, self._server_certs, self.config.server_name)
         )

@@ -51,9 +51,7 @@ LEGAL_MOVES: dict[State, frozenset[State]] = {
     _S.CLIENT_WAIT_KEY_EXCHANGE: frozenset({_S.CLIENT_WAIT_REQUEST_OR_DONE}),
     _S.CLIENT_WAIT_REQUEST_OR_DONE: frozenset({_S.CLIENT_WAIT_DONE, _S.WAIT_CCS}),
     _S.CLIENT_WAIT_DONE: frozenset({_S.WAIT_CCS}),
-    _S.SERVER_WAIT_CLIENT_HELLO: frozenset(
-        {_S.SERVER_WAIT_CERTIFICATE, _S.SERVER_WAIT_KEY_EXCHANGE, _S.WAIT_CCS}
-    ),
+    _S.SERVER_WAIT_CLIENT_HELLO: frozenset({_S.SERVER_WAIT_CERTIFICATE, _S.SERVER_WAIT_KEY_EXCHANGE, _S.WAIT_CCS}),
     _S.SERVER_WAIT_CERTIFICATE: frozenset({_S.SERVER_WAIT_KEY_EXCHANGE}),
     _S.SERVER_WAIT_KEY_EXCHANGE: frozenset({_S.SERVER_WAIT_CERT_VERIFY, _S.WAIT_CCS}),
     _S.SERVER_WAIT_CERT_VERIFY: frozenset({_S.WAIT_CCS}),
@@ -148,9 +146,7 @@ class Connection:
 
     def send_data(self, data: bytes) -> None:
         if self._state is not State.ESTABLISHED:
-            raise TLCPAlert(
-                AlertDescription.internal_error, f"cannot send application data in {self._state.value}"
-            )
+            raise TLCPAlert(AlertDescription.internal_error, f"cannot send application data in {self._state.value}")
         self._out += self._records.encode(ContentType.application_data, data)
 
     def close(self) -> None:
@@ -164,9 +160,7 @@ class Connection:
     # -- state ---------------------------------------------------------------------------------------------
     def _move(self, new: State) -> None:
         if new not in LEGAL_MOVES[self._state]:
-            raise TLCPAlert(
-                AlertDescription.internal_error, f"illegal move {self._state.value} -> {new.value}"
-            )
+            raise TLCPAlert(AlertDescription.internal_error, f"illegal move {self._state.value} -> {new.value}")
         self._state = new
 
     def _fail(self, exc: TLCPAlert) -> None:
@@ -177,9 +171,7 @@ class Connection:
     # -- records in ----------------------------------------------------------------------------------------
     def _on_record(self, content_type: ContentType, fragment: bytes) -> None:
         if content_type is not ContentType.handshake and not self._hs_reader.empty():
-            raise TLCPAlert(
-                AlertDescription.unexpected_message, "record interleaved with a split handshake message"
-            )
+            raise TLCPAlert(AlertDescription.unexpected_message, "record interleaved with a split handshake message")
         if content_type is ContentType.alert:
             self._on_alert(fragment)
         elif content_type is ContentType.change_cipher_spec:
@@ -238,9 +230,7 @@ class Connection:
     def _handle(self, msg: RawHandshake) -> None:
         handler = self._handlers().get((self._state, msg.msg_type))
         if handler is None:
-            raise TLCPAlert(
-                AlertDescription.unexpected_message, f"{msg.msg_type.name} in {self._state.value}"
-            )
+            raise TLCPAlert(AlertDescription.unexpected_message, f"{msg.msg_type.name} in {self._state.value}")
         handler(msg)
 
     def _handlers(self) -> dict[tuple[State, HandshakeType], Callable[[RawHandshake], None]]:
@@ -277,9 +267,7 @@ class Connection:
         self._pending_read = protection_for(self.suite, theirs, self._random)
 
     def _finished_data(self, *, client: bool) -> bytes:
-        return keyschedule.verify_data(
-            self._master, client=client, handshake_hash=sm3(bytes(self._transcript))
-        )
+        return keyschedule.verify_data(self._master, client=client, handshake_hash=sm3(bytes(self._transcript)))
 
     def _send_finished(self) -> None:
         self._send_handshake(HandshakeType.finished, self._finished_data(client=self.is_client))

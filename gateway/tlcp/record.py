@@ -167,9 +167,7 @@ class GcmProtection:
             raise TLCPAlert(AlertDescription.bad_record_mac, "GCM tag check failed") from None
 
 
-def protection_for(
-    suite: CipherSuite, keys: TrafficKeys, random: RandomSource = random_bytes
-) -> RecordProtection:
+def protection_for(suite: CipherSuite, keys: TrafficKeys, random: RandomSource = random_bytes) -> RecordProtection:
     if suite.cipher is BulkCipher.CBC:
         return CbcProtection(keys, random)
     return GcmProtection(keys)

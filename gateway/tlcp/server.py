@@ -142,9 +142,7 @@ class ServerConnection(Connection):
                 check_usage(certs[1], sign=False)
                 self._client_enc = certs[1]
             if ecdhe and self._client_enc is None:
-                raise TLCPAlert(
-                    AlertDescription.handshake_failure, "ECDHE needs the client's enc certificate"
-                )
+                raise TLCPAlert(AlertDescription.handshake_failure, "ECDHE needs the client's enc certificate")
             self._verify_peer_chain(certs)
             self._client_certs = certs
         self._hash(msg)

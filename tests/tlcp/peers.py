@@ -46,9 +46,7 @@ def client_with_certs(**changes: object) -> TLCPConfig:
     return replace(CLIENT, credentials=credentials("client"), **changes)  # type: ignore[arg-type]
 
 
-def pump(
-    client: Connection, server: Connection, *, chunk: int | None = None
-) -> tuple[list[Event], list[Event]]:
+def pump(client: Connection, server: Connection, *, chunk: int | None = None) -> tuple[list[Event], list[Event]]:
     """Shuttle bytes until both sides are quiet; ``chunk`` feeds that many bytes at a time."""
     client_events: list[Event] = []
     server_events: list[Event] = []

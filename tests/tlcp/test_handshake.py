@@ -33,9 +33,7 @@ def test_full_handshake_and_data_both_ways(suite, client_auth) -> None:
             connect(replace(CLIENT, cipher_suites=(suite,)), SERVER)
         assert info.value.description == AlertDescription.handshake_failure
         return
-    ccfg = (
-        client_with_certs(cipher_suites=(suite,)) if client_auth else replace(CLIENT, cipher_suites=(suite,))
-    )
+    ccfg = client_with_certs(cipher_suites=(suite,)) if client_auth else replace(CLIENT, cipher_suites=(suite,))
     scfg = replace(SERVER, request_client_cert=client_auth, require_client_cert=client_auth)
     client, server, ce, se = connect(ccfg, scfg)
     (c_done,) = only(ce, HandshakeComplete)

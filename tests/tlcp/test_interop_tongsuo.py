@@ -65,9 +65,7 @@ async def test_tongsuo_client_to_our_server(suite, mutual) -> None:
     port = server.sockets[0].getsockname()[1]
     message = f"hello ybgate over {suite.name}".encode()
     try:
-        result = await asyncio.wait_for(
-            asyncio.to_thread(run_client, port, suite.code, message, with_cert=mutual), 20
-        )
+        result = await asyncio.wait_for(asyncio.to_thread(run_client, port, suite.code, message, with_cert=mutual), 20)
     finally:
         server.close()
         await server.wait_closed()
@@ -121,9 +119,7 @@ async def test_tongsuo_client_resumes_against_our_server_cache() -> None:
     server = await start_tlcp_server(echo, "127.0.0.1", 0, config=replace(SERVER, session_cache=cache))
     port = server.sockets[0].getsockname()[1]
     try:
-        result = await asyncio.wait_for(
-            asyncio.to_thread(run_client, port, 0xE053, b"twice", connections=2), 20
-        )
+        result = await asyncio.wait_for(asyncio.to_thread(run_client, port, 0xE053, b"twice", connections=2), 20)
     finally:
         server.close()
         await server.wait_closed()

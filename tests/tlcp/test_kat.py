@@ -178,9 +178,7 @@ def test_ecdhe_client_point_carries_ec_parameters() -> None:
 
 
 def test_gmssl_client_hello_has_sni_and_tongsuo_offers_scsv() -> None:
-    gm = ClientHello.decode(
-        _messages(Kat.load("gmssl_client_ecc_sm4_gcm_sm3"))[HandshakeType.client_hello][0]
-    )
+    gm = ClientHello.decode(_messages(Kat.load("gmssl_client_ecc_sm4_gcm_sm3"))[HandshakeType.client_hello][0])
     assert gm.server_name == "localhost"
     ts = ClientHello.decode(_messages(Kat.load("ecc_sm4_gcm_sm3_mutual"))[HandshakeType.client_hello][0])
     assert 0x00FF in ts.cipher_suites and ts.server_name is None

@@ -161,9 +161,7 @@ def test_required_client_certificate_missing_is_handshake_failure() -> None:
 
 
 def test_no_common_suite_is_handshake_failure() -> None:
-    refuses(
-        fresh_server(cipher_suites=(ECC_SM4_CBC_SM3,)), hello_record(), AlertDescription.handshake_failure
-    )
+    refuses(fresh_server(cipher_suites=(ECC_SM4_CBC_SM3,)), hello_record(), AlertDescription.handshake_failure)
 
 
 def test_renegotiation_is_refused_and_the_session_survives() -> None:
@@ -201,9 +199,7 @@ class TicketingServer(ServerConnection):
 
     def _send_ccs(self) -> None:
         if self.state is State.WAIT_FINISHED:
-            self._send_handshake(
-                HandshakeType.new_session_ticket, NewSessionTicket(7200, b"t" * 100).encode()
-            )
+            self._send_handshake(HandshakeType.new_session_ticket, NewSessionTicket(7200, b"t" * 100).encode())
         super()._send_ccs()
 
 

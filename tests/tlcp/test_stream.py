@@ -47,9 +47,7 @@ async def test_refused_server_certificate_raises_the_alert() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(TLCPAlert) as info:
-            await open_tlcp_connection(
-                "127.0.0.1", port, config=replace(CLIENT, verify_peer=reject), timeout=5
-            )
+            await open_tlcp_connection("127.0.0.1", port, config=replace(CLIENT, verify_peer=reject), timeout=5)
         assert info.value.description == AlertDescription.unknown_ca
     finally:
         server.close()
