@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
     sim.add_argument("--port", type=int, default=9443, help="platform port (default %(default)s)")
     sim.add_argument("--admin-port", type=int, default=9480, help="admin port (default %(default)s)")
+    sim.add_argument(
+        "--pki",
+        type=Path,
+        default=None,
+        help="serve TLCP with the server certificates of this test PKI (ybgate certs gen-test-pki); "
+        "client certificates from its CA required",
+    )
     return p
 
 
@@ -164,7 +171,12 @@ def cmd_run(path: Path) -> int:
     async def main() -> None:
         await Daemon(config, api_socket=api_socket, notifier=Notifier(), config_path=path).run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except GatewayError as err:
+        # A refusal to start (key file too open, identity invalid, socket in use): one clear line, exit 1.
+        print(f"ybgate: not starting: {err.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -242,15 +254,17 @@ def cmd_gen_test_pki(directory: Path, names: list[str] | None) -> int:
     return 0
 
 
-def cmd_sim(host: str, port: int, admin_port: int) -> int:
+def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None) -> int:
     from gateway.logging import configure
     from gateway.sim.server import Simulator
 
     configure("info", "json")
 
     async def serve() -> None:
+        from gateway.demo import sim_tlcp_config
+
         sim = Simulator()
-        addrs = await sim.start(host, port, admin_port)
+        addrs = await sim.start(host, port, admin_port, tlcp=sim_tlcp_config(pki) if pki else None)
         print(f"simulator: platform {addrs.platform[0]}:{addrs.platform[1]}, admin {addrs.admin_url}", flush=True)
         try:
             await asyncio.Event().wait()
@@ -282,5 +296,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         return cmd_status(args.config, args.json)
     if args.command == "sim":
-        return cmd_sim(args.host, args.port, args.admin_port)
+        return cmd_sim(args.host, args.port, args.admin_port, args.pki)
     return 2

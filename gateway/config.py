@@ -151,12 +151,26 @@ class Health(_Strict):
     interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
 
 
+class UpstreamTlcp(_Strict):
+    """Interop choices for one platform endpoint (GmSSL and Tongsuo servers differ)."""
+
+    #: present our sign/enc certificates when the platform asks (mutual authentication)
+    client_auth: bool = True
+    #: Tongsuo servers demand [sign, enc]; GmSSL sends and expects [sign] only
+    client_cert_shape: Literal["sign_enc", "sign"] = "sign_enc"
+    #: sent as SNI only when set (GmSSL servers reject extensions they do not know)
+    server_name: str | None = None
+    #: accept only a platform whose sign certificate has one of these subjects (RFC 4514); empty: any the CA signed
+    pinned_subjects: list[str] = []
+
+
 class Upstream(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     role: Literal["primary", "backup"] = "primary"
     host: str
     port: Port
-    transport: Literal["tcp"] = "tcp"
+    transport: Literal["tlcp", "tcp"] = "tlcp"
+    tlcp: UpstreamTlcp = UpstreamTlcp()
     #: the platform path requests are posted to; {infno} is replaced per request
     path: str = "/fsi/api/rsfComIfsService/callService"
     connect_timeout: PositiveSeconds = 3.0
@@ -189,6 +203,8 @@ class Config(_Strict):
             raise ValueError(f"upstream names must be unique; repeated: {', '.join(sorted(dupes))}")
         if not any(u.role == "primary" for u in self.upstreams):
             raise ValueError("at least one upstream needs role: primary")
+        if any(u.transport == "tlcp" for u in self.upstreams) and self.identity is None:
+            raise ValueError("TLCP upstreams need the identity section (sign/enc certificates, keys, CA bundle)")
         if not self.development:
             plain = [u.name for u in self.upstreams if u.transport == "tcp"]
             if plain:

@@ -36,12 +36,14 @@ from gateway.http1.server import Http1Server
 from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
+from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.catalogue import national
 from gateway.relay.durable import DurableRelay
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
 from gateway.secretfile import read_secret
+from gateway.tlcp import ClientCertShape, TLCPConfig
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -53,6 +55,30 @@ def upstream_targets(config: Config) -> list[UpstreamTarget]:
         )
         for u in config.upstreams
     ]
+
+
+def build_transport(config: Config) -> Transport:
+    """TLCP to each upstream with its interop settings; plain TCP only where development allows it."""
+    routes: dict[str, object] = {}
+    tlcp_configs: dict[str, TLCPConfig] = {}
+    if config.identity is not None and any(u.transport == "tlcp" for u in config.upstreams):
+        from gateway.identity import load_identity
+
+        ident = load_identity(config.identity)
+        for u in config.upstreams:
+            if u.transport != "tlcp":
+                continue
+            tlcp_configs[u.name] = TLCPConfig(
+                credentials=ident.credentials if u.tlcp.client_auth else None,
+                verify_peer=chain_verifier(ident.roots, pins=frozenset(u.tlcp.pinned_subjects)),
+                server_name=u.tlcp.server_name,
+                client_cert_shape=ClientCertShape(u.tlcp.client_cert_shape),
+            )
+    tlcp = TlcpTransport(tlcp_configs)
+    tcp = TcpTransport()
+    for u in config.upstreams:
+        routes[u.name] = tlcp if u.transport == "tlcp" else tcp
+    return RoutedTransport(routes)
 
 
 def mqtt_settings(config: Config) -> MqttSettings:
@@ -136,7 +162,8 @@ class Daemon:
     ) -> None:
         self.config = config
         self.config_path = config_path
-        self.transport = transport or TcpTransport()
+        self._given_transport = transport
+        self.transport: Transport = transport or TcpTransport()
         self.metrics = Metrics(__version__)
         self.recent = Recent()
         self.notifier = notifier or Notifier({})
@@ -160,6 +187,8 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        if self._given_transport is None:
+            self.transport = build_transport(cfg)
         self.host = HostSampler(cfg.state_dir)
         self.metrics.add_host(self.host)
         if cfg.mqtt.enabled:

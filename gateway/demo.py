@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.config import Config, load_config_text
+from gateway.crypto import Certificate, SM2PrivateKey
+from gateway.crypto.testpki import generate_test_pki
 from gateway.daemon import Daemon
 from gateway.http1.unix_client import request
+from gateway.net.tlcp_transport import chain_verifier
 from gateway.platform.envelope import decode_response
 from gateway.sim.server import SimAddresses, Simulator
+from gateway.tlcp import Credentials, TLCPConfig
 
 FIXMEDINS_CODE = "H44030000001"
 PLATFORM_PATH = "/fsi/api/rsfComIfsService/callService"
@@ -49,9 +53,38 @@ logging:
 """
 
 
-def demo_config(state: Path, platform: tuple[str, int], level: str = "warning") -> Config:
+TLCP_PART = """\
+identity:                    # the throwaway test PKI the demo generates (NOT for production)
+  sign_cert: {pki}/client_sign.crt.pem
+  sign_key: {pki}/client_sign.key.pem
+  enc_cert: {pki}/client_enc.crt.pem
+  enc_key: {pki}/client_enc.key.pem
+  ca_bundle: {pki}/ca.crt.pem
+"""
+
+
+def demo_config(state: Path, platform: tuple[str, int], level: str = "warning", pki: Path | None = None) -> Config:
+    """The embedded default. With `pki` the upstream is TLCP with mutual authentication, as on a 前置机;
+    without, plain TCP under the development flag (the fast path most tests use)."""
     text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level)
+    if pki is not None:
+        text = text.replace("development: true            # plain TCP to the simulator; a 前置机 uses TLCP\n", "")
+        text = text.replace("    transport: tcp\n", "    transport: tlcp\n") + TLCP_PART.format(pki=pki)
     return load_config_text(text, "<embedded demo config>")
+
+
+def sim_tlcp_config(pki: Path) -> TLCPConfig:
+    """The simulator as the platform: server sign/enc certificates, client certificates required."""
+    roots = Certificate.load_pem_chain((pki / "ca.crt.pem").read_bytes())
+    creds = Credentials(
+        SM2PrivateKey.from_pem((pki / "server_sign.key.pem").read_bytes()),
+        Certificate.from_pem((pki / "server_sign.crt.pem").read_bytes()),
+        SM2PrivateKey.from_pem((pki / "server_enc.key.pem").read_bytes()),
+        Certificate.from_pem((pki / "server_enc.crt.pem").read_bytes()),
+    )
+    return TLCPConfig(
+        credentials=creds, verify_peer=chain_verifier(roots), request_client_cert=True, require_client_cert=True
+    )
 
 
 class MsgIds:
@@ -212,9 +245,11 @@ async def run_demo(*, once: bool, out: TextIO, state_dir: Path | None = None, le
     configure(level=level, fmt="console")
     owned = state_dir is None
     state = state_dir or Path(tempfile.mkdtemp(prefix="ybgate-demo-"))
+    pki = state / "pki"
+    generate_test_pki(pki)
     sim = Simulator()
-    addrs: SimAddresses = await sim.start()
-    config = demo_config(state, addrs.platform, level)
+    addrs: SimAddresses = await sim.start(tlcp=sim_tlcp_config(pki))
+    config = demo_config(state, addrs.platform, level, pki=pki)
     daemon = Daemon(config)
     await daemon.start()
     try:

@@ -252,7 +252,11 @@ class Http1Server:
         if abort.reset and sock is not None:
             # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.transport.abort() if abort.reset else writer.close()
+        transport = getattr(writer, "transport", None)  # a TLCP stream has none: it closes instead
+        if abort.reset and transport is not None:
+            transport.abort()
+        else:
+            writer.close()
 
     async def _write(self, writer: asyncio.StreamWriter, response: Response, *, keep_alive: bool) -> None:
         writer.write(encode_response(response, keep_alive=keep_alive))

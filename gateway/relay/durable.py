@@ -156,6 +156,7 @@ class DurableRelay:
                     outcome=(f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"),
                 )
         attempt = row.attempts
+        first_cause = ""
         while True:
             attempt += 1
             await self.outbox.move(envelope.msgid, State.SENDING, attempts=attempt)
@@ -170,11 +171,13 @@ class DurableRelay:
                 return await self._resolve(row, envelope, info)
             except UpstreamError as exc:
                 # Nothing was sent: any transaction may be tried again while there is time.
+                first_cause = first_cause or exc.message  # later attempts often only say "breaker open"
                 if self._time_for_another(attempt, deadline):
                     await self.outbox.move(envelope.msgid, State.ACCEPTED, outcome=exc.message)
                     await asyncio.sleep(self._pause(attempt))
                     continue
-                return await self.outbox.move(envelope.msgid, State.FAILED, outcome=f"not sent: {exc.message}")
+                last = "" if exc.message == first_cause else f" (last attempt: {exc.message})"
+                return await self.outbox.move(envelope.msgid, State.FAILED, outcome=f"not sent: {first_cause}{last}")
             else:
                 return await self.outbox.move(
                     envelope.msgid,

@@ -12,10 +12,13 @@ import structlog
 
 from gateway.http1 import Limits, Request, Response
 from gateway.http1.listen import close_listener, start_tcp
+from gateway.http1.messages import Peer
 from gateway.http1.server import Abort, Http1Server
+from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.sim.faults import FaultTable
 from gateway.sim.ledger import Ledger, Message
 from gateway.sim.platform import SimPlatform
+from gateway.tlcp import TLCPConfig
 
 log = structlog.get_logger("gateway.sim")
 
@@ -46,17 +49,29 @@ class Simulator:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, admin_port: int = 0) -> SimAddresses:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, admin_port: int = 0, *, tlcp: TLCPConfig | None = None
+    ) -> SimAddresses:
+        """Serve the platform interface (over TLCP when `tlcp` is given, as the real one) and the admin endpoint
+        (plain HTTP on loopback: it is the test harness's, not the platform's)."""
         refuse = lambda err: _json(err.http_status, {"infcode": -1, "err_msg": err.message})  # noqa: E731
         self._http = [
             Http1Server(self.handle_platform, refuse, Limits()),
             Http1Server(self.handle_admin, refuse, Limits()),
         ]
-        platform = await start_tcp(self._http[0], host, port)
+        if tlcp is None:
+            platform = await start_tcp(self._http[0], host, port)
+        else:
+            serve = self._http[0].serve
+
+            async def on_tlcp(reader: asyncio.StreamReader, writer: Any) -> None:
+                await serve(reader, writer, Peer(address="tlcp"))
+
+            platform = await start_tlcp_server(on_tlcp, host, port, config=tlcp)
         admin = await start_tcp(self._http[1], host, admin_port)
         self._servers = [platform, admin]
         self.addresses = SimAddresses(platform.sockets[0].getsockname()[:2], admin.sockets[0].getsockname()[:2])
-        log.info("sim_started", platform=self.addresses.platform, admin=self.addresses.admin_url)
+        log.info("sim_started", platform=self.addresses.platform, admin=self.addresses.admin_url, tlcp=tlcp is not None)
         return self.addresses
 
     async def stop(self) -> None:

@@ -1,0 +1,131 @@
+"""The relay over real TLCP to the simulator, as on a 前置机: mutual SM2 authentication with the test PKI, and
+what happens when the platform's certificate or ours does not check out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from gateway.config import load_config_text
+from gateway.crypto.testpki import generate_test_pki
+from gateway.daemon import Daemon
+from gateway.demo import demo_config, sim_tlcp_config
+from gateway.errors import ConfigError
+from gateway.sim.server import Simulator
+
+from conftest import Gateway, fresh
+
+KAT_CA = Path(__file__).parent / "data" / "crypto" / "pki" / "ca.crt.pem"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_test_pki(tmp_path_factory.mktemp("pki") / "pki")["ca"].parent
+
+
+@pytest_asyncio.fixture
+async def tlcp_sim(pki: Path) -> AsyncIterator[Simulator]:
+    sim = Simulator()
+    await sim.start(tlcp=sim_tlcp_config(pki))
+    yield sim
+    await sim.stop()
+
+
+async def start(sim: Simulator, state: Path, pki: Path) -> Gateway:
+    assert sim.addresses is not None
+    config = demo_config(state, sim.addresses.platform, pki=pki)
+    daemon = Daemon(config)
+    await daemon.start()
+    return Gateway(daemon, config, sim)
+
+
+async def test_settlement_over_mutual_tlcp(tlcp_sim: Simulator, pki: Path, short_tmp: Path) -> None:
+    gw = await start(tlcp_sim, short_tmp, pki)
+    try:
+        sign_no = await gw.sign_in()
+        reply = await gw.post(fresh("2207_settle_request.json", sign_no=sign_no))
+        assert reply.status == 200 and str(json.loads(reply.body)["infcode"]) == "0"
+        assert len(tlcp_sim.ledger.settlements) == 1
+    finally:
+        await gw.daemon.stop(1)
+
+
+async def test_platform_from_an_unknown_ca_is_never_sent_anything(pki: Path, short_tmp: Path) -> None:
+    other = generate_test_pki(short_tmp / "other")["ca"].parent  # a platform certified by another CA
+    impostor = Simulator()
+    await impostor.start(tlcp=sim_tlcp_config(other))
+    gw = await start(impostor, short_tmp, pki)
+    try:
+        reply = await gw.post(fresh("9001_signin_request.json"))
+        doc = json.loads(reply.body)
+        assert reply.status == 502 and doc["gateway_error"] == "not_processed"
+        assert "TLCP handshake failed" in doc["err_msg"] and "not a trusted CA" in doc["err_msg"]
+        assert impostor.ledger.messages == []
+    finally:
+        await gw.daemon.stop(1)
+        await impostor.stop()
+
+
+def test_own_identity_from_another_ca_stops_the_start(pki: Path, short_tmp: Path) -> None:
+    config = demo_config(short_tmp, ("127.0.0.1", 9), pki=pki)
+    assert config.identity is not None
+    bad = config.model_copy(update={"identity": config.identity.model_copy(update={"ca_bundle": KAT_CA})})
+    from gateway.daemon import build_transport
+    from gateway.errors import GatewayError
+
+    with pytest.raises(GatewayError, match="is not a trusted CA"):
+        build_transport(bad)
+
+
+async def test_platform_refuses_a_gateway_without_client_certificate(
+    tlcp_sim: Simulator, pki: Path, short_tmp: Path
+) -> None:
+    assert tlcp_sim.addresses is not None
+    config = demo_config(short_tmp, tlcp_sim.addresses.platform, pki=pki)
+    up = config.upstreams[0]
+    up = up.model_copy(update={"tlcp": up.tlcp.model_copy(update={"client_auth": False})})
+    daemon = Daemon(config.model_copy(update={"upstreams": [up]}))
+    await daemon.start()
+    try:
+        reply = await Gateway(daemon, config, tlcp_sim).post(fresh("9001_signin_request.json"))
+        assert reply.status == 502 and "handshake" in json.loads(reply.body)["err_msg"]
+        assert tlcp_sim.ledger.messages == []
+    finally:
+        await daemon.stop(1)
+
+
+def test_tlcp_needs_an_identity() -> None:
+    with pytest.raises(ConfigError, match="need the identity section"):
+        load_config_text("upstreams: [{name: p, host: 10.1.2.3, port: 8443}]\n")
+
+
+def test_daemon_refuses_to_start_with_a_readable_key(pki: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "pki"
+    shutil.copytree(pki, keys)
+    (keys / "client_sign.key.pem").chmod(0o644)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"state_dir: {tmp_path}/state\nruntime_dir: {tmp_path}/run\nadmin: {{enabled: false}}\n"
+        "upstreams: [{name: p, host: 127.0.0.1, port: 9, transport: tlcp}]\n"
+        f"identity: {{sign_cert: {keys}/client_sign.crt.pem, sign_key: {keys}/client_sign.key.pem, "
+        f"enc_cert: {keys}/client_enc.crt.pem, enc_key: {keys}/client_enc.key.pem, ca_bundle: {keys}/ca.crt.pem}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=os.environ,
+    )
+    assert result.returncode == 1
+    assert "not starting" in result.stderr and "client_sign.key.pem" in result.stderr and "chmod 600" in result.stderr
+    assert "Traceback" not in result.stderr
