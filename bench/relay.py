@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -31,18 +32,28 @@ BODY = json.dumps(
 ).encode()
 
 
+_SEQ = itertools.count()
+TEMPLATE = json.loads(BODY)
+
+
+def next_request() -> bytes:
+    """Each request with its own msgid, as a HIS sends them (a repeated msgid would be answered from the outbox)."""
+    n = next(_SEQ)
+    doc = TEMPLATE | {"msgid": f"H44030000001{20261124000000 + n // 10000:014d}{n % 10000:04d}"}
+    return encode_request("POST", "bench", PATH, [("Content-Type", "application/json")], json.dumps(doc).encode())
+
+
 class KeepAliveClient:
     """One persistent connection, as a HIS connection pool would hold."""
 
     def __init__(self, opener: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]) -> None:
         self.opener = opener
         self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self.request = encode_request("POST", "bench", PATH, [("Content-Type", "application/json")], BODY)
 
     async def call(self) -> int:
         if self.conn is None:
             self.conn = await self.opener()
-        reply = await exchange(*self.conn, self.request)
+        reply = await exchange(*self.conn, next_request())
         if not reply.keep_alive:
             self.conn[1].close()
             self.conn = None
@@ -116,7 +127,7 @@ async def wait_for(
     raise RuntimeError(f"{what} did not start")
 
 
-async def main(seconds: float, clients: int, rate: float) -> None:
+async def main(seconds: float, clients: int, rate: float, synchronous: str) -> None:
     # Simulator, gateway and load generator each in their own process, as in the field: a single event
     # loop for all three would charge the gateway path for the simulator's work twice.
     work = Path(tempfile.mkdtemp(prefix="ybg-bench-"))
@@ -126,6 +137,7 @@ async def main(seconds: float, clients: int, rate: float) -> None:
     cfg.write_text(
         f"development: true\nstate_dir: {work}/state\nruntime_dir: {work}/run\nadmin: {{enabled: false}}\n"
         f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\nlogging: {{level: warning}}\n"
+        f"relay: {{outbox_synchronous: {synchronous}}}\n"
     )
     quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
     sim = await asyncio.create_subprocess_exec(
@@ -158,7 +170,10 @@ async def main(seconds: float, clients: int, rate: float) -> None:
             proc.terminate()
             await proc.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {clients} clients, {seconds:.0f} s each")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {clients} clients, {seconds:.0f} s each; "
+        f"outbox synchronous={synchronous}"
+    )
     print(f"{'figure':<28}{'direct':>12}{'ybgate':>12}{'ratio':>10}")
     for name, base, ours in rows:
         print(f"{name:<28}{base:>12.1f}{ours:>12.1f}{ours / base:>9.2f}x")
@@ -171,5 +186,6 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="the outbox's sync mode")
     a = ap.parse_args()
-    asyncio.run(main(a.seconds, a.clients, a.rate))
+    asyncio.run(main(a.seconds, a.clients, a.rate, a.synchronous))

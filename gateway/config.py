@@ -146,6 +146,13 @@ class Identity(_Strict):
     key_password_file: Path | None = None
 
 
+class Relay(_Strict):
+    #: FULL survives power loss (the default and the promise); NORMAL only a process crash
+    outbox_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: answered requests are kept this long (for replays by msgid, ops and reconciliation), then pruned
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+
+
 class Health(_Strict):
     #: the 专网 interface whose link and routes are watched through netlink (none: not watched)
     interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
@@ -192,6 +199,7 @@ class Config(_Strict):
     health: Health = Health()
     identity: Identity | None = None
     failover: Failover = Failover()
+    relay: Relay = Relay()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 

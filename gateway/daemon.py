@@ -206,7 +206,7 @@ class Daemon:
         catalogue = national()
         # Keep-alive reuse only where a resend is harmless: a stale connection can swallow a request.
         forwarder = Forwarder(self.pool, self.connections, lambda e: catalogue.classify(e.infno).may_resend)
-        self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3)
+        self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
         await self.outbox.start()
         self.relay = DurableRelay(self.outbox, forwarder, catalogue, on_event=self._relay_event)
         # What a previous run left unfinished is settled before any new request is taken.
@@ -236,6 +236,7 @@ class Daemon:
         self._tasks.append(
             asyncio.create_task(self.pool.probe_loop(self.transport, cfg.failover.probe_interval), name="probes")
         )
+        self._tasks.append(asyncio.create_task(self._prune_loop(), name="outbox-prune"))
         if self.mqtt is not None:
             await self.mqtt.start()
         if cfg.health.interface:
@@ -293,6 +294,16 @@ class Daemon:
                     for u in self.config.upstreams:
                         if u.host == address:
                             self.pool.trip(u.name)
+
+    async def _prune_loop(self) -> None:
+        """Drop finished rows past retention, hourly, in small batches (the writer never stalls for long)."""
+        while True:
+            if self.outbox is not None:
+                cutoff = time.time() - self.config.relay.retention_days * 86400
+                removed = await self.outbox.prune(cutoff)
+                if removed:
+                    log.info("outbox_pruned", rows=removed, retention_days=self.config.relay.retention_days)
+            await asyncio.sleep(3600)
 
     def _relay_event(self, kind: str, detail: dict[str, Any]) -> None:
         self.metrics.relay_events.labels(kind).inc()
