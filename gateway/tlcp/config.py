@@ -58,3 +58,6 @@ class TLCPConfig:
     # -- both ---------------------------------------------------------------------------------------------
     #: send alerts as clear records even after CCS (what a GmSSL 3.1.1 peer can parse)
     clear_alerts: bool = False
+    #: without a verifier a client (or a server asking for client certificates) refuses to start, unless
+    #: this is set: certificate checks are never skipped by leaving a field out
+    insecure_no_verify: bool = False

@@ -19,7 +19,7 @@ from gateway.tlcp.config import CertVerifyForm, TLCPConfig
 from gateway.tlcp.events import AlertReceived, ApplicationData, CloseNotify, Event, is_close_notify
 from gateway.tlcp.messages import Finished, HandshakeReader, HandshakeType, RawHandshake, encode_handshake
 from gateway.tlcp.record import ContentType, RecordLayer, RecordProtection, protection_for
-from gateway.tlcp.suites import CipherSuite
+from gateway.tlcp.suites import CipherSuite, KeyExchange
 
 RandomSource = Callable[[int], bytes]
 KeyFactory = Callable[[], SM2PrivateKey]
@@ -61,6 +61,7 @@ LEGAL_MOVES: dict[State, frozenset[State]] = {
     _S.CLOSING: frozenset(),
     _S.CLOSED: frozenset(),
 }
+# CLOSED is reachable from every state (a fatal alert either way, close_notify) and is not listed.
 _HANDSHAKING = frozenset(LEGAL_MOVES) - {_S.START, _S.ESTABLISHED, _S.CLOSING, _S.CLOSED}
 
 
@@ -112,7 +113,15 @@ class Connection:
         self.server_random = b""
         self._master = b""
         self._sent_close = False
+        if config.verify_peer is None and not config.insecure_no_verify and self._verifies_peer():
+            raise ValueError("TLCPConfig.verify_peer is required (or set insecure_no_verify)")
         self._init_role()
+
+    def _verifies_peer(self) -> bool:
+        cfg = self.config
+        # an ECDHE server always asks for the client's certificates
+        ecdhe = any(s.key_exchange is KeyExchange.ECDHE for s in cfg.cipher_suites)
+        return self.is_client or cfg.request_client_cert or cfg.require_client_cert or ecdhe
 
     def _init_role(self) -> None:
         """Role-specific fields; subclasses extend."""

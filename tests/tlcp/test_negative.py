@@ -249,3 +249,11 @@ def test_sending_before_the_handshake_is_refused_locally() -> None:
     with pytest.raises(TLCPAlert) as info:
         client.send_data(b"too early")
     assert info.value.description == AlertDescription.internal_error
+
+
+def test_a_client_without_a_verifier_does_not_start() -> None:
+    with pytest.raises(ValueError, match="verify_peer"):
+        ClientConnection(replace(CLIENT, verify_peer=None))
+    with pytest.raises(ValueError, match="verify_peer"):
+        ServerConnection(replace(SERVER, verify_peer=None, request_client_cert=True))
+    ClientConnection(replace(CLIENT, verify_peer=None, insecure_no_verify=True)).start()
