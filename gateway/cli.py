@@ -76,6 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("directory", type=Path)
     gen.add_argument("--name", action="append", default=None, help="server DNS name (repeatable; default localhost)")
 
+    probe = sub.add_parser(
+        "probe",
+        help="one TLCP handshake to HOST:PORT, reported plainly",
+        description="Handshake with a TLCP endpoint (the platform, or any GmSSL/Tongsuo server) and print the "
+        "negotiated suite, the peer's sign/enc certificates and their expiry, the handshake time, or the alert "
+        "that ended it. With --config, uses the configured identity and CA.",
+    )
+    probe.add_argument("target", help="HOST:PORT")
+    probe.add_argument("--config", type=Path, default=None, help="take --ca and the client identity from this config")
+    probe.add_argument("--ca", type=Path, help="CA bundle to verify the peer with (without it: shown, not verified)")
+    probe.add_argument("--sign-cert", type=Path)
+    probe.add_argument("--sign-key", type=Path)
+    probe.add_argument("--enc-cert", type=Path)
+    probe.add_argument("--enc-key", type=Path)
+    probe.add_argument(
+        "--suite", action="append", default=[], help="offer only this suite (repeatable), e.g. ECC_SM4_GCM_SM3"
+    )
+    probe.add_argument("--server-name", help="send this SNI")
+    probe.add_argument("--request", type=Path, help="after the handshake, POST this envelope file and show the answer")
+
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -254,6 +274,55 @@ def cmd_gen_test_pki(directory: Path, names: list[str] | None) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from gateway.crypto import Certificate, SM2PrivateKey, read_key_file
+    from gateway.probe import ProbeOptions, probe
+    from gateway.tlcp import Credentials
+
+    host, _, port = args.target.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"ybgate probe: target must be HOST:PORT, got {args.target!r}", file=sys.stderr)
+        return 2
+    ca, creds = args.ca, None
+    try:
+        if args.config is not None:
+            config = _load(args.config)
+            if config is None:
+                return 1
+            if config.identity is not None:
+                from gateway.identity import load_identity
+
+                ca = ca or config.identity.ca_bundle
+                creds = load_identity(config.identity).credentials
+        elif args.sign_cert and args.sign_key and args.enc_cert and args.enc_key:
+            creds = Credentials(
+                SM2PrivateKey(read_key_file(args.sign_key)),
+                Certificate.from_pem(args.sign_cert.read_bytes()),
+                SM2PrivateKey(read_key_file(args.enc_key)),
+                Certificate.from_pem(args.enc_cert.read_bytes()),
+            )
+        request = args.request.read_bytes() if args.request else None
+        code, lines = asyncio.run(
+            probe(
+                ProbeOptions(
+                    host,
+                    int(port),
+                    ca=ca,
+                    credentials=creds,
+                    suites=tuple(args.suite),
+                    server_name=args.server_name,
+                    request=request,
+                )
+            )
+        )
+    except (GatewayError, OSError, KeyError) as exc:
+        print(f"ybgate probe: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return code
+
+
 def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None) -> int:
     from gateway.logging import configure
     from gateway.sim.server import Simulator
@@ -293,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.certs_command == "check":
             return cmd_certs_check(args.config)
         return cmd_gen_test_pki(args.directory, args.name)
+    if args.command == "probe":
+        return cmd_probe(args)
     if args.command == "status":
         return cmd_status(args.config, args.json)
     if args.command == "sim":

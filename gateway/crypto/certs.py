@@ -156,7 +156,13 @@ def verify_chain(
         if root is not None:
             _check_ca(root, now)
             return [*path, root] if root.der != current.der else path
-        parent = next((c for c in intermediates if c.subject == current.issuer and _signed(current, c)), None)
+        seen = {c.der for c in path}
+        parent = next(
+            (c for c in intermediates if c.der not in seen and c.subject == current.issuer and _signed(current, c)),
+            None,
+        )
+        if parent is not None and parent.subject == parent.issuer:
+            parent = None  # a self-signed issuer that is not among the roots: an unknown CA, however it came
         if parent is None:
             raise CertificateError(
                 f"{current.subject}: issuer {current.issuer} is not a trusted CA (or its signature does not verify)"

@@ -247,3 +247,9 @@ def test_key_agreement_both_sides_and_ids() -> None:
         from gateway.crypto import SM2PublicKey
 
         SM2PublicKey.from_point(b"\x04" + b"\x01" * 64)
+
+
+def test_a_peer_sending_its_own_untrusted_root_is_an_unknown_ca() -> None:
+    other = cert(NEG / "other_ca.crt.pem")
+    with pytest.raises(CertificateError, match="is not a trusted CA"):
+        verify_chain(cert(PKI / "server_sign.crt.pem"), [CA], [other], NOW, "sign")

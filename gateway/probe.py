@@ -1,0 +1,99 @@
+"""`ybgate probe HOST:PORT`: one TLCP handshake (and optionally one platform request), reported plainly.
+
+Ops use it to check the 专网 path from the 前置机: which suite was negotiated, whose certificates the platform
+presented and until when they are valid, how long the handshake took — or exactly which alert ended it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.crypto import Certificate
+from gateway.http1.client import BadUpstreamResponse, encode_request, exchange
+from gateway.net.tlcp_stream import open_tlcp_connection
+from gateway.net.tlcp_transport import chain_verifier
+from gateway.tlcp import Credentials, TLCPAlert, TLCPConfig
+from gateway.tlcp.suites import ALL_SUITES, BY_NAME
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    host: str
+    port: int
+    ca: Path | None = None
+    credentials: Credentials | None = None
+    suites: tuple[str, ...] = ()
+    server_name: str | None = None
+    timeout: float = 10.0
+    request: bytes | None = None
+    path: str = "/fsi/api/rsfComIfsService/callService"
+
+
+def _describe(cert: Certificate, now: dt.datetime) -> str:
+    return f"{cert.subject} (valid until {cert.not_after:%Y-%m-%d}, {cert.days_left(now):.0f} days)"
+
+
+async def probe(opts: ProbeOptions) -> tuple[int, list[str]]:
+    """(exit code, lines to print)."""
+    roots = Certificate.load_pem_chain(opts.ca.read_bytes()) if opts.ca else []
+    suites = tuple(BY_NAME[s] for s in opts.suites) if opts.suites else ALL_SUITES
+    config = TLCPConfig(
+        credentials=opts.credentials,
+        cipher_suites=suites,
+        verify_peer=chain_verifier(roots) if roots else None,
+        insecure_no_verify=not roots,
+        server_name=opts.server_name,
+    )
+    lines = [f"probing {opts.host}:{opts.port} (TLCP, suites {', '.join(s.name for s in suites)})"]
+    if not roots:
+        lines.append("WARNING: no --ca given: the platform's certificates are shown but NOT verified")
+    started = time.perf_counter()
+    try:
+        reader, writer = await open_tlcp_connection(opts.host, opts.port, config=config, timeout=opts.timeout)
+    except TLCPAlert as alert:
+        lines.append(f"FAILED: TLCP alert {alert.message}")
+        return 1, lines
+    except TimeoutError:
+        lines.append(f"FAILED: no completed handshake within {opts.timeout}s")
+        return 1, lines
+    except OSError as exc:
+        lines.append(f"FAILED: cannot connect: {exc.strerror or exc}")
+        return 1, lines
+    elapsed = (time.perf_counter() - started) * 1000
+    hs = writer.handshake
+    now = dt.datetime.now(dt.UTC)
+    lines.append(f"handshake ok in {elapsed:.1f} ms: {hs.cipher_suite.name}")
+    certs = list(hs.peer_certificates)
+    if certs:
+        lines.append(f"  sign cert: {_describe(certs[0], now)}")
+    if len(certs) > 1:
+        lines.append(f"  enc cert:  {_describe(certs[1], now)}")
+    lines.append(f"  client certificate sent: {'yes' if opts.credentials else 'no'}")
+    code = 0
+    if opts.request is not None:
+        try:
+            async with asyncio.timeout(opts.timeout):
+                reply = await exchange(
+                    reader,
+                    writer,  # type: ignore[arg-type]
+                    encode_request(
+                        "POST",
+                        f"{opts.host}:{opts.port}",
+                        opts.path,
+                        [("Content-Type", "application/json;charset=utf-8")],
+                        opts.request,
+                    ),
+                )
+            lines.append(
+                f"request: HTTP {reply.status}, {len(reply.body)} bytes: {reply.body[:200].decode(errors='replace')}"
+            )
+        except (TimeoutError, BadUpstreamResponse, ConnectionError) as exc:
+            lines.append(f"request FAILED: {exc}")
+            code = 1
+    writer.close()
+    await writer.wait_closed()
+    return code, lines
