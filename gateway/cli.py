@@ -8,6 +8,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
@@ -96,6 +97,20 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--server-name", help="send this SNI")
     probe.add_argument("--request", type=Path, help="after the handshake, POST this envelope file and show the answer")
 
+    outbox = sub.add_parser(
+        "outbox",
+        help="inspect the durable outbox (read-only)",
+        description="Requests the gateway has accepted, their states and outcomes.",
+    )
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="OUTBOX_COMMAND", required=True)
+    olist = outbox_sub.add_parser("list", help="recent requests, newest first")
+    olist.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    olist.add_argument("--state", choices=[s.value for s in _states()], help="only requests in this state")
+    olist.add_argument("--limit", type=int, default=50)
+    oshow = outbox_sub.add_parser("show", help="one request with its stored request and answer (as JSON)")
+    oshow.add_argument("msgid")
+    oshow.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -113,6 +128,39 @@ def _parser() -> argparse.ArgumentParser:
         "client certificates from its CA required",
     )
     return p
+
+
+def _states() -> list[Any]:
+    from gateway.relay.states import State
+
+    return list(State)
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.logging import mask_value
+    from gateway.relay import inspect
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    db = config.state_dir / "outbox.db"
+    try:
+        if args.outbox_command == "list":
+            for row in inspect.list_rows(db, state=args.state, limit=args.limit):
+                print(inspect.line(row))
+            return 0
+        doc = inspect.show(db, args.msgid)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"ybgate outbox: {exc}", file=sys.stderr)
+        return 1
+    if doc is None:
+        print(f"ybgate outbox: no request with msgid {args.msgid}", file=sys.stderr)
+        return 1
+    # Patient data is masked here as in logs: this output ends up in tickets and chat.
+    print(json.dumps(mask_value(None, doc), ensure_ascii=False, indent=1))
+    return 0
 
 
 def _load(path: Path) -> Config | None:
@@ -362,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.certs_command == "check":
             return cmd_certs_check(args.config)
         return cmd_gen_test_pki(args.directory, args.name)
+    if args.command == "outbox":
+        return cmd_outbox(args)
     if args.command == "probe":
         return cmd_probe(args)
     if args.command == "status":

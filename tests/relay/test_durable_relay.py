@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 from gateway.crypto import sm3
@@ -113,3 +114,39 @@ async def test_recovery_after_a_crash_mid_settlement(sim: Simulator, short_tmp: 
         assert sim.ledger.by_msgid(unsent["msgid"]) == []  # never sent, not even on recovery
     finally:
         await daemon.stop(1)
+
+
+async def test_outbox_cli_lists_and_shows_masked(gateway: Gateway, short_tmp: Path) -> None:
+    sign_no = await gateway.sign_in()
+    doc = fresh("1101_query_request.json", sign_no=sign_no)
+    await gateway.post(doc)
+    cfg = short_tmp / "c.yaml"
+    cfg.write_text(
+        f"development: true\nstate_dir: {gateway.config.state_dir}\n"
+        "upstreams: [{name: s, host: 127.0.0.1, port: 1, transport: tcp}]\n"
+    )
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "outbox",
+            *args,
+            "--config",
+            str(cfg),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, _ = await cli("list", "--state", "answered")
+    assert code == 0 and doc["msgid"] in out and "1101" in out and "safe" in out
+    code, out, _ = await cli("show", doc["msgid"])
+    shown = json.loads(out)
+    assert code == 0 and shown["state"] == "answered" and shown["response"]["output"]["baseinfo"]
+    assert shown["request"]["input"]["data"]["certno"] == "440***********1234"  # masked, as in logs
+    assert "李四" not in out
+    code, _, err = await cli("show", "H" * 30)
+    assert code == 1 and "no request with msgid" in err

@@ -1,0 +1,64 @@
+"""Read-only views of the outbox for ops (`ybgate outbox list|show`), safe beside a running daemon: WAL lets
+readers in while the daemon writes, and the connection is opened read-only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from gateway.relay.states import State
+
+COLUMNS = ("msgid", "infno", "tx_class", "psn_no", "state", "attempts", "created", "updated", "upstream", "outcome")
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise FileNotFoundError(f"no outbox at {path}")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def list_rows(path: Path, *, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    if state is not None:
+        State(state)  # a typo is an error, not an empty list
+    conn = _open(path)
+    try:
+        cols = ", ".join(COLUMNS)
+        if state is None:
+            rows = conn.execute(f"SELECT {cols} FROM outbox ORDER BY created DESC LIMIT ?", (limit,))  # noqa: S608
+        else:
+            rows = conn.execute(
+                f"SELECT {cols} FROM outbox WHERE state = ? ORDER BY created DESC LIMIT ?",  # noqa: S608
+                (state, limit),
+            )
+        return [dict(zip(COLUMNS, r, strict=True)) for r in rows.fetchall()]
+    finally:
+        conn.close()
+
+
+def show(path: Path, msgid: str) -> dict[str, Any] | None:
+    conn = _open(path)
+    try:
+        r = conn.execute(
+            f"SELECT {', '.join(COLUMNS)}, request, response FROM outbox WHERE msgid = ?",  # noqa: S608
+            (msgid,),
+        ).fetchone()
+    finally:
+        conn.close()
+    if r is None:
+        return None
+    doc = dict(zip((*COLUMNS, "request", "response"), r, strict=True))
+    for key in ("request", "response"):
+        if doc[key] is not None:
+            doc[key] = json.loads(doc[key])
+    return doc
+
+
+def line(row: dict[str, Any]) -> str:
+    when = dt.datetime.fromtimestamp(row["created"]).strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"{when}  {row['msgid']}  {row['infno']:<5} {row['tx_class']:<12} {row['state']:<9} "
+        f"attempts={row['attempts']}  {row['outcome'] or ''}"
+    )
