@@ -7,9 +7,10 @@ Secrets never live in the YAML that ops pass around for review; they live in a f
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
+from gateway.crypto.errors import KeyFileError
+from gateway.crypto.keyfile import check_file_mode
 from gateway.errors import GatewayError
 
 
@@ -18,19 +19,17 @@ class SecretFileError(GatewayError):
 
 
 def check_private(path: Path) -> None:
-    """Refuse a file that others can read or that group members can change."""
+    """Refuse a file that others can read or that group members can change (group read is allowed, for a
+    root-owned secret the service's group reads)."""
     try:
-        st = path.stat()
-    except OSError as exc:
-        raise SecretFileError(f"{path}: cannot read ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SecretFileError(f"{path}: not a regular file")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o027:
-        raise SecretFileError(
-            f"{path}: mode {mode:04o} lets others read it or group members change it; "
-            f"fix with: chmod 600 {path} (or chmod 640 with group ybgate)"
+        check_file_mode(
+            path,
+            0o027,
+            "mode {mode} lets others read it or group members change it; "
+            f"fix with: chmod 600 {path} (or chmod 640 with group ybgate)",
         )
+    except KeyFileError as err:
+        raise SecretFileError(err.message) from None
 
 
 def read_secret(path: Path) -> str:

@@ -163,8 +163,9 @@ def dump_private_key_pem(d: int, public_point: bytes, password: bytes | None = N
     return asn1_pem.armor("ENCRYPTED PRIVATE KEY", encrypted.dump())
 
 
-def check_key_file_permissions(path: Path) -> None:
-    """Refuse a key file that anyone but its owner can read or change."""
+def check_file_mode(path: Path, forbidden: int, problem: str) -> int:
+    """The file's mode, or KeyFileError when it is not a regular file or has any of the `forbidden` bits;
+    `problem` is the message, with {mode} in it, after the file name."""
     try:
         st = path.stat()
     except OSError as exc:
@@ -172,11 +173,19 @@ def check_key_file_permissions(path: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(f"{path}: not a regular file")
     mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise KeyFileError(
-            f"{path}: private key with mode {mode:04o} is readable or writable by group or others; "
-            f"fix with: chmod 600 {path} (owned by the user ybgate runs as)"
-        )
+    if mode & forbidden:
+        raise KeyFileError(f"{path}: " + problem.replace("{mode}", f"{mode:04o}"))  # paths may hold braces
+    return mode
+
+
+def check_key_file_permissions(path: Path) -> None:
+    """Refuse a key file that anyone but its owner can read or change."""
+    check_file_mode(
+        path,
+        0o077,
+        "private key with mode {mode} is readable or writable by group or others; "
+        f"fix with: chmod 600 {path} (owned by the user ybgate runs as)",
+    )
 
 
 def read_key_file(path: Path, password: bytes | None = None) -> int:

@@ -154,7 +154,7 @@ class Http1Server:
         try:
             await self._loop(reader, writer, peer, state)
         except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            return  # the client went away mid-connection: there is no one left to answer
         finally:
             self._conns.pop(task, None)
             self._served.pop(task, None)

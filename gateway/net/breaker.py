@@ -18,7 +18,7 @@ class BreakerState(enum.Enum):
 
 
 class IllegalTransition(RuntimeError):
-    pass
+    """A move the table does not allow: a bug in the caller, never an operational condition."""
 
 
 _MOVES = {
