@@ -6,9 +6,11 @@ Unix socket.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -116,3 +118,17 @@ def fresh_msgid(code: str = "H44030000001") -> str:
 def fresh(name: str, **fields: Any) -> dict[str, Any]:
     """An example envelope with a new msgid (the gateway answers a repeated msgid from its outbox)."""
     return example(name) | {"msgid": fresh_msgid()} | fields
+
+
+async def ybgate_process(*args: str, **kwargs: Any) -> asyncio.subprocess.Process:
+    """The ybgate CLI as a real process (`python -m gateway ...`); output discarded unless asked for."""
+    kwargs.setdefault("stdout", asyncio.subprocess.DEVNULL)
+    kwargs.setdefault("stderr", asyncio.subprocess.DEVNULL)
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", *args, **kwargs)
+
+
+async def ybgate_output(*args: str) -> tuple[int, str, str]:
+    """Run one ybgate command to completion: (exit code, stdout, stderr)."""
+    proc = await ybgate_process(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()

@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ import pytest
 from gateway.health.metrics import Metrics
 from gateway.health.mqtt import HealthPublisher, MqttSettings
 from gateway.sim.server import Simulator
+
+from conftest import ybgate_process
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -156,16 +157,7 @@ async def test_last_will_when_the_gateway_is_killed(broker: Broker, sim: Simulat
         f"mqtt: {{enabled: true, port: {broker.port}, topic_prefix: t3, keepalive: 2, interval: 1}}\n"
     )
     async with subscribed(broker.port, "t3/#") as sub:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "run",
-            "--config",
-            str(cfg),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        proc = await ybgate_process("run", "--config", str(cfg))
         try:
             online = await sub.expect("/status", within=15, state="online")
             health = await sub.expect("/health", within=10)

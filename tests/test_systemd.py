@@ -20,7 +20,7 @@ from gateway.health.systemd import Notifier, listen_fds
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, example, fresh
+from conftest import PLATFORM_PATH, example, fresh, ybgate_output, ybgate_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -163,16 +163,22 @@ async def test_socket_activation_restart_refuses_no_request(sim: Simulator, shor
                 results.append(type(exc).__name__)
             await asyncio.sleep(0.005)
 
+    async def served(more_than: int) -> None:
+        # Waits on progress, not on a fixed sleep: a loaded machine starts the daemon slower, and requests
+        # sent meanwhile wait in the listener's backlog rather than fail.
+        async with asyncio.timeout(30):
+            while len(results) <= more_than:  # noqa: ASYNC110 - results grow from 4 client tasks; polling is simplest
+                await asyncio.sleep(0.05)
+
     try:
-        await asyncio.sleep(1.5)  # first daemon up
         clients = [asyncio.create_task(client()) for _ in range(4)]
-        await asyncio.sleep(0.5)
+        await served(10)
         before = len(results)
         started = time.monotonic()
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), 15) == 0
         second = await _start_activated(cfg, listener, log)
-        await asyncio.sleep(2.0)
+        await served(before + 10)
         stop.set()
         await asyncio.gather(*clients)
         restart_window = time.monotonic() - started
@@ -184,8 +190,7 @@ async def test_socket_activation_restart_refuses_no_request(sim: Simulator, shor
         listener.close()
     failures = [r for r in results if r != 200]
     assert not failures, (failures[:5], log.read_text()[-2000:])
-    assert before > 10 and len(results) > before + 10  # served before and after the restart
-    assert restart_window < 10
+    assert restart_window < 30
     assert sum(1 for m in sim.ledger.messages if m.infno == "9001") == len(results)
 
 
@@ -229,28 +234,9 @@ async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp:
     cfg = write_config(short_tmp, sim)
     text = cfg.read_text().replace("admin: {port: 0}", "admin: {port: 19181}")
     cfg.write_text(text)
-    down = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "status",
-        "--config",
-        str(cfg),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await down.communicate()
-    assert down.returncode == 1 and b"not answering" in err
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "run",
-        "--config",
-        str(cfg),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    code, _, err = await ybgate_output("status", "--config", str(cfg))
+    assert code == 1 and "not answering" in err
+    proc = await ybgate_process("run", "--config", str(cfg))
     try:
         for _ in range(100):
             if (short_tmp / "run/api.sock").exists():
@@ -262,12 +248,8 @@ async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp:
             json.dumps(example("9001_signin_request.json")).encode(),
             unix_socket=str(short_tmp / "run/api.sock"),
         )
-        st = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "status", "--config", str(cfg), stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await st.communicate()
-        assert st.returncode == 0
-        text = out.decode()
+        code, text, _ = await ybgate_output("status", "--config", str(cfg))
+        assert code == 0
         assert "answered 1" in text and "upstream sim (primary): tcp" in text and "link: not watched" in text
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 from gateway.crypto import sm3
@@ -15,7 +14,7 @@ from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.states import State
 from gateway.sim.server import Simulator
 
-from conftest import Gateway, fresh
+from conftest import Gateway, fresh, ybgate_output
 
 
 def infnos(sim: Simulator) -> list[str]:
@@ -127,19 +126,7 @@ async def test_outbox_cli_lists_and_shows_masked(gateway: Gateway, short_tmp: Pa
     )
 
     async def cli(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "outbox",
-            *args,
-            "--config",
-            str(cfg),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        return proc.returncode or 0, out.decode(), err.decode()
+        return await ybgate_output("outbox", *args, "--config", str(cfg))
 
     code, out, _ = await cli("list", "--state", "answered")
     assert code == 0 and doc["msgid"] in out and "1101" in out and "safe" in out
