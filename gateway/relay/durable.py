@@ -84,6 +84,7 @@ class DurableRelay:
             psn_no=envelope.psn_no,
             body=envelope.body,
             deadline=wall_deadline,
+            send=True,
         )
         if not accepted.new:
             return await self._replay(accepted.row, deadline)
@@ -147,7 +148,8 @@ class DurableRelay:
     # -- sending --------------------------------------------------------------------------------------------
 
     async def _process(self, row: Row, envelope: RequestEnvelope, info: TxInfo, deadline: float) -> Row:
-        if info.tx_class is TxClass.MONEY_MOVING and envelope.psn_no:
+        """Send `row` (accepted, or already claimed for its first attempt by accept) by its class's rules."""
+        if row.state is State.ACCEPTED and info.tx_class is TxClass.MONEY_MOVING and envelope.psn_no:
             blocker = await self._wait_for_person(envelope.psn_no, envelope.msgid, deadline)
             if blocker is not None:
                 return await self.outbox.move(
@@ -157,9 +159,12 @@ class DurableRelay:
                 )
         attempt = row.attempts
         first_cause = ""
+        claimed = row.state is State.SENDING
         while True:
-            attempt += 1
-            await self.outbox.move(envelope.msgid, State.SENDING, attempts=attempt)
+            if not claimed:
+                attempt += 1
+                await self.outbox.move(envelope.msgid, State.SENDING, attempts=attempt)
+            claimed = False
             try:
                 answer = await self.sender.submit(envelope, self._attempt_deadline(info, deadline))
             except (AmbiguousOutcome, UpstreamTimeout) as exc:
