@@ -156,6 +156,10 @@ class Relay(_Strict):
 class Health(_Strict):
     #: the 专网 interface whose link and routes are watched through netlink (none: not watched)
     interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
+    #: how often outbox depth and in-doubt ages are refreshed for metrics, MQTT and the status page
+    check_interval: PositiveSeconds = 10.0
+    #: how often the identity's certificate files are read for expiry (warnings at 30, 7 and 1 days)
+    cert_check_interval: PositiveSeconds = 3600.0
 
 
 class UpstreamTlcp(_Strict):

@@ -24,6 +24,7 @@ from gateway.api.app import HisApi
 from gateway.config import Config, load_config
 from gateway.crypto import sm3
 from gateway.errors import ConfigError
+from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
 from gateway.health.metrics import Metrics
@@ -33,6 +34,7 @@ from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
 from gateway.http1.server import Http1Server
+from gateway.identity import identity_cert_figures
 from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
@@ -181,6 +183,7 @@ class Daemon:
         self.link: LinkMonitor | None = None
         self.pool: UpstreamPool | None = None
         self.outbox: SqliteOutbox | None = None
+        self.checks: HealthChecks | None = None
         self.relay: DurableRelay | None = None
         self.connections: ConnectionPool | None = None
 
@@ -237,6 +240,18 @@ class Daemon:
             asyncio.create_task(self.pool.probe_loop(self.transport, cfg.failover.probe_interval), name="probes")
         )
         self._tasks.append(asyncio.create_task(self._prune_loop(), name="outbox-prune"))
+        self.checks = HealthChecks(
+            self.metrics,
+            self.outbox.summary,
+            (lambda: identity_cert_figures(cfg.identity)) if cfg.identity is not None else None,
+            self._event,
+        )
+        await self.checks.refresh_outbox()
+        self._tasks.append(
+            asyncio.create_task(
+                self.checks.run(cfg.health.check_interval, cfg.health.cert_check_interval), name="health-checks"
+            )
+        )
         if self.mqtt is not None:
             await self.mqtt.start()
         if cfg.health.interface:
@@ -269,7 +284,7 @@ class Daemon:
                 for u, snap in zip(self.config.upstreams, self._pool_snapshot(), strict=True)
             ],
             "recent": self.recent.snapshot(),
-        }
+        } | (self.checks.status() if self.checks is not None else {})
 
     def _link_changed(self, new: LinkState, old: LinkState | None) -> None:
         self.metrics.link_up.labels(new.interface).set(1 if new.up else 0)
@@ -304,6 +319,10 @@ class Daemon:
                 if removed:
                     log.info("outbox_pruned", rows=removed, retention_days=self.config.relay.retention_days)
             await asyncio.sleep(3600)
+
+    def _event(self, kind: str, detail: dict[str, Any]) -> None:
+        if self.mqtt is not None:
+            self.mqtt.event(kind, **detail)
 
     def _relay_event(self, kind: str, detail: dict[str, Any]) -> None:
         self.metrics.relay_events.labels(kind).inc()

@@ -132,6 +132,23 @@ class Accepted:
     blockers: tuple[str, ...] = ()  # earlier unfinished money-moving msgids of the same person, oldest first
 
 
+@dataclass(frozen=True)
+class InDoubtItem:
+    msgid: str
+    infno: str
+    created: float
+    updated: float
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    counts: dict[str, int]
+    oldest_unfinished: float | None  # Unix time the oldest unfinished row was accepted
+    oldest_in_doubt: float | None
+    in_doubt: tuple[InDoubtItem, ...]  # oldest first, bounded
+
+
 class SqliteOutbox:
     def __init__(
         self,
@@ -372,6 +389,25 @@ class SqliteOutbox:
             if n < batch:
                 return total
             await asyncio.sleep(0)
+
+    async def summary(self, in_doubt_limit: int = 20) -> OutboxSummary:
+        """Rows by state, the oldest unfinished and in-doubt creation times, and the oldest in-doubt rows:
+        what monitoring and the status page show."""
+
+        def op(conn: sqlite3.Connection) -> OutboxSummary:
+            counts = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+            oldest_unfinished = conn.execute(
+                f"SELECT MIN(created) FROM outbox WHERE state IN ({_MARKS})",  # noqa: S608 - placeholders only
+                _UNFINISHED_VALUES,
+            ).fetchone()[0]
+            doubt = conn.execute(
+                "SELECT msgid, infno, created, updated, outcome FROM outbox WHERE state = ? ORDER BY created LIMIT ?",
+                (State.IN_DOUBT.value, in_doubt_limit),
+            ).fetchall()
+            items = tuple(InDoubtItem(*r) for r in doubt)
+            return OutboxSummary(counts, oldest_unfinished, items[0].created if items else None, items)
+
+        return await self._do(op)
 
     async def counts(self) -> dict[str, int]:
         rows = await self._do(lambda conn: conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
