@@ -17,7 +17,7 @@ import structlog
 
 from gateway.errors import GatewayError
 from gateway.health.certwatch import CertFigure, ExpiryWatch
-from gateway.health.metrics import Metrics
+from gateway.health.metrics import Metrics, OutboxFigures
 
 log = structlog.get_logger("gateway.health")
 
@@ -33,13 +33,7 @@ class InDoubt(Protocol):
     def outcome(self) -> str | None: ...
 
 
-class Summary(Protocol):
-    @property
-    def counts(self) -> dict[str, int]: ...
-    @property
-    def oldest_unfinished(self) -> float | None: ...
-    @property
-    def oldest_in_doubt(self) -> float | None: ...
+class Summary(OutboxFigures, Protocol):
     @property
     def in_doubt(self) -> tuple[InDoubt, ...]: ...
 
