@@ -192,6 +192,23 @@ class Logging(_Strict):
     format: Literal["json", "console"] = "json"
 
 
+class Session(_Strict):
+    """Sign-in (9001) on the HIS's behalf, for requests that arrive without a sign_no."""
+
+    sign_in: bool = False
+    opter: Annotated[str, Field(min_length=1, max_length=30)]
+    opter_name: Annotated[str, Field(min_length=1, max_length=50)]
+    opter_type: Literal["1", "2", "3"] = "1"
+    fixmedins_code: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{12}$")]
+    fixmedins_name: Annotated[str, Field(min_length=1, max_length=200)]
+    mdtrtarea_admvs: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
+    mac: Annotated[str, Field(min_length=1, max_length=40)]
+    ip: IpLiteral
+    recer_sys_code: Annotated[str, Field(min_length=1, max_length=20)] = "FSI"
+    #: sign in again after this long even without an "expired" answer (platforms end sessions daily)
+    max_age: PositiveSeconds = 12 * 3600.0
+
+
 class Config(_Strict):
     state_dir: Path = Path("/var/lib/ybgate")
     runtime_dir: Path = Path("/run/ybgate")
@@ -204,6 +221,7 @@ class Config(_Strict):
     identity: Identity | None = None
     failover: Failover = Failover()
     relay: Relay = Relay()
+    session: Session | None = None
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 

@@ -22,6 +22,7 @@ from gateway import __version__
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.config import Config, load_config
+from gateway.config import Session as SessionConfig
 from gateway.crypto import sm3
 from gateway.errors import ConfigError
 from gateway.health.checks import HealthChecks
@@ -41,9 +42,10 @@ from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.catalogue import national
-from gateway.relay.durable import DurableRelay
+from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
+from gateway.relay.session import Operator, SignInSession
 from gateway.secretfile import read_secret
 from gateway.tlcp import ClientCertShape, TLCPConfig
 
@@ -57,6 +59,20 @@ def upstream_targets(config: Config) -> list[UpstreamTarget]:
         )
         for u in config.upstreams
     ]
+
+
+def session_operator(s: SessionConfig) -> Operator:
+    return Operator(
+        opter=s.opter,
+        opter_name=s.opter_name,
+        opter_type=s.opter_type,
+        fixmedins_code=s.fixmedins_code,
+        fixmedins_name=s.fixmedins_name,
+        mdtrtarea_admvs=s.mdtrtarea_admvs,
+        mac=s.mac,
+        ip=s.ip,
+        recer_sys_code=s.recer_sys_code,
+    )
 
 
 def build_transport(config: Config) -> Transport:
@@ -116,7 +132,8 @@ def http_limits(config: Config) -> Limits:
 
 
 # Fields a reload cannot change under a running daemon: listeners, directories, the upstream set and its
-# failover, MQTT and the watched interface. A reload reports them; they apply at the next restart.
+# failover, MQTT, the watched interface, the identity, the outbox settings and the sign-in operator. A reload
+# reports them; they apply at the next restart.
 _RESTART_FIELDS = (
     "state_dir",
     "runtime_dir",
@@ -130,6 +147,9 @@ _RESTART_FIELDS = (
     "health",
     "failover",
     "upstreams",
+    "identity",
+    "relay",
+    "session",
 )
 
 
@@ -185,6 +205,7 @@ class Daemon:
         self.outbox: SqliteOutbox | None = None
         self.checks: HealthChecks | None = None
         self.relay: DurableRelay | None = None
+        self.session: SignInSession | None = None
         self.connections: ConnectionPool | None = None
 
     async def start(self) -> None:
@@ -211,7 +232,13 @@ class Daemon:
         forwarder = Forwarder(self.pool, self.connections, lambda e: catalogue.classify(e.infno).may_resend)
         self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
         await self.outbox.start()
-        self.relay = DurableRelay(self.outbox, forwarder, catalogue, on_event=self._relay_event)
+        sender: Sender = forwarder
+        if cfg.session is not None and cfg.session.sign_in:
+            self.session = SignInSession(
+                forwarder, session_operator(cfg.session), max_age=cfg.session.max_age, on_event=self._relay_event
+            )
+            sender = self.session
+        self.relay = DurableRelay(self.outbox, sender, catalogue, on_event=self._relay_event)
         # What a previous run left unfinished is settled before any new request is taken.
         await self.relay.recover()
         self.api = api = HisApi(

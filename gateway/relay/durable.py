@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import random
 import time
@@ -27,6 +26,7 @@ import structlog
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.platform.catalogue import Catalogue, TxClass, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
+from gateway.platform.msgids import MsgidMaker
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
 from gateway.relay.outbox import MsgidConflict, Row, SqliteOutbox
 from gateway.relay.outcomes import NotProcessed, OutcomeUnknown, Reversed
@@ -68,7 +68,7 @@ class DurableRelay:
         self.on_event = on_event or (lambda kind, detail: None)
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         self._resolving: dict[str, asyncio.Task[Row]] = {}
-        self._seq = itertools.count(1)
+        self._msgids = MsgidMaker()
         self._stopping = False
 
     # -- the HIS-facing entry -------------------------------------------------------------------------------
@@ -250,9 +250,7 @@ class DurableRelay:
 
     def _reversal_envelope(self, original: RequestEnvelope) -> RequestEnvelope:
         now = datetime.now()
-        code = str(original.fields.get("fixmedins_code") or original.msgid[:12])
-        # The 9xxx sequence range is the gateway's own, so its msgids rarely meet a HIS's; a clash is retried.
-        msgid = f"{code[:12]:<12}{now:%Y%m%d%H%M%S}{9000 + next(self._seq) % 1000:04d}".replace(" ", "0")
+        msgid = self._msgids.make(str(original.fields.get("fixmedins_code") or original.msgid[:12]), now)
         fields = dict(original.fields) | {
             "infno": self.catalogue.reversal_infno,
             "msgid": msgid,
