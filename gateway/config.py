@@ -248,6 +248,11 @@ class Config(_Strict):
     def api_socket(self) -> Path:
         return self.api.socket or self.runtime_dir / "api.sock"
 
+    @property
+    def control_socket(self) -> Path:
+        """Ops operations that change state (`ybgate outbox resolve`): mode 0600, service user and root."""
+        return self.runtime_dir / "control.sock"
+
 
 def _describe(err: Any) -> str:
     kind = err["type"]

@@ -21,6 +21,7 @@ import structlog
 from gateway import __version__
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
+from gateway.api.control import ControlApi
 from gateway.config import Config, load_config
 from gateway.config import Session as SessionConfig
 from gateway.crypto import sm3
@@ -254,6 +255,13 @@ class Daemon:
             srv = await start_tcp(Http1Server(admin.handle, admin.refuse, Limits()), cfg.admin.host, cfg.admin.port)
             self.admin_address = srv.sockets[0].getsockname()[:2]
             self._listeners.append((srv, None))
+        control = ControlApi(self._resolve)
+        self._listeners.append(
+            (
+                await start_unix(Http1Server(control.handle, control.refuse, Limits()), cfg.control_socket, mode=0o600),
+                cfg.control_socket,
+            )
+        )
         self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
         unix = await start_unix(
             self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
@@ -346,6 +354,13 @@ class Daemon:
                 if removed:
                     log.info("outbox_pruned", rows=removed, retention_days=self.config.relay.retention_days)
             await asyncio.sleep(3600)
+
+    async def _resolve(self, msgid: str, action: str, reason: str) -> dict[str, Any]:
+        assert self.relay is not None
+        row = await self.relay.resolve(msgid, action, reason)
+        if self.checks is not None:
+            await self.checks.refresh_outbox()
+        return {"msgid": row.msgid, "infno": row.infno, "state": row.state.value, "outcome": row.outcome}
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
         if self.mqtt is not None:

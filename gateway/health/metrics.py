@@ -120,7 +120,7 @@ class OutboxFigures(Protocol):
 
 
 class _OutboxCollector(Collector):
-    STATES = ("accepted", "sending", "in_doubt", "answered", "reversed", "failed")
+    STATES = ("accepted", "sending", "in_doubt", "answered", "reversed", "failed", "confirmed")
 
     def __init__(self, view: Callable[[], OutboxFigures | None]) -> None:
         self.view = view

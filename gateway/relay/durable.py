@@ -29,7 +29,7 @@ from gateway.platform.envelope import RequestEnvelope, decode_request, decode_re
 from gateway.platform.msgids import MsgidMaker
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
 from gateway.relay.outbox import MsgidConflict, Row, SqliteOutbox
-from gateway.relay.outcomes import NotProcessed, OutcomeUnknown, Reversed
+from gateway.relay.outcomes import BookedWithoutAnswer, NothingToResolve, NotProcessed, OutcomeUnknown, Reversed
 from gateway.relay.states import State
 
 log = structlog.get_logger("gateway.relay")
@@ -133,6 +133,13 @@ class DurableRelay:
         if row.state is State.FAILED:
             raise NotProcessed(
                 f"未被医保平台处理，可使用新的msgid重新办理 (not processed; retry with a new msgid): "
+                f"{row.outcome or ''}".strip()
+            )
+        if row.state is State.CONFIRMED:
+            raise BookedWithoutAnswer(
+                "平台已办理（运维核实），但网关未收到平台应答；请勿重复提交，结果请向平台查询 "
+                "(booked, confirmed by ops; the platform's answer never arrived; do not resend; "
+                f"query the platform for details). "
                 f"{row.outcome or ''}".strip()
             )
         if row.msgid in self._resolving:
@@ -311,6 +318,45 @@ class DurableRelay:
             log.warning("reversal_refused", msgid=row.msgid, err_msg=err, attempt=attempt)
             await asyncio.sleep(min(self.resolve_backoff_max, self.backoff * 2**attempt))
         current = await self.outbox.get(row.msgid)
+        assert current is not None
+        return current
+
+    # -- ops ------------------------------------------------------------------------------------------------
+
+    async def resolve(self, msgid: str, action: str, reason: str = "", wait: float = 30.0) -> Row:
+        """Resolve an in-doubt row for ops (`ybgate outbox resolve`).
+
+        auto: by the class rules now — a reversible money-moving transaction is reversed by 冲正 (waiting up
+        to `wait` for the platform's answer); anything else has no automatic resolution.
+        not_booked / booked: ops checked with the platform and state the outcome, with a reason kept in the
+        row. not_booked tells the HIS to retry with a new msgid; booked tells it not to resend."""
+        row = await self.outbox.get(msgid)
+        if row is None:
+            raise NothingToResolve(f"no request with msgid {msgid} in the outbox")
+        if row.state is not State.IN_DOUBT:
+            raise NothingToResolve(f"{msgid} is {row.state.value}, not in doubt: nothing to resolve ({row.outcome})")
+        if action in ("booked", "not_booked"):
+            if not reason.strip():
+                raise NothingToResolve("say why (what the platform showed): --reason is required")
+            to = State.CONFIRMED if action == "booked" else State.FAILED
+            words = "booked" if action == "booked" else "not booked"
+            final = await self.outbox.move(msgid, to, outcome=f"resolved by ops as {words}: {reason.strip()}")
+            log.warning("resolved_by_ops", msgid=msgid, infno=row.infno, outcome=words)
+            self.on_event("resolved_by_ops", {"msgid": msgid, "infno": row.infno, "outcome": words})
+            return final
+        if action != "auto":
+            raise NothingToResolve(f"unknown action {action!r}: auto, booked or not_booked")
+        info = self.catalogue.classify(row.infno)
+        if not (info.tx_class is TxClass.MONEY_MOVING and info.reversible):
+            raise NothingToResolve(
+                f"{msgid} ({row.infno}, {info.tx_class.value}) has no automatic resolution: check with the platform, "
+                "then resolve it as booked or not_booked with the reason"
+            )
+        self._start_reversal(row, decode_request(row.request))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(self._resolving[msgid])
+        current = await self.outbox.get(msgid)
         assert current is not None
         return current
 

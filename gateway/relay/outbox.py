@@ -378,8 +378,8 @@ class SqliteOutbox:
 
             def op(conn: sqlite3.Connection) -> int:
                 cur = conn.execute(
-                    "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE updated < ? "
-                    "AND state IN (?, ?, ?) LIMIT ?)",
+                    "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE updated < ? "  # noqa: S608
+                    f"AND state IN ({', '.join('?' * len(finals))}) LIMIT ?)",
                     (older_than, *finals, batch),
                 )
                 return cur.rowcount
