@@ -268,6 +268,18 @@ class Config(_Strict):
             raise ValueError("at least one upstream needs role: primary")
         if any(u.transport == "tlcp" for u in self.upstreams) and self.identity is None:
             raise ValueError("TLCP upstreams need the identity section (sign/enc certificates, keys, CA bundle)")
+        profiles = sorted({u.profile for u in self.upstreams})
+        if len(profiles) > 1:
+            from gateway.profiles import resolve_profile
+
+            # Upstreams may reach the platform differently (a direct link, a TIF gateway), but it is one platform:
+            # how a transaction may be retried cannot depend on the link it happens to take.
+            catalogues = [resolve_profile(p).catalogue for p in profiles]
+            if any(c != catalogues[0] for c in catalogues[1:]):
+                raise ValueError(
+                    f"the upstreams' profiles ({', '.join(profiles)}) class transactions differently; "
+                    "every upstream of one platform needs the same transaction catalogue"
+                )
         if not self.development:
             plain = [u.name for u in self.upstreams if u.transport == "tcp"]
             if plain:

@@ -223,7 +223,11 @@ class Daemon:
         catalogue = codecs[primary.name].profile.catalogue
         # Keep-alive reuse only where a resend is harmless: a stale connection can swallow a request.
         forwarder = Forwarder(
-            self.pool, self.connections, lambda e: catalogue.classify(e.infno).may_resend, codecs=codecs
+            self.pool,
+            self.connections,
+            lambda e: catalogue.classify(e.infno).may_resend,
+            codecs=codecs,
+            on_skew=lambda upstream, skew: self.metrics.clock_skew.labels(upstream).set(round(skew, 3)),
         )
         self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
         await self.outbox.start()

@@ -62,12 +62,14 @@ class Forwarder:
         *,
         codecs: Mapping[str, ProfileCodec] | None = None,
         clock: Callable[[], float] = time.time,
+        on_skew: Callable[[str, float], None] | None = None,
     ) -> None:
         self.pool = pool
         self.connections = connections
         self.reusable = reusable
         self.codecs: Mapping[str, ProfileCodec] = codecs or {}
         self.clock = clock
+        self.on_skew = on_skew
 
     def _codec(self, target: UpstreamTarget) -> ProfileCodec:
         return self.codecs.get(target.name, PLAIN)
@@ -146,6 +148,8 @@ class Forwarder:
             raise AmbiguousOutcome(
                 f"{conn.target.name} sent an answer that cannot be trusted ({exc.message}); outcome unknown"
             ) from None
+        if answer.skew is not None and self.on_skew is not None:
+            self.on_skew(conn.target.name, answer.skew)
         if answer.skew_warning:
             log.warning(
                 "platform_clock_skew",

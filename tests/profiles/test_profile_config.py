@@ -127,3 +127,17 @@ def test_keys_from_systemd_credentials(tmp_path: Path) -> None:
             refs=u.secret_refs(),
             environ=env,
         )
+
+
+def test_upstreams_of_one_platform_share_one_catalogue(tmp_path: Path) -> None:
+    secret = write_private(tmp_path / "tif", TIF_SECRET.encode())
+    backup = (
+        "  - name: b\n    role: backup\n    host: 127.0.0.2\n    port: 9443\n    transport: tcp\n"
+        f"    profile: {{profile}}\n    paasid: {PAASID}\n    secrets:\n      tif_secret: {secret}\n"
+    )
+    cfg = config(backup.format(profile="tif"))  # plain primary, TIF-gateway backup: same catalogue, fine
+    assert [u.profile for u in cfg.upstreams] == ["national", "tif"]
+    other = tmp_path / "other.yaml"
+    other.write_text('tif: {}\ntransactions: {"2207": {name: 门诊结算, class: safe}}\n')
+    with pytest.raises(ConfigError, match="class transactions differently"):
+        config(backup.format(profile=other))

@@ -354,3 +354,24 @@ def test_gbk_profile_der_sorted_kv_and_refusals(tmp_path: Path) -> None:
 def test_hashlib_is_sha256_of_concatenation() -> None:
     """The TIF rule stated once more, so a refactor that reorders the parts fails here too."""
     assert tif_signature("a", "b", "c") == hashlib.sha256(b"abca").hexdigest()
+
+
+def test_gateway_accepts_answers_signed_by_openssl(tmp_path: Path) -> None:
+    """The platform's signature made by another implementation (OpenSSL, DER, ID 1234567812345678) over the
+    sorted k=v form of output: our verification accepts it, and rejects it over anything else."""
+    pair = new_pair()
+    gw = ProfileCodec(bundled_profile("gbk"), pair.gateway_keys())
+    answer = example("2207_settle_response.json")
+    key_file = tmp_path / "platform.key.pem"
+    key_file.write_bytes(pair.platform.to_pem())
+    signed = openssl(
+        "pkeyutl", "-sign", "-inkey", str(key_file), "-rawin", "-digest", "sm3", "-pkeyopt", "distid:1234567812345678",
+        data=sorted_kv(answer["output"]),
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    doc = answer | {"cainfo": base64.b64encode(signed.stdout).decode(), "signtype": "SM2"}
+    got = gw.decode_response(compact_json(doc), {}, now=NOW)
+    assert got.envelope.output == answer["output"]
+    tampered = doc | {"output": {"setlinfo": answer["output"]["setlinfo"] | {"psn_cash_pay": 0.0}}}
+    with pytest.raises(UntrustedAnswer):
+        gw.decode_response(compact_json(tampered), {}, now=NOW)

@@ -177,6 +177,11 @@ async def test_tif_stale_clock_is_refused_and_skew_warned(rig: Rig) -> None:
     assert int(signin["infcode"]) == 0
     warned = [e for e in logs if e["event"] == "platform_clock_skew"]
     assert warned and 85 <= warned[0]["skew_s"] <= 95
+    metrics = gw.daemon.metrics.render().decode()
+    line = next(
+        ln for ln in metrics.splitlines() if ln.startswith('ybgate_platform_clock_skew_seconds{upstream="sim"}')
+    )
+    assert 85 <= float(line.split()[-1]) <= 95
     rig.clock_offset[0] = 300.0  # beyond ±180 s: the platform refuses, and the HIS is told why
     refused = await post(gw, fresh("9001_signin_request.json"))
     assert int(refused["infcode"]) == -1 and "x-tif-timestamp 已过期" in refused["err_msg"]
@@ -233,6 +238,21 @@ async def test_gbk_profile_end_to_end_both_his_charsets(rig: Rig, material: Mate
     assert reply.status == 502 and rare["gateway_error"] == "not_processed"
     assert int(rare["infcode"]) == -1 and "no GBK encoding" in rare["err_msg"]
     assert len(rig.sim.wire) == before
+
+
+@pytest.mark.parametrize("rig", ["tif", "sm2sm4", "gbk"], indirect=True)
+async def test_lost_settlement_answer_is_reversed_through_the_profile(rig: Rig) -> None:
+    """Exactly-once under a profile: the answer to a settlement is lost, the gateway's 冲正 (2601) goes out
+    signed/encrypted/stamped like any request, the platform accepts it, and the settlement is undone once."""
+    gw = rig.gateway
+    sign_no = (await post(gw, fresh("9001_signin_request.json")))["output"]["signinoutb"]["sign_no"]
+    rig.sim.faults.set("2207", {"kind": "drop_after", "times": 1})
+    settle = fresh("2207_settle_request.json", sign_no=sign_no)
+    reply = await gw.post(settle)
+    assert json.loads(reply.body)["gateway_error"] == "reversed"
+    assert [s.state for s in rig.sim.ledger.by_msgid(settle["msgid"])] == ["reversed"]
+    assert not any(m.fault == "profile_refused" for m in rig.sim.ledger.messages)
+    assert [m.infno for m in rig.sim.ledger.messages if m.infno in ("2207", "2601")] == ["2207", "2601"]
 
 
 # -- what goes wrong -------------------------------------------------------------------------------------------
