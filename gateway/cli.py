@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, cli_profiles
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     oshow.add_argument("msgid")
     oshow.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
 
+    cli_profiles.add_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -418,4 +419,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_status(args.config, args.json)
     if args.command == "sim":
         return cmd_sim(args.host, args.port, args.admin_port, args.pki)
+    if args.command == "profile":
+        return cli_profiles.run(args)
     return 2

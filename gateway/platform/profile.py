@@ -114,17 +114,18 @@ class Profile:
         mapped = self.paths.get(infno)
         return mapped.replace("{infno}", infno) if mapped is not None else base
 
-    def needs(self) -> frozenset[str]:
-        """The key material (ProfileKeys field names) the hospital side must hold for this profile."""
+    def needs(self, *, platform: bool = False) -> frozenset[str]:
+        """The key material (ProfileKeys field names) one side must hold for this profile: the hospital signs
+        requests and verifies answers, the platform the other way round."""
         out: set[str] = set()
         if self.tif is not None:
             out |= {"paasid", "tif_secret"}
         if self.encrypt is not None:
             out |= {"sm4_key", "app_id"}
         if self.sign is not None:
-            out.add("own_key")
+            out.add("peer_key" if platform else "own_key")
             if self.sign.verify_response:
-                out.add("peer_key")
+                out.add("own_key" if platform else "peer_key")
         return frozenset(out)
 
 

@@ -92,8 +92,8 @@ class ProfileKeys:
         held = [name for name in names if getattr(self, name)]
         return f"ProfileKeys(<{', '.join(held) or 'none'}>)"
 
-    def missing(self, profile: Profile) -> list[str]:
-        return sorted(name for name in profile.needs() if not getattr(self, name))
+    def missing(self, profile: Profile, *, platform: bool = False) -> list[str]:
+        return sorted(name for name in profile.needs(platform=platform) if not getattr(self, name))
 
 
 def sm4_key_from_secret(secret: str, source: Sm4KeySource) -> bytes:
@@ -222,10 +222,11 @@ class InboundResponse:
 
 
 class ProfileCodec:
-    """One profile with its keys, for the side that holds them. Construction checks the keys fit."""
+    """One profile with its keys, for the side that holds them (the hospital's unless `platform`).
+    Construction checks the keys fit."""
 
-    def __init__(self, profile: Profile, keys: ProfileKeys) -> None:
-        missing = keys.missing(profile)
+    def __init__(self, profile: Profile, keys: ProfileKeys, *, platform: bool = False) -> None:
+        missing = keys.missing(profile, platform=platform)
         if missing:
             raise ProfileKeyError(f"profile {profile.name!r} needs {', '.join(missing)}")
         if keys.sm4_key is not None and len(keys.sm4_key) != 16:

@@ -191,7 +191,7 @@ def test_plain_profile_sends_the_his_bytes_untouched() -> None:
 def test_tif_round_trip_and_platform_checks() -> None:
     pair = new_pair()
     profile = bundled_profile("tif")
-    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys())
+    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys(), platform=True)
     env = settle_envelope()
     out = gw.encode_request(env, base_path=BASE, now=NOW, nonce=NONCE)
     assert out.path == BASE  # the upstream's path is the base; the profile's default applies via config
@@ -213,7 +213,7 @@ def test_tif_round_trip_and_platform_checks() -> None:
 def test_tif_clock_skew_is_measured_and_warned() -> None:
     pair = new_pair()
     profile = bundled_profile("tif")
-    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys())
+    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys(), platform=True)
     answer = example("2207_settle_response.json")
     hdrs, body = plat.encode_response(answer, now=NOW + 90)
     got = gw.decode_response(body, {k.lower(): v for k, v in hdrs}, now=NOW)
@@ -233,7 +233,7 @@ def test_tif_clock_skew_is_measured_and_warned() -> None:
 def test_sm2sm4_round_trip_checked_by_openssl_and_gmssl(tmp_path: Path) -> None:
     pair = new_pair()
     profile = bundled_profile("sm2sm4")
-    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys())
+    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys(), platform=True)
     env = settle_envelope()
     out = gw.encode_request(env, base_path=BASE, now=NOW, nonce=NONCE)
     sent = json.loads(out.body)
@@ -274,7 +274,7 @@ def test_sm2sm4_round_trip_checked_by_openssl_and_gmssl(tmp_path: Path) -> None:
 def test_sm2sm4_refusals_and_untrusted_answers() -> None:
     pair = new_pair()
     profile = bundled_profile("sm2sm4")
-    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys())
+    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys(), platform=True)
     out = gw.encode_request(settle_envelope(), base_path=BASE, now=NOW, nonce=NONCE)
     sent = json.loads(out.body)
     ct = {"content-type": "application/json;charset=UTF-8"}
@@ -322,7 +322,7 @@ def test_sm2sm4_refusals_and_untrusted_answers() -> None:
 def test_gbk_profile_der_sorted_kv_and_refusals(tmp_path: Path) -> None:
     pair = new_pair()
     profile = bundled_profile("gbk")
-    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys())
+    gw, plat = ProfileCodec(profile, pair.gateway_keys()), ProfileCodec(profile, pair.platform_keys(), platform=True)
     env = settle_envelope()
     out = gw.encode_request(env, base_path=BASE, now=NOW, nonce=NONCE)
     assert dict(out.headers)["Content-Type"] == "application/json;charset=GBK"

@@ -105,7 +105,7 @@ async def rig(request: pytest.FixtureRequest, material: Material) -> AsyncIterat
     name = request.param
     offset = [0.0]
     platform = SimPlatform(Ledger(), clock=lambda: time.time() + offset[0])
-    sim = Simulator(platform, profile=ProfileCodec(bundled_profile(name), material.platform_keys()))
+    sim = Simulator(platform, profile=ProfileCodec(bundled_profile(name), material.platform_keys(), platform=True))
     await sim.start()
     config = profile_config(material.dir / "gw", sim, upstream_lines(name, material, **secrets_for(name, material)))
     daemon = Daemon(config)
@@ -262,7 +262,7 @@ async def test_platform_refuses_a_hospital_key_it_does_not_know(material: Materi
     """The platform holds another hospital certificate: it refuses with its own error, definitively, and the
     HIS is told; nothing is booked."""
     keys = material.platform_keys(peer_key=SM2PrivateKey.generate().public_key())
-    sim = Simulator(profile=ProfileCodec(bundled_profile("sm2sm4"), keys))
+    sim = Simulator(profile=ProfileCodec(bundled_profile("sm2sm4"), keys, platform=True))
     await sim.start()
     config = profile_config(
         short_tmp / "gw", sim, upstream_lines("sm2sm4", material, **secrets_for("sm2sm4", material))
@@ -282,7 +282,7 @@ async def test_platform_refuses_a_hospital_key_it_does_not_know(material: Materi
 async def test_answer_signed_by_someone_else_is_not_believed(material: Material, short_tmp: Path) -> None:
     """An answer whose signature does not verify is not passed on as the platform's: the outcome is unknown."""
     keys = material.platform_keys(own_key=SM2PrivateKey.generate())
-    sim = Simulator(profile=ProfileCodec(bundled_profile("sm2sm4"), keys))
+    sim = Simulator(profile=ProfileCodec(bundled_profile("sm2sm4"), keys, platform=True))
     await sim.start()
     config = profile_config(
         short_tmp / "gw", sim, upstream_lines("sm2sm4", material, **secrets_for("sm2sm4", material))
@@ -309,7 +309,7 @@ async def test_sim_refuses_a_replayed_tif_nonce(material: Material) -> None:
 
     from gateway.http1.client import encode_request, exchange
 
-    sim = Simulator(profile=ProfileCodec(bundled_profile("tif"), material.platform_keys()))
+    sim = Simulator(profile=ProfileCodec(bundled_profile("tif"), material.platform_keys(), platform=True))
     await sim.start()
     try:
         gw_codec = ProfileCodec(bundled_profile("tif"), ProfileKeys(paasid=PAASID, tif_secret=TIF_SECRET))
