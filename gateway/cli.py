@@ -372,7 +372,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None) -> int:
+def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, profile: Any = None) -> int:
     from gateway.logging import configure
     from gateway.sim.server import Simulator
 
@@ -381,7 +381,7 @@ def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None) -> i
     async def serve() -> None:
         from gateway.demo import sim_tlcp_config
 
-        sim = Simulator()
+        sim = Simulator(profile=profile)
         addrs = await sim.start(host, port, admin_port, tlcp=sim_tlcp_config(pki) if pki else None)
         print(f"simulator: platform {addrs.platform[0]}:{addrs.platform[1]}, admin {addrs.admin_url}", flush=True)
         try:

@@ -9,8 +9,6 @@ ybgate profile sim --profile P --keys DIR    the platform simulator enforcing pr
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -150,11 +148,9 @@ def sim_keys(directory: Path, needs: frozenset[str], source: Any) -> Any:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    from gateway.logging import configure
     from gateway.platform.profile import Sm4KeySource
     from gateway.platform.signing import ProfileCodec
     from gateway.profiles import resolve_profile
-    from gateway.sim.server import Simulator
 
     profile = resolve_profile(args.profile)
     source = profile.encrypt.key_source if profile.encrypt else Sm4KeySource.HEX
@@ -163,23 +159,6 @@ def _sim(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ybgate profile sim: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    codec = ProfileCodec(profile, keys, platform=True)
-    configure("info", "json")
+    from gateway.cli import cmd_sim
 
-    async def serve() -> None:
-        from gateway.demo import sim_tlcp_config
-
-        sim = Simulator(profile=codec)
-        addrs = await sim.start(
-            args.host, args.port, args.admin_port, tlcp=sim_tlcp_config(args.pki) if args.pki else None
-        )
-        print(f"simulator ({profile.name}): platform {addrs.platform[0]}:{addrs.platform[1]}, admin {addrs.admin_url}",
-              flush=True)  # fmt: skip
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await sim.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-    return 0
+    return cmd_sim(args.host, args.port, args.admin_port, args.pki, profile=ProfileCodec(profile, keys, platform=True))

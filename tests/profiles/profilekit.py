@@ -27,24 +27,22 @@ class Pair:
     platform: SM2PrivateKey
 
     def gateway_keys(self) -> ProfileKeys:
-        return ProfileKeys(
-            paasid=PAASID,
-            tif_secret=TIF_SECRET,
-            app_id=APP_ID,
-            sm4_key=bytes.fromhex(SM4_HEX),
-            own_key=self.hospital,
-            peer_key=self.platform.public_key(),
-        )
+        return _keys(self.hospital, self.platform)
 
     def platform_keys(self) -> ProfileKeys:
-        return ProfileKeys(
-            paasid=PAASID,
-            tif_secret=TIF_SECRET,
-            app_id=APP_ID,
-            sm4_key=bytes.fromhex(SM4_HEX),
-            own_key=self.platform,
-            peer_key=self.hospital.public_key(),
-        )
+        return _keys(self.platform, self.hospital)
+
+
+def _keys(own: SM2PrivateKey, peer: SM2PrivateKey) -> ProfileKeys:
+    """The shared secrets are the same on both sides; each side signs with its key and verifies the other's."""
+    return ProfileKeys(
+        paasid=PAASID,
+        tif_secret=TIF_SECRET,
+        app_id=APP_ID,
+        sm4_key=bytes.fromhex(SM4_HEX),
+        own_key=own,
+        peer_key=peer.public_key(),
+    )
 
 
 def new_pair() -> Pair:
@@ -76,3 +74,13 @@ def openssl_verifies(pub: Path, signature_der: bytes, data: bytes, tmp: Path) ->
         "-pkeyopt", DISTID, "-sigfile", str(sig), data=data,
     )  # fmt: skip
     return out.returncode == 0 and b"Verified Successfully" in out.stdout
+
+
+def gmssl_verifies(point: bytes, raw_signature: bytes, data: bytes) -> bool:
+    """gmssl (independent pure-Python SM2, ID 1234567812345678) as a second verifier of r||s signatures."""
+    from gmssl import sm2 as gm_sm2
+
+    verifier = gm_sm2.CryptSM2(private_key="", public_key=point[1:].hex())
+    # Its constructor lstrip("04")s the key, eating the leading 0/4 digits of some x: set the key as it is.
+    verifier.public_key = point[1:].hex()
+    return bool(verifier.verify_with_sm3(raw_signature.hex(), data))

@@ -74,7 +74,7 @@ async def test_gateway_through_a_profile_simulator_process(short_tmp: Path) -> N
     try:
         assert proc.stdout is not None
         line = b""
-        while b"simulator (sm2sm4)" not in line:  # JSON log lines come first
+        while not line.startswith(b"simulator: platform"):  # JSON log lines come first
             line = await asyncio.wait_for(proc.stdout.readline(), 30)
             assert line, "the simulator process ended before it was ready"
         text = DEMO_CONFIG.format(state=short_tmp / "gw", host="127.0.0.1", port=port, level="warning")

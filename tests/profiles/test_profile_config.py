@@ -102,31 +102,21 @@ def test_keys_from_systemd_credentials(tmp_path: Path) -> None:
     u = cfg.upstreams[0]
     env = {"CREDENTIALS_DIRECTORY": str(creds)}
     profile = resolve_profile(u.profile)
+
+    def load(environ: dict[str, str]):
+        return load_codec("p", profile, paasid=None, app_id="APP1", refs=u.secret_refs(), environ=environ)
+
     with pytest.raises(ProfileSetupError, match="no \\$CREDENTIALS_DIRECTORY"):
-        load_codec("p", profile, paasid=None, app_id="APP1", refs=u.secret_refs(), environ={})
-    codec = load_codec("p", profile, paasid=None, app_id="APP1", refs=u.secret_refs(), environ=env)
+        load({})
+    codec = load(env)
     assert codec.keys.sm4_key == bytes.fromhex(SM4_HEX) and codec.keys.own_key is not None
     write_private(creds / "sm4", b"not hex at all")
     with pytest.raises(ProfileSetupError, match=r"secrets\.sm4_key: the SM4 key file must hold 32 hex digits"):
-        load_codec(
-            "p",
-            profile,
-            paasid=None,
-            app_id="APP1",
-            refs=u.secret_refs(),
-            environ=env,
-        )
+        load(env)
     write_private(creds / "platform", b"-----BEGIN NOTHING-----\n")
     write_private(creds / "sm4", SM4_HEX.encode())
     with pytest.raises(ProfileSetupError, match=r"secrets\.platform_cert: not a PEM SM2 certificate"):
-        load_codec(
-            "p",
-            profile,
-            paasid=None,
-            app_id="APP1",
-            refs=u.secret_refs(),
-            environ=env,
-        )
+        load(env)
 
 
 def test_upstreams_of_one_platform_share_one_catalogue(tmp_path: Path) -> None:

@@ -10,7 +10,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from profilekit import APP_ID, PAASID, SM4_HEX, TIF_SECRET, new_pair, openssl, openssl_verifies, public_pem
+from profilekit import (
+    APP_ID,
+    PAASID,
+    SM4_HEX,
+    TIF_SECRET,
+    gmssl_verifies,
+    new_pair,
+    openssl,
+    openssl_verifies,
+    public_pem,
+)
 
 from gateway.crypto import SM2PrivateKey
 from gateway.crypto.sm2 import raw_to_der_signature
@@ -249,10 +259,8 @@ def test_sm2sm4_round_trip_checked_by_openssl_and_gmssl(tmp_path: Path) -> None:
     pub = public_pem(pair.hospital, tmp_path, "hospital")
     assert openssl_verifies(pub, raw_to_der_signature(raw), plain_input, tmp_path)
     assert not openssl_verifies(pub, raw_to_der_signature(raw), plain_input + b" ", tmp_path)
-    from gmssl import sm2 as gm_sm2
-
-    verifier = gm_sm2.CryptSM2(private_key="", public_key=pair.hospital.public_key().point[1:].hex())
-    assert verifier.verify_with_sm3(raw.hex(), plain_input)
+    assert gmssl_verifies(pair.hospital.public_key().point, raw, plain_input)
+    assert not gmssl_verifies(pair.hospital.public_key().point, raw, plain_input + b" ")
     # The platform side opens it; the HIS's cainfo depends only on input, so every send signs the same bytes.
     fields = plat.decode_request(out.path, {"content-type": "application/json;charset=UTF-8"}, out.body, now=NOW)
     assert fields["input"] == env.input

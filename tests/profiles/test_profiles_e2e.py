@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import structlog
-from profilekit import APP_ID, PAASID, SM4_HEX, TIF_SECRET, openssl, openssl_verifies, write_private
+from profilekit import APP_ID, PAASID, SM4_HEX, TIF_SECRET, gmssl_verifies, openssl, openssl_verifies, write_private
 
 from gateway.config import Config, load_config_text
 from gateway.crypto import SM2PrivateKey
@@ -204,10 +204,7 @@ async def test_sm2sm4_profile_end_to_end(rig: Rig, material: Material) -> None:
         assert dec.returncode == 0 and json.loads(dec.stdout)
         raw = base64.b64decode(sent["cainfo"])
         assert openssl_verifies(hospital_pub, raw_to_der_signature(raw), dec.stdout, material.dir)
-        from gmssl import sm2 as gm_sm2
-
-        gm = gm_sm2.CryptSM2(private_key="", public_key=material.hospital.public_key().point[1:].hex())
-        assert gm.verify_with_sm3(raw.hex(), dec.stdout)
+        assert gmssl_verifies(material.hospital.public_key().point, raw, dec.stdout)
         assert "x-tif-signature" not in headers
 
 
