@@ -46,6 +46,8 @@ TIF_NONCE = "x-tif-nonce"
 TIF_SIGNATURE = "x-tif-signature"
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _RESPOND_TIME = re.compile(r"^[0-9]{17}$")
+# ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
+_UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")
 
 
 class ProfileKeyError(GatewayError):
@@ -274,7 +276,7 @@ class ProfileCodec:
         """`headers` with lower-case names. Raises UntrustedAnswer when the answer is not what the profile says."""
         p = self.profile
         charset = _charset_from(headers.get("content-type"), p.charset)
-        if p.is_plain or (p.sign is None and p.encrypt is None and charset == "utf-8"):
+        if p.sign is None and p.encrypt is None and charset == "utf-8":
             try:
                 envelope = decode_plain_response(body)
             except ValueError as exc:
@@ -395,7 +397,7 @@ class ProfileCodec:
         nonce, signature = headers.get(TIF_NONCE, ""), headers.get(TIF_SIGNATURE, "")
         if not paasid or paasid != k.paasid:
             raise Refusal("网关校验失败：x-tif-paasid 不正确")
-        if not stamp.isdigit():
+        if not _UNIX_SECONDS.match(stamp):
             raise Refusal("网关校验失败：x-tif-timestamp 格式不正确")
         if abs(now - int(stamp)) > self.profile.tif.allowance:
             raise Refusal("网关校验失败：x-tif-timestamp 已过期，请校准时间")
@@ -430,7 +432,7 @@ def _platform_time(envelope: ResponseEnvelope, headers: Mapping[str, str], profi
     """The platform's clock at answering: its TIF timestamp header if sent (unambiguous Unix seconds), else
     respond_time read in the platform's zone."""
     stamp = headers.get(TIF_TIMESTAMP)
-    if stamp and stamp.isdigit():
+    if stamp and _UNIX_SECONDS.match(stamp):
         return float(stamp)
     raw = envelope.fields.get("respond_time")
     if not isinstance(raw, str) or not _RESPOND_TIME.match(raw):

@@ -383,3 +383,13 @@ def test_gateway_accepts_answers_signed_by_openssl(tmp_path: Path) -> None:
     tampered = doc | {"output": {"setlinfo": answer["output"]["setlinfo"] | {"psn_cash_pay": 0.0}}}
     with pytest.raises(UntrustedAnswer):
         gw.decode_response(compact_json(tampered), {}, now=NOW)
+
+
+def test_plain_profile_reads_a_gbk_answer_by_its_content_type() -> None:
+    codec = ProfileCodec(bundled_profile("plain"), ProfileKeys())
+    answer = example("failure_response.json")
+    body = json.dumps(answer, ensure_ascii=False).encode("gbk")
+    got = codec.decode_response(body, {"content-type": "application/json; charset=GBK"}, now=NOW)
+    assert got.envelope.err_msg == answer["err_msg"] and json.loads(got.envelope.body.decode("utf-8"))
+    with pytest.raises(UntrustedAnswer, match="not UTF-8 JSON"):
+        codec.decode_response(body, {}, now=NOW)  # undeclared: UTF-8, and GBK bytes are not
