@@ -187,7 +187,7 @@ def cmd_check(path: Path) -> int:
         print(f"  HIS API: tcp {t.host}:{t.port}")
     print(f"  platform paths: {', '.join(config.api.paths)}")
     for u in config.upstreams:
-        print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{u.path}")
+        print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{cli_profiles.path_of(u)}")
     print(f"  state: {config.state_dir}   runtime: {config.runtime_dir}")
     admin = f"http://{config.admin.host}:{config.admin.port}/ (status page, /metrics)"
     print(f"  admin: {admin if config.admin.enabled else 'off'}")
@@ -221,6 +221,7 @@ def _file_problems(config: Config) -> list[str]:
             file = getattr(config.mqtt.tls, name)
             if file is not None and not file.is_file():
                 out.append(f"mqtt.tls.{name}: {file} does not exist")
+    out += cli_profiles.key_problems(config)
     return out
 
 

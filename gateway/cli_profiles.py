@@ -122,6 +122,28 @@ def _check(config_path: Path) -> int:
     return 0
 
 
+def path_of(upstream: Any) -> str:
+    """For `ybgate check`: the path the upstream really posts to, and the profile that says how."""
+    from gateway.profiles import resolve_profile, upstream_path
+
+    profile = resolve_profile(upstream.profile)
+    path = upstream_path(upstream.path, "path" in upstream.model_fields_set, profile)
+    return f"{path}  profile {profile.name}"
+
+
+def key_problems(config: Any) -> list[str]:
+    """For `ybgate check`: each upstream's profile keys, read as the daemon will (one problem per upstream)."""
+    from gateway.profiles import ProfileSetupError, load_codec, resolve_profile
+
+    out = []
+    for u in config.upstreams:
+        try:
+            load_codec(u.name, resolve_profile(u.profile), paasid=u.paasid, app_id=u.app_id, refs=u.secret_refs())
+        except ProfileSetupError as err:
+            out.append(err.message)
+    return out
+
+
 def sim_keys(directory: Path, needs: frozenset[str], source: Any) -> Any:
     """The platform-side ProfileKeys from a keys directory; secret files go through the permission check."""
     from gateway.crypto import Certificate, SM2PrivateKey, read_key_file

@@ -39,7 +39,7 @@ from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.signing import ProfileCodec
-from gateway.profiles import load_codec, resolve_profile
+from gateway.profiles import load_codec, resolve_profile, upstream_path
 from gateway.relay.durable import DurableRelay
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
@@ -52,9 +52,7 @@ log = structlog.get_logger("gateway.daemon")
 def upstream_targets(config: Config) -> list[UpstreamTarget]:
     targets = []
     for u in config.upstreams:
-        # A path set on the upstream wins; else the profile's default path; else the national one.
-        default = resolve_profile(u.profile).path
-        path = u.path if "path" in u.model_fields_set or default is None else default
+        path = upstream_path(u.path, "path" in u.model_fields_set, resolve_profile(u.profile))
         targets.append(
             UpstreamTarget(
                 name=u.name, host=u.host, port=u.port, role=u.role, path=path, connect_timeout=u.connect_timeout

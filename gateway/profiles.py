@@ -81,6 +81,12 @@ def resolve_profile(ref: str) -> Profile:
     return parse_profile(text, str(path), default_name=path.stem)
 
 
+def upstream_path(path: str, path_is_set: bool, profile: Profile) -> str:
+    """The path template an upstream posts to: its own `path` if the configuration sets one, else the
+    profile's default, else the national one (the configuration's default)."""
+    return path if path_is_set or profile.path is None else profile.path
+
+
 @dataclass(frozen=True)
 class SecretRefs:
     """The secret file references of one upstream (what config.UpstreamSecrets holds)."""

@@ -47,7 +47,11 @@ async def test_profile_check_reads_keys_without_printing_them(short_tmp: Path) -
     code, out, _ = await ybgate_output("profile", "check", "--config", str(cfg))
     assert code == 0 and "upstream sim: profile tif: keys ok (paasid, tif_secret)" in out
     assert TIF_SECRET not in out
+    code, out, _ = await ybgate_output("check", "--config", str(cfg))
+    assert code == 0 and "upstream sim (primary): tcp 127.0.0.1:9/ebus/fsi/api/hsa/hgs/{infno}  profile tif" in out
     secret.chmod(0o644)
+    code, out, err = await ybgate_output("check", "--config", str(cfg))
+    assert code == 1 and "upstream sim: secrets.tif_secret" in err and "chmod 600" in err
     code, out, err = await ybgate_output("profile", "check", "--config", str(cfg))
     assert code == 1 and "secrets.tif_secret" in err and "chmod 600" in err and TIF_SECRET not in err + out
 
