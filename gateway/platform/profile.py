@@ -78,6 +78,8 @@ class SignSpec:
     signtype: str = "SM2"
     #: the platform signs `output` the same way and we verify it with its certificate
     verify_response: bool = True
+    #: sign the Base64 ciphertext (encrypt, then sign) instead of the plaintext (sign, then encrypt)
+    over_ciphertext: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ class _SignDoc(_Doc):
     uid: Annotated[str, Field(min_length=1, max_length=64)] = DEFAULT_SM2_ID.decode()
     signtype: str = "SM2"
     verify_response: bool = True
+    #: plaintext: sign, then encrypt; ciphertext: encrypt, then sign the Base64 text (needs encrypt)
+    over: Literal["plaintext", "ciphertext"] = "plaintext"
 
 
 class _EncryptDoc(_Doc):
@@ -236,6 +240,8 @@ def _from_located(located: Located, default_name: str) -> Profile:
         )
     except ValueError as exc:
         raise ConfigError([(located.position(("transactions",)), "transactions", str(exc))]) from None
+    if doc.sign is not None and doc.sign.over == "ciphertext" and doc.encrypt is None:
+        raise ConfigError([(located.position(("sign", "over")), "sign.over", "ciphertext needs an encrypt section")])
     if doc.tif is not None and doc.tif.warn_after > doc.tif.allowance:
         raise ConfigError(
             [(located.position(("tif", "warn_after")), "tif.warn_after", "must not exceed tif.allowance")]
@@ -255,6 +261,7 @@ def _from_located(located: Located, default_name: str) -> Profile:
             doc.sign.uid.encode("utf-8"),
             doc.sign.signtype,
             doc.sign.verify_response,
+            doc.sign.over == "ciphertext",
         ),
         encrypt=None
         if doc.encrypt is None

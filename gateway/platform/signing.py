@@ -252,14 +252,18 @@ class ProfileCodec:
             return OutboundRequest(path, tuple(headers), envelope.body)  # the HIS's bytes, untouched
         fields = dict(envelope.fields)
         plain_input = compact_json(fields["input"])
-        if p.sign is not None:
-            assert k.own_key is not None
-            data = plain_input if p.sign.content is SignedContent.JSON else sorted_kv(fields["input"])
-            fields["cainfo"] = sign_payload(k.own_key, data, p.sign.form, p.sign.uid)
-            fields["signtype"] = p.sign.signtype
+        sealed = None
         if p.encrypt is not None:
             assert k.sm4_key is not None
-            fields["input"] = sm4_seal(k.sm4_key, plain_input)
+            sealed = sm4_seal(k.sm4_key, plain_input)
+        if p.sign is not None:
+            assert k.own_key is not None
+            data = self._signed_data(fields["input"], plain_input, sealed)
+            fields["cainfo"] = sign_payload(k.own_key, data, p.sign.form, p.sign.uid)
+            fields["signtype"] = p.sign.signtype
+        if sealed is not None:
+            assert p.encrypt is not None
+            fields["input"] = sealed
             fields["enc_type"] = p.encrypt.enc_type
             fields["app_id"] = k.app_id
         text = compact_json(fields).decode("utf-8")
@@ -271,6 +275,15 @@ class ProfileCodec:
                 f"(profile {p.name}); the platform takes {p.charset.header} only"
             ) from None
         return OutboundRequest(path, tuple(headers), body)
+
+    def _signed_data(self, value: Any, plain: bytes, sealed: str | None) -> bytes:
+        """What a cainfo covers: the Base64 ciphertext where the profile signs after encrypting, else the
+        plaintext as JSON (the exact bytes that were encrypted, if they were) or as a sorted k=v string."""
+        sign = self.profile.sign
+        assert sign is not None
+        if sign.over_ciphertext and sealed is not None:
+            return sealed.encode("ascii")
+        return plain if sign.content is SignedContent.JSON else sorted_kv(value)
 
     def decode_response(self, body: bytes, headers: Mapping[str, str], *, now: float) -> InboundResponse:
         """`headers` with lower-case names. Raises UntrustedAnswer when the answer is not what the profile says."""
@@ -299,14 +312,16 @@ class ProfileCodec:
         """Decrypt `output` in place and check the platform's signature over it, as the profile says."""
         p, k = self.profile, self.keys
         output = fields.get("output")
-        signed: bytes | None = None
+        plain: bytes | None = None
+        sealed: str | None = None
         if p.encrypt is not None and p.encrypt.output and output is not None:
             if not isinstance(output, str):
                 raise UntrustedAnswer(f"output is not encrypted as profile {p.name} says")
             assert k.sm4_key is not None
+            sealed = output
             try:
-                signed = sm4_open(k.sm4_key, output)
-                output = json.loads(signed.decode("utf-8"))
+                plain = sm4_open(k.sm4_key, output)
+                output = json.loads(plain.decode("utf-8"))
             except (DecryptionError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise UntrustedAnswer(f"output does not decrypt with the profile's SM4 key: {exc}") from None
             fields["output"] = output
@@ -316,10 +331,7 @@ class ProfileCodec:
         cainfo = fields.get("cainfo")
         if not isinstance(cainfo, str) or not cainfo:
             raise UntrustedAnswer("the answer carries output but no cainfo signature")
-        if p.sign.content is SignedContent.JSON:
-            data = signed if signed is not None else compact_json(output)
-        else:
-            data = sorted_kv(output)
+        data = self._signed_data(output, plain if plain is not None else compact_json(output), sealed)
         try:
             verify_payload(k.peer_key, cainfo, data, p.sign.form, p.sign.uid)
         except (InvalidSignature, CryptoError):
@@ -355,9 +367,10 @@ class ProfileCodec:
         infno = str(fields.get("infno", ""))
         if infno in p.paths and path != p.path_for(infno, path):
             raise Refusal(f"交易[{infno}]的请求路径不正确")
+        sealed = fields.get("input") if p.encrypt is not None else None
         plain_input = self._open_input(fields) if p.encrypt is not None else None
         if p.sign is not None:
-            self._check_cainfo(fields, plain_input)
+            self._check_cainfo(fields, plain_input, sealed if isinstance(sealed, str) else None)
         return fields
 
     def _open_input(self, fields: dict[str, Any]) -> bytes:
@@ -375,16 +388,14 @@ class ProfileCodec:
             raise Refusal("报文解密失败") from None
         return plain
 
-    def _check_cainfo(self, fields: dict[str, Any], plain_input: bytes | None) -> None:
+    def _check_cainfo(self, fields: dict[str, Any], plain_input: bytes | None, sealed: str | None) -> None:
         p, k = self.profile, self.keys
         assert p.sign is not None and k.peer_key is not None
         cainfo = fields.get("cainfo")
         if not isinstance(cainfo, str) or not cainfo or fields.get("signtype") != p.sign.signtype:
             raise Refusal("报文签名[cainfo]或签名类型[signtype]不能为空")
-        if p.sign.content is SignedContent.JSON:
-            data = plain_input if plain_input is not None else compact_json(fields.get("input"))
-        else:
-            data = sorted_kv(fields.get("input"))
+        value = fields.get("input")
+        data = self._signed_data(value, plain_input if plain_input is not None else compact_json(value), sealed)
         try:
             verify_payload(k.peer_key, cainfo, data, p.sign.form, p.sign.uid)
         except (InvalidSignature, CryptoError):
@@ -414,14 +425,16 @@ class ProfileCodec:
         output = out.get("output")
         if output is not None:
             plain = compact_json(output)
-            if p.sign is not None and p.sign.verify_response:
-                assert k.own_key is not None
-                data = plain if p.sign.content is SignedContent.JSON else sorted_kv(output)
-                out["cainfo"] = sign_payload(k.own_key, data, p.sign.form, p.sign.uid)
-                out["signtype"] = p.sign.signtype
+            sealed = None
             if p.encrypt is not None and p.encrypt.output:
                 assert k.sm4_key is not None
-                out["output"] = sm4_seal(k.sm4_key, plain)
+                sealed = out["output"] = sm4_seal(k.sm4_key, plain)
+            if p.sign is not None and p.sign.verify_response:
+                assert k.own_key is not None
+                out["cainfo"] = sign_payload(
+                    k.own_key, self._signed_data(output, plain, sealed), p.sign.form, p.sign.uid
+                )
+                out["signtype"] = p.sign.signtype
         headers = [("x-tif-timestamp", str(int(now)))] if p.tif is not None else []
         # The platform's own charset: GB18030 covers every character its data can hold.
         charset = Charset.UTF8 if p.charset is Charset.UTF8 else Charset.GB18030

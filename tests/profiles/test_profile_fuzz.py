@@ -12,15 +12,18 @@ from hypothesis import strategies as st
 from profilekit import new_pair
 
 from gateway.platform.envelope import decode_request
-from gateway.platform.profile import Charset, bundled_profile
+from gateway.platform.profile import Charset, bundled_profile, parse_profile
 from gateway.platform.signing import ProfileCodec, Refusal, RequestNotEncodable, UntrustedAnswer, compact_json
 
 from conftest import example
 
 PAIR = new_pair()
-PROFILES = ("plain", "tif", "sm2sm4", "gbk")
-GATEWAY = {name: ProfileCodec(bundled_profile(name), PAIR.gateway_keys()) for name in PROFILES}
-PLATFORM = {name: ProfileCodec(bundled_profile(name), PAIR.platform_keys(), platform=True) for name in PROFILES}
+BY_NAME = {name: bundled_profile(name) for name in ("plain", "tif", "sm2sm4", "gbk")} | {
+    "encrypt-then-sign": parse_profile("sign: {over: ciphertext, content: sorted_kv}\nencrypt: {}\n", "ets.yaml")
+}
+PROFILES = tuple(BY_NAME)
+GATEWAY = {name: ProfileCodec(p, PAIR.gateway_keys()) for name, p in BY_NAME.items()}
+PLATFORM = {name: ProfileCodec(p, PAIR.platform_keys(), platform=True) for name, p in BY_NAME.items()}
 NOW = 1_764_000_000.0
 
 json_values = st.recursive(
@@ -101,7 +104,7 @@ def test_what_the_gateway_encodes_the_platform_opens(name: str, opter_name: str,
     try:
         json.dumps(doc, ensure_ascii=False).encode("gbk")
     except UnicodeEncodeError:
-        if bundled_profile(name).charset is Charset.GBK:
+        if BY_NAME[name].charset is Charset.GBK:
             with pytest.raises(RequestNotEncodable):
                 GATEWAY[name].encode_request(env, base_path="/p", now=NOW, nonce="fuzz-nonce-01")
             return

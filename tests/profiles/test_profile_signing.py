@@ -393,3 +393,37 @@ def test_plain_profile_reads_a_gbk_answer_by_its_content_type() -> None:
     assert got.envelope.err_msg == answer["err_msg"] and json.loads(got.envelope.body.decode("utf-8"))
     with pytest.raises(UntrustedAnswer, match="not UTF-8 JSON"):
         codec.decode_response(body, {}, now=NOW)  # undeclared: UTF-8, and GBK bytes are not
+
+
+ENCRYPT_THEN_SIGN = """\
+name: encrypt-then-sign
+sign: {form: der, over: ciphertext}
+encrypt: {key: sm3_of_secret}
+"""
+
+
+def test_profile_that_signs_the_ciphertext(tmp_path: Path) -> None:
+    profile = parse_profile(ENCRYPT_THEN_SIGN, "ets.yaml")
+    assert profile.sign is not None and profile.sign.over_ciphertext
+    pair = new_pair()
+    app_key = sm4_key_from_secret("the app secret", Sm4KeySource.SM3_OF_SECRET)
+    gw_keys = ProfileKeys(app_id=APP_ID, sm4_key=app_key, own_key=pair.hospital, peer_key=pair.platform.public_key())
+    pf_keys = ProfileKeys(app_id=APP_ID, sm4_key=app_key, own_key=pair.platform, peer_key=pair.hospital.public_key())
+    gw, plat = ProfileCodec(profile, gw_keys), ProfileCodec(profile, pf_keys, platform=True)
+    env = settle_envelope()
+    out = gw.encode_request(env, base_path=BASE, now=NOW, nonce=NONCE)
+    sent = json.loads(out.body)
+    # OpenSSL: the DER cainfo covers the Base64 text of the encrypted input, not the plaintext.
+    pub = public_pem(pair.hospital, tmp_path, "hospital")
+    cainfo = base64.b64decode(sent["cainfo"])
+    assert openssl_verifies(pub, cainfo, sent["input"].encode(), tmp_path)
+    assert not openssl_verifies(pub, cainfo, compact_json(env.input), tmp_path)
+    assert plat.decode_request(out.path, {"content-type": "application/json"}, out.body, now=NOW)["input"] == env.input
+    hdrs, body = plat.encode_response(example("2207_settle_response.json"), now=NOW)
+    wire = json.loads(body)
+    plat_pub = public_pem(pair.platform, tmp_path, "platform")
+    assert openssl_verifies(plat_pub, base64.b64decode(wire["cainfo"]), wire["output"].encode(), tmp_path)
+    got = gw.decode_response(body, dict(hdrs), now=NOW)
+    assert got.envelope.output == example("2207_settle_response.json")["output"]
+    with pytest.raises(ConfigError, match="ciphertext needs an encrypt section"):
+        parse_profile("sign: {over: ciphertext}\n", "bad.yaml")

@@ -21,7 +21,7 @@ from gateway.crypto import SM2PrivateKey
 from gateway.crypto.sm2 import raw_to_der_signature
 from gateway.crypto.testpki import generate_test_pki
 from gateway.daemon import Daemon
-from gateway.demo import DEMO_CONFIG
+from gateway.demo import DEMO_CONFIG, TLCP_PART, sim_tlcp_config
 from gateway.platform.profile import bundled_profile
 from gateway.platform.signing import ProfileCodec, ProfileKeys, sorted_kv
 from gateway.sim.ledger import Ledger
@@ -250,6 +250,31 @@ async def test_lost_settlement_answer_is_reversed_through_the_profile(rig: Rig) 
     assert [s.state for s in rig.sim.ledger.by_msgid(settle["msgid"])] == ["reversed"]
     assert not any(m.fault == "profile_refused" for m in rig.sim.ledger.messages)
     assert [m.infno for m in rig.sim.ledger.messages if m.infno in ("2207", "2601")] == ["2207", "2601"]
+
+
+async def test_sm2sm4_over_mutual_tlcp(material: Material) -> None:
+    """As on a 前置机: TLCP with the hospital's sign/enc certificates, and inside it the message-level profile,
+    with cainfo signed by the same sign key the TLCP identity uses."""
+    pki = material.files["ca"].parent
+    sim = Simulator(profile=ProfileCodec(bundled_profile("sm2sm4"), material.platform_keys(), platform=True))
+    await sim.start(tlcp=sim_tlcp_config(pki))
+    assert sim.addresses is not None
+    host, port = sim.addresses.platform
+    text = DEMO_CONFIG.format(state=material.dir / "gw", host=host, port=port, level="warning")
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("development:")) + "\n"
+    extra = upstream_lines("sm2sm4", material, **secrets_for("sm2sm4", material))
+    text = text.replace("    transport: tcp\n", "    transport: tlcp\n" + extra) + TLCP_PART.format(pki=pki)
+    config = load_config_text(text, "<tlcp profile test>")
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        rig = Rig(Gateway(daemon, config, sim), sim, [0.0])
+        _, settle = await session(rig.gateway)
+        assert_settled_once(rig, settle)
+        assert all(isinstance(json.loads(body)["input"], str) for _, _, body in sim.wire)
+    finally:
+        await daemon.stop(grace=1.0)
+        await sim.stop()
 
 
 # -- what goes wrong -------------------------------------------------------------------------------------------
