@@ -93,7 +93,8 @@ def describe(ref: str) -> list[str]:
         out.append(f"  TIF headers: x-tif-*; platform allows ±{p.tif.allowance:g}s, warn from {p.tif.warn_after:g}s")
     if p.sign:
         s = p.sign
-        out.append(f"  cainfo: SM2 {s.form.value} over {s.content.value} of input, ID {s.uid.decode(errors='replace')}")
+        what = "the Base64 ciphertext of input" if s.over_ciphertext else f"{s.content.value} of input"
+        out.append(f"  cainfo: SM2 {s.form.value} over {what}, ID {s.uid.decode(errors='replace')}")
         out.append(f"  answers signed by the platform: {'verified' if s.verify_response else 'not checked'}")
     if p.encrypt:
         out.append(f"  input encrypted: SM4-ECB/PKCS#7 Base64 (key: {p.encrypt.key_source.value})")
