@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, cli_profiles
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -130,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_outbox(sub)
 
+    cli_profiles.add_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -235,7 +236,7 @@ def cmd_check(path: Path) -> int:
         print(f"  HIS API: tcp {t.host}:{t.port}")
     print(f"  platform paths: {', '.join(config.api.paths)}")
     for u in config.upstreams:
-        print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{u.path}")
+        print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{cli_profiles.path_of(u)}")
     print(f"  state: {config.state_dir}   runtime: {config.runtime_dir}")
     admin = f"http://{config.admin.host}:{config.admin.port}/ (status page, /metrics)"
     print(f"  admin: {admin if config.admin.enabled else 'off'}")
@@ -269,6 +270,7 @@ def _file_problems(config: Config) -> list[str]:
             file = getattr(config.mqtt.tls, name)
             if file is not None and not file.is_file():
                 out.append(f"mqtt.tls.{name}: {file} does not exist")
+    out += cli_profiles.key_problems(config)
     return out
 
 
@@ -420,7 +422,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None) -> int:
+def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, profile: Any = None) -> int:
     from gateway.logging import configure
     from gateway.sim.server import Simulator
 
@@ -429,7 +431,7 @@ def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None) -> i
     async def serve() -> None:
         from gateway.demo import sim_tlcp_config
 
-        sim = Simulator()
+        sim = Simulator(profile=profile)
         addrs = await sim.start(host, port, admin_port, tlcp=sim_tlcp_config(pki) if pki else None)
         print(f"simulator: platform {addrs.platform[0]}:{addrs.platform[1]}, admin {addrs.admin_url}", flush=True)
         try:
@@ -467,4 +469,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_status(args.config, args.json)
     if args.command == "sim":
         return cmd_sim(args.host, args.port, args.admin_port, args.pki)
+    if args.command == "profile":
+        return cli_profiles.run(args)
     return 2

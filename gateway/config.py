@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError, Position
 from gateway.yamlpos import Located, dotted, load_yaml, load_yaml_file
+
+if TYPE_CHECKING:
+    from gateway.profiles import SecretRefs
 
 DEFAULT_CONFIG_PATH = Path("/etc/ybgate/ybgate.yaml")
 DEFAULT_PLATFORM_PATHS = (
@@ -175,6 +178,31 @@ class UpstreamTlcp(_Strict):
     pinned_subjects: list[str] = []
 
 
+def _secret_ref(v: str) -> str:
+    from gateway.profiles import check_secret_ref
+
+    return check_secret_ref(v)
+
+
+SecretRef = Annotated[str, AfterValidator(_secret_ref)]
+
+
+class UpstreamSecrets(_Strict):
+    """Where a province profile's keys live: absolute file paths (permissions checked at start) or
+    credential:NAME for a systemd credential. Never the secrets themselves."""
+
+    #: the TIF gateway secret (x-tif-signature)
+    tif_secret: SecretRef | None = None
+    #: the SM4 message key: 32 hex digits, or the app secret the profile derives the key from
+    sm4_key: SecretRef | None = None
+    #: the hospital's SM2 key (PKCS#8 PEM) that signs cainfo
+    sign_key: SecretRef | None = None
+    #: password of an encrypted sign_key
+    sign_key_password: SecretRef | None = None
+    #: the platform's SM2 certificate (PEM) that verifies its signed answers
+    platform_cert: SecretRef | None = None
+
+
 class Upstream(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     role: Literal["primary", "backup"] = "primary"
@@ -185,6 +213,33 @@ class Upstream(_Strict):
     #: the platform path requests are posted to; {infno} is replaced per request
     path: str = "/fsi/api/rsfComIfsService/callService"
     connect_timeout: PositiveSeconds = 3.0
+    #: the province profile: a bundled name (national, plain, tif, sm2sm4, gbk) or an absolute .yaml path
+    profile: str = "national"
+    #: TIF paas id (sent in clear in every request header, so not a secret)
+    paasid: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    #: app_id of message-level encryption (sent in clear in the envelope)
+    app_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    secrets: UpstreamSecrets = UpstreamSecrets()
+
+    @model_validator(mode="after")
+    def _profile_fits(self) -> Upstream:
+        from gateway.profiles import missing_fields, resolve_profile
+
+        try:
+            profile = resolve_profile(self.profile)
+        except ConfigError as err:
+            # The profile file's own positions, where it has them; the upstream's position comes from here.
+            parts = [f"{pos}: {field}: {msg}" if pos else msg for pos, field, msg in err.problems]
+            raise ValueError(f"profile {self.profile!r}: " + "; ".join(parts)) from None
+        missing = missing_fields(profile, self.paasid, self.app_id, self.secret_refs())
+        if missing:
+            raise ValueError(f"profile {profile.name!r} needs {', '.join(missing)}")
+        return self
+
+    def secret_refs(self) -> SecretRefs:
+        from gateway.profiles import SecretRefs
+
+        return SecretRefs(**self.secrets.model_dump())
 
 
 class Logging(_Strict):
@@ -235,6 +290,18 @@ class Config(_Strict):
             raise ValueError("at least one upstream needs role: primary")
         if any(u.transport == "tlcp" for u in self.upstreams) and self.identity is None:
             raise ValueError("TLCP upstreams need the identity section (sign/enc certificates, keys, CA bundle)")
+        profiles = sorted({u.profile for u in self.upstreams})
+        if len(profiles) > 1:
+            from gateway.profiles import resolve_profile
+
+            # Upstreams may reach the platform differently (a direct link, a TIF gateway), but it is one platform:
+            # how a transaction may be retried cannot depend on the link it happens to take.
+            catalogues = [resolve_profile(p).catalogue for p in profiles]
+            if any(c != catalogues[0] for c in catalogues[1:]):
+                raise ValueError(
+                    f"the upstreams' profiles ({', '.join(profiles)}) class transactions differently; "
+                    "every upstream of one platform needs the same transaction catalogue"
+                )
         if not self.development:
             plain = [u.name for u in self.upstreams if u.transport == "tcp"]
             if plain:

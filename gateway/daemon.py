@@ -42,7 +42,8 @@ from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
-from gateway.platform.catalogue import national
+from gateway.platform.signing import ProfileCodec
+from gateway.profiles import load_codec, resolve_profile, upstream_path
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
@@ -54,12 +55,23 @@ log = structlog.get_logger("gateway.daemon")
 
 
 def upstream_targets(config: Config) -> list[UpstreamTarget]:
-    return [
-        UpstreamTarget(
-            name=u.name, host=u.host, port=u.port, role=u.role, path=u.path, connect_timeout=u.connect_timeout
+    targets = []
+    for u in config.upstreams:
+        path = upstream_path(u.path, "path" in u.model_fields_set, resolve_profile(u.profile))
+        targets.append(
+            UpstreamTarget(
+                name=u.name, host=u.host, port=u.port, role=u.role, path=path, connect_timeout=u.connect_timeout
+            )
         )
+    return targets
+
+
+def profile_codecs(config: Config) -> dict[str, ProfileCodec]:
+    """Each upstream's province profile with its keys, read (permissions checked) before anything listens."""
+    return {
+        u.name: load_codec(u.name, resolve_profile(u.profile), paasid=u.paasid, app_id=u.app_id, refs=u.secret_refs())
         for u in config.upstreams
-    ]
+    }
 
 
 def session_operator(s: SessionConfig) -> Operator:
@@ -228,9 +240,18 @@ class Daemon:
         )
         self.metrics.add_pool(self.pool)
         self.connections = ConnectionPool(self.transport)
-        catalogue = national()
+        codecs = profile_codecs(cfg)
+        # One platform behind every upstream: the primary's profile says how its transactions are classed.
+        primary = next(u for u in cfg.upstreams if u.role == "primary")
+        catalogue = codecs[primary.name].profile.catalogue
         # Keep-alive reuse only where a resend is harmless: a stale connection can swallow a request.
-        forwarder = Forwarder(self.pool, self.connections, lambda e: catalogue.classify(e.infno).may_resend)
+        forwarder = Forwarder(
+            self.pool,
+            self.connections,
+            lambda e: catalogue.classify(e.infno).may_resend,
+            codecs=codecs,
+            on_skew=lambda upstream, skew: self.metrics.clock_skew.labels(upstream).set(round(skew, 3)),
+        )
         self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
         await self.outbox.start()
         sender: Sender = forwarder

@@ -76,6 +76,12 @@ class Metrics:
         self.failovers = Counter(
             "ybgate_upstream_switches_total", "traffic moved from one upstream to another", ["from", "to"], registry=r
         )
+        self.clock_skew = Gauge(
+            "ybgate_platform_clock_skew_seconds",
+            "platform clock minus ours at its last answer (TIF profiles refuse requests beyond their allowance)",
+            ["upstream"],
+            registry=r,
+        )
         self.mqtt_connected = Gauge("ybgate_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
         self.mqtt_dropped = Counter(
             "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r
