@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, cli_profiles
+from gateway import __version__, cli_policy, cli_profiles
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -131,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_outbox(sub)
 
     cli_profiles.add_parser(sub)
+    cli_policy.add_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -471,4 +472,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_sim(args.host, args.port, args.admin_port, args.pki)
     if args.command == "profile":
         return cli_profiles.run(args)
+    if args.command == "policy":
+        return cli_policy.run(args)
     return 2

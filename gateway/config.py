@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.errors import ConfigError, Position
-from gateway.yamlpos import Located, dotted, load_yaml, load_yaml_file
+from gateway.errors import ConfigError
+from gateway.yamlpos import Located, load_yaml, load_yaml_file, validation_problems
 
 if TYPE_CHECKING:
     from gateway.profiles import SecretRefs
@@ -264,6 +264,11 @@ class Session(_Strict):
     max_age: PositiveSeconds = 12 * 3600.0
 
 
+class PolicySection(_Strict):
+    #: policy files or directories (a directory: its *.yaml in name order); see policies/README.md
+    paths: Annotated[list[Path], Field(min_length=1)] = [Path("/etc/ybgate/policies")]
+
+
 class Config(_Strict):
     state_dir: Path = Path("/var/lib/ybgate")
     runtime_dir: Path = Path("/run/ybgate")
@@ -277,6 +282,8 @@ class Config(_Strict):
     failover: Failover = Failover()
     relay: Relay = Relay()
     session: Session | None = None
+    #: the access policy; absent: /etc/ybgate/policies — or, with development: true only, no policy at all
+    policy: PolicySection | None = None
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 
@@ -316,34 +323,23 @@ class Config(_Strict):
         return self.api.socket or self.runtime_dir / "api.sock"
 
     @property
+    def policy_paths(self) -> list[Path] | None:
+        """Where the policy comes from; None means none (development only: every local client is allowed)."""
+        if self.policy is not None:
+            return self.policy.paths
+        return None if self.development else PolicySection().paths
+
+    @property
     def control_socket(self) -> Path:
         """Ops operations that change state (`ybgate outbox resolve`): mode 0600, service user and root."""
         return self.runtime_dir / "control.sock"
-
-
-def _describe(err: Any) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
-    msg = err["msg"]
-    return msg.removeprefix("Value error, ")
 
 
 def validate(located: Located) -> Config:
     try:
         return Config.model_validate(located.value)
     except ValidationError as exc:
-        problems: list[tuple[Position | None, str, str]] = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            # An unknown field is pointed at by its key; anything else by its value.
-            key = (*loc, "__key__") if err["type"] == "extra_forbidden" else loc
-            pos = located.position(key)
-            problems.append((pos, dotted(loc), _describe(err)))
-        problems.sort(key=lambda p: (p[0].line, p[0].column) if p[0] else (0, 0))
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc, located)) from None
 
 
 def load_config(path: Path) -> Config:

@@ -43,6 +43,10 @@ from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.signing import ProfileCodec
+from gateway.policy.engine import upstream_allowed
+from gateway.policy.gate import PolicyGate
+from gateway.policy.loader import PolicyError, load_policy
+from gateway.policy.model import Policy
 from gateway.profiles import load_codec, resolve_profile, upstream_path
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
@@ -217,12 +221,15 @@ class Daemon:
         self.pool: UpstreamPool | None = None
         self.outbox: SqliteOutbox | None = None
         self.checks: HealthChecks | None = None
+        self.gate = PolicyGate(None)
         self.relay: DurableRelay | None = None
         self.session: SignInSession | None = None
         self.connections: ConnectionPool | None = None
 
     async def start(self) -> None:
         cfg = self.config
+        # The policy first: a start with a bad policy (or an upstream outside it) stops before anything listens.
+        self.gate = PolicyGate(self._load_policy(cfg))
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         if self._given_transport is None:
             self.transport = build_transport(cfg)
@@ -270,19 +277,14 @@ class Daemon:
             max_timeout=cfg.api.max_timeout,
             metrics=self.metrics,
             recent=self.recent,
+            gate=self.gate,
         )
         if cfg.admin.enabled:
             admin = AdminApi(self.metrics, self.status)
             srv = await start_tcp(Http1Server(admin.handle, admin.refuse, Limits()), cfg.admin.host, cfg.admin.port)
             self.admin_address = srv.sockets[0].getsockname()[:2]
             self._listeners.append((srv, None))
-        control = ControlApi(self._resolve)
-        self._listeners.append(
-            (
-                await start_unix(Http1Server(control.handle, control.refuse, Limits()), cfg.control_socket, mode=0o600),
-                cfg.control_socket,
-            )
-        )
+        await self._start_control(cfg)
         self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
         unix = await start_unix(
             self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
@@ -340,6 +342,9 @@ class Daemon:
                 for u, snap in zip(self.config.upstreams, self._pool_snapshot(), strict=True)
             ],
             "recent": self.recent.snapshot(),
+            "policy": None
+            if self.gate.policy is None
+            else {"version": self.gate.policy.version, "files": list(self.gate.policy.files)},
         } | (self.checks.status() if self.checks is not None else {})
 
     def _link_changed(self, new: LinkState, old: LinkState | None) -> None:
@@ -375,6 +380,53 @@ class Daemon:
                 if removed:
                     log.info("outbox_pruned", rows=removed, retention_days=self.config.relay.retention_days)
             await asyncio.sleep(3600)
+
+    async def _start_control(self, cfg: Config) -> None:
+        control = ControlApi(self._resolve, reload_policy=self.reload_policy)
+        server = Http1Server(control.handle, control.refuse, Limits())
+        self._listeners.append((await start_unix(server, cfg.control_socket, mode=0o600), cfg.control_socket))
+
+    def _load_policy(self, cfg: Config) -> Policy | None:
+        """The policy the configuration names, checked against the upstreams it will dial. Raises PolicyError."""
+        paths = cfg.policy_paths
+        if paths is None:
+            log.warning("no_policy", detail="development mode without a policy: every local client may call everything")
+            return None
+        policy = load_policy(paths)
+        outside = [f"{u.name} {u.host}:{u.port}" for u in cfg.upstreams if not upstream_allowed(policy, u.host, u.port)]
+        if outside:
+            raise PolicyError(
+                [
+                    (
+                        None,
+                        "upstreams",
+                        f"not in the policy's upstream whitelist: {', '.join(outside)} (policy files: "
+                        f"{', '.join(policy.files)}); only whitelisted IP:port pairs are ever dialled",
+                    )
+                ]
+            )
+        self.metrics.policy_info.clear()
+        self.metrics.policy_info.labels(policy.version).set(1)
+        log.info("policy_loaded", version=policy.version, files=list(policy.files), clients=len(policy.clients))
+        return policy
+
+    def reload_policy(self) -> dict[str, Any]:
+        """Load the policy again; a bad one is refused and the one in force stays."""
+        try:
+            policy = self._load_policy(self.config)
+            refused = None
+        except PolicyError as err:
+            refused = err
+        if refused is not None:
+            self.metrics.policy_reloads.labels("refused").inc()
+            self.recent.error("policy_refused", refused.lines()[0])
+            log.error("policy_refused", problems=refused.lines())
+            self._event("policy_refused", {"problems": refused.lines()})
+            return {"result": "refused", "problems": refused.lines()}
+        if policy is not None:
+            self.gate.swap(policy)
+        self.metrics.policy_reloads.labels("applied").inc()
+        return {"result": "applied", "version": policy.version if policy else None}
 
     async def _resolve(self, msgid: str, action: str, reason: str) -> dict[str, Any]:
         assert self.relay is not None
@@ -476,7 +528,12 @@ class Daemon:
             log.error("reload_refused", problems=err.lines(), file=str(self.config_path))
             if self.mqtt is not None:
                 self.mqtt.event("reload_refused", problems=err.lines())
-            self.notifier.notify("READY=1\nSTATUS=reload refused: the running configuration stays in force")
+            # The policy files are separate: a good policy edit is not held back by a bad config edit.
+            pol = self.reload_policy()
+            self.notifier.notify(
+                "READY=1\nSTATUS=reload refused: the running configuration stays in force"
+                + ("; policy refused" if pol["result"] == "refused" else "")
+            )
             return []
         old = self.config
         needs_restart = [name for name in _RESTART_FIELDS if _field(old, name) != _field(new, name)]
@@ -491,9 +548,12 @@ class Daemon:
             configure(new.logging.level, new.logging.format)
         kept = {name: _field(old, name) for name in needs_restart}
         self.config = _with_fields(new, kept)
+        pol = self.reload_policy()
         self.metrics.reloads.labels("applied").inc()
-        log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart)
+        log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart, policy=pol["result"])
         status = "reloaded" + (f"; restart to apply {', '.join(needs_restart)}" if needs_restart else "")
+        if pol["result"] == "refused":
+            status += "; policy refused: the policy in force stays"
         self.notifier.notify(f"READY=1\nSTATUS={status}")
         return needs_restart
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -52,6 +53,23 @@ logging:
   level: {level}
 """
 
+POLICY_PART = """\
+policy:
+  paths: [{state}/policy]    # written by the demo: this user may call everything, only the simulator is reached
+"""
+
+DEMO_POLICY = """\
+# The demo's access policy (default deny: only what is listed here is allowed).
+groups:
+  everything: ["*"]
+clients:
+  - name: demo-user
+    unix: {{uids: [{uid}]}}
+    allow: [everything]
+upstreams:
+  - {{host: {host}, port: {port}}}
+"""
+
 
 TLCP_PART = """\
 identity:                    # the throwaway test PKI the demo generates (NOT for production)
@@ -63,10 +81,19 @@ identity:                    # the throwaway test PKI the demo generates (NOT fo
 """
 
 
+def demo_policy(state: Path, platform: tuple[str, int]) -> str:
+    """Write the demo's policy file under `state` and return the config lines that name it."""
+    (state / "policy").mkdir(parents=True, exist_ok=True)
+    (state / "policy" / "demo.yaml").write_text(DEMO_POLICY.format(uid=os.getuid(), host=platform[0], port=platform[1]))
+    return POLICY_PART.format(state=state)
+
+
 def demo_config(state: Path, platform: tuple[str, int], level: str = "warning", pki: Path | None = None) -> Config:
     """The embedded default. With `pki` the upstream is TLCP with mutual authentication, as on a 前置机;
     without, plain TCP under the development flag (the fast path most tests use)."""
-    text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level)
+    text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level) + demo_policy(
+        state, platform
+    )
     if pki is not None:
         text = text.replace("development: true            # plain TCP to the simulator; a 前置机 uses TLCP\n", "")
         text = text.replace("    transport: tcp\n", "    transport: tlcp\n") + TLCP_PART.format(pki=pki)

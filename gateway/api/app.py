@@ -14,6 +14,8 @@ from gateway.health.metrics import Metrics
 from gateway.health.recent import Recent
 from gateway.http1 import Request, Response
 from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, error_body
+from gateway.policy.engine import Caller
+from gateway.policy.gate import PolicyDenied, PolicyGate
 from gateway.relay.forwarder import RelayAnswer
 
 from .routes import PathTable
@@ -37,8 +39,10 @@ class HisApi:
         max_timeout: float,
         metrics: Metrics | None = None,
         recent: Recent | None = None,
+        gate: PolicyGate | None = None,
     ) -> None:
         self.relay = relay
+        self.gate = gate or PolicyGate(None)
         self.metrics = metrics or Metrics()
         self.recent = recent or Recent()
         self.configure(paths, default_timeout, max_timeout)
@@ -67,6 +71,7 @@ class HisApi:
             timeout = self._timeout(request)
             charset = charset_of(request.headers.get("content-type"))
             envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
+            self._admit(request, envelope)
             deadline = asyncio.get_running_loop().time() + timeout
             self.metrics.in_flight.inc()
             try:
@@ -103,6 +108,15 @@ class HisApi:
             ms=round(elapsed * 1000, 1),
         )
         return self._answer(answer.response.body, envelope.charset)
+
+    def _admit(self, request: Request, envelope: RequestEnvelope) -> None:
+        peer = request.peer
+        caller = Caller(peer.uid, peer.gid, peer.address.rpartition(":")[0].strip("[]") if peer.address else None)
+        try:
+            self.gate.check(caller, envelope.infno)
+        except PolicyDenied as err:
+            self.metrics.policy_denials.labels(err.kind, err.decision.client.name if err.decision.client else "").inc()
+            raise
 
     def _timeout(self, request: Request) -> float:
         raw = request.headers.get(TIMEOUT_HEADER)

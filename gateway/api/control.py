@@ -23,13 +23,25 @@ Resolver = Callable[[str, str, str], Awaitable[dict[str, Any]]]
 
 
 class ControlApi:
-    def __init__(self, resolve: Resolver, allowed_uids: frozenset[int] | None = None) -> None:
+    def __init__(
+        self,
+        resolve: Resolver,
+        *,
+        reload_policy: Callable[[], dict[str, Any]] | None = None,
+        allowed_uids: frozenset[int] | None = None,
+    ) -> None:
         self.resolve = resolve
+        self.reload_policy = reload_policy
         self.allowed_uids = allowed_uids if allowed_uids is not None else frozenset({0, os.getuid()})
 
     async def handle(self, request: Request) -> Response:
         if request.peer.uid not in self.allowed_uids:
             return self.refuse(RequestError("the control socket is for the service user and root", http_status=403))
+        if request.method == "POST" and request.path == "/policy/reload" and self.reload_policy is not None:
+            log.warning("control_policy_reload", peer=request.peer.describe())
+            result = self.reload_policy()
+            status = 200 if result["result"] == "applied" else 422
+            return Response(status, json.dumps(result, ensure_ascii=False).encode("utf-8"))
         if request.method != "POST" or request.path != "/outbox/resolve":
             return self.refuse(RequestError(f"no control operation {request.method} {request.path}", http_status=404))
         try:

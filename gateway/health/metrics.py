@@ -87,6 +87,16 @@ class Metrics:
             "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r
         )
 
+        self.policy_denials = Counter(
+            "ybgate_policy_denials_total",
+            "HIS requests refused by the access policy, by kind (policy_denied, maintenance) and client rule",
+            ["kind", "client"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "ybgate_policy_reloads_total", "policy reloads by result (applied, refused)", ["result"], registry=r
+        )
+        self.policy_info = Gauge("ybgate_policy_loaded", "1 for the policy version in force", ["version"], registry=r)
         self.cert_days_left = Gauge(
             "ybgate_cert_days_left",
             "days until a certificate of the gateway's identity expires (negative: expired)",

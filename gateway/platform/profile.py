@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.crypto import DEFAULT_SM2_ID
-from gateway.errors import ConfigError, Position
+from gateway.errors import ConfigError
 from gateway.platform.catalogue import Catalogue, national
-from gateway.yamlpos import Located, dotted, load_yaml
+from gateway.yamlpos import Located, load_yaml, validation_problems
 
 BUNDLED = ("national", "plain", "tif", "sm2sm4", "gbk")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -203,14 +203,6 @@ def _offset(text: str) -> timezone:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
-def _describe(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown field"
-    if err["type"] == "missing":
-        return "required field is missing"
-    return str(err["msg"]).removeprefix("Value error, ")
-
-
 def parse_profile(text: str, file: str, *, default_name: str = "profile") -> Profile:
     """A Profile from YAML text; every problem is reported with file:line:column and the field."""
     located = load_yaml(text, file)
@@ -223,12 +215,7 @@ def _from_located(located: Located, default_name: str) -> Profile:
     try:
         doc = _ProfileDoc.model_validate(located.value)
     except ValidationError as exc:
-        problems: list[tuple[Position | None, str, str]] = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            key = (*loc, "__key__") if err["type"] == "extra_forbidden" else loc
-            problems.append((located.position(key), dotted(loc), _describe(err)))
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc, located)) from None
     base = national()
     try:
         catalogue = base.overridden(

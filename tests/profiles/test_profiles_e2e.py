@@ -21,7 +21,7 @@ from gateway.crypto import SM2PrivateKey
 from gateway.crypto.sm2 import raw_to_der_signature
 from gateway.crypto.testpki import generate_test_pki
 from gateway.daemon import Daemon
-from gateway.demo import DEMO_CONFIG, TLCP_PART, sim_tlcp_config
+from gateway.demo import DEMO_CONFIG, TLCP_PART, demo_policy, sim_tlcp_config
 from gateway.platform.profile import bundled_profile
 from gateway.platform.signing import ProfileCodec, ProfileKeys, sorted_kv
 from gateway.sim.ledger import Ledger
@@ -264,6 +264,7 @@ async def test_sm2sm4_over_mutual_tlcp(material: Material) -> None:
     text = "\n".join(line for line in text.splitlines() if not line.startswith("development:")) + "\n"
     extra = upstream_lines("sm2sm4", material, **secrets_for("sm2sm4", material))
     text = text.replace("    transport: tcp\n", "    transport: tlcp\n" + extra) + TLCP_PART.format(pki=pki)
+    text += demo_policy(material.dir / "gw", (host, port))
     config = load_config_text(text, "<tlcp profile test>")
     daemon = Daemon(config)
     await daemon.start()
