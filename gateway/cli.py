@@ -132,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_profiles.add_parser(sub)
     cli_policy.add_parser(sub)
+    cli_policy.add_firewall_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -472,6 +473,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_sim(args.host, args.port, args.admin_port, args.pki)
     if args.command == "profile":
         return cli_profiles.run(args)
-    if args.command == "policy":
+    if args.command in ("policy", "firewall"):
         return cli_policy.run(args)
     return 2

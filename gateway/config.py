@@ -264,9 +264,26 @@ class Session(_Strict):
     max_age: PositiveSeconds = 12 * 3600.0
 
 
+class Firewall(_Strict):
+    """nftables table `inet ybgate` rendered from the policy; off for hosts whose firewall is managed elsewhere."""
+
+    enabled: bool = False
+    #: the 专网 interface the table guards
+    interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
+    #: how often the kernel's table is read back and compared (drift detection)
+    check_interval: PositiveSeconds = 30.0
+
+    @model_validator(mode="after")
+    def _needs_interface(self) -> Firewall:
+        if self.enabled and self.interface is None:
+            raise ValueError("firewall.enabled needs firewall.interface (the 专网 interface to guard)")
+        return self
+
+
 class PolicySection(_Strict):
     #: policy files or directories (a directory: its *.yaml in name order); see policies/README.md
     paths: Annotated[list[Path], Field(min_length=1)] = [Path("/etc/ybgate/policies")]
+    firewall: Firewall = Firewall()
 
 
 class Config(_Strict):

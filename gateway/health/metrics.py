@@ -97,6 +97,18 @@ class Metrics:
             "ybgate_policy_reloads_total", "policy reloads by result (applied, refused)", ["result"], registry=r
         )
         self.policy_info = Gauge("ybgate_policy_loaded", "1 for the policy version in force", ["version"], registry=r)
+        self.firewall_drops = Gauge(
+            "ybgate_firewall_dropped_packets",
+            "packets the ybgate nftables table dropped on the 专网 interface, by direction",
+            ["direction"],
+            registry=r,
+        )
+        self.firewall_drift = Gauge(
+            "ybgate_firewall_drift", "1 while the kernel's ybgate table differs from what was applied", registry=r
+        )
+        self.firewall_checks = Counter(
+            "ybgate_firewall_checks_total", "firewall read-backs by result (ok, drift, error)", ["result"], registry=r
+        )
         self.cert_days_left = Gauge(
             "ybgate_cert_days_left",
             "days until a certificate of the gateway's identity expires (negative: expired)",
