@@ -25,7 +25,7 @@ from gateway.api.control import ControlApi
 from gateway.config import Config, load_config
 from gateway.config import Session as SessionConfig
 from gateway.crypto import sm3
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
@@ -94,10 +94,10 @@ def session_operator(s: SessionConfig) -> Operator:
     )
 
 
-def build_transport(config: Config) -> Transport:
-    """TLCP to each upstream with its interop settings; plain TCP only where development allows it."""
-    routes: dict[str, object] = {}
-    tlcp_configs: dict[str, TLCPConfig] = {}
+def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
+    """The TLCP settings per upstream, with the identity loaded and checked (chains, roles, key permissions,
+    keys matching certificates) from the files as they are now. Raises on anything `certs check` refuses."""
+    configs: dict[str, TLCPConfig] = {}
     if config.identity is not None and any(u.transport == "tlcp" for u in config.upstreams):
         from gateway.identity import load_identity
 
@@ -105,13 +105,19 @@ def build_transport(config: Config) -> Transport:
         for u in config.upstreams:
             if u.transport != "tlcp":
                 continue
-            tlcp_configs[u.name] = TLCPConfig(
+            configs[u.name] = TLCPConfig(
                 credentials=ident.credentials if u.tlcp.client_auth else None,
                 verify_peer=chain_verifier(ident.roots, pins=frozenset(u.tlcp.pinned_subjects)),
                 server_name=u.tlcp.server_name,
                 client_cert_shape=ClientCertShape(u.tlcp.client_cert_shape),
             )
-    tlcp = TlcpTransport(tlcp_configs)
+    return configs
+
+
+def build_transport(config: Config) -> Transport:
+    """TLCP to each upstream with its interop settings; plain TCP only where development allows it."""
+    routes: dict[str, object] = {}
+    tlcp = TlcpTransport(tlcp_configs(config))
     tcp = TcpTransport()
     for u in config.upstreams:
         routes[u.name] = tlcp if u.transport == "tlcp" else tcp
@@ -151,8 +157,8 @@ def http_limits(config: Config) -> Limits:
 
 
 # Fields a reload cannot change under a running daemon: listeners, directories, the upstream set and its
-# failover, MQTT, the watched interface, the identity, the outbox settings and the sign-in operator. A reload
-# reports them; they apply at the next restart.
+# failover, MQTT, the watched interface, the outbox settings and the sign-in operator. A reload reports them;
+# they apply at the next restart. The identity is re-read on every reload (certificate rotation).
 _RESTART_FIELDS = (
     "state_dir",
     "runtime_dir",
@@ -166,7 +172,6 @@ _RESTART_FIELDS = (
     "health",
     "failover",
     "upstreams",
-    "identity",
     "relay",
     "session",
     "policy.firewall",
@@ -458,6 +463,30 @@ class Daemon:
         log.info("policy_loaded", version=policy.version, files=list(policy.files), clients=len(policy.clients))
         return policy
 
+    def reload_identity(self) -> str:
+        """Certificate rotation: validate the identity files as `certs check` would and use them for new TLCP
+        connections; established tunnels finish undisturbed. A bad new set is refused, the old one kept."""
+        routes = getattr(self.transport, "routes", {})
+        tlcp = next((t for t in routes.values() if isinstance(t, TlcpTransport)), None)
+        if tlcp is None or self.config.identity is None:
+            return "unchanged"
+        reason = None
+        try:
+            configs = tlcp_configs(self.config)
+        except (GatewayError, OSError, ValueError) as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+        if reason is not None:
+            self.metrics.reloads.labels("identity_refused").inc()
+            self.recent.error("identity_refused", reason)
+            log.error("identity_refused", reason=reason)
+            self._event("identity_refused", {"reason": reason})
+            return "refused"
+        tlcp.configs = configs  # one assignment: a new connection sees the old set or the new one
+        if self.checks is not None:
+            self.checks.check_certs()
+        log.info("identity_reloaded", upstreams=sorted(configs))
+        return "applied"
+
     def reload_policy(self) -> dict[str, Any]:
         """Load the policy again; a bad one is refused and the one in force stays."""
         refused: PolicyError | None = None
@@ -601,10 +630,13 @@ class Daemon:
             configure(new.logging.level, new.logging.format)
         kept = {name: _field(old, name) for name in needs_restart}
         self.config = _with_fields(new, kept)
+        identity = self.reload_identity()
         pol = self.reload_policy()
         self.metrics.reloads.labels("applied").inc()
         log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart, policy=pol["result"])
         status = "reloaded" + (f"; restart to apply {', '.join(needs_restart)}" if needs_restart else "")
+        if identity == "refused":
+            status += "; new certificates refused: the running ones stay"
         if pol["result"] == "refused":
             status += "; policy refused: the policy in force stays"
         self.notifier.notify(f"READY=1\nSTATUS={status}")
