@@ -35,11 +35,13 @@ from gateway.health.recent import Recent
 from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
+from gateway.http1.messages import Peer
 from gateway.http1.server import Http1Server
 from gateway.identity import identity_cert_figures
 from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
+from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.signing import ProfileCodec
@@ -50,6 +52,7 @@ from gateway.policy.loader import PolicyError, load_policy
 from gateway.policy.model import Policy
 from gateway.policy.nft import Firewall, Nft
 from gateway.profiles import load_codec, resolve_profile, upstream_path
+from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
@@ -175,6 +178,7 @@ _RESTART_FIELDS = (
     "relay",
     "session",
     "policy.firewall",
+    "callback",
 )
 
 
@@ -235,6 +239,7 @@ class Daemon:
         self.checks: HealthChecks | None = None
         self.gate = PolicyGate(None)
         self.firewall: Firewall | None = None
+        self.callback_address: tuple[str, int] | None = None
         self.relay: DurableRelay | None = None
         self.session: SignInSession | None = None
         self.connections: ConnectionPool | None = None
@@ -299,6 +304,7 @@ class Daemon:
             self.admin_address = srv.sockets[0].getsockname()[:2]
             self._listeners.append((srv, None))
         await self._start_control(cfg)
+        await self._start_callback(cfg)
         self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
         unix = await start_unix(
             self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
@@ -433,6 +439,48 @@ class Daemon:
             elif check.ok and not was_ok:
                 log.info("firewall_drift_resolved", interface=self.firewall.interface)
             was_ok = check.ok
+
+    async def _start_callback(self, cfg: Config) -> None:
+        """The platform's callbacks over mutual TLCP: our identity, its certificate pinned by the policy."""
+        if cfg.callback is None or not cfg.callback.enabled:
+            return
+        policy = self.gate.policy
+        if policy is None or policy.callback is None:
+            raise PolicyError([(None, "callback", "callback.enabled needs a callback section in the policy")])
+        pins = frozenset(subject for subject, _ in policy.callback_peers)
+        if not pins or cfg.identity is None:
+            raise PolicyError(
+                [(None, "callback", "the callback listener needs the identity and callback_peers (pinned subjects)")]
+            )
+        from gateway.identity import load_identity
+
+        ident = load_identity(cfg.identity)
+        sources = list(policy.callback.sources) + [c for _, cidrs in policy.callback_peers for c in cidrs]
+        fwd = cfg.callback.forward
+        relay = CallbackRelay(
+            HisTarget(fwd.host, fwd.port, fwd.path, fwd.timeout),
+            sources,
+            on_result=lambda result: self.metrics.callbacks.labels(result).inc(),
+        )
+        server = Http1Server(relay.handle, relay.refuse, Limits())
+
+        async def on_tlcp(reader: asyncio.StreamReader, writer: Any) -> None:
+            addr = writer.get_extra_info("peername") or ("?", 0)
+            certs = writer.handshake.peer_certificates
+            log.info("callback_connection", peer=f"{addr[0]}:{addr[1]}", subject=certs[0].subject if certs else None)
+            await server.serve(reader, writer, Peer(address=f"{addr[0]}:{addr[1]}"))
+
+        config = TLCPConfig(
+            credentials=ident.credentials,
+            verify_peer=chain_verifier(ident.roots, pins=pins),
+            request_client_cert=True,
+            require_client_cert=True,
+        )
+        cb = policy.callback
+        listener = await start_tlcp_server(on_tlcp, cb.address, cb.port, config=config)
+        self.callback_address = listener.sockets[0].getsockname()[:2]
+        self._listeners.append((listener, None))
+        log.info("callback_listening", address=f"{cb.address}:{self.callback_address[1]}", pinned=sorted(pins))
 
     async def _start_control(self, cfg: Config) -> None:
         control = ControlApi(self._resolve, reload_policy=self.reload_policy)
