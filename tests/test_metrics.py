@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.http1.unix_client import request
 
-from conftest import Gateway, example
+from conftest import Gateway, example, fresh
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -85,3 +85,19 @@ async def test_outbox_depth_and_in_doubt_age(gateway: Gateway) -> None:
     [item] = status["outbox"]["in_doubt"]
     assert item["msgid"] == upload["msgid"] and item["infno"] == "2204" and item["age_s"] >= 0
     assert "outcome unknown" in item["outcome"]
+
+
+async def test_clock_skew_against_the_platform_is_measured_for_every_profile(gateway: Gateway) -> None:
+    """The plain national profile too: the platform's respond_time (Beijing time) against our clock."""
+    assert gateway.daemon.admin_address is not None
+    host, port = gateway.daemon.admin_address
+    await gateway.sign_in()
+    m = samples((await request("GET", "/metrics", host=host, port=port)).body.decode())
+    skew = m[("ybgate_platform_clock_skew_seconds", (("upstream", "sim"),))]
+    assert abs(skew) < 5  # same machine, same clock: only the answer's own latency and rounding
+    import time
+
+    gateway.sim.platform.clock = lambda: time.time() + 300  # the platform's clock runs five minutes ahead
+    await gateway.post(fresh("9001_signin_request.json"))
+    m = samples((await request("GET", "/metrics", host=host, port=port)).body.decode())
+    assert 295 < m[("ybgate_platform_clock_skew_seconds", (("upstream", "sim"),))] < 305

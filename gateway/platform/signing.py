@@ -49,6 +49,9 @@ _RESPOND_TIME = re.compile(r"^[0-9]{17}$")
 # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
 _UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")
 
+#: clock skew (seconds) worth a warning where the profile sets no TIF allowance of its own
+DEFAULT_SKEW_WARNING = 60.0
+
 
 class ProfileKeyError(GatewayError):
     """The key material does not fit the profile (missing, wrong length): a configuration problem."""
@@ -338,13 +341,14 @@ class ProfileCodec:
             raise UntrustedAnswer("the platform's signature (cainfo) over output does not verify") from None
 
     def _with_skew(self, envelope: ResponseEnvelope, headers: Mapping[str, str], now: float) -> InboundResponse:
-        if self.profile.tif is None:
-            return InboundResponse(envelope, None)
+        # Every profile: a 前置机 whose clock drifts sends wrong inf_time/msgid times and, under TIF, stale
+        # timestamps the platform refuses; the platform's respond_time shows it before that happens.
         theirs = _platform_time(envelope, headers, self.profile)
         if theirs is None:
             return InboundResponse(envelope, None)
         skew = theirs - now
-        return InboundResponse(envelope, skew, abs(skew) > self.profile.tif.warn_after)
+        warn_after = self.profile.tif.warn_after if self.profile.tif is not None else DEFAULT_SKEW_WARNING
+        return InboundResponse(envelope, skew, abs(skew) > warn_after)
 
     # The platform (simulator), receiving and answering.
 

@@ -12,12 +12,14 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gateway.sim.ledger import Ledger, Settlement
 
 SIGN_TTL_S = 24 * 3600
+#: the platform speaks Beijing time whatever zone the machine running the simulator is in
+PLATFORM_TZ = timezone(timedelta(hours=8))
 MONEY_MOVING = frozenset({"2207", "2208", "2304", "2305", "2102", "2103", "2201", "2202"})
 
 
@@ -105,7 +107,7 @@ class SimPlatform:
         code: int | str = infcode
         if self.infcode_style == "string" or (self.infcode_style == "mixed" and seq % 2 == 0):
             code = str(infcode)
-        stamp = datetime.fromtimestamp(received).strftime("%Y%m%d%H%M%S")
+        stamp = datetime.fromtimestamp(received, PLATFORM_TZ).strftime("%Y%m%d%H%M%S")
         return {
             "infcode": code,
             "inf_refmsgid": f"{self.region}{stamp}{seq:010d}",
@@ -138,7 +140,10 @@ class SimPlatform:
         now = self.clock()
         self.signins[sign_no] = SignIn(sign_no, str(sign["opter_no"]), now)
         return {
-            "signinoutb": {"sign_time": datetime.fromtimestamp(now).strftime("%Y-%m-%d %H:%M:%S"), "sign_no": sign_no}
+            "signinoutb": {
+                "sign_time": datetime.fromtimestamp(now, PLATFORM_TZ).strftime("%Y-%m-%d %H:%M:%S"),
+                "sign_no": sign_no,
+            }
         }
 
     def _sign_out(self, req: dict[str, Any]) -> Any:
@@ -146,7 +151,11 @@ class SimPlatform:
         sign_no = sign.get("sign_no") or req.get("sign_no")
         if sign_no in self.signins:
             self.signins[sign_no].expired = True
-        return {"signoutoutb": {"sign_time": datetime.fromtimestamp(self.clock()).strftime("%Y-%m-%d %H:%M:%S")}}
+        return {
+            "signoutoutb": {
+                "sign_time": datetime.fromtimestamp(self.clock(), PLATFORM_TZ).strftime("%Y-%m-%d %H:%M:%S")
+            }
+        }
 
     def expire_signins(self) -> int:
         for s in self.signins.values():
@@ -260,4 +269,4 @@ class SimPlatform:
 
 
 def _ms17(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y%m%d%H%M%S") + f"{int(ts * 1000) % 1000:03d}"
+    return datetime.fromtimestamp(ts, PLATFORM_TZ).strftime("%Y%m%d%H%M%S") + f"{int(ts * 1000) % 1000:03d}"
