@@ -183,6 +183,29 @@ class Upstream(_Strict):
     connect_timeout: PositiveSeconds = 3.0
 
 
+class Firewall(_Strict):
+    """nftables table `inet ybgate` rendered from the policy; off for hosts whose firewall is managed elsewhere."""
+
+    enabled: bool = False
+    #: the 专网 interface the table guards
+    interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
+    #: how often the kernel's table is read back and compared (drift detection)
+    check_interval: PositiveSeconds = 30.0
+
+    @model_validator(mode="after")
+    def _needs_interface(self) -> Firewall:
+        if self.enabled and self.interface is None:
+            raise ValueError("firewall.enabled needs firewall.interface (the 专网 interface to guard)")
+        return self
+
+
+class PolicySettings(_Strict):
+    """Where the access policy lives (files or directories, merged in this order; see policies/README.md)."""
+
+    paths: Annotated[list[Path], Field(min_length=1)] = [Path("/etc/ybgate/policies")]
+    firewall: Firewall = Firewall()
+
+
 class Logging(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -201,6 +224,7 @@ class Config(_Strict):
     failover: Failover = Failover()
     relay: Relay = Relay()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
+    policy: PolicySettings = PolicySettings()
     logging: Logging = Logging()
 
     @model_validator(mode="after")

@@ -39,6 +39,8 @@ from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.catalogue import national
+from gateway.policy import FirewallError, Gate, Policy, PolicyError, load_policy
+from gateway.policy.nft import Firewall, Nft
 from gateway.relay.durable import DurableRelay
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
@@ -79,6 +81,32 @@ def build_transport(config: Config) -> Transport:
     for u in config.upstreams:
         routes[u.name] = tlcp if u.transport == "tlcp" else tcp
     return RoutedTransport(routes)
+
+
+def check_upstreams(policy: Policy, config: Config) -> None:
+    """Only whitelisted host:port pairs are ever dialled: a configured upstream outside the policy stops the
+    start (or the reload) rather than being quietly skipped."""
+    import ipaddress
+
+    unlisted = []
+    for u in config.upstreams:
+        try:
+            host = str(ipaddress.ip_address(u.host))
+        except ValueError:
+            host = u.host
+        if not policy.upstream_allowed(host, u.port):
+            unlisted.append(f"{u.name} ({u.host}:{u.port})")
+    if unlisted:
+        raise PolicyError(
+            [
+                (
+                    None,
+                    "upstreams",
+                    f"upstream(s) {', '.join(unlisted)} are not in the policy's upstream whitelist "
+                    f"({', '.join(map(str, config.policy.paths))}); add them there first",
+                )
+            ]
+        )
 
 
 def mqtt_settings(config: Config) -> MqttSettings:
@@ -183,9 +211,15 @@ class Daemon:
         self.outbox: SqliteOutbox | None = None
         self.relay: DurableRelay | None = None
         self.connections: ConnectionPool | None = None
+        self.gate: Gate | None = None
+        self.policy_loaded_at = 0.0
+        self.policy_refused: list[str] = []
+        self._pid_file: Path | None = None
+        self.firewall: Firewall | None = None
 
     async def start(self) -> None:
         cfg = self.config
+        policy = self._start_policy(cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         if self._given_transport is None:
             self.transport = build_transport(cfg)
@@ -218,6 +252,7 @@ class Daemon:
             max_timeout=cfg.api.max_timeout,
             metrics=self.metrics,
             recent=self.recent,
+            gate=self.gate,
         )
         if cfg.admin.enabled:
             admin = AdminApi(self.metrics, self.status)
@@ -237,11 +272,14 @@ class Daemon:
             asyncio.create_task(self.pool.probe_loop(self.transport, cfg.failover.probe_interval), name="probes")
         )
         self._tasks.append(asyncio.create_task(self._prune_loop(), name="outbox-prune"))
+        if self.firewall is not None:
+            self._tasks.append(asyncio.create_task(self._firewall_loop(), name="firewall-drift"))
         if self.mqtt is not None:
             await self.mqtt.start()
         if cfg.health.interface:
             self.link = LinkMonitor(cfg.health.interface, [u.host for u in cfg.upstreams], self._link_changed)
             await self.link.start()
+        self._write_pid(cfg)
         summary = f"serving {cfg.api_socket}; upstreams {', '.join(u.name for u in cfg.upstreams)}"
         self.notifier.ready(summary)
         log.info(
@@ -252,7 +290,106 @@ class Daemon:
             admin=f"{self.admin_address[0]}:{self.admin_address[1]}" if self.admin_address else None,
             tcp=[f"{t.host}:{t.port}" for t in cfg.api.tcp],
             upstreams=[f"{u.name}={u.host}:{u.port}" for u in cfg.upstreams],
+            policy=policy.digest[:12],
+            policy_files=list(policy.files),
         )
+
+    def _start_policy(self, cfg: Config) -> Policy:
+        """The policy first: with a bad one (or an upstream it does not list) nothing else starts; with the
+        firewall on, the host is closed off before anything listens."""
+        policy = load_policy(cfg.policy.paths)
+        check_upstreams(policy, cfg)
+        fw = cfg.policy.firewall
+        if fw.enabled and fw.interface:
+            self.firewall = Firewall(Nft(), fw.interface)
+            seen = self.firewall.apply(policy)
+            log.info("firewall_applied", interface=fw.interface, rules=len(seen.skeleton))
+        self.gate = Gate(policy)
+        self.policy_loaded_at = time.time()
+        return policy
+
+    def _write_pid(self, cfg: Config) -> None:
+        """runtime_dir/ybgate.pid, so `ybgate policy reload` can signal this process."""
+        import os
+
+        cfg.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        path = cfg.runtime_dir / "ybgate.pid"
+        path.write_text(f"{os.getpid()}\n")
+        self._pid_file = path
+
+    def policy_status(self) -> dict[str, Any]:
+        if self.gate is None:
+            return {}
+        p = self.gate.policy
+        return {
+            "digest": p.digest,
+            "files": list(p.files),
+            "loaded_at": self.policy_loaded_at,
+            "clients": len(p.clients),
+            "upstreams": [f"{h}:{port}" for h, port in p.upstreams],
+            "last_refusal": self.policy_refused,
+        }
+
+    async def _firewall_loop(self) -> None:
+        """Read the table back every check_interval; an edit, flush or deletion by anyone is drift, reported
+        (metrics, log, MQTT) but not silently undone: `ybgate firewall apply` or a reload puts it back."""
+        interval = self.config.policy.firewall.check_interval
+        was_ok = True
+        while True:
+            await asyncio.sleep(interval)
+            if self.firewall is None:
+                return
+            try:
+                check = await asyncio.to_thread(self.firewall.check)
+            except FirewallError as err:
+                self.metrics.firewall_checks.labels("error").inc()
+                log.warning("firewall_check_failed", reason=err.message)
+                continue
+            self.metrics.firewall_drops.labels("in").set(check.seen.dropped_in)
+            self.metrics.firewall_drops.labels("out").set(check.seen.dropped_out)
+            self.metrics.firewall_drift.set(0 if check.ok else 1)
+            self.metrics.firewall_checks.labels("ok" if check.ok else "drift").inc()
+            if not check.ok and was_ok:
+                log.error("firewall_drift", problem=check.problem, interface=self.firewall.interface)
+                self.recent.error("firewall_drift", check.problem or "")
+                if self.mqtt is not None:
+                    self.mqtt.event("firewall_drift", problem=check.problem)
+            elif check.ok and not was_ok:
+                log.info("firewall_drift_resolved", interface=self.firewall.interface)
+            was_ok = check.ok
+
+    def reload_policy(self) -> bool:
+        """Re-read the policy files; only a policy valid as a whole (and listing every configured upstream)
+        replaces the one in force. A refusal is logged with its positions, counted, and changes nothing."""
+        if self.gate is None:
+            return False
+        refused: PolicyError | None = None
+        try:
+            policy = load_policy(self.config.policy.paths)
+            check_upstreams(policy, self.config)
+            if self.firewall is not None:
+                # The kernel first: if nft refuses, the old table (rolled back) and the old policy stay.
+                self.firewall.apply(policy)
+        except PolicyError as err:
+            refused = err
+        except FirewallError as err:
+            refused = PolicyError([(None, "firewall", err.message)])
+        if refused is not None:
+            err = refused
+            self.policy_refused = err.lines()
+            self.metrics.policy_reloads.labels("refused").inc()
+            self.recent.error("policy_reload_refused", err.lines()[0])
+            log.error("policy_reload_refused", problems=err.lines(), kept=self.gate.policy.digest[:12])
+            if self.mqtt is not None:
+                self.mqtt.event("policy_reload_refused", problems=err.lines())
+            return False
+        old = self.gate.policy
+        self.gate.swap(policy)
+        self.policy_loaded_at = time.time()
+        self.policy_refused = []
+        self.metrics.policy_reloads.labels("applied").inc()
+        log.info("policy_reloaded", digest=policy.digest[:12], was=old.digest[:12], files=list(policy.files))
+        return True
 
     def status(self) -> dict[str, Any]:
         return {
@@ -269,6 +406,7 @@ class Daemon:
                 for u, snap in zip(self.config.upstreams, self._pool_snapshot(), strict=True)
             ],
             "recent": self.recent.snapshot(),
+            "policy": self.policy_status(),
         }
 
     def _link_changed(self, new: LinkState, old: LinkState | None) -> None:
@@ -346,6 +484,8 @@ class Daemon:
             await self.outbox.stop()
         if self.connections is not None:
             await self.connections.close()
+        if self._pid_file is not None:
+            self._pid_file.unlink(missing_ok=True)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -373,6 +513,7 @@ class Daemon:
             if self._reload.is_set() and not self._stop.is_set():
                 self._reload.clear()
                 self.reload()
+                self.reload_policy()
         log.info("stopping")
 
     def reload(self) -> list[str]:

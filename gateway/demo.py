@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -48,9 +49,39 @@ upstreams:
     host: {host}
     port: {port}
     transport: tcp
+policy:
+  paths: [{state}/policies]
 logging:
   level: {level}
 """
+
+DEMO_POLICY = """\
+# The demo's access policy (written by `ybgate demo`): this user may run a cashier's session, and the
+# gateway may dial only the simulator. Everything else is denied, as on a 前置机.
+version: 1
+groups:
+  session: ["9001", "9002"]
+  queries: ["1101", "1162", "5*"]
+  presettlement: ["2206", "2303"]
+  uploads: ["2203", "2203A", "2204", "2205", "2301", "2302", "2401", "2402", "2403", "2404"]
+  settlement: ["2201", "2202", "2207", "2208", "2304", "2305", "2102", "2103", "2601"]
+  reconciliation: ["3201", "3202", "9101", "9102"]
+clients:
+  - name: demo-his
+    description: the user running the demo (and the test suite)
+    uids: [{uid}]
+    allow: ["@session", "@queries", "@presettlement", "@uploads", "@settlement", "@reconciliation"]
+upstreams:
+{upstreams}"""
+
+
+def write_demo_policy(directory: Path, upstreams: list[tuple[str, int]], uid: int | None = None) -> Path:
+    """A policy letting `uid` (default: this process's) call the demo's transactions, reaching `upstreams`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"  - {{host: {host}, port: {port}}}\n" for host, port in upstreams)
+    path = directory / "10-demo.yaml"
+    path.write_text(DEMO_POLICY.format(uid=os.getuid() if uid is None else uid, upstreams=lines), encoding="utf-8")
+    return path
 
 
 TLCP_PART = """\
@@ -67,6 +98,7 @@ def demo_config(state: Path, platform: tuple[str, int], level: str = "warning", 
     """The embedded default. With `pki` the upstream is TLCP with mutual authentication, as on a 前置机;
     without, plain TCP under the development flag (the fast path most tests use)."""
     text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level)
+    write_demo_policy(state / "policies", [platform])
     if pki is not None:
         text = text.replace("development: true            # plain TCP to the simulator; a 前置机 uses TLCP\n", "")
         text = text.replace("    transport: tcp\n", "    transport: tlcp\n") + TLCP_PART.format(pki=pki)

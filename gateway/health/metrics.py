@@ -75,6 +75,28 @@ class Metrics:
         self.failovers = Counter(
             "ybgate_upstream_switches_total", "traffic moved from one upstream to another", ["from", "to"], registry=r
         )
+        self.policy_denials = Counter(
+            "ybgate_policy_denials_total",
+            "requests the access policy refused, by client and kind (unknown_client, not_allowed, denied, "
+            "maintenance, rate_limit)",
+            ["client", "kind"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "ybgate_policy_reloads_total", "access policy reloads by result (applied, refused)", ["result"], registry=r
+        )
+        self.firewall_drops = Gauge(
+            "ybgate_firewall_dropped_packets",
+            "packets the ybgate nftables table dropped on the 专网 interface, by direction",
+            ["direction"],
+            registry=r,
+        )
+        self.firewall_drift = Gauge(
+            "ybgate_firewall_drift", "1 while the kernel's ybgate table differs from what was applied", registry=r
+        )
+        self.firewall_checks = Counter(
+            "ybgate_firewall_checks_total", "firewall read-backs by result (ok, drift, error)", ["result"], registry=r
+        )
         self.mqtt_connected = Gauge("ybgate_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
         self.mqtt_dropped = Counter(
             "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r

@@ -6,6 +6,7 @@ Public API: `load_policy(paths)` / `load_policy_texts(...)` → `Policy`; `Polic
 
 from .engine import Caller, Client, Decision, LocalTime, Policy, RateLimiter, Rule
 from .errors import FirewallError, PolicyDenied, PolicyError
+from .gate import Gate
 from .loader import discover, load_policy, load_policy_texts
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Client",
     "Decision",
     "FirewallError",
+    "Gate",
     "LocalTime",
     "Policy",
     "PolicyDenied",

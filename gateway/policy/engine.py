@@ -50,6 +50,8 @@ class Decision:
     client: str | None
     rule: Rule
     reason: str
+    #: low-cardinality label for metrics: allowed, unknown_client, not_allowed, denied, maintenance, rate_limit
+    kind: str = "allowed"
 
     def message(self, infno: str) -> str:
         who = f"client {self.client}" if self.client else "an unknown client"
@@ -198,16 +200,20 @@ class Policy:
     def decide(self, caller: Caller, infno: str, when: LocalTime) -> Decision:
         client = self.client_for(caller)
         if client is None:
-            return Decision(False, None, DEFAULT_DENY, f"no client in the policy matches {caller.describe()}")
+            return Decision(
+                False, None, DEFAULT_DENY, f"no client in the policy matches {caller.describe()}", "unknown_client"
+            )
         denied = client.deny.find(infno)
         if denied is not None:
-            return Decision(False, client.name, denied, "transaction denied for this client")
+            return Decision(False, client.name, denied, "transaction denied for this client", "denied")
         allowed = client.allow.find(infno)
         if allowed is None:
-            return Decision(False, client.name, DEFAULT_DENY, "transaction not in the client's allow list")
+            return Decision(
+                False, client.name, DEFAULT_DENY, "transaction not in the client's allow list", "not_allowed"
+            )
         for window in self._active(when) if self.windows else ():
             if (not window.clients or client.name in window.clients) and window.infnos.find(infno) is not None:
-                return Decision(False, client.name, window.rule, window.message)
+                return Decision(False, client.name, window.rule, window.message, "maintenance")
         return Decision(True, client.name, allowed, "allowed")
 
     def _active(self, when: LocalTime) -> tuple[Window, ...]:
@@ -222,8 +228,6 @@ class Policy:
 
     def upstream_allowed(self, host: str, port: int) -> bool:
         return (host, port) in self.upstreams
-
-
 
 
 def _parse_ip(address: str) -> tuple[int, int] | None:
@@ -268,7 +272,9 @@ class RateLimiter:
             tokens = min(float(rate.burst), tokens + max(0.0, now - last) * rate.per_second)
             if tokens < 1.0:
                 self._buckets[key] = (tokens, now)
-                return Decision(False, client.name, rate.rule, f"rate limit ({rate.per_second:g}/s) exceeded")
+                return Decision(
+                    False, client.name, rate.rule, f"rate limit ({rate.per_second:g}/s) exceeded", "rate_limit"
+                )
             levels.append((key, tokens))
         for key, tokens in levels:
             self._buckets[key] = (tokens - 1.0, now)

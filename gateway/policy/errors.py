@@ -12,10 +12,18 @@ class PolicyError(ConfigError):
 
 
 class PolicyDenied(GatewayError):
-    """The policy refuses this request; the message names the client and the rule that denied it."""
+    """The policy refuses this request; the message names the client and the rule that denied it.
+
+    A rate limit is 429 (come back later), anything else 403 (this caller may not do this)."""
 
     http_status = 403
     kind = "policy_denied"
+
+    def __init__(self, message: str, *, rate_limited: bool = False) -> None:
+        super().__init__(message)
+        if rate_limited:
+            self.http_status = 429
+            self.kind = "rate_limited"
 
 
 class FirewallError(GatewayError):
