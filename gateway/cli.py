@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, cli_policy
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     oshow.add_argument("msgid")
     oshow.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
 
+    cli_policy.add_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -416,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_probe(args)
     if args.command == "status":
         return cmd_status(args.config, args.json)
+    if args.command in ("policy", "firewall"):
+        return cli_policy.run(args)
     if args.command == "sim":
         return cmd_sim(args.host, args.port, args.admin_port, args.pki)
     return 2

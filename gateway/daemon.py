@@ -214,6 +214,7 @@ class Daemon:
         self.gate: Gate | None = None
         self.policy_loaded_at = 0.0
         self.policy_refused: list[str] = []
+        self.policy_reload_counts = {"applied": 0, "refused": 0}
         self._pid_file: Path | None = None
         self.firewall: Firewall | None = None
 
@@ -328,6 +329,7 @@ class Daemon:
             "clients": len(p.clients),
             "upstreams": [f"{h}:{port}" for h, port in p.upstreams],
             "last_refusal": self.policy_refused,
+            "reloads": dict(self.policy_reload_counts),
         }
 
     async def _firewall_loop(self) -> None:
@@ -378,6 +380,7 @@ class Daemon:
             err = refused
             self.policy_refused = err.lines()
             self.metrics.policy_reloads.labels("refused").inc()
+            self.policy_reload_counts["refused"] += 1
             self.recent.error("policy_reload_refused", err.lines()[0])
             log.error("policy_reload_refused", problems=err.lines(), kept=self.gate.policy.digest[:12])
             if self.mqtt is not None:
@@ -388,6 +391,7 @@ class Daemon:
         self.policy_loaded_at = time.time()
         self.policy_refused = []
         self.metrics.policy_reloads.labels("applied").inc()
+        self.policy_reload_counts["applied"] += 1
         log.info("policy_reloaded", digest=policy.digest[:12], was=old.digest[:12], files=list(policy.files))
         return True
 
