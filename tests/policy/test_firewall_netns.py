@@ -4,21 +4,29 @@ reach only the whitelisted upstream; drops are counted; edits to the table are d
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from scapy.config import conf
 from scapy.layers.inet import IP, TCP
 from scapy.sendrecv import sr1
 
+from gateway.http1.unix_client import request
 from gateway.policy import load_policy_texts
 from gateway.policy.nft import Firewall, Nft
+from gateway.sim.server import Simulator
+
+from conftest import PLATFORM_PATH, fresh, policy_section
 
 pytestmark = pytest.mark.root
 
@@ -50,6 +58,7 @@ def net() -> Iterator[Net]:
         sh("ip", "-n", ns, "addr", "add", f"{GW}/24", "dev", NS_IF)
         sh("ip", "-n", ns, "link", "set", NS_IF, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
+        conf.ifaces.reload()  # scapy caches interfaces by index: a new veth of an old name is a new device
         conf.route.resync()
         yield Net(ns, host_if)
     finally:
@@ -181,3 +190,66 @@ def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
         listener.wait()
         for s in socks:
             s.close()
+
+
+FETCH = (
+    "import sys, urllib.request\n"
+    "try:\n"
+    "    print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())\n"
+    "except OSError as e:\n"
+    "    print('unreachable', e)\n"
+)
+
+
+def ns_metric(ns: str, port: int, name: str) -> float | None:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", FETCH, f"http://127.0.0.1:{port}/metrics"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    ).stdout
+    return next((float(ln.rsplit(" ", 1)[1]) for ln in out.splitlines() if ln.startswith(name)), None)
+
+
+async def test_daemon_applies_the_table_and_reports_drift_within_one_interval(net: Net, short_tmp: Path) -> None:
+    """The daemon in the namespace closes the interface at start, relays through the whitelisted upstream,
+    and reports a hand edit of its table in /metrics within one check interval."""
+    sim = Simulator()
+    addrs = await sim.start(HOST, 0, 0)
+    interval = 1.0
+    cfg = short_tmp / "ybgate.yaml"
+    cfg.write_text(
+        f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 19190}}\n"
+        f"upstreams: [{{name: sim, host: {HOST}, port: {addrs.platform[1]}, transport: tcp}}]\n"
+        + policy_section(short_tmp, (HOST, addrs.platform[1])).rstrip().removesuffix("}")
+        + f", firewall: {{enabled: true, interface: {NS_IF}, check_interval: {interval}}}}}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *["ip", "netns", "exec", net.ns, sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        sock = short_tmp / "run" / "api.sock"
+        for _ in range(100):
+            if sock.exists() and ns_metric(net.ns, 19190, "ybgate_firewall_drift") is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert ns_metric(net.ns, 19190, "ybgate_firewall_drift") == 0.0
+        reply = await request(
+            "POST", PLATFORM_PATH, json.dumps(fresh("9001_signin_request.json")).encode(), unix_socket=str(sock)
+        )
+        assert reply.status == 200  # relayed through the whitelisted upstream, across the table
+        assert syn(HOST, 12345) == "dropped"
+
+        sh("ip", "netns", "exec", net.ns, "nft", "insert", "rule", "inet", "ybgate", "outbound", "accept")
+        edited = time.monotonic()
+        while ns_metric(net.ns, 19190, "ybgate_firewall_drift") != 1.0:
+            assert time.monotonic() - edited < interval + 1.5, "drift not reported within one check interval"
+            await asyncio.sleep(0.1)
+        assert (ns_metric(net.ns, 19190, 'ybgate_firewall_checks_total{result="drift"}') or 0) >= 1
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+        await sim.stop()
