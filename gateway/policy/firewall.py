@@ -26,6 +26,7 @@ from .errors import FirewallError
 FAMILY = "inet"
 TABLE = "ybgate"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_NDP = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 DROP_IN, DROP_OUT = "ybgate: drop the rest (in)", "ybgate: drop the rest (out)"
 
 
@@ -97,7 +98,10 @@ def render(policy: Policy, interface: str) -> Ruleset:
     established = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
     tcp = _match({"meta": {"key": "l4proto"}}, "tcp")
 
+    # IPv6 needs neighbour discovery to reach anything at all; it is link-local plumbing, not a service.
+    ndp = _match({"payload": {"protocol": "icmpv6", "field": "type"}}, {"set": list(_NDP)})
     rule("inbound", "ybgate: established", [iif, established, {"accept": None}])
+    rule("inbound", "ybgate: ipv6 neighbour discovery", [iif, ndp, {"accept": None}])
     cb = policy.callback
     if cb is not None:
         address = _ip(cb.address)
@@ -115,6 +119,7 @@ def render(policy: Policy, interface: str) -> Ruleset:
     rule("inbound", DROP_IN, [iif, {"counter": None}, {"drop": None}])
 
     rule("outbound", "ybgate: established", [oif, established, {"accept": None}])
+    rule("outbound", "ybgate: ipv6 neighbour discovery", [oif, ndp, {"accept": None}])
     for host, port in sorted(policy.upstreams, key=lambda hp: (_ip(hp[0]).version, int(_ip(hp[0])), hp[1])):
         address = _ip(host)
         expr = [

@@ -22,9 +22,11 @@ def test_render_is_one_atomic_batch_with_named_rules() -> None:
     assert [next(iter(c)) for c in cmds[:3]] == ["add", "delete", "add"]  # replace the table in one transaction
     assert rs.skeleton == (
         ("inbound", "ybgate: established"),
+        ("inbound", "ybgate: ipv6 neighbour discovery"),
         ("inbound", "ybgate: callback 10.0.0.2:9443"),
         ("inbound", DROP_IN),
         ("outbound", "ybgate: established"),
+        ("outbound", "ybgate: ipv6 neighbour discovery"),
         ("outbound", "ybgate: upstream 10.1.0.1:8443"),
         ("outbound", "ybgate: upstream [fd00::1]:8443"),
         ("outbound", DROP_OUT),
