@@ -156,6 +156,7 @@ _RESTART_FIELDS = (
     "health",
     "failover",
     "upstreams",
+    "policy.firewall",
 )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     """Where a decision came from, as ops can find it: a label and the file position."""
 
@@ -30,7 +30,7 @@ class Rule:
 DEFAULT_DENY = Rule("default deny", "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who is asking: Unix peer credentials, or the source IP address of a TCP connection."""
 
@@ -44,7 +44,7 @@ class Caller:
         return self.address or "unknown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     client: str | None
@@ -59,7 +59,7 @@ class Decision:
         return f"{verdict}: {who} for infno {infno}: {self.reason} [{self.rule}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Matcher:
     """An allow or deny list compiled: exact infnos, prefixes, or everything."""
 
@@ -81,14 +81,14 @@ class Matcher:
         return not self.exact and not self.prefixes and self.any is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rate:
     per_second: float
     burst: int
     rule: Rule
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Client:
     name: str
     where: str
@@ -104,7 +104,7 @@ class Client:
     deny_entries: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     name: str
     rule: Rule
@@ -122,7 +122,7 @@ class Window:
         return (weekday in self.days and minute >= self.start) or ((weekday - 1) % 7 in self.days and minute < self.end)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Callback:
     address: str
     port: int
@@ -131,7 +131,7 @@ class Callback:
     where: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LocalTime:
     """Day of week (0 = Monday) and minute of the day, local time: what maintenance windows are written in."""
 
@@ -143,7 +143,7 @@ class LocalTime:
         return cls(when.weekday(), when.hour * 60 + when.minute)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Net:
     """All client networks of one prefix length in one family: mask the address, look it up."""
 
@@ -152,7 +152,7 @@ class _Net:
     table: Mapping[int, Client]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     clients: tuple[Client, ...]
     by_uid: Mapping[int, Client]
