@@ -38,6 +38,8 @@ class Ruleset:
     batch: dict[str, Any]
     #: (chain, comment) of every rule in order: what a read-back must show
     skeleton: tuple[tuple[str, str], ...]
+    #: each rule's expression in canonical form (see `canonical`), in the same order
+    contents: tuple[str, ...] = ()
 
     def text(self) -> str:
         return json.dumps(self.batch, ensure_ascii=False)
@@ -131,7 +133,32 @@ def render(policy: Policy, interface: str) -> Ruleset:
         ]
         rule("outbound", f"ybgate: upstream {_hostport(str(address), port)}", expr)
     rule("outbound", DROP_OUT, [oif, {"counter": None}, {"drop": None}])
-    return Ruleset(interface, {"nftables": cmds}, tuple(skeleton))
+    contents = tuple(canonical(c["add"]["rule"]["expr"]) for c in cmds if "rule" in c.get("add", {}))
+    return Ruleset(interface, {"nftables": cmds}, tuple(skeleton), contents)
+
+
+def canonical(expr: Iterable[Any]) -> str:
+    """A rule's expression as comparable text: counter values cleared, set members sorted, and the protocol
+    match nft adds implicitly for a port match (meta l4proto) left out, so that what we render and what the
+    kernel lists compare equal when, and only when, they filter the same packets."""
+    out = []
+    for e in expr:
+        if isinstance(e, dict) and "counter" in e:
+            out.append({"counter": None})
+            continue
+        if isinstance(e, dict) and "match" in e and e["match"].get("left") == {"meta": {"key": "l4proto"}}:
+            continue
+        out.append(_sorted_sets(e))
+    return json.dumps(out, sort_keys=True, ensure_ascii=False)
+
+
+def _sorted_sets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_sets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_sorted_sets(v) for v in value]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+    return value
 
 
 def delete_batch() -> str:
@@ -154,6 +181,7 @@ class Observed:
     fingerprint: str
     dropped_in: int
     dropped_out: int
+    contents: tuple[str, ...] = ()
 
 
 def observe(listing: str | None) -> Observed:
@@ -168,6 +196,7 @@ def observe(listing: str | None) -> Observed:
     chains: list[tuple[str, str, str, int, str]] = []
     skeleton: list[tuple[str, str]] = []
     canon: list[Any] = []
+    contents: list[str] = []
     drops = {DROP_IN: 0, DROP_OUT: 0}
     for item in items:
         if not isinstance(item, dict):
@@ -189,10 +218,13 @@ def observe(listing: str | None) -> Observed:
             skeleton.append((str(r.get("chain")), comment))
             expr = list(_without_counts(r.get("expr", [])))
             canon.append([r.get("chain"), comment, expr])
+            contents.append(canonical(r.get("expr", [])))
             if comment in drops:
                 drops[comment] = _packets(r.get("expr", []))
     digest = hashlib.sha256(json.dumps([sorted(chains), canon], sort_keys=True).encode()).hexdigest()
-    return Observed(True, tuple(sorted(chains)), tuple(skeleton), digest, drops[DROP_IN], drops[DROP_OUT])
+    return Observed(
+        True, tuple(sorted(chains)), tuple(skeleton), digest, drops[DROP_IN], drops[DROP_OUT], tuple(contents)
+    )
 
 
 def _without_counts(expr: Iterable[Any]) -> Iterable[Any]:
@@ -224,4 +256,11 @@ def mismatch(ruleset: Ruleset, seen: Observed) -> str | None:
         extra = sorted(got - want)
         missing = sorted(want - got)
         return f"rules differ (missing {missing or '-'}, unexpected {extra or '-'}, or out of order)"
+    changed = [
+        comment
+        for (_, comment), want, got in zip(ruleset.skeleton, ruleset.contents, seen.contents, strict=True)
+        if want != got
+    ]
+    if changed:
+        return f"rule contents differ: {', '.join(changed)}"
     return None

@@ -23,6 +23,7 @@ from scapy.sendrecv import sr1
 
 from gateway.http1.unix_client import request
 from gateway.policy import load_policy_texts
+from gateway.policy.firewall import mismatch, observe, render
 from gateway.policy.nft import Firewall, Nft
 from gateway.sim.server import Simulator
 
@@ -179,6 +180,46 @@ def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
         # Re-applying repairs it.
         fw.apply(load_policy_texts([("p.yaml", POLICY)]))
         assert fw.check().ok and syn(HOST, 12222) == "dropped"
+        # A rule rewritten under its own comment: a fresh read-back comparison (no baseline, as `ybgate
+        # firewall verify` does it) still sees that it no longer filters what the policy says.
+        listing = subprocess.run(
+            ["ip", "netns", "exec", net.ns, "nft", "-a", "list", "chain", "inet", "ybgate", "outbound"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=True,
+        ).stdout
+        handle = next(ln.rsplit("handle ", 1)[1] for ln in listing.splitlines() if "ybgate: upstream" in ln)
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            net.ns,
+            "nft",
+            "replace",
+            "rule",
+            "inet",
+            "ybgate",
+            "outbound",
+            "handle",
+            handle,
+            "oifname",
+            NS_IF,
+            "ip",
+            "daddr",
+            HOST,
+            "tcp",
+            "dport",
+            "18444",
+            "accept",
+            "comment",
+            f'"ybgate: upstream {HOST}:18443"',
+        )
+        assert connect_out(net.ns, 18444) == "open"
+        fresh_view = mismatch(render(load_policy_texts([("p.yaml", POLICY)]), NS_IF), observe(Nft(net.ns).listing()))
+        assert fresh_view == f"rule contents differ: ybgate: upstream {HOST}:18443"
+        assert not fw.check().ok
+        fw.apply(load_policy_texts([("p.yaml", POLICY)]))
         # An edit that keeps the comments is still drift (the contents are compared too).
         sh("ip", "netns", "exec", net.ns, "nft", "flush", "chain", "inet", "ybgate", "outbound")
         assert not fw.check().ok
