@@ -10,9 +10,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, cli_policy
+from gateway import __version__, cli_firewall, cli_policy, cli_profiles
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
+
+
+def _add_outbox(sub: Any) -> None:
+    outbox = sub.add_parser(
+        "outbox",
+        help="inspect the durable outbox; resolve in-doubt requests",
+        description="Requests the gateway has accepted, their states and outcomes.",
+    )
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="OUTBOX_COMMAND", required=True)
+    olist = outbox_sub.add_parser("list", help="recent requests, newest first")
+    olist.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    olist.add_argument("--state", choices=[s.value for s in _states()], help="only requests in this state")
+    olist.add_argument("--limit", type=int, default=50)
+    oshow = outbox_sub.add_parser("show", help="one request with its stored request and answer (as JSON)")
+    oshow.add_argument("msgid")
+    oshow.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    ores = outbox_sub.add_parser(
+        "resolve",
+        help="resolve an in-doubt request (through the running daemon)",
+        description="Without options: resolve by the class rules now (a reversible settlement is reversed by "
+        "冲正 2601). After checking with the platform, --booked or --not-booked with --reason states the "
+        "outcome (kept in the outbox). Exit 0 when the request is final afterwards.",
+    )
+    ores.add_argument("msgid")
+    decided = ores.add_mutually_exclusive_group()
+    decided.add_argument("--booked", action="store_true", help="the platform shows it booked: the HIS must not resend")
+    decided.add_argument(
+        "--not-booked", action="store_true", help="the platform shows nothing: the HIS may retry with a new msgid"
+    )
+    ores.add_argument("--reason", default="", help="what the platform showed (required with --booked/--not-booked)")
+    ores.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,21 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--server-name", help="send this SNI")
     probe.add_argument("--request", type=Path, help="after the handshake, POST this envelope file and show the answer")
 
-    outbox = sub.add_parser(
-        "outbox",
-        help="inspect the durable outbox (read-only)",
-        description="Requests the gateway has accepted, their states and outcomes.",
-    )
-    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="OUTBOX_COMMAND", required=True)
-    olist = outbox_sub.add_parser("list", help="recent requests, newest first")
-    olist.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
-    olist.add_argument("--state", choices=[s.value for s in _states()], help="only requests in this state")
-    olist.add_argument("--limit", type=int, default=50)
-    oshow = outbox_sub.add_parser("show", help="one request with its stored request and answer (as JSON)")
-    oshow.add_argument("msgid")
-    oshow.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    _add_outbox(sub)
 
+    cli_profiles.add_parser(sub)
     cli_policy.add_parser(sub)
+    cli_firewall.add_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -137,6 +158,34 @@ def _states() -> list[Any]:
     return list(State)
 
 
+def _outbox_resolve(config: Config, args: argparse.Namespace) -> int:
+    """Through the daemon's control socket: the daemon owns the outbox and the tunnel (a second writer on
+    the database, or a 冲正 sent around the daemon, would race the relay)."""
+    import json
+
+    from gateway.http1.unix_client import request
+
+    action = "booked" if args.booked else "not_booked" if args.not_booked else "auto"
+    body = json.dumps({"msgid": args.msgid, "action": action, "reason": args.reason}, ensure_ascii=False).encode()
+    try:
+        reply = asyncio.run(
+            request("POST", "/outbox/resolve", body, unix_socket=str(config.control_socket), time_limit=60)
+        )
+    except (OSError, TimeoutError) as exc:
+        print(
+            f"ybgate outbox resolve: the daemon is not answering on {config.control_socket} ({exc}); "
+            "on its next start it resolves every in-doubt request by its class rules",
+            file=sys.stderr,
+        )
+        return 1
+    doc = json.loads(reply.body)
+    if reply.status != 200:
+        print(f"ybgate outbox resolve: {doc.get('error')}", file=sys.stderr)
+        return 1
+    print(f"{doc['msgid']} ({doc['infno']}): {doc['state']} — {doc['outcome']}")
+    return 0 if doc["state"] in ("answered", "reversed", "failed", "confirmed") else 1
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     import json
 
@@ -146,6 +195,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    if args.outbox_command == "resolve":
+        return _outbox_resolve(config, args)
     db = config.state_dir / "outbox.db"
     try:
         if args.outbox_command == "list":
@@ -187,7 +238,7 @@ def cmd_check(path: Path) -> int:
         print(f"  HIS API: tcp {t.host}:{t.port}")
     print(f"  platform paths: {', '.join(config.api.paths)}")
     for u in config.upstreams:
-        print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{u.path}")
+        print(f"  upstream {u.name} ({u.role}): {u.transport} {u.host}:{u.port}{cli_profiles.path_of(u)}")
     print(f"  state: {config.state_dir}   runtime: {config.runtime_dir}")
     admin = f"http://{config.admin.host}:{config.admin.port}/ (status page, /metrics)"
     print(f"  admin: {admin if config.admin.enabled else 'off'}")
@@ -221,6 +272,7 @@ def _file_problems(config: Config) -> list[str]:
             file = getattr(config.mqtt.tls, name)
             if file is not None and not file.is_file():
                 out.append(f"mqtt.tls.{name}: {file} does not exist")
+    out += cli_profiles.key_problems(config)
     return out
 
 
@@ -372,7 +424,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None) -> int:
+def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, profile: Any = None) -> int:
     from gateway.logging import configure
     from gateway.sim.server import Simulator
 
@@ -381,7 +433,7 @@ def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None) -> i
     async def serve() -> None:
         from gateway.demo import sim_tlcp_config
 
-        sim = Simulator()
+        sim = Simulator(profile=profile)
         addrs = await sim.start(host, port, admin_port, tlcp=sim_tlcp_config(pki) if pki else None)
         print(f"simulator: platform {addrs.platform[0]}:{addrs.platform[1]}, admin {addrs.admin_url}", flush=True)
         try:
@@ -417,8 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_probe(args)
     if args.command == "status":
         return cmd_status(args.config, args.json)
-    if args.command in ("policy", "firewall"):
-        return cli_policy.run(args)
     if args.command == "sim":
         return cmd_sim(args.host, args.port, args.admin_port, args.pki)
+    plugin = {"profile": cli_profiles, "policy": cli_policy, "firewall": cli_firewall}.get(args.command)
+    if plugin is not None:
+        return plugin.run(args)
     return 2

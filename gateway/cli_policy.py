@@ -1,252 +1,157 @@
-"""`ybgate policy check|diff|explain|reload` and `ybgate firewall show|apply|verify`."""
+"""`ybgate policy …`: check, explain, diff and reload the access policy.
+
+ybgate policy check [PATH…]                      validate (exit 1 with file:line:column for every problem)
+ybgate policy explain --client C --infno N       which rule allows or denies, and why
+ybgate policy diff OLD NEW                       who gains or loses what
+ybgate policy reload                             make the running daemon load it (refused if bad)
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import os
-import signal
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
-from gateway.errors import ConfigError, GatewayError
-from gateway.policy import Caller, LocalTime, Policy, PolicyError, load_policy
+from gateway.config import DEFAULT_CONFIG_PATH, load_config
+from gateway.errors import ConfigError
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def config_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
-
-    pol = sub.add_parser("policy", help="check, compare and explain the access policy", description="Access policy.")
-    psub = pol.add_subparsers(dest="policy_command", metavar="POLICY_COMMAND", required=True)
-    check = psub.add_parser(
-        "check",
-        help="validate policy files (exit 1 with file:line:column of every problem)",
-        description="Load and validate policy files or directories, merged in the order given. Without FILE: the "
-        "configured policy, also checked against the configured upstreams.",
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "policy",
+        help="the access policy: check, explain, diff, reload",
+        description="Which local clients may call which transactions, which upstreams may be reached. "
+        "PATHs are policy files or directories (a directory: its *.yaml in name order); without PATHs, the "
+        "paths the configuration names.",
     )
-    check.add_argument("files", type=Path, nargs="*", metavar="FILE")
-    config_arg(check)
-    diff = psub.add_parser("diff", help="who gains or loses what between two policies")
-    diff.add_argument("old", type=Path, help="file or directory")
-    diff.add_argument("new", type=Path, help="file or directory")
+    psub = p.add_subparsers(dest="policy_command", metavar="POLICY_COMMAND", required=True)
+    check = psub.add_parser("check", help="validate policy files (exit 1 with positions)")
+    check.add_argument("paths", nargs="*", type=Path)
+    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
     explain = psub.add_parser("explain", help="would this client be allowed this transaction, and by which rule")
-    explain.add_argument("--client", required=True, help="uid=N, gid=N, an IP address, or a client name")
+    explain.add_argument("paths", nargs="*", type=Path)
+    explain.add_argument("--client", required=True, help="uid=N[,gid=M] or gid=M (Unix socket) or ip=ADDR (TCP)")
     explain.add_argument("--infno", required=True)
-    explain.add_argument("--upstream", help="HOST:PORT: is it in the upstream whitelist?")
-    explain.add_argument("--at", help="local time 'YYYY-MM-DD HH:MM' for maintenance windows (default now)")
-    explain.add_argument("--policy", type=Path, action="append", help="policy file/dir (default: configured)")
-    config_arg(explain)
-    reload = psub.add_parser(
-        "reload", help="tell the running daemon to re-read its policy (SIGHUP) and report the result"
-    )
-    config_arg(reload)
-
-    fw = sub.add_parser("firewall", help="the nftables table rendered from the policy", description="Host firewall.")
-    fsub = fw.add_subparsers(dest="firewall_command", metavar="FIREWALL_COMMAND", required=True)
-    for name, text in (
-        ("show", "print the nft JSON the policy renders (--kernel: what the kernel holds)"),
-        ("apply", "apply the rendered table atomically, read it back, roll back on a mismatch"),
-        ("verify", "compare the kernel's table with the rendered one (exit 1 on drift)"),
-    ):
-        p = fsub.add_parser(name, help=text)
-        config_arg(p)
-        p.add_argument("--interface", help="the 专网 interface (default: policy.firewall.interface)")
-        if name == "show":
-            p.add_argument("--kernel", action="store_true")
+    explain.add_argument("--upstream", help="HOST:PORT: also say whether it may be reached")
+    explain.add_argument("--at", help="local time YYYY-MM-DD HH:MM (maintenance windows; default now)")
+    explain.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    diff = psub.add_parser("diff", help="who gains or loses what between two policies")
+    diff.add_argument("old", type=Path)
+    diff.add_argument("new", type=Path)
+    reload = psub.add_parser("reload", help="make the running daemon load the policy (a bad one is refused)")
+    reload.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from gateway.policy.loader import PolicyError
+
     try:
-        if args.command == "firewall":
-            return _firewall(args)
-        match args.policy_command:
-            case "check":
-                return _check(args)
-            case "diff":
-                return _diff(args.old, args.new)
-            case "explain":
-                return _explain(args)
-            case "reload":
-                return _reload(args.config)
-    except ConfigError as err:
-        for line in err.lines():
-            print(line, file=sys.stderr)
-        return 1
-    except GatewayError as err:
-        print(f"ybgate {args.command}: {err.message}", file=sys.stderr)
-        return 1
-    return 2
-
-
-def _catalogue() -> list[str]:
-    from gateway.platform.catalogue import national
-
-    return sorted(national().entries)
-
-
-def _summary(policy: Policy) -> list[str]:
-    out = [f"  files: {', '.join(policy.files)}", f"  digest: {policy.digest[:16]}"]
-    for c in policy.clients:
-        ident = [f"uid {u}" for u in sorted(c.uids)] + [f"gid {g}" for g in sorted(c.gids)] + list(c.cidrs)
-        deny = f" deny {', '.join(c.deny_entries)}" if c.deny_entries else ""
-        out.append(f"  client {c.name} ({', '.join(ident)}): allow {', '.join(c.allow_entries) or '-'}{deny}")
-    for host, port in sorted(policy.upstreams):
-        out.append(f"  upstream {host}:{port}")
-    if policy.callback:
-        cb = policy.callback
-        out.append(f"  callback {cb.address}:{cb.port} from {', '.join(cb.sources) or 'any'}")
-    out += [f"  maintenance {w.name}: {w.message}" for w in policy.windows]
-    return out
-
-
-def _check(args: argparse.Namespace) -> int:
-    config: Config | None = None
-    paths = list(args.files)
-    if not paths:
-        config = load_config(args.config)
-        paths = list(config.policy.paths)
-    try:
-        policy = load_policy(paths)
-        if config is not None:
-            from gateway.daemon import check_upstreams
-
-            check_upstreams(policy, config)
+        if args.policy_command == "check":
+            return _check(args)
+        if args.policy_command == "explain":
+            return _explain(args)
+        if args.policy_command == "diff":
+            return _diff(args)
+        return _reload(args)
     except PolicyError as err:
         for line in err.lines():
             print(line, file=sys.stderr)
-        print(f"policy rejected ({len(err.problems)} problem(s))", file=sys.stderr)
         return 1
-    print("policy ok")
-    for line in _summary(policy):
-        print(line)
+    except (ConfigError, ValueError) as err:
+        print(f"ybgate policy: {err}", file=sys.stderr)
+        return 1
+
+
+def _paths(args: argparse.Namespace) -> list[Path]:
+    if args.paths:
+        return list(args.paths)
+    paths = load_config(args.config).policy_paths
+    if paths is None:
+        raise ValueError(f"{args.config} names no policy (development mode): give the policy PATHs")
+    return paths
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.policy.loader import load_policy
+
+    policy = load_policy(_paths(args))
+    print(
+        f"policy {policy.version}: {len(policy.files)} file(s), {len(policy.clients)} client(s), "
+        f"{len(policy.upstreams)} upstream(s), {len(policy.rates)} rate limit(s), {len(policy.windows)} window(s)"
+    )
+    for c in policy.clients:
+        print(f"  client {c.name}: {c.describe_match()} -> {', '.join(c.allow_words)}")
+    for host, port in sorted(policy.upstreams):
+        print(f"  upstream {host}:{port}")
     return 0
 
 
-def _diff(old: Path, new: Path) -> int:
-    from gateway.policy.diff import diff
+def _caller(text: str) -> Any:
+    from gateway.policy.engine import Caller
 
-    lines = diff(load_policy([old]), load_policy([new]), _catalogue())
-    for line in lines:
-        print(line)
-    if not lines:
-        print("no change in effect")
-    return 0
-
-
-def _caller(text: str, policy: Policy) -> Caller:
-    kind, _, value = text.partition("=")
-    if kind in ("uid", "gid") and value.isdigit():
-        return Caller(uid=int(value)) if kind == "uid" else Caller(gid=int(value))
-    by_name = {c.name: c for c in policy.clients}
-    if text in by_name:
-        c = by_name[text]
-        if c.uids:
-            return Caller(uid=min(c.uids))
-        if c.gids:
-            return Caller(gid=min(c.gids))
-        return Caller(address=c.cidrs[0].split("/")[0])
-    return Caller(address=text)
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in ("uid", "gid", "ip") or not value:
+            raise ValueError(f"--client: {part!r}: use uid=N, gid=N or ip=ADDR")
+        fields[key.strip()] = value.strip()
+    return Caller(
+        uid=int(fields["uid"]) if "uid" in fields else None,
+        gid=int(fields["gid"]) if "gid" in fields else None,
+        ip=fields.get("ip"),
+    )
 
 
 def _explain(args: argparse.Namespace) -> int:
-    paths = args.policy or list(load_config(args.config).policy.paths)
-    policy = load_policy(paths)
-    when = datetime.strptime(args.at, "%Y-%m-%d %H:%M") if args.at else datetime.now()
-    caller = _caller(args.client, policy)
-    decision = policy.decide(caller, args.infno, LocalTime.of(when))
-    print(("ALLOW " if decision.allowed else "DENY  ") + decision.message(args.infno))
-    code = 0 if decision.allowed else 1
+    from gateway.policy.engine import decide, upstream_allowed
+    from gateway.policy.loader import load_policy
+
+    policy = load_policy(_paths(args))
+    at = datetime.strptime(args.at, "%Y-%m-%d %H:%M") if args.at else datetime.now()
+    decision = decide(policy, _caller(args.client), args.infno, at.weekday(), at.hour * 60 + at.minute)
+    print(f"{'ALLOW' if decision.allowed else 'DENY'} {args.infno} for {args.client}: {decision.reason}")
+    ok = decision.allowed
     if args.upstream:
         host, _, port = args.upstream.rpartition(":")
-        ok = port.isdigit() and policy.upstream_allowed(host.strip("[]"), int(port))
-        rule = policy.upstreams.get((host.strip("[]"), int(port))) if port.isdigit() else None
-        print(f"{'ALLOW' if ok else 'DENY '} upstream {args.upstream}: " + (str(rule) if rule else "not whitelisted"))
-        code = code or (0 if ok else 1)
-    return code
+        reachable = upstream_allowed(policy, host.strip("[]"), int(port))
+        why = "whitelisted" if reachable else "not in the upstream whitelist"
+        print(f"{'ALLOW' if reachable else 'DENY'} upstream {args.upstream}: {why}")
+        ok = ok and reachable
+    return 0 if ok else 1
 
 
-def _status(config: Config) -> dict[str, object] | None:
+def _diff(args: argparse.Namespace) -> int:
+    from gateway.policy.diff import policy_diff
+    from gateway.policy.loader import load_policy
+
+    lines = policy_diff(load_policy([args.old]), load_policy([args.new]))
+    for line in lines:
+        print(line)
+    if not lines:
+        print("no change in what is allowed")
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
     from gateway.http1.unix_client import request
 
-    if not config.admin.enabled:
-        return None
-    try:
-        reply = asyncio.run(request("GET", "/status", host=config.admin.host, port=config.admin.port, time_limit=5))
-    except (OSError, TimeoutError):
-        return None
-    policy = json.loads(reply.body).get("policy")
-    return policy if isinstance(policy, dict) else None
-
-
-def _reload(config_path: Path) -> int:
-    config = load_config(config_path)
-    pid_file = config.runtime_dir / "ybgate.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        print(f"ybgate policy reload: no running daemon ({pid_file} missing or unreadable)", file=sys.stderr)
-        return 1
-    before = _status(config)
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        print(f"ybgate policy reload: process {pid} from {pid_file} is gone", file=sys.stderr)
-        return 1
-    if before is None:
-        print(f"sent SIGHUP to {pid}; the admin listener does not answer, so the result is only in the log")
-        return 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        after = _status(config)
-        if after is None:
-            continue
-        counts, was = after.get("reloads") or {}, before.get("reloads") or {}
-        assert isinstance(counts, dict) and isinstance(was, dict)
-        if counts.get("applied") != was.get("applied"):
-            print(f"policy reloaded: digest {str(after.get('digest'))[:16]}")
-            return 0
-        if counts.get("refused") != was.get("refused"):
-            refusal = after.get("last_refusal")
-            for line in refusal if isinstance(refusal, list) else [str(refusal)]:
-                print(line, file=sys.stderr)
-            print("policy reload refused: the policy in force is unchanged", file=sys.stderr)
-            return 1
-    print("ybgate policy reload: no answer from the daemon within 10 s", file=sys.stderr)
-    return 1
-
-
-def _firewall(args: argparse.Namespace) -> int:
-    from gateway.policy.firewall import mismatch, observe
-    from gateway.policy.nft import Firewall, Nft
-
     config = load_config(args.config)
-    interface = args.interface or config.policy.firewall.interface
-    if not interface:
-        print("ybgate firewall: no interface (set policy.firewall.interface or pass --interface)", file=sys.stderr)
+    try:
+        reply = asyncio.run(
+            request("POST", "/policy/reload", b"", unix_socket=str(config.control_socket), time_limit=30)
+        )
+    except (OSError, TimeoutError) as exc:
+        print(f"ybgate policy reload: the daemon is not answering on {config.control_socket} ({exc})", file=sys.stderr)
         return 1
-    nft = Nft()
-    fw = Firewall(nft, interface)
-    policy = load_policy(config.policy.paths)
-    ruleset = fw.render(policy)
-    if args.firewall_command == "show":
-        if args.kernel:
-            print(nft.listing() or "(no ybgate table)")
-        else:
-            print(json.dumps(ruleset.batch, ensure_ascii=False, indent=1))
+    doc = json.loads(reply.body)
+    if doc.get("result") == "applied":
+        print(f"policy {doc.get('version')} in force")
         return 0
-    if args.firewall_command == "apply":
-        seen = fw.apply(policy)
-        print(f"applied: table inet ybgate on {interface}, {len(seen.skeleton)} rules, verified by read-back")
-        return 0
-    problem = mismatch(ruleset, observe(nft.listing()))
-    if problem:
-        print(f"DRIFT: {problem}", file=sys.stderr)
-        return 1
-    print(f"ok: the kernel's table matches the policy ({len(ruleset.skeleton)} rules on {interface})")
-    return 0
+    print("policy refused; the policy in force stays:", file=sys.stderr)
+    for line in doc.get("problems", [doc.get("error", "")]):
+        print(f"  {line}", file=sys.stderr)
+    return 1

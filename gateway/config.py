@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.errors import ConfigError, Position
-from gateway.yamlpos import Located, dotted, load_yaml, load_yaml_file
+from gateway.errors import ConfigError
+from gateway.yamlpos import Located, load_yaml, load_yaml_file, validation_problems
+
+if TYPE_CHECKING:
+    from gateway.profiles import SecretRefs
 
 DEFAULT_CONFIG_PATH = Path("/etc/ybgate/ybgate.yaml")
 DEFAULT_PLATFORM_PATHS = (
@@ -156,6 +159,10 @@ class Relay(_Strict):
 class Health(_Strict):
     #: the 专网 interface whose link and routes are watched through netlink (none: not watched)
     interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
+    #: how often outbox depth and in-doubt ages are refreshed for metrics, MQTT and the status page
+    check_interval: PositiveSeconds = 10.0
+    #: how often the identity's certificate files are read for expiry (warnings at 30, 7 and 1 days)
+    cert_check_interval: PositiveSeconds = 3600.0
 
 
 class UpstreamTlcp(_Strict):
@@ -171,6 +178,31 @@ class UpstreamTlcp(_Strict):
     pinned_subjects: list[str] = []
 
 
+def _secret_ref(v: str) -> str:
+    from gateway.profiles import check_secret_ref
+
+    return check_secret_ref(v)
+
+
+SecretRef = Annotated[str, AfterValidator(_secret_ref)]
+
+
+class UpstreamSecrets(_Strict):
+    """Where a province profile's keys live: absolute file paths (permissions checked at start) or
+    credential:NAME for a systemd credential. Never the secrets themselves."""
+
+    #: the TIF gateway secret (x-tif-signature)
+    tif_secret: SecretRef | None = None
+    #: the SM4 message key: 32 hex digits, or the app secret the profile derives the key from
+    sm4_key: SecretRef | None = None
+    #: the hospital's SM2 key (PKCS#8 PEM) that signs cainfo
+    sign_key: SecretRef | None = None
+    #: password of an encrypted sign_key
+    sign_key_password: SecretRef | None = None
+    #: the platform's SM2 certificate (PEM) that verifies its signed answers
+    platform_cert: SecretRef | None = None
+
+
 class Upstream(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     role: Literal["primary", "backup"] = "primary"
@@ -181,6 +213,60 @@ class Upstream(_Strict):
     #: the platform path requests are posted to; {infno} is replaced per request
     path: str = "/fsi/api/rsfComIfsService/callService"
     connect_timeout: PositiveSeconds = 3.0
+    #: the province profile: a bundled name (national, plain, tif, sm2sm4, gbk) or an absolute .yaml path
+    profile: str = "national"
+    #: TIF paas id (sent in clear in every request header, so not a secret)
+    paasid: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    #: app_id of message-level encryption (sent in clear in the envelope)
+    app_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    secrets: UpstreamSecrets = UpstreamSecrets()
+
+    @model_validator(mode="after")
+    def _profile_fits(self) -> Upstream:
+        from gateway.profiles import missing_fields, resolve_profile
+
+        try:
+            profile = resolve_profile(self.profile)
+        except ConfigError as err:
+            # The profile file's own positions, where it has them; the upstream's position comes from here.
+            parts = [f"{pos}: {field}: {msg}" if pos else msg for pos, field, msg in err.problems]
+            raise ValueError(f"profile {self.profile!r}: " + "; ".join(parts)) from None
+        missing = missing_fields(profile, self.paasid, self.app_id, self.secret_refs())
+        if missing:
+            raise ValueError(f"profile {profile.name!r} needs {', '.join(missing)}")
+        return self
+
+    def secret_refs(self) -> SecretRefs:
+        from gateway.profiles import SecretRefs
+
+        return SecretRefs(**self.secrets.model_dump())
+
+
+class Logging(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Session(_Strict):
+    """Sign-in (9001) on the HIS's behalf, for requests that arrive without a sign_no."""
+
+    sign_in: bool = False
+    opter: Annotated[str, Field(min_length=1, max_length=30)]
+    opter_name: Annotated[str, Field(min_length=1, max_length=50)]
+    opter_type: Literal["1", "2", "3"] = "1"
+    fixmedins_code: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{12}$")]
+    fixmedins_name: Annotated[str, Field(min_length=1, max_length=200)]
+    mdtrtarea_admvs: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
+    mac: Annotated[str, Field(min_length=1, max_length=40)]
+    ip: IpLiteral
+    recer_sys_code: Annotated[str, Field(min_length=1, max_length=20)] = "FSI"
+    #: sign in again after this long even without an "expired" answer (platforms end sessions daily)
+    max_age: PositiveSeconds = 12 * 3600.0
+
+
+class CallbackListen(_Strict):
+    address: IpLiteral
+    port: Port
 
 
 class Firewall(_Strict):
@@ -191,6 +277,8 @@ class Firewall(_Strict):
     interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
     #: how often the kernel's table is read back and compared (drift detection)
     check_interval: PositiveSeconds = 30.0
+    #: the platform's callback listener on this host, opened to the policy's callback_peers networks
+    callback: CallbackListen | None = None
 
     @model_validator(mode="after")
     def _needs_interface(self) -> Firewall:
@@ -199,16 +287,10 @@ class Firewall(_Strict):
         return self
 
 
-class PolicySettings(_Strict):
-    """Where the access policy lives (files or directories, merged in this order; see policies/README.md)."""
-
+class PolicySection(_Strict):
+    #: policy files or directories (a directory: its *.yaml in name order); see policies/README.md
     paths: Annotated[list[Path], Field(min_length=1)] = [Path("/etc/ybgate/policies")]
     firewall: Firewall = Firewall()
-
-
-class Logging(_Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
 
 
 class Config(_Strict):
@@ -223,8 +305,10 @@ class Config(_Strict):
     identity: Identity | None = None
     failover: Failover = Failover()
     relay: Relay = Relay()
+    session: Session | None = None
+    #: the access policy; absent: /etc/ybgate/policies — or, with development: true only, no policy at all
+    policy: PolicySection | None = None
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
-    policy: PolicySettings = PolicySettings()
     logging: Logging = Logging()
 
     @model_validator(mode="after")
@@ -237,6 +321,18 @@ class Config(_Strict):
             raise ValueError("at least one upstream needs role: primary")
         if any(u.transport == "tlcp" for u in self.upstreams) and self.identity is None:
             raise ValueError("TLCP upstreams need the identity section (sign/enc certificates, keys, CA bundle)")
+        profiles = sorted({u.profile for u in self.upstreams})
+        if len(profiles) > 1:
+            from gateway.profiles import resolve_profile
+
+            # Upstreams may reach the platform differently (a direct link, a TIF gateway), but it is one platform:
+            # how a transaction may be retried cannot depend on the link it happens to take.
+            catalogues = [resolve_profile(p).catalogue for p in profiles]
+            if any(c != catalogues[0] for c in catalogues[1:]):
+                raise ValueError(
+                    f"the upstreams' profiles ({', '.join(profiles)}) class transactions differently; "
+                    "every upstream of one platform needs the same transaction catalogue"
+                )
         if not self.development:
             plain = [u.name for u in self.upstreams if u.transport == "tcp"]
             if plain:
@@ -250,30 +346,24 @@ class Config(_Strict):
     def api_socket(self) -> Path:
         return self.api.socket or self.runtime_dir / "api.sock"
 
+    @property
+    def policy_paths(self) -> list[Path] | None:
+        """Where the policy comes from; None means none (development only: every local client is allowed)."""
+        if self.policy is not None:
+            return self.policy.paths
+        return None if self.development else PolicySection().paths
 
-def _describe(err: Any) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
-    msg = err["msg"]
-    return msg.removeprefix("Value error, ")
+    @property
+    def control_socket(self) -> Path:
+        """Ops operations that change state (`ybgate outbox resolve`): mode 0600, service user and root."""
+        return self.runtime_dir / "control.sock"
 
 
 def validate(located: Located) -> Config:
     try:
         return Config.model_validate(located.value)
     except ValidationError as exc:
-        problems: list[tuple[Position | None, str, str]] = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            # An unknown field is pointed at by its key; anything else by its value.
-            key = (*loc, "__key__") if err["type"] == "extra_forbidden" else loc
-            pos = located.position(key)
-            problems.append((pos, dotted(loc), _describe(err)))
-        problems.sort(key=lambda p: (p[0].line, p[0].column) if p[0] else (0, 0))
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc, located)) from None
 
 
 def load_config(path: Path) -> Config:

@@ -21,9 +21,12 @@ import structlog
 from gateway import __version__
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
+from gateway.api.control import ControlApi
 from gateway.config import Config, load_config
+from gateway.config import Session as SessionConfig
 from gateway.crypto import sm3
 from gateway.errors import ConfigError
+from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
 from gateway.health.metrics import Metrics
@@ -33,17 +36,24 @@ from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
 from gateway.http1.server import Http1Server
+from gateway.identity import identity_cert_figures
 from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
-from gateway.platform.catalogue import national
-from gateway.policy import FirewallError, Gate, Policy, PolicyError, load_policy
+from gateway.platform.signing import ProfileCodec
+from gateway.policy.engine import upstream_allowed
+from gateway.policy.firewall import CallbackListen, FirewallError
+from gateway.policy.gate import PolicyGate
+from gateway.policy.loader import PolicyError, load_policy
+from gateway.policy.model import Policy
 from gateway.policy.nft import Firewall, Nft
-from gateway.relay.durable import DurableRelay
+from gateway.profiles import load_codec, resolve_profile, upstream_path
+from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
+from gateway.relay.session import Operator, SignInSession
 from gateway.secretfile import read_secret
 from gateway.tlcp import ClientCertShape, TLCPConfig
 
@@ -51,12 +61,37 @@ log = structlog.get_logger("gateway.daemon")
 
 
 def upstream_targets(config: Config) -> list[UpstreamTarget]:
-    return [
-        UpstreamTarget(
-            name=u.name, host=u.host, port=u.port, role=u.role, path=u.path, connect_timeout=u.connect_timeout
+    targets = []
+    for u in config.upstreams:
+        path = upstream_path(u.path, "path" in u.model_fields_set, resolve_profile(u.profile))
+        targets.append(
+            UpstreamTarget(
+                name=u.name, host=u.host, port=u.port, role=u.role, path=path, connect_timeout=u.connect_timeout
+            )
         )
+    return targets
+
+
+def profile_codecs(config: Config) -> dict[str, ProfileCodec]:
+    """Each upstream's province profile with its keys, read (permissions checked) before anything listens."""
+    return {
+        u.name: load_codec(u.name, resolve_profile(u.profile), paasid=u.paasid, app_id=u.app_id, refs=u.secret_refs())
         for u in config.upstreams
-    ]
+    }
+
+
+def session_operator(s: SessionConfig) -> Operator:
+    return Operator(
+        opter=s.opter,
+        opter_name=s.opter_name,
+        opter_type=s.opter_type,
+        fixmedins_code=s.fixmedins_code,
+        fixmedins_name=s.fixmedins_name,
+        mdtrtarea_admvs=s.mdtrtarea_admvs,
+        mac=s.mac,
+        ip=s.ip,
+        recer_sys_code=s.recer_sys_code,
+    )
 
 
 def build_transport(config: Config) -> Transport:
@@ -81,32 +116,6 @@ def build_transport(config: Config) -> Transport:
     for u in config.upstreams:
         routes[u.name] = tlcp if u.transport == "tlcp" else tcp
     return RoutedTransport(routes)
-
-
-def check_upstreams(policy: Policy, config: Config) -> None:
-    """Only whitelisted host:port pairs are ever dialled: a configured upstream outside the policy stops the
-    start (or the reload) rather than being quietly skipped."""
-    import ipaddress
-
-    unlisted = []
-    for u in config.upstreams:
-        try:
-            host = str(ipaddress.ip_address(u.host))
-        except ValueError:
-            host = u.host
-        if not policy.upstream_allowed(host, u.port):
-            unlisted.append(f"{u.name} ({u.host}:{u.port})")
-    if unlisted:
-        raise PolicyError(
-            [
-                (
-                    None,
-                    "upstreams",
-                    f"upstream(s) {', '.join(unlisted)} are not in the policy's upstream whitelist "
-                    f"({', '.join(map(str, config.policy.paths))}); add them there first",
-                )
-            ]
-        )
 
 
 def mqtt_settings(config: Config) -> MqttSettings:
@@ -142,7 +151,8 @@ def http_limits(config: Config) -> Limits:
 
 
 # Fields a reload cannot change under a running daemon: listeners, directories, the upstream set and its
-# failover, MQTT and the watched interface. A reload reports them; they apply at the next restart.
+# failover, MQTT, the watched interface, the identity, the outbox settings and the sign-in operator. A reload
+# reports them; they apply at the next restart.
 _RESTART_FIELDS = (
     "state_dir",
     "runtime_dir",
@@ -156,7 +166,9 @@ _RESTART_FIELDS = (
     "health",
     "failover",
     "upstreams",
-    "policy.firewall",
+    "identity",
+    "relay",
+    "session",
 )
 
 
@@ -210,18 +222,18 @@ class Daemon:
         self.link: LinkMonitor | None = None
         self.pool: UpstreamPool | None = None
         self.outbox: SqliteOutbox | None = None
-        self.relay: DurableRelay | None = None
-        self.connections: ConnectionPool | None = None
-        self.gate: Gate | None = None
-        self.policy_loaded_at = 0.0
-        self.policy_refused: list[str] = []
-        self.policy_reload_counts = {"applied": 0, "refused": 0}
-        self._pid_file: Path | None = None
+        self.checks: HealthChecks | None = None
+        self.gate = PolicyGate(None)
+        #: the nftables table on the 专网 interface (policy.firewall.enabled); its settings apply at start only
         self.firewall: Firewall | None = None
+        self.relay: DurableRelay | None = None
+        self.session: SignInSession | None = None
+        self.connections: ConnectionPool | None = None
 
     async def start(self) -> None:
         cfg = self.config
-        policy = self._start_policy(cfg)
+        # The policy first: a start with a bad policy (or an upstream outside it) stops before anything listens.
+        self._start_policy(cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         if self._given_transport is None:
             self.transport = build_transport(cfg)
@@ -239,12 +251,27 @@ class Daemon:
         )
         self.metrics.add_pool(self.pool)
         self.connections = ConnectionPool(self.transport)
-        catalogue = national()
+        codecs = profile_codecs(cfg)
+        # One platform behind every upstream: the primary's profile says how its transactions are classed.
+        primary = next(u for u in cfg.upstreams if u.role == "primary")
+        catalogue = codecs[primary.name].profile.catalogue
         # Keep-alive reuse only where a resend is harmless: a stale connection can swallow a request.
-        forwarder = Forwarder(self.pool, self.connections, lambda e: catalogue.classify(e.infno).may_resend)
+        forwarder = Forwarder(
+            self.pool,
+            self.connections,
+            lambda e: catalogue.classify(e.infno).may_resend,
+            codecs=codecs,
+            on_skew=lambda upstream, skew: self.metrics.clock_skew.labels(upstream).set(round(skew, 3)),
+        )
         self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
         await self.outbox.start()
-        self.relay = DurableRelay(self.outbox, forwarder, catalogue, on_event=self._relay_event)
+        sender: Sender = forwarder
+        if cfg.session is not None and cfg.session.sign_in:
+            self.session = SignInSession(
+                forwarder, session_operator(cfg.session), max_age=cfg.session.max_age, on_event=self._relay_event
+            )
+            sender = self.session
+        self.relay = DurableRelay(self.outbox, sender, catalogue, on_event=self._relay_event)
         # What a previous run left unfinished is settled before any new request is taken.
         await self.relay.recover()
         self.api = api = HisApi(
@@ -261,6 +288,7 @@ class Daemon:
             srv = await start_tcp(Http1Server(admin.handle, admin.refuse, Limits()), cfg.admin.host, cfg.admin.port)
             self.admin_address = srv.sockets[0].getsockname()[:2]
             self._listeners.append((srv, None))
+        await self._start_control(cfg)
         self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
         unix = await start_unix(
             self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
@@ -274,14 +302,23 @@ class Daemon:
             asyncio.create_task(self.pool.probe_loop(self.transport, cfg.failover.probe_interval), name="probes")
         )
         self._tasks.append(asyncio.create_task(self._prune_loop(), name="outbox-prune"))
-        if self.firewall is not None:
-            self._tasks.append(asyncio.create_task(self._firewall_loop(), name="firewall-drift"))
+        self.checks = HealthChecks(
+            self.metrics,
+            self.outbox.summary,
+            (lambda: identity_cert_figures(cfg.identity)) if cfg.identity is not None else None,
+            self._event,
+        )
+        await self.checks.refresh_outbox()
+        self._tasks.append(
+            asyncio.create_task(
+                self.checks.run(cfg.health.check_interval, cfg.health.cert_check_interval), name="health-checks"
+            )
+        )
         if self.mqtt is not None:
             await self.mqtt.start()
         if cfg.health.interface:
             self.link = LinkMonitor(cfg.health.interface, [u.host for u in cfg.upstreams], self._link_changed)
             await self.link.start()
-        self._write_pid(cfg)
         summary = f"serving {cfg.api_socket}; upstreams {', '.join(u.name for u in cfg.upstreams)}"
         self.notifier.ready(summary)
         log.info(
@@ -292,109 +329,7 @@ class Daemon:
             admin=f"{self.admin_address[0]}:{self.admin_address[1]}" if self.admin_address else None,
             tcp=[f"{t.host}:{t.port}" for t in cfg.api.tcp],
             upstreams=[f"{u.name}={u.host}:{u.port}" for u in cfg.upstreams],
-            policy=policy.digest[:12],
-            policy_files=list(policy.files),
         )
-
-    def _start_policy(self, cfg: Config) -> Policy:
-        """The policy first: with a bad one (or an upstream it does not list) nothing else starts; with the
-        firewall on, the host is closed off before anything listens."""
-        policy = load_policy(cfg.policy.paths)
-        check_upstreams(policy, cfg)
-        fw = cfg.policy.firewall
-        if fw.enabled and fw.interface:
-            self.firewall = Firewall(Nft(), fw.interface)
-            seen = self.firewall.apply(policy)
-            log.info("firewall_applied", interface=fw.interface, rules=len(seen.skeleton))
-        self.gate = Gate(policy)
-        self.policy_loaded_at = time.time()
-        return policy
-
-    def _write_pid(self, cfg: Config) -> None:
-        """runtime_dir/ybgate.pid, so `ybgate policy reload` can signal this process."""
-        import os
-
-        cfg.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        path = cfg.runtime_dir / "ybgate.pid"
-        path.write_text(f"{os.getpid()}\n")
-        self._pid_file = path
-
-    def policy_status(self) -> dict[str, Any]:
-        if self.gate is None:
-            return {}
-        p = self.gate.policy
-        return {
-            "digest": p.digest,
-            "files": list(p.files),
-            "loaded_at": self.policy_loaded_at,
-            "clients": len(p.clients),
-            "upstreams": [f"{h}:{port}" for h, port in p.upstreams],
-            "last_refusal": self.policy_refused,
-            "reloads": dict(self.policy_reload_counts),
-        }
-
-    async def _firewall_loop(self) -> None:
-        """Read the table back every check_interval; an edit, flush or deletion by anyone is drift, reported
-        (metrics, log, MQTT) but not silently undone: `ybgate firewall apply` or a reload puts it back."""
-        interval = self.config.policy.firewall.check_interval
-        was_ok = True
-        while True:
-            await asyncio.sleep(interval)
-            if self.firewall is None:
-                return
-            try:
-                check = await asyncio.to_thread(self.firewall.check)
-            except FirewallError as err:
-                self.metrics.firewall_checks.labels("error").inc()
-                log.warning("firewall_check_failed", reason=err.message)
-                continue
-            self.metrics.firewall_drops.labels("in").set(check.seen.dropped_in)
-            self.metrics.firewall_drops.labels("out").set(check.seen.dropped_out)
-            self.metrics.firewall_drift.set(0 if check.ok else 1)
-            self.metrics.firewall_checks.labels("ok" if check.ok else "drift").inc()
-            if not check.ok and was_ok:
-                log.error("firewall_drift", problem=check.problem, interface=self.firewall.interface)
-                self.recent.error("firewall_drift", check.problem or "")
-                if self.mqtt is not None:
-                    self.mqtt.event("firewall_drift", problem=check.problem)
-            elif check.ok and not was_ok:
-                log.info("firewall_drift_resolved", interface=self.firewall.interface)
-            was_ok = check.ok
-
-    def reload_policy(self) -> bool:
-        """Re-read the policy files; only a policy valid as a whole (and listing every configured upstream)
-        replaces the one in force. A refusal is logged with its positions, counted, and changes nothing."""
-        if self.gate is None:
-            return False
-        refused: PolicyError | None = None
-        try:
-            policy = load_policy(self.config.policy.paths)
-            check_upstreams(policy, self.config)
-            if self.firewall is not None:
-                # The kernel first: if nft refuses, the old table (rolled back) and the old policy stay.
-                self.firewall.apply(policy)
-        except PolicyError as err:
-            refused = err
-        except FirewallError as err:
-            refused = PolicyError([(None, "firewall", err.message)])
-        if refused is not None:
-            err = refused
-            self.policy_refused = err.lines()
-            self.metrics.policy_reloads.labels("refused").inc()
-            self.policy_reload_counts["refused"] += 1
-            self.recent.error("policy_reload_refused", err.lines()[0])
-            log.error("policy_reload_refused", problems=err.lines(), kept=self.gate.policy.digest[:12])
-            if self.mqtt is not None:
-                self.mqtt.event("policy_reload_refused", problems=err.lines())
-            return False
-        old = self.gate.policy
-        self.gate.swap(policy)
-        self.policy_loaded_at = time.time()
-        self.policy_refused = []
-        self.metrics.policy_reloads.labels("applied").inc()
-        self.policy_reload_counts["applied"] += 1
-        log.info("policy_reloaded", digest=policy.digest[:12], was=old.digest[:12], files=list(policy.files))
-        return True
 
     def status(self) -> dict[str, Any]:
         return {
@@ -411,8 +346,10 @@ class Daemon:
                 for u, snap in zip(self.config.upstreams, self._pool_snapshot(), strict=True)
             ],
             "recent": self.recent.snapshot(),
-            "policy": self.policy_status(),
-        }
+            "policy": None
+            if self.gate.policy is None
+            else {"version": self.gate.policy.version, "files": list(self.gate.policy.files)},
+        } | (self.checks.status() if self.checks is not None else {})
 
     def _link_changed(self, new: LinkState, old: LinkState | None) -> None:
         self.metrics.link_up.labels(new.interface).set(1 if new.up else 0)
@@ -447,6 +384,113 @@ class Daemon:
                 if removed:
                     log.info("outbox_pruned", rows=removed, retention_days=self.config.relay.retention_days)
             await asyncio.sleep(3600)
+
+    async def _start_control(self, cfg: Config) -> None:
+        control = ControlApi(self._resolve, reload_policy=self.reload_policy)
+        server = Http1Server(control.handle, control.refuse, Limits())
+        self._listeners.append((await start_unix(server, cfg.control_socket, mode=0o600), cfg.control_socket))
+
+    def _load_policy(self, cfg: Config) -> Policy | None:
+        """The policy the configuration names, checked against the upstreams it will dial. Raises PolicyError."""
+        paths = cfg.policy_paths
+        if paths is None:
+            log.warning("no_policy", detail="development mode without a policy: every local client may call everything")
+            return None
+        policy = load_policy(paths)
+        outside = [f"{u.name} {u.host}:{u.port}" for u in cfg.upstreams if not upstream_allowed(policy, u.host, u.port)]
+        if outside:
+            raise PolicyError(
+                [
+                    (
+                        None,
+                        "upstreams",
+                        f"not in the policy's upstream whitelist: {', '.join(outside)} (policy files: "
+                        f"{', '.join(policy.files)}); only whitelisted IP:port pairs are ever dialled",
+                    )
+                ]
+            )
+        self.metrics.policy_info.clear()
+        self.metrics.policy_info.labels(policy.version).set(1)
+        log.info("policy_loaded", version=policy.version, files=list(policy.files), clients=len(policy.clients))
+        return policy
+
+    def _start_policy(self, cfg: Config) -> None:
+        self.gate = PolicyGate(self._load_policy(cfg))
+        self._start_firewall(cfg)
+
+    def _start_firewall(self, cfg: Config) -> None:
+        """Close the 专网 interface before anything listens: a host that cannot be closed off does not serve."""
+        fw = cfg.policy.firewall if cfg.policy is not None else None
+        if fw is None or not fw.enabled or fw.interface is None:
+            return
+        policy = self.gate.policy
+        if policy is None:
+            raise FirewallError("policy.firewall is enabled but there is no policy to render it from")
+        callback = CallbackListen(fw.callback.address, fw.callback.port) if fw.callback else None
+        self.firewall = Firewall(Nft(), fw.interface, callback)
+        seen = self.firewall.apply(policy)
+        log.info("firewall_applied", interface=fw.interface, rules=len(seen.skeleton), version=policy.version)
+        self._tasks.append(asyncio.create_task(self._firewall_loop(fw.check_interval), name="firewall-drift"))
+
+    async def _firewall_loop(self, interval: float) -> None:
+        """Read the table back every check_interval; an edit, flush or deletion by anyone is drift, reported
+        (metrics, log, MQTT) but not silently undone: `ybgate firewall apply` or a policy reload restores it."""
+        was_ok = True
+        while True:
+            await asyncio.sleep(interval)
+            if self.firewall is None:
+                return
+            try:
+                check = await asyncio.to_thread(self.firewall.check)
+            except FirewallError as err:
+                self.metrics.firewall_checks.labels("error").inc()
+                log.warning("firewall_check_failed", reason=err.message)
+                continue
+            self.metrics.firewall_drops.labels("in").set(check.seen.dropped_in)
+            self.metrics.firewall_drops.labels("out").set(check.seen.dropped_out)
+            self.metrics.firewall_drift.set(0 if check.ok else 1)
+            self.metrics.firewall_checks.labels("ok" if check.ok else "drift").inc()
+            if not check.ok and was_ok:
+                log.error("firewall_drift", problem=check.problem, interface=self.firewall.interface)
+                self.recent.error("firewall_drift", check.problem or "")
+                self._event("firewall_drift", {"problem": check.problem})
+            elif check.ok and not was_ok:
+                log.info("firewall_drift_resolved", interface=self.firewall.interface)
+            was_ok = check.ok
+
+    def reload_policy(self) -> dict[str, Any]:
+        """Load the policy again; a bad one is refused and the one in force stays. With the firewall on, the
+        new table is applied and verified first: if nft refuses it, the old table and the old policy stay."""
+        try:
+            policy = self._load_policy(self.config)
+            if self.firewall is not None and policy is not None:
+                self.firewall.apply(policy)
+            refused = None
+        except PolicyError as err:
+            refused = err
+        except FirewallError as err:
+            refused = PolicyError([(None, "firewall", err.message)])
+        if refused is not None:
+            self.metrics.policy_reloads.labels("refused").inc()
+            self.recent.error("policy_refused", refused.lines()[0])
+            log.error("policy_refused", problems=refused.lines())
+            self._event("policy_refused", {"problems": refused.lines()})
+            return {"result": "refused", "problems": refused.lines()}
+        if policy is not None:
+            self.gate.swap(policy)
+        self.metrics.policy_reloads.labels("applied").inc()
+        return {"result": "applied", "version": policy.version if policy else None}
+
+    async def _resolve(self, msgid: str, action: str, reason: str) -> dict[str, Any]:
+        assert self.relay is not None
+        row = await self.relay.resolve(msgid, action, reason)
+        if self.checks is not None:
+            await self.checks.refresh_outbox()
+        return {"msgid": row.msgid, "infno": row.infno, "state": row.state.value, "outcome": row.outcome}
+
+    def _event(self, kind: str, detail: dict[str, Any]) -> None:
+        if self.mqtt is not None:
+            self.mqtt.event(kind, **detail)
 
     def _relay_event(self, kind: str, detail: dict[str, Any]) -> None:
         self.metrics.relay_events.labels(kind).inc()
@@ -489,8 +533,6 @@ class Daemon:
             await self.outbox.stop()
         if self.connections is not None:
             await self.connections.close()
-        if self._pid_file is not None:
-            self._pid_file.unlink(missing_ok=True)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -518,7 +560,6 @@ class Daemon:
             if self._reload.is_set() and not self._stop.is_set():
                 self._reload.clear()
                 self.reload()
-                self.reload_policy()
         log.info("stopping")
 
     def reload(self) -> list[str]:
@@ -540,7 +581,12 @@ class Daemon:
             log.error("reload_refused", problems=err.lines(), file=str(self.config_path))
             if self.mqtt is not None:
                 self.mqtt.event("reload_refused", problems=err.lines())
-            self.notifier.notify("READY=1\nSTATUS=reload refused: the running configuration stays in force")
+            # The policy files are separate: a good policy edit is not held back by a bad config edit.
+            pol = self.reload_policy()
+            self.notifier.notify(
+                "READY=1\nSTATUS=reload refused: the running configuration stays in force"
+                + ("; policy refused" if pol["result"] == "refused" else "")
+            )
             return []
         old = self.config
         needs_restart = [name for name in _RESTART_FIELDS if _field(old, name) != _field(new, name)]
@@ -555,9 +601,12 @@ class Daemon:
             configure(new.logging.level, new.logging.format)
         kept = {name: _field(old, name) for name in needs_restart}
         self.config = _with_fields(new, kept)
+        pol = self.reload_policy()
         self.metrics.reloads.labels("applied").inc()
-        log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart)
+        log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart, policy=pol["result"])
         status = "reloaded" + (f"; restart to apply {', '.join(needs_restart)}" if needs_restart else "")
+        if pol["result"] == "refused":
+            status += "; policy refused: the policy in force stays"
         self.notifier.notify(f"READY=1\nSTATUS={status}")
         return needs_restart
 

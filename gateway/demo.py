@@ -49,39 +49,26 @@ upstreams:
     host: {host}
     port: {port}
     transport: tcp
-policy:
-  paths: [{state}/policies]
 logging:
   level: {level}
 """
 
+POLICY_PART = """\
+policy:
+  paths: [{state}/policy]    # written by the demo: this user may call everything, only the simulator is reached
+"""
+
 DEMO_POLICY = """\
-# The demo's access policy (written by `ybgate demo`): this user may run a cashier's session, and the
-# gateway may dial only the simulator. Everything else is denied, as on a 前置机.
-version: 1
+# The demo's access policy (default deny: only what is listed here is allowed).
 groups:
-  session: ["9001", "9002"]
-  queries: ["1101", "1162", "5*"]
-  presettlement: ["2206", "2303"]
-  uploads: ["2203", "2203A", "2204", "2205", "2301", "2302", "2401", "2402", "2403", "2404"]
-  settlement: ["2201", "2202", "2207", "2208", "2304", "2305", "2102", "2103", "2601"]
-  reconciliation: ["3201", "3202", "9101", "9102"]
+  everything: ["*"]
 clients:
-  - name: demo-his
-    description: the user running the demo (and the test suite)
-    uids: [{uid}]
-    allow: ["@session", "@queries", "@presettlement", "@uploads", "@settlement", "@reconciliation"]
+  - name: demo-user
+    unix: {{uids: [{uid}]}}
+    allow: [everything]
 upstreams:
-{upstreams}"""
-
-
-def write_demo_policy(directory: Path, upstreams: list[tuple[str, int]], uid: int | None = None) -> Path:
-    """A policy letting `uid` (default: this process's) call the demo's transactions, reaching `upstreams`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    lines = "".join(f"  - {{host: {host}, port: {port}}}\n" for host, port in upstreams)
-    path = directory / "10-demo.yaml"
-    path.write_text(DEMO_POLICY.format(uid=os.getuid() if uid is None else uid, upstreams=lines), encoding="utf-8")
-    return path
+  - {{host: {host}, port: {port}}}
+"""
 
 
 TLCP_PART = """\
@@ -94,11 +81,19 @@ identity:                    # the throwaway test PKI the demo generates (NOT fo
 """
 
 
+def demo_policy(state: Path, platform: tuple[str, int]) -> str:
+    """Write the demo's policy file under `state` and return the config lines that name it."""
+    (state / "policy").mkdir(parents=True, exist_ok=True)
+    (state / "policy" / "demo.yaml").write_text(DEMO_POLICY.format(uid=os.getuid(), host=platform[0], port=platform[1]))
+    return POLICY_PART.format(state=state)
+
+
 def demo_config(state: Path, platform: tuple[str, int], level: str = "warning", pki: Path | None = None) -> Config:
     """The embedded default. With `pki` the upstream is TLCP with mutual authentication, as on a 前置机;
     without, plain TCP under the development flag (the fast path most tests use)."""
-    text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level)
-    write_demo_policy(state / "policies", [platform])
+    text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level) + demo_policy(
+        state, platform
+    )
     if pki is not None:
         text = text.replace("development: true            # plain TCP to the simulator; a 前置机 uses TLCP\n", "")
         text = text.replace("    transport: tcp\n", "    transport: tlcp\n") + TLCP_PART.format(pki=pki)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from gateway.config import Identity
 from gateway.crypto import Certificate, KeyFileError, SM2PrivateKey, read_key_file, verify_chain
 from gateway.crypto.certs import ENC, SIGN
+from gateway.health.certwatch import CertFigure
 from gateway.secretfile import read_secret
 from gateway.tlcp import Credentials
 
@@ -39,3 +40,15 @@ def load_identity(ident: Identity) -> LoadedIdentity:
     # Intermediates only: GmSSL peers refuse a chain that includes the root.
     chain = tuple(c for c in sign_chain[1:] if not any(c.der == r.der for r in roots))
     return LoadedIdentity(Credentials(sign_key, sign_chain[0], enc_key, enc_chain[0], chain), roots)
+
+
+def identity_cert_figures(ident: Identity) -> list[CertFigure]:
+    """Expiry figures of the certificates the identity names, read from the files as they are now (a
+    renewed file shows its new date before the daemon reloads it)."""
+    figures = []
+    for label, path in (("sign", ident.sign_cert), ("enc", ident.enc_cert)):
+        leaf = Certificate.load_pem_chain(path.read_bytes())[0]
+        figures.append(CertFigure(label, leaf.subject, leaf.not_after))
+    for root in Certificate.load_pem_chain(ident.ca_bundle.read_bytes()):
+        figures.append(CertFigure(f"ca:{root.subject}", root.subject, root.not_after))
+    return figures

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from gateway.errors import ConfigError, Position
 
@@ -123,3 +124,23 @@ def load_yaml_file(path: Path) -> Located:
     except UnicodeDecodeError as exc:
         raise ConfigError([(Position(str(path), 1, 1), "", f"not UTF-8 (byte {exc.start})")]) from None
     return load_yaml(text, str(path))
+
+
+def validation_problems(exc: ValidationError, located: Located) -> list[tuple[Position | None, str, str]]:
+    """pydantic's errors as (position, field path, message), in file order. An unknown field is pointed at by
+    its key; anything else by its value."""
+    problems: list[tuple[Position | None, str, str]] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = (*loc, "__key__") if err["type"] == "extra_forbidden" else loc
+        problems.append((located.position(key), dotted(loc), _describe(err)))
+    problems.sort(key=lambda p: (p[0].line, p[0].column) if p[0] else (0, 0))
+    return problems
+
+
+def _describe(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "required field is missing"
+    return str(err["msg"]).removeprefix("Value error, ")

@@ -132,12 +132,3 @@ async def ybgate_output(*args: str) -> tuple[int, str, str]:
     proc = await ybgate_process(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
-
-
-def policy_section(directory: Path, *upstreams: tuple[str, int]) -> str:
-    """Write a policy letting this user call the usual transactions and reach `upstreams`; return the config
-    line that points at it (the daemon denies everything without a policy)."""
-    from gateway.demo import write_demo_policy
-
-    write_demo_policy(directory / "policies", list(upstreams))
-    return f"policy: {{paths: [{directory}/policies]}}\n"

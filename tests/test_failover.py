@@ -15,7 +15,7 @@ from gateway.sim.ledger import Ledger
 from gateway.sim.platform import SimPlatform
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, fresh, policy_section
+from conftest import PLATFORM_PATH, fresh
 
 
 async def test_failover_and_failback_under_load(short_tmp: Path) -> None:
@@ -31,7 +31,6 @@ async def test_failover_and_failback_under_load(short_tmp: Path) -> None:
         "upstreams:\n"
         f"  - {{name: primary, role: primary, host: 127.0.0.1, port: {p_addr.platform[1]}, transport: tcp}}\n"
         f"  - {{name: backup, role: backup, host: 127.0.0.1, port: {b_addr.platform[1]}, transport: tcp}}\n"
-        + policy_section(short_tmp, p_addr.platform, b_addr.platform)
     )
     daemon = Daemon(cfg)
     await daemon.start()

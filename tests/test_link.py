@@ -13,8 +13,6 @@ import pytest
 
 from gateway.health.link import LinkMonitor, LinkState
 
-from conftest import policy_section
-
 pytestmark = pytest.mark.root
 
 
@@ -86,7 +84,6 @@ def test_daemon_reports_link_state_in_metrics(netns: str, short_tmp) -> None:
         f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\n"
         "admin: {port: 19180}\nhealth: {interface: ybl0}\n"
         "upstreams: [{name: p, host: 10.251.8.9, port: 8443, transport: tcp}]\n"
-        + policy_section(short_tmp, ("10.251.8.9", 8443))
     )
     proc = subprocess.Popen(
         ["ip", "netns", "exec", netns, sys.executable, "-m", "gateway", "run", "--config", str(cfg)],

@@ -18,7 +18,7 @@ from gateway.config import load_config_text
 from gateway.daemon import Daemon
 from gateway.http1.unix_client import request
 
-from conftest import PLATFORM_PATH, fresh, policy_section
+from conftest import PLATFORM_PATH, fresh
 
 pytestmark = pytest.mark.root
 
@@ -105,7 +105,6 @@ async def test_cut_primary_link_under_load(platform_ns: str, short_tmp: Path) ->
         "upstreams:\n"
         f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: tcp, connect_timeout: 0.5}}\n"
         f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: tcp, connect_timeout: 0.5}}\n"
-        + policy_section(short_tmp, (PRIMARY, PORT), (BACKUP, PORT))
     )
     daemon = Daemon(cfg)
     results: list[tuple[float, int, str | None]] = []

@@ -62,3 +62,26 @@ async def test_status_and_read_only_admin(gateway: Gateway) -> None:
     assert status["in_flight"] == 0
     assert (await request("POST", "/metrics", b"x", host=host, port=port)).status == 405
     assert (await request("GET", "/nope", host=host, port=port)).status == 404
+
+
+async def test_outbox_depth_and_in_doubt_age(gateway: Gateway) -> None:
+    """A check-first upload whose answer is lost stays in doubt: metrics and /status show it and its age."""
+    assert gateway.daemon.admin_address is not None and gateway.daemon.checks is not None
+    host, port = gateway.daemon.admin_address
+    sign_no = await gateway.sign_in()
+    gateway.sim.faults.set("2204", {"kind": "drop_after", "times": 1})
+    upload = example("2207_settle_request.json") | {
+        "infno": "2204",
+        "sign_no": sign_no,
+        "input": {"feedetail": [{"feedetl_sn": "1", "mdtrt_id": "MD1", "det_item_fee_sumamt": "12.00"}]},
+    }
+    await gateway.post(upload)
+    await gateway.daemon.checks.refresh_outbox()  # what the check loop does every health.check_interval
+    m = samples((await request("GET", "/metrics", host=host, port=port)).body.decode())
+    assert m[("ybgate_outbox_rows", (("state", "in_doubt"),))] == 1
+    assert m[("ybgate_outbox_rows", (("state", "answered"),))] == 1  # the sign-in
+    assert m[("ybgate_outbox_oldest_in_doubt_age_seconds", ())] > 0
+    status = json.loads((await request("GET", "/status", host=host, port=port)).body)
+    [item] = status["outbox"]["in_doubt"]
+    assert item["msgid"] == upload["msgid"] and item["infno"] == "2204" and item["age_s"] >= 0
+    assert "outcome unknown" in item["outcome"]

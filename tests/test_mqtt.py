@@ -23,7 +23,7 @@ from gateway.health.metrics import Metrics
 from gateway.health.mqtt import HealthPublisher, MqttSettings
 from gateway.sim.server import Simulator
 
-from conftest import policy_section, ybgate_process
+from conftest import ybgate_process
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -155,7 +155,6 @@ async def test_last_will_when_the_gateway_is_killed(broker: Broker, sim: Simulat
         f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 0}}\n"
         f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\n"
         f"mqtt: {{enabled: true, port: {broker.port}, topic_prefix: t3, keepalive: 2, interval: 1}}\n"
-        + policy_section(short_tmp, (host, port))
     )
     async with subscribed(broker.port, "t3/#") as sub:
         proc = await ybgate_process("run", "--config", str(cfg))

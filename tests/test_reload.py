@@ -15,7 +15,7 @@ from test_systemd import NotifySocket
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, example, policy_section
+from conftest import PLATFORM_PATH, example
 
 
 def config_text(tmp: Path, sim: Simulator, *, body_limit: int = 65536, admin_port: int = 19182) -> str:
@@ -24,7 +24,7 @@ def config_text(tmp: Path, sim: Simulator, *, body_limit: int = 65536, admin_por
     return (
         f"development: true\nstate_dir: {tmp}/state\nruntime_dir: {tmp}/run\nadmin: {{port: {admin_port}}}\n"
         f"api:\n  limits: {{max_body_bytes: {body_limit}}}\n"
-        f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\n" + policy_section(tmp, (host, port))
+        f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\n"
     )
 
 

@@ -74,6 +74,11 @@ async def test_status_page_in_chromium(gateway: Gateway, tmp_path: Path) -> None
     for _ in range(5):
         await gateway.post(example("1101_query_request.json") | {"sign_no": sign_no})
     await gateway.post(example("9001_signin_request.json") | {"opter_type": "9"})
+    gateway.sim.faults.set("2204", {"kind": "drop_after", "times": 1})
+    upload = example("2207_settle_request.json") | {"infno": "2204", "sign_no": sign_no, "input": {"feedetail": []}}
+    await gateway.post(upload)
+    assert gateway.daemon.checks is not None
+    await gateway.daemon.checks.refresh_outbox()
 
     page = await request("GET", "/", host=host, port=port)
     assert page.status == 200 and b"<script" in page.body
@@ -84,7 +89,10 @@ async def test_status_page_in_chromium(gateway: Gateway, tmp_path: Path) -> None
     cells = Cells()
     cells.feed(dom)
     assert cells.ids["version"] == "0.1.0"
-    assert cells.ids["counts"] == "6 / 1"
+    assert cells.ids["counts"] == "6 / 2"
+    assert cells.ids["outbox"] == "1 / 1"  # the upload whose answer was lost
+    assert upload["msgid"] in cells.cells and "2204" in cells.cells
+    assert "no TLCP identity configured" in cells.cells
     assert cells.ids["link"] == "not watched"
     assert "requests · p50" in cells.ids["sparkinfo"]
     assert "sim" in cells.cells and "primary" in cells.cells

@@ -20,7 +20,7 @@ from gateway.health.systemd import Notifier, listen_fds
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, example, fresh, policy_section, ybgate_output, ybgate_process
+from conftest import PLATFORM_PATH, example, fresh, ybgate_output, ybgate_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,6 @@ def write_config(dirpath: Path, sim: Simulator) -> Path:
         f"development: true\nstate_dir: {dirpath}/state\nruntime_dir: {dirpath}/run\n"
         f"api: {{socket: {dirpath}/run/api.sock}}\nadmin: {{port: 0}}\n"
         f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\nlogging: {{level: info}}\n"
-        + policy_section(dirpath, (host, port))
     )
     return cfg
 

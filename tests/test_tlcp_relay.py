@@ -17,11 +17,11 @@ import pytest_asyncio
 from gateway.config import load_config_text
 from gateway.crypto.testpki import generate_test_pki
 from gateway.daemon import Daemon
-from gateway.demo import demo_config, sim_tlcp_config
+from gateway.demo import demo_config, demo_policy, sim_tlcp_config
 from gateway.errors import ConfigError
 from gateway.sim.server import Simulator
 
-from conftest import Gateway, fresh, policy_section
+from conftest import Gateway, fresh
 
 KAT_CA = Path(__file__).parent / "data" / "crypto" / "pki" / "ca.crt.pem"
 
@@ -117,7 +117,7 @@ def test_daemon_refuses_to_start_with_a_readable_key(pki: Path, tmp_path: Path) 
         "upstreams: [{name: p, host: 127.0.0.1, port: 9, transport: tlcp}]\n"
         f"identity: {{sign_cert: {keys}/client_sign.crt.pem, sign_key: {keys}/client_sign.key.pem, "
         f"enc_cert: {keys}/client_enc.crt.pem, enc_key: {keys}/client_enc.key.pem, ca_bundle: {keys}/ca.crt.pem}}\n"
-        + policy_section(tmp_path, ("127.0.0.1", 9))
+        + demo_policy(tmp_path, ("127.0.0.1", 9))
     )
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],

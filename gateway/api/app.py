@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime
 from typing import Protocol
 
 import structlog
@@ -14,9 +13,9 @@ from gateway.errors import GatewayError, RequestError
 from gateway.health.metrics import Metrics
 from gateway.health.recent import Recent
 from gateway.http1 import Request, Response
-from gateway.http1.messages import Peer
 from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, error_body
-from gateway.policy import Caller, Gate, LocalTime, PolicyDenied
+from gateway.policy.engine import Caller
+from gateway.policy.gate import PolicyDenied, PolicyGate
 from gateway.relay.forwarder import RelayAnswer
 
 from .routes import PathTable
@@ -40,11 +39,10 @@ class HisApi:
         max_timeout: float,
         metrics: Metrics | None = None,
         recent: Recent | None = None,
-        gate: Gate | None = None,
+        gate: PolicyGate | None = None,
     ) -> None:
         self.relay = relay
-        #: the access policy; None only where a test drives the API without one
-        self.gate = gate
+        self.gate = gate or PolicyGate(None)
         self.metrics = metrics or Metrics()
         self.recent = recent or Recent()
         self.configure(paths, default_timeout, max_timeout)
@@ -73,7 +71,7 @@ class HisApi:
             timeout = self._timeout(request)
             charset = charset_of(request.headers.get("content-type"))
             envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
-            self._authorize(request.peer, envelope)
+            self._admit(request, envelope)
             deadline = asyncio.get_running_loop().time() + timeout
             self.metrics.in_flight.inc()
             try:
@@ -111,26 +109,14 @@ class HisApi:
         )
         return self._answer(answer.response.body, envelope.charset)
 
-    def _authorize(self, peer: Peer, envelope: RequestEnvelope) -> None:
-        """Ask the policy before anything is written to the outbox; a denial names the rule that made it."""
-        if self.gate is None:
-            return
-        decision = self.gate.check(caller_of(peer), envelope.infno, LocalTime.of(datetime.now()), time.monotonic())
-        if decision.allowed:
-            return
-        self.metrics.policy_denials.labels(decision.client or "-", decision.kind).inc()
-        log.warning(
-            "policy_denied",
-            peer=peer.describe(),
-            client=decision.client,
-            infno=envelope.infno,
-            msgid=envelope.msgid,
-            kind=decision.kind,
-            rule=decision.rule.label,
-            where=decision.rule.where,
-            reason=decision.reason,
-        )
-        raise PolicyDenied(decision.message(envelope.infno), rate_limited=decision.kind == "rate_limit")
+    def _admit(self, request: Request, envelope: RequestEnvelope) -> None:
+        peer = request.peer
+        caller = Caller(peer.uid, peer.gid, peer.address.rpartition(":")[0].strip("[]") if peer.address else None)
+        try:
+            self.gate.check(caller, envelope.infno)
+        except PolicyDenied as err:
+            self.metrics.policy_denials.labels(err.kind, err.decision.client.name if err.decision.client else "").inc()
+            raise
 
     def _timeout(self, request: Request) -> float:
         raw = request.headers.get(TIMEOUT_HEADER)
@@ -164,13 +150,3 @@ class HisApi:
         body = error_body(err.message, infcode=err.infcode, kind=err.kind)
         resp = HisApi._answer(body, charset)
         return Response(err.http_status, resp.body, resp.content_type)
-
-
-def caller_of(peer: Peer) -> Caller:
-    """Unix peer credentials as they are; a TCP peer "host:port" (or "[v6]:port") by its address."""
-    if peer.uid is not None:
-        return Caller(uid=peer.uid, gid=peer.gid)
-    if peer.address:
-        host = peer.address.rpartition(":")[0] if ":" in peer.address else peer.address
-        return Caller(address=host.strip("[]"))
-    return Caller()

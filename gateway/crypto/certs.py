@@ -54,9 +54,20 @@ class Certificate:
             algorithm = spki["algorithm"]
             curve_oid = algorithm["parameters"].chosen.dotted if algorithm["parameters"].name == "named" else None
             point = spki["public_key"].native
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, x509.InvalidVersion) as exc:
+            # InvalidVersion is not a ValueError: a peer's certificate claiming version 1 was found by fuzzing.
             raise CertificateError(f"not a valid X.509 certificate ({exc.__class__.__name__})") from None
-        if algorithm["algorithm"].dotted != SM2_CURVE and curve_oid != SM2_CURVE:
+        try:
+            return cls._build(der, c, point, algorithm["algorithm"].dotted, curve_oid)
+        except ValueError as exc:
+            # cryptography parses names and extensions lazily: a malformed one surfaces only here.
+            raise CertificateError(f"not a valid X.509 certificate ({exc.__class__.__name__})") from None
+
+    @classmethod
+    def _build(
+        cls, der: bytes, c: x509.Certificate, point: bytes, algorithm: str, curve_oid: str | None
+    ) -> Certificate:
+        if SM2_CURVE not in (algorithm, curve_oid):
             raise CertificateError(f"not an SM2 certificate: {c.subject.rfc4514_string()}")
         try:
             public_key = SM2PublicKey.from_point(point)

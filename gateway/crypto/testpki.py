@@ -109,9 +109,14 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def generate_test_pki(
-    directory: Path, *, server_names: tuple[str, ...] = ("localhost",), server_ips: tuple[str, ...] = ("127.0.0.1",)
+    directory: Path,
+    *,
+    server_names: tuple[str, ...] = ("localhost",),
+    server_ips: tuple[str, ...] = ("127.0.0.1",),
+    client_days: int = 3650,
 ) -> dict[str, Path]:
-    """Write ca.crt.pem, {server,client}_{sign,enc}.{crt,key}.pem (keys 0600) and bundles; returns the paths."""
+    """Write ca.crt.pem, {server,client}_{sign,enc}.{crt,key}.pem (keys 0600) and bundles; returns the paths.
+    `client_days` sets the client (gateway) certificates' validity, for expiry tests."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = SM2PrivateKey.generate()
     ca_name = _name(f"{MARK} root CA", "root")
@@ -130,6 +135,7 @@ def generate_test_pki(
                 usage=usage,
                 dns=server_names if role == "server" else (),
                 ips=server_ips if role == "server" else (),
+                days=client_days if role == "client" else 3650,
             )
             stem = f"{role}_{kind}"
             _write(directory / f"{stem}.crt.pem", pem, 0o644)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -75,16 +76,27 @@ class Metrics:
         self.failovers = Counter(
             "ybgate_upstream_switches_total", "traffic moved from one upstream to another", ["from", "to"], registry=r
         )
+        self.clock_skew = Gauge(
+            "ybgate_platform_clock_skew_seconds",
+            "platform clock minus ours at its last answer (TIF profiles refuse requests beyond their allowance)",
+            ["upstream"],
+            registry=r,
+        )
+        self.mqtt_connected = Gauge("ybgate_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
+        self.mqtt_dropped = Counter(
+            "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r
+        )
+
         self.policy_denials = Counter(
             "ybgate_policy_denials_total",
-            "requests the access policy refused, by client and kind (unknown_client, not_allowed, denied, "
-            "maintenance, rate_limit)",
-            ["client", "kind"],
+            "HIS requests refused by the access policy, by kind (policy_denied, maintenance) and client rule",
+            ["kind", "client"],
             registry=r,
         )
         self.policy_reloads = Counter(
-            "ybgate_policy_reloads_total", "access policy reloads by result (applied, refused)", ["result"], registry=r
+            "ybgate_policy_reloads_total", "policy reloads by result (applied, refused)", ["result"], registry=r
         )
+        self.policy_info = Gauge("ybgate_policy_loaded", "1 for the policy version in force", ["version"], registry=r)
         self.firewall_drops = Gauge(
             "ybgate_firewall_dropped_packets",
             "packets the ybgate nftables table dropped on the 专网 interface, by direction",
@@ -97,10 +109,23 @@ class Metrics:
         self.firewall_checks = Counter(
             "ybgate_firewall_checks_total", "firewall read-backs by result (ok, drift, error)", ["result"], registry=r
         )
-        self.mqtt_connected = Gauge("ybgate_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
-        self.mqtt_dropped = Counter(
-            "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r
+        self.cert_days_left = Gauge(
+            "ybgate_cert_days_left",
+            "days until a certificate of the gateway's identity expires (negative: expired)",
+            ["cert", "subject"],
+            registry=r,
         )
+        self.cert_warnings = Counter(
+            "ybgate_cert_expiry_warnings_total",
+            "certificate expiry warnings raised, by threshold in days (0: expired)",
+            ["threshold"],
+            registry=r,
+        )
+
+    def add_outbox(self, view: Callable[[], OutboxFigures | None]) -> None:
+        """Outbox depth and ages, computed at scrape time from the latest summary (ages keep growing between
+        summaries, as they do in reality)."""
+        self.registry.register(_OutboxCollector(view))
 
     def add_host(self, sampler: HostSampler) -> None:
         """Sample host figures at scrape time (no background task, no stale values)."""
@@ -111,6 +136,40 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class OutboxFigures(Protocol):
+    @property
+    def counts(self) -> dict[str, int]: ...
+    @property
+    def oldest_unfinished(self) -> float | None: ...
+    @property
+    def oldest_in_doubt(self) -> float | None: ...
+
+
+class _OutboxCollector(Collector):
+    STATES = ("accepted", "sending", "in_doubt", "answered", "reversed", "failed", "confirmed")
+
+    def __init__(self, view: Callable[[], OutboxFigures | None]) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        figures = self.view()
+        if figures is None:
+            return
+        rows = GaugeMetricFamily(
+            "ybgate_outbox_rows", "outbox rows by state (kept for the retention)", labels=["state"]
+        )
+        for state in self.STATES:
+            rows.add_metric([state], figures.counts.get(state, 0))
+        yield rows
+        now = time.time()
+        for name, since, what in (
+            ("ybgate_outbox_oldest_unfinished_age_seconds", figures.oldest_unfinished, "unfinished"),
+            ("ybgate_outbox_oldest_in_doubt_age_seconds", figures.oldest_in_doubt, "in-doubt"),
+        ):
+            age = 0.0 if since is None else max(0.0, now - since)
+            yield GaugeMetricFamily(name, f"age of the oldest {what} outbox row (0: none)", value=age)
 
 
 class PoolView(Protocol):

@@ -1,39 +1,66 @@
-"""The policy in force: one reference swapped whole on reload, plus the rate buckets that go with it.
+"""The policy in force, swapped whole on reload, and the check every HIS request passes before the outbox.
 
-Sans-IO like the engine: the caller passes the local time and the monotonic time. A request sees either the
-old policy or the new one, never a mix, because `check` reads `self._state` once.
+A denied request never reaches the outbox or the platform; the HIS hears which rule refused it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from datetime import datetime
 
-from .engine import Caller, Decision, LocalTime, Policy, RateLimiter
-
-
-@dataclass(frozen=True)
-class _State:
-    policy: Policy
-    limiter: RateLimiter
+from gateway.errors import GatewayError
+from gateway.policy.engine import Caller, Decision, decide
+from gateway.policy.model import Policy
+from gateway.policy.ratelimit import RateLimiter
 
 
-class Gate:
-    def __init__(self, policy: Policy) -> None:
-        self._state = _State(policy, RateLimiter(policy))
+class PolicyDenied(GatewayError):
+    http_status = 403
+    kind = "policy_denied"
 
-    @property
-    def policy(self) -> Policy:
-        return self._state.policy
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"策略拒绝 (policy): {decision.reason}")
+        self.decision = decision
+
+
+class MaintenanceWindow(PolicyDenied):
+    http_status = 503
+    kind = "maintenance"
+
+
+class RateLimited(GatewayError):
+    http_status = 429
+    kind = "rate_limited"
+
+
+class PolicyGate:
+    def __init__(self, policy: Policy | None) -> None:
+        #: None: no policy configured (development only) — everything is allowed, and the status says so
+        self.policy = policy
+        self.limiter = RateLimiter()
 
     def swap(self, policy: Policy) -> None:
-        """Put a fully validated policy in force. Rate buckets start full again: limits may have changed."""
-        self._state = _State(policy, RateLimiter(policy))
+        self.policy = policy  # one assignment: a request sees the old policy or the new one, never a mix
 
-    def check(self, caller: Caller, infno: str, when: LocalTime, now: float) -> Decision:
-        state = self._state
-        decision = state.policy.decide(caller, infno, when)
+    def check(self, caller: Caller, infno: str, *, now: float | None = None, local: datetime | None = None) -> None:
+        policy = self.policy
+        if policy is None:
+            return
+        local = local or datetime.now()
+        decision = decide(policy, caller, infno, local.weekday(), local.hour * 60 + local.minute)
         if not decision.allowed:
-            return decision
-        client = state.policy.client_for(caller)
-        assert client is not None  # allowed implies a client matched
-        return state.limiter.take(client, infno, now) or decision
+            raise (MaintenanceWindow if decision.kind == "maintenance" else PolicyDenied)(decision)
+        now = time.monotonic() if now is None else now
+        client = decision.client
+        assert client is not None
+        if client.rate is not None and not self.limiter.take(f"client:{client.name}", client.rate, now):
+            raise RateLimited(
+                f"请求过于频繁 (rate limit): client {client.name} is limited to {client.rate.per_second:g}/s "
+                f"(burst {client.rate.burst}) by {client.position}"
+            )
+        for rule in policy.rates:
+            if infno in rule.infnos and not self.limiter.take(f"infno:{rule.key}", rule.rate, now):
+                raise RateLimited(
+                    f"请求过于频繁 (rate limit): {infno} is limited to {rule.rate.per_second:g}/s over all clients "
+                    f"(burst {rule.rate.burst}) by {rule.position}"
+                )

@@ -1,355 +1,260 @@
-"""Policy files → one validated, compiled Policy, or a PolicyError listing every problem with its position.
+"""Loading policy files: parse each with positions, validate, merge, compile — all or nothing.
 
-Merge order (documented in policies/README.md): the configured paths in the order given; a directory stands
-for its *.yaml and *.yml files (not hidden, not recursive) in byte order of their names. Sections are joined,
-never overridden: a group, client or window defined twice, a uid/gid/network claimed by two clients, or an
-upstream listed twice is an error naming both places, because a silent override is how a policy grows a hole.
-Nothing is compiled until every file has been read and every problem collected.
+Order: the paths as given; a directory stands for its *.yaml and *.yml files in name order (00-…, 10-…), like
+/etc/*.d. Sections merge across files: groups, clients, rate limits and windows must have unique names
+(a second definition is an error naming both places, never a silent override); upstreams and callback peers
+add up. Any error anywhere rejects the whole set, so a typo never half-changes what is allowed.
 """
 
 from __future__ import annotations
 
-import hashlib
+import grp
 import ipaddress
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import pwd
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from gateway.errors import ConfigError, Position
-from gateway.yamlpos import Located, dotted, load_yaml
+from gateway.policy import model
+from gateway.policy.schema import Client, PolicyFile, valid_infno_pattern
+from gateway.yamlpos import Located, dotted, load_yaml, load_yaml_file, validation_problems
 
-from .engine import Callback, Client, Matcher, Policy, Rate, Rule, Window, _Net
-from .errors import PolicyError
-from .model import ClientSpec, PolicyFile, RateSpec, day_index, minutes
-
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Problem = tuple[Position | None, str, str]
 
 
-@dataclass(frozen=True)
-class _Parsed:
-    located: Located
-    doc: PolicyFile
+class PolicyError(ConfigError):
+    """A policy file is wrong; the policy in force stays."""
 
-    def at(self, *loc: str | int) -> Position:
-        return self.located.position(tuple(loc))
+    kind = "policy"
 
 
-def discover(paths: Sequence[Path]) -> list[Path]:
-    """The files a list of configured paths stands for, in merge order."""
+def policy_files(paths: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
-    problems: list[Problem] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(
-                (p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")),
-                key=lambda p: p.name.encode(),
-            )
-            files.extend(p for p in found if p.is_file())
-        elif path.is_file():
-            files.append(path)
+            files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
         else:
-            problems.append((None, "", f"{path}: no such policy file or directory"))
-    if problems:
-        raise PolicyError(problems)
-    if not files:
-        raise PolicyError([(None, "", f"no policy files in {', '.join(map(str, paths))} (default deny: write one)")])
+            files.append(path)
     return files
 
 
-def load_policy(paths: Sequence[Path]) -> Policy:
-    sources: list[tuple[str, str]] = []
-    problems: list[Problem] = []
-    for file in discover(paths):
-        try:
-            sources.append((str(file), file.read_bytes().decode("utf-8")))
-        except OSError as exc:
-            problems.append((None, "", f"cannot read {file}: {exc.strerror}"))
-        except UnicodeDecodeError as exc:
-            problems.append((Position(str(file), 1, 1), "", f"not UTF-8 (byte {exc.start})"))
-    if problems:
-        raise PolicyError(problems)
-    return load_policy_texts(sources)
-
-
-def load_policy_texts(sources: Sequence[tuple[str, str]]) -> Policy:
-    """Parse, validate and compile (name, text) pairs in the order given. Only PolicyError comes out."""
-    parsed: list[_Parsed] = []
-    problems: list[Problem] = []
-    for name, text in sources:
-        try:
-            located = load_yaml(text, name)
-        except ConfigError as err:
-            problems.extend(err.problems)
-            continue
-        if not isinstance(located.value, dict):
-            problems.append((located.position(()), "", "a policy file is a mapping of sections (groups, clients, …)"))
-            continue
-        try:
-            parsed.append(_Parsed(located, PolicyFile.model_validate(located.value)))
-        except ValidationError as exc:
-            problems.extend(_positions(exc, located))
-    if problems:
-        raise PolicyError(_sorted(problems))
-    digest = hashlib.sha256()
-    for name, text in sources:
-        digest.update(f"{len(name)}:{name}{len(text)}:".encode() + text.encode("utf-8"))
-    return _Compiler(parsed, tuple(n for n, _ in sources), digest.hexdigest()).compile()
-
-
-def _positions(exc: ValidationError, located: Located) -> list[Problem]:
-    out: list[Problem] = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        key = (*loc, "__key__") if err["type"] == "extra_forbidden" else loc
-        kind = err["type"]
-        msg = (
-            "unknown field"
-            if kind == "extra_forbidden"
-            else "required field is missing"
-            if kind == "missing"
-            else str(err["msg"]).removeprefix("Value error, ")
+def load_policy(paths: Sequence[Path]) -> model.Policy:
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise PolicyError(
+            [
+                (
+                    None,
+                    "policy.paths",
+                    f"{', '.join(missing)} does not exist: with default deny, no policy means no "
+                    "client may call anything; install the policy files (see policies/README.md)",
+                )
+            ]
         )
-        out.append((located.position(key), dotted(loc), msg))
-    return out
+    files = policy_files(paths)
+    if not files:
+        raise PolicyError([(None, "", f"no policy files in {', '.join(map(str, paths))}: nothing would be allowed")])
+    parsed = []
+    for path in files:
+        try:
+            located = load_yaml_file(path)
+        except ConfigError as exc:
+            raise PolicyError(exc.problems) from None
+        parsed.append((located, _validate(located)))
+    return compile_policy(parsed)
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
-    return sorted(problems, key=lambda p: (p[0].file, p[0].line, p[0].column) if p[0] else ("", 0, 0))
+def load_policy_text(text: str, file: str = "<policy>") -> model.Policy:
+    try:
+        located = load_yaml(text, file)
+    except ConfigError as exc:
+        raise PolicyError(exc.problems) from None
+    return compile_policy([(located, _validate(located))])
+
+
+def _validate(located: Located) -> PolicyFile:
+    if not isinstance(located.value, dict):
+        raise PolicyError([(located.position(()), "", "a policy file is a mapping (groups:, clients:, upstreams: …)")])
+    try:
+        return PolicyFile.model_validate(located.value)
+    except ValidationError as exc:
+        raise PolicyError(validation_problems(exc, located)) from None
 
 
 class _Compiler:
-    def __init__(self, parsed: list[_Parsed], files: tuple[str, ...], digest: str) -> None:
-        self.parsed = parsed
-        self.files = files
-        self.digest = digest
+    def __init__(self) -> None:
         self.problems: list[Problem] = []
-        self.groups: dict[str, tuple[tuple[str, ...], Position]] = {}
+        self.groups: dict[str, model.InfnoSet] = {}
+        self.group_at: dict[str, Position] = {}
+        self.clients: list[model.ClientRule] = []
+        self.client_at: dict[str, Position] = {}
+        self.upstreams: set[tuple[str, int]] = set()
+        self.rates: list[model.InfnoRate] = []
+        self.rate_at: dict[str, Position] = {}
+        self.windows: list[model.Window] = []
+        self.window_at: dict[str, Position] = {}
+        self.peers: list[tuple[str, tuple[str, ...]]] = []
 
-    def problem(self, pos: Position | None, field: str, message: str) -> None:
+    def error(self, pos: Position | None, field: str, message: str) -> None:
         self.problems.append((pos, field, message))
 
-    def compile(self) -> Policy:
-        for p in self.parsed:
-            for name, entries in p.doc.groups.items():
-                pos = p.at("groups", name, "__key__")
-                if name in self.groups:
-                    self.problem(pos, f"groups.{name}", f"group defined twice (first at {self.groups[name][1]})")
-                    continue
-                self.groups[name] = (tuple(entries), pos)
-        for name, (entries, pos) in self.groups.items():
-            self._check_group(name, entries, pos, ())
-        clients = self._clients()
-        upstreams = self._upstreams()
-        callback = self._callback()
-        infno_rates = self._infno_rates()
-        windows = self._windows({c.name for c in clients})
-        if self.problems:
-            raise PolicyError(_sorted(self.problems))
-        by_uid = {uid: c for c in clients for uid in c.uids}
-        by_gid = {gid: c for c in clients for gid in c.gids}
-        nets4, nets6 = _nets(clients)
-        return Policy(
-            clients=tuple(clients),
-            by_uid=by_uid,
-            by_gid=by_gid,
-            nets4=nets4,
-            nets6=nets6,
-            upstreams=upstreams,
-            callback=callback,
-            infno_rates=infno_rates,
-            windows=tuple(windows),
-            groups={name: entries for name, (entries, _) in self.groups.items()},
-            files=self.files,
-            digest=self.digest,
+    def once(self, seen: dict[str, Position], name: str, pos: Position, field: str, what: str) -> bool:
+        """Record `name` as defined at `pos`; False (and an error naming both places) when it already was."""
+        if name in seen:
+            self.error(pos, field, f"{what} {name!r} defined twice (first at {seen[name]})")
+            return False
+        seen[name] = pos
+        return True
+
+    def items(self, words: list[str], located: Located, loc: tuple[str | int, ...]) -> model.InfnoSet:
+        exact: set[str] = set()
+        prefixes: set[str] = set()
+        for i, word in enumerate(words):
+            if word in self.groups:
+                g = self.groups[word]
+                exact |= g.exact
+                prefixes |= set(g.prefixes)
+            elif valid_infno_pattern(word):
+                if word.endswith("*"):
+                    prefixes.add(word[:-1])
+                else:
+                    exact.add(word)
+            else:
+                self.error(
+                    located.position((*loc, i)),
+                    dotted((*loc, i)),
+                    f"{word!r} is neither a transaction number (2207, 2203A), a prefix (5*) nor a defined group"
+                    + (f" (groups: {', '.join(sorted(self.groups))})" if self.groups else ""),
+                )
+        return model.InfnoSet(frozenset(exact), tuple(sorted(prefixes)))
+
+    def add_groups(self, located: Located, doc: PolicyFile) -> None:
+        for name, words in doc.groups.items():
+            pos = located.position(("groups", name, "__key__"))
+            if not self.once(self.group_at, name, pos, f"groups.{name}", "group"):
+                continue
+            for i, word in enumerate(words):
+                if not valid_infno_pattern(word):
+                    self.error(
+                        located.position(("groups", name, i)),
+                        f"groups.{name}[{i}]",
+                        f"{word!r}: groups hold transaction numbers and prefixes only",
+                    )
+            self.groups[name] = self.items([w for w in words if valid_infno_pattern(w)], located, ("groups", name))
+
+    def unix_ids(self, client: Client, located: Located, loc: tuple[str | int, ...]) -> tuple[set[int], set[int]]:
+        if client.unix is None:
+            return set(), set()
+        uids, gids = set(client.unix.uids), set(client.unix.gids)
+        for j, user in enumerate(client.unix.users):
+            try:
+                uids.add(pwd.getpwnam(user).pw_uid)
+            except KeyError:
+                self.error(
+                    located.position((*loc, "unix", "users", j)),
+                    dotted((*loc, "unix", "users", j)),
+                    f"no user {user!r} on this host",
+                )
+        for j, group in enumerate(client.unix.groups):
+            try:
+                gids.add(grp.getgrnam(group).gr_gid)
+            except KeyError:
+                self.error(
+                    located.position((*loc, "unix", "groups", j)),
+                    dotted((*loc, "unix", "groups", j)),
+                    f"no group {group!r} on this host",
+                )
+        if not (client.unix.uids or client.unix.gids or client.unix.users or client.unix.groups):
+            self.error(
+                located.position((*loc, "unix")), dotted((*loc, "unix")), "name at least one uid, gid, user or group"
+            )
+        return uids, gids
+
+    def add_client(self, located: Located, i: int, client: Client) -> None:
+        loc: tuple[str | int, ...] = ("clients", i)
+        pos = located.position((*loc, "name"))
+        if not self.once(self.client_at, client.name, pos, f"clients[{i}].name", "client"):
+            return
+        if client.unix is None and client.tcp is None:
+            self.error(
+                located.position(loc), f"clients[{i}]", "say who this is: unix (uids/gids/users/groups) or tcp (cidrs)"
+            )
+            return
+        uids, gids = self.unix_ids(client, located, loc)
+        self.clients.append(
+            model.ClientRule(
+                name=client.name,
+                rank=len(self.clients),
+                position=pos,
+                uids=frozenset(uids),
+                gids=frozenset(gids),
+                cidrs=tuple(ipaddress.ip_network(n) for n in client.tcp.cidrs) if client.tcp else (),
+                allow=self.items(client.allow, located, (*loc, "allow")),
+                deny=self.items(client.deny, located, (*loc, "deny")),
+                allow_words=tuple(client.allow),
+                rate=_rate(client.rate.per_second, client.rate.burst) if client.rate else None,
+            )
         )
 
-    def _check_group(self, name: str, entries: tuple[str, ...], pos: Position, seen: tuple[str, ...]) -> None:
-        if name in seen:
-            self.problem(pos, f"groups.{name}", f"groups include each other: {' → '.join((*seen, name))}")
-            return
-        for entry in entries:
-            if entry.startswith("@"):
-                inner = self.groups.get(entry[1:])
-                if inner is None:
-                    self.problem(pos, f"groups.{name}", f"unknown group {entry}")
-                else:
-                    self._check_group(entry[1:], inner[0], pos, (*seen, name))
-
-    def _expand(self, entries: Iterable[str], seen: frozenset[str] = frozenset()) -> Iterable[tuple[str, str]]:
-        """(pattern, the entry it came from as written)."""
-        for entry in entries:
-            if entry.startswith("@"):
-                group = self.groups.get(entry[1:])
-                if group is None or entry[1:] in seen:
-                    continue
-                for pattern, _ in self._expand(group[0], seen | {entry[1:]}):
-                    yield pattern, entry
-            else:
-                yield entry, entry
-
-    def _matcher(self, p: _Parsed, base: tuple[str | int, ...], label: str, entries: list[str]) -> Matcher:
-        exact: dict[str, Rule] = {}
-        prefixes: list[tuple[str, Rule]] = []
-        any_rule: Rule | None = None
-        for i, entry in enumerate(entries):
-            pos = p.at(*base, i)
-            if entry.startswith("@") and entry[1:] not in self.groups:
-                self.problem(
-                    pos, dotted((*base, i)), f"unknown group {entry} (groups: {', '.join(self.groups) or '-'})"
-                )
+    def add_rest(self, located: Located, doc: PolicyFile) -> None:
+        for up in doc.upstreams:
+            self.upstreams.add((str(ipaddress.ip_address(up.host)), up.port))
+        for key, spec in doc.rate_limits.items():
+            pos = located.position(("rate_limits", key, "__key__"))
+            if self.once(self.rate_at, key, pos, f"rate_limits.{key}", "rate limit"):
+                infnos = self.items([key], located, ("rate_limits", key, "__key__"))
+                self.rates.append(model.InfnoRate(infnos, key, _rate(spec.per_second, spec.burst), pos))
+        for i, w in enumerate(doc.maintenance):
+            pos = located.position(("maintenance", i, "name"))
+            if not self.once(self.window_at, w.name, pos, f"maintenance[{i}].name", "window"):
                 continue
-            rule = Rule(f"{label} {entry}", str(pos))
-            for pattern, _ in self._expand([entry]):
-                if pattern == "*":
-                    any_rule = any_rule or rule
-                elif pattern.endswith("*"):
-                    prefixes.append((pattern[:-1], rule))
-                else:
-                    exact.setdefault(pattern, rule)
-        # Longest prefix first: "220*" is more specific than "2*".
-        prefixes.sort(key=lambda pr: -len(pr[0]))
-        return Matcher(exact, tuple(prefixes), any_rule)
-
-    @staticmethod
-    def _rate(spec: RateSpec, label: str, pos: Position) -> Rate:
-        return Rate(spec.per_second, spec.capacity, Rule(label, str(pos)))
-
-    def _clients(self) -> list[Client]:
-        out: list[Client] = []
-        names: dict[str, Position] = {}
-        claimed: dict[tuple[str, str], tuple[str, Position]] = {}
-        for p in self.parsed:
-            for i, spec in enumerate(p.doc.clients):
-                base = ("clients", i)
-                pos = p.at(*base)
-                if spec.name in names:
-                    self.problem(pos, f"clients[{i}].name", f"client {spec.name} twice (first at {names[spec.name]})")
-                    continue
-                names[spec.name] = pos
-                self._claim(p, base, spec, claimed)
-                label = f"clients[{spec.name}]"
-                out.append(
-                    Client(
-                        name=spec.name,
-                        where=str(pos),
-                        uids=frozenset(spec.uids),
-                        gids=frozenset(spec.gids),
-                        cidrs=tuple(spec.cidrs),
-                        allow=self._matcher(p, (*base, "allow"), f"{label}.allow", spec.allow),
-                        deny=self._matcher(p, (*base, "deny"), f"{label}.deny", spec.deny),
-                        rate=self._rate(spec.rate, f"{label}.rate", p.at(*base, "rate")) if spec.rate else None,
-                        infno_rates={
-                            infno: self._rate(r, f"{label}.infno_rates.{infno}", p.at(*base, "infno_rates", infno))
-                            for infno, r in spec.infno_rates.items()
-                        },
-                        allow_entries=tuple(spec.allow),
-                        deny_entries=tuple(spec.deny),
-                    )
+            start, end = _minutes(w.start), _minutes(w.end)
+            if start == end:
+                self.error(
+                    located.position(("maintenance", i, "to")), f"maintenance[{i}].to", "a window must not be empty"
                 )
-        return out
-
-    def _claim(
-        self,
-        p: _Parsed,
-        base: tuple[str | int, ...],
-        spec: ClientSpec,
-        claimed: dict[tuple[str, str], tuple[str, Position]],
-    ) -> None:
-        """A uid, gid or network belongs to one client: two claims would make the answer depend on order."""
-        for kind, values in (("uids", spec.uids), ("gids", spec.gids), ("cidrs", spec.cidrs)):
-            for j, value in enumerate(values):
-                pos = p.at(*base, kind, j)
-                key = (kind, str(value))
-                if key in claimed and claimed[key][0] != spec.name:
-                    other, where = claimed[key]
-                    self.problem(pos, dotted((*base, kind, j)), f"{value} already belongs to client {other} ({where})")
-                elif key in claimed:
-                    self.problem(pos, dotted((*base, kind, j)), f"{value} listed twice")
-                else:
-                    claimed[key] = (spec.name, pos)
-
-    def _upstreams(self) -> dict[tuple[str, int], Rule]:
-        out: dict[tuple[str, int], Rule] = {}
-        for p in self.parsed:
-            for i, u in enumerate(p.doc.upstreams):
-                pos = p.at("upstreams", i)
-                key = (u.host, u.port)
-                if key in out:
-                    self.problem(pos, f"upstreams[{i}]", f"{_hostport(*key)} listed twice (first at {out[key].where})")
-                    continue
-                out[key] = Rule(f"upstreams {_hostport(*key)}", str(pos))
-        return out
-
-    def _callback(self) -> Callback | None:
-        found: Callback | None = None
-        for p in self.parsed:
-            cb = p.doc.callback
-            if cb is None:
-                continue
-            pos = p.at("callback")
-            if found is not None:
-                self.problem(pos, "callback", f"callback listener defined twice (first at {found.where})")
-                continue
-            found = Callback(cb.address, cb.port, tuple(cb.peers), tuple(cb.sources), str(pos))
-        return found
-
-    def _infno_rates(self) -> dict[str, Rate]:
-        out: dict[str, Rate] = {}
-        for p in self.parsed:
-            for infno, spec in p.doc.infno_rates.items():
-                pos = p.at("infno_rates", infno)
-                if infno in out:
-                    self.problem(pos, f"infno_rates.{infno}", f"set twice (first at {out[infno].rule.where})")
-                    continue
-                out[infno] = self._rate(spec, f"infno_rates.{infno}", pos)
-        return out
-
-    def _windows(self, client_names: set[str]) -> list[Window]:
-        out: list[Window] = []
-        names: dict[str, Position] = {}
-        for p in self.parsed:
-            for i, w in enumerate(p.doc.maintenance):
-                base = ("maintenance", i)
-                pos = p.at(*base)
-                if w.name in names:
-                    self.problem(pos, f"maintenance[{i}].name", f"window {w.name} twice (first at {names[w.name]})")
-                    continue
-                names[w.name] = pos
-                for j, c in enumerate(w.clients):
-                    if c not in client_names:
-                        self.problem(p.at(*base, "clients", j), f"maintenance[{i}].clients[{j}]", f"unknown client {c}")
-                out.append(
-                    Window(
-                        name=w.name,
-                        rule=Rule(f"maintenance[{w.name}] {w.start}-{w.end}", str(pos)),
-                        days=frozenset(day_index(d) for d in w.days),
-                        start=minutes(w.start),
-                        end=minutes(w.end),
-                        infnos=self._matcher(p, (*base, "infnos"), f"maintenance[{w.name}]", w.infnos),
-                        clients=frozenset(w.clients),
-                        message=f"maintenance window {w.name} ({w.start}-{w.end}): {w.message}",
-                    )
-                )
-        return out
+            deny = self.items(w.deny, located, ("maintenance", i, "deny"))
+            days = frozenset(DAYS.index(d) for d in w.days)
+            self.windows.append(model.Window(w.name, pos, days, start, end, deny, w.message))
+        self.peers += [(peer.subject, tuple(peer.cidrs)) for peer in doc.callback_peers]
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _rate(per_second: float, burst: int | None) -> model.RateSpec:
+    return model.RateSpec(per_second, burst or max(1, int(per_second)))
 
 
-def _nets(clients: list[Client]) -> tuple[tuple[_Net, ...], tuple[_Net, ...]]:
-    tables: dict[tuple[int, int], dict[int, Client]] = {}
-    for c in clients:
-        for text in c.cidrs:
-            net = ipaddress.ip_network(text)
-            tables.setdefault((net.version, net.prefixlen), {})[int(net.network_address)] = c
-    out: dict[int, list[_Net]] = {4: [], 6: []}
-    for (version, plen), table in tables.items():
-        bits = 32 if version == 4 else 128
-        mask = ((1 << plen) - 1) << (bits - plen)
-        out[version].append(_Net(plen, mask, table))
-    for nets in out.values():
-        nets.sort(key=lambda n: -n.prefixlen)
-    return tuple(out[4]), tuple(out[6])
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def compile_policy(parsed: list[tuple[Located, PolicyFile]]) -> model.Policy:
+    c = _Compiler()
+    # Groups first (from every file), so a client in 10-clients.yaml can name a group from 00-groups.yaml.
+    for located, doc in parsed:
+        c.add_groups(located, doc)
+    for located, doc in parsed:
+        for i, client in enumerate(doc.clients):
+            c.add_client(located, i, client)
+        c.add_rest(located, doc)
+    if c.problems:
+        c.problems.sort(key=lambda p: (p[0].file, p[0].line, p[0].column) if p[0] else ("", 0, 0))
+        raise PolicyError(c.problems)
+    ordered = tuple(c.clients)
+    by_uid, by_gid, by_net, by_net6 = model.build_indexes(ordered)
+    return model.Policy(
+        files=tuple(located.file for located, _ in parsed),
+        clients=ordered,
+        upstreams=frozenset(c.upstreams),
+        rates=tuple(c.rates),
+        windows=tuple(c.windows),
+        callback_peers=tuple(c.peers),
+        groups=dict(c.groups),
+        by_uid=by_uid,
+        by_gid=by_gid,
+        by_net=by_net,
+        by_net6=by_net6,
+    )

@@ -1,160 +1,142 @@
-"""The schema of one policy file, as ops write it (pydantic, strict: unknown fields are errors).
+"""The compiled policy: what the engine decides with. Frozen, built once per load, swapped whole.
 
-A file may hold any of the sections; the loader merges the files (see policies/README.md) and compiles the
-result into the lookup tables the engine decides with. Addresses are IP literals only: what reaches nftables
-has been parsed by `ipaddress` first, never passed through as text.
+Matching is indexed so a decision costs the same with ten clients or a thousand: Unix peers by uid and gid
+in dicts, TCP peers by one dict per prefix length (mask the address, look it up). Clients are tried in file
+order and the first match wins, as in a firewall; the indexes keep that order by storing each client's rank.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
-from typing import Annotated
+from dataclasses import dataclass, field
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
-
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-Name = Annotated[str, Field(pattern=NAME)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-# An entry of an allow/deny list: "*" (any), an exact infno ("2207", "2203A"), a prefix ("5*"), a group ("@queries").
-_ENTRY = re.compile(r"^(\*|@[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|[0-9A-Za-z]{1,10}\*?)$")
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+from gateway.errors import Position
 
 
-def _entry(v: str) -> str:
-    if not isinstance(v, str) or not _ENTRY.match(v):
-        raise ValueError(f"{v!r} is not an infno, a prefix like 5*, a group like @queries, or *")
-    return v
+@dataclass(frozen=True)
+class InfnoSet:
+    """Transactions named by exact numbers and prefixes ("5*": every 5xxx query)."""
+
+    exact: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+
+    def __contains__(self, infno: str) -> bool:
+        return infno in self.exact or infno.startswith(self.prefixes)  # str.startswith takes a tuple
+
+    def describe(self) -> list[str]:
+        return sorted(self.exact) + [f"{p}*" for p in sorted(self.prefixes)]
+
+    def union(self, other: InfnoSet) -> InfnoSet:
+        return InfnoSet(self.exact | other.exact, tuple(sorted(set(self.prefixes) | set(other.prefixes))))
 
 
-Entry = Annotated[str, AfterValidator(_entry)]
+@dataclass(frozen=True)
+class RateSpec:
+    per_second: float
+    burst: int
 
 
-def _ip(v: str) -> str:
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise ValueError(f"{v!r} is not an IP address literal (host names are not allowed here)") from None
+@dataclass(frozen=True)
+class ClientRule:
+    name: str
+    rank: int
+    position: Position
+    uids: frozenset[int]
+    gids: frozenset[int]
+    cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    allow: InfnoSet
+    deny: InfnoSet
+    allow_words: tuple[str, ...]  # as written (group names kept), for messages and diffs
+    rate: RateSpec | None
+
+    def describe_match(self) -> str:
+        parts = [f"uid {', '.join(map(str, sorted(self.uids)))}"] if self.uids else []
+        parts += [f"gid {', '.join(map(str, sorted(self.gids)))}"] if self.gids else []
+        parts += [f"tcp {', '.join(map(str, self.cidrs))}"] if self.cidrs else []
+        return "; ".join(parts)
 
 
-def _cidr(v: str) -> str:
-    try:
-        return str(ipaddress.ip_network(v, strict=True))
-    except ValueError as exc:
-        raise ValueError(f"{v!r} is not a network in CIDR form ({exc})") from None
+@dataclass(frozen=True)
+class Window:
+    name: str
+    position: Position
+    days: frozenset[int]  # 0 = Monday
+    start: int  # minutes since midnight
+    end: int  # exclusive; a window with end <= start runs over midnight
+    deny: InfnoSet
+    message: str
+
+    def active(self, weekday: int, minute: int) -> bool:
+        if self.start < self.end:
+            return weekday in self.days and self.start <= minute < self.end
+        # Over midnight: the part before midnight belongs to the listed day, the rest to the next one.
+        return (weekday in self.days and minute >= self.start) or ((weekday - 1) % 7 in self.days and minute < self.end)
 
 
-IpLiteral = Annotated[str, AfterValidator(_ip)]
-Cidr = Annotated[str, AfterValidator(_cidr)]
+@dataclass(frozen=True)
+class InfnoRate:
+    infnos: InfnoSet
+    key: str  # as written
+    rate: RateSpec
+    position: Position
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class RateSpec(_Strict):
-    """A token bucket: `per_second` sustained, up to `burst` at once."""
-
-    per_second: Annotated[float, Field(gt=0, le=100_000)]
-    burst: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+@dataclass(frozen=True)
+class Policy:
+    files: tuple[str, ...]
+    clients: tuple[ClientRule, ...]
+    upstreams: frozenset[tuple[str, int]]
+    rates: tuple[InfnoRate, ...]
+    windows: tuple[Window, ...]
+    callback_peers: tuple[tuple[str, tuple[str, ...]], ...]
+    groups: dict[str, InfnoSet] = field(default_factory=dict)
+    # indexes
+    by_uid: dict[int, int] = field(default_factory=dict)
+    by_gid: dict[int, int] = field(default_factory=dict)
+    by_net: dict[int, dict[int, int]] = field(default_factory=dict)  # prefix length -> network int -> rank
+    by_net6: dict[int, dict[int, int]] = field(default_factory=dict)
 
     @property
-    def capacity(self) -> int:
-        return self.burst if self.burst is not None else max(1, int(self.per_second))
+    def version(self) -> str:
+        """A short, stable fingerprint of what the policy allows (shown in status and logs)."""
+        import hashlib
+
+        text = repr(
+            (
+                [
+                    (
+                        c.name,
+                        sorted(c.uids),
+                        sorted(c.gids),
+                        [str(n) for n in c.cidrs],
+                        c.allow.describe(),
+                        c.deny.describe(),
+                        c.rate,
+                    )
+                    for c in self.clients
+                ],
+                sorted(self.upstreams),
+                [(r.key, r.rate) for r in self.rates],
+                [(w.name, sorted(w.days), w.start, w.end, w.deny.describe()) for w in self.windows],
+                self.callback_peers,
+            )
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-class ClientSpec(_Strict):
-    name: Name
-    #: local HIS processes, by the Unix peer credentials of their connection (SO_PEERCRED)
-    uids: list[Annotated[int, Field(ge=0, le=2**32 - 2)]] = []
-    gids: list[Annotated[int, Field(ge=0, le=2**32 - 2)]] = []
-    #: HIS hosts on the TCP listener, by source address
-    cidrs: list[Cidr] = []
-    allow: list[Entry] = []
-    #: exceptions to `allow`; a deny always wins over an allow of the same client
-    deny: list[Entry] = []
-    rate: RateSpec | None = None
-    #: per transaction for this client, e.g. {"2207": {per_second: 2}}
-    infno_rates: dict[Annotated[str, Field(pattern=r"^[0-9A-Za-z]{1,10}$")], RateSpec] = {}
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _identified(self) -> ClientSpec:
-        if not (self.uids or self.gids or self.cidrs):
-            raise ValueError("a client needs at least one of uids, gids, cidrs (whom does it match?)")
-        return self
-
-
-class UpstreamSpec(_Strict):
-    host: IpLiteral
-    port: Port
-    description: str = ""
-
-
-class CallbackSpec(_Strict):
-    """The listener the platform calls back on: where it listens and who may call it."""
-
-    address: IpLiteral
-    port: Port
-    #: RFC 4514 subjects of the platform certificates accepted on the listener
-    peers: list[Annotated[str, Field(min_length=3)]] = []
-    #: source networks allowed through the firewall to the listener (empty: any on the 专网 interface)
-    sources: list[Cidr] = []
-
-
-class WindowSpec(_Strict):
-    """A maintenance window (local time): the listed transactions are refused while it lasts."""
-
-    name: Name
-    days: list[str] = list(_DAYS)
-    start: str
-    end: str
-    infnos: list[Entry] = ["*"]
-    #: client names it applies to (empty: all)
-    clients: list[Name] = []
-    message: str = "maintenance window"
-
-    @field_validator("days")
-    @classmethod
-    def _days(cls, v: list[str]) -> list[str]:
-        bad = [d for d in v if d not in _DAYS]
-        if bad:
-            raise ValueError(f"days are {', '.join(_DAYS)}; got {', '.join(map(repr, bad))}")
-        return v
-
-    @field_validator("start", "end")
-    @classmethod
-    def _time(cls, v: str) -> str:
-        if not isinstance(v, str) or not _HHMM.match(v):
-            raise ValueError("a time of day as HH:MM (00:00 to 24:00), quoted")
-        return v
-
-    @model_validator(mode="after")
-    def _length(self) -> WindowSpec:
-        if minutes(self.start) == minutes(self.end):
-            raise ValueError("start and end are the same time: the window would be empty")
-        return self
-
-
-def minutes(hhmm: str) -> int:
-    h, m = hhmm.split(":")
-    return int(h) * 60 + int(m)
-
-
-def day_index(day: str) -> int:
-    return _DAYS.index(day)
-
-
-class PolicyFile(_Strict):
-    """One file; every section optional so that ops can split a policy as they like."""
-
-    version: Annotated[int, Field(ge=1, le=1)] = 1
-    groups: dict[Name, list[Entry]] = {}
-    clients: list[ClientSpec] = []
-    upstreams: list[UpstreamSpec] = []
-    callback: CallbackSpec | None = None
-    #: per transaction across all clients
-    infno_rates: dict[Annotated[str, Field(pattern=r"^[0-9A-Za-z]{1,10}$")], RateSpec] = {}
-    maintenance: list[WindowSpec] = []
+def build_indexes(
+    clients: tuple[ClientRule, ...],
+) -> tuple[dict[int, int], dict[int, int], dict[int, dict[int, int]], dict[int, dict[int, int]]]:
+    by_uid: dict[int, int] = {}
+    by_gid: dict[int, int] = {}
+    by_net: dict[int, dict[int, int]] = {}
+    by_net6: dict[int, dict[int, int]] = {}
+    for c in clients:
+        for uid in c.uids:
+            by_uid.setdefault(uid, c.rank)  # the first client naming it wins
+        for gid in c.gids:
+            by_gid.setdefault(gid, c.rank)
+        for net in c.cidrs:
+            table = by_net if net.version == 4 else by_net6
+            table.setdefault(net.prefixlen, {}).setdefault(int(net.network_address), c.rank)
+    return by_uid, by_gid, by_net, by_net6

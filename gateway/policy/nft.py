@@ -9,9 +9,19 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 
-from .engine import Policy
-from .errors import FirewallError
-from .firewall import FAMILY, TABLE, Observed, Ruleset, delete_batch, mismatch, observe, render
+from .firewall import (
+    FAMILY,
+    TABLE,
+    CallbackListen,
+    FirewallError,
+    Observed,
+    Ruleset,
+    delete_batch,
+    mismatch,
+    observe,
+    render,
+)
+from .model import Policy
 
 
 class Nft:
@@ -54,14 +64,15 @@ class Check:
 class Firewall:
     """Our table on one interface: apply (verified, with rollback), check for drift, remove."""
 
-    def __init__(self, nft: Nft, interface: str) -> None:
+    def __init__(self, nft: Nft, interface: str, callback: CallbackListen | None = None) -> None:
         self.nft = nft
         self.interface = interface
+        self.callback = callback
         self.applied: Ruleset | None = None
         self.baseline: Observed | None = None
 
     def render(self, policy: Policy) -> Ruleset:
-        return render(policy, self.interface)
+        return render(policy, self.interface, self.callback)
 
     def apply(self, policy: Policy) -> Observed:
         """Replace the table with the one for `policy` and read it back. If the kernel then holds anything

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import random
 import time
@@ -27,9 +26,10 @@ import structlog
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.platform.catalogue import Catalogue, TxClass, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
+from gateway.platform.msgids import MsgidMaker
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
 from gateway.relay.outbox import MsgidConflict, Row, SqliteOutbox
-from gateway.relay.outcomes import NotProcessed, OutcomeUnknown, Reversed
+from gateway.relay.outcomes import BookedWithoutAnswer, NothingToResolve, NotProcessed, OutcomeUnknown, Reversed
 from gateway.relay.states import State
 
 log = structlog.get_logger("gateway.relay")
@@ -68,7 +68,7 @@ class DurableRelay:
         self.on_event = on_event or (lambda kind, detail: None)
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         self._resolving: dict[str, asyncio.Task[Row]] = {}
-        self._seq = itertools.count(1)
+        self._msgids = MsgidMaker()
         self._stopping = False
 
     # -- the HIS-facing entry -------------------------------------------------------------------------------
@@ -84,6 +84,7 @@ class DurableRelay:
             psn_no=envelope.psn_no,
             body=envelope.body,
             deadline=wall_deadline,
+            send=True,
         )
         if not accepted.new:
             return await self._replay(accepted.row, deadline)
@@ -134,6 +135,13 @@ class DurableRelay:
                 f"未被医保平台处理，可使用新的msgid重新办理 (not processed; retry with a new msgid): "
                 f"{row.outcome or ''}".strip()
             )
+        if row.state is State.CONFIRMED:
+            raise BookedWithoutAnswer(
+                "平台已办理（运维核实），但网关未收到平台应答；请勿重复提交，结果请向平台查询 "
+                "(booked, confirmed by ops; the platform's answer never arrived; do not resend; "
+                f"query the platform for details). "
+                f"{row.outcome or ''}".strip()
+            )
         if row.msgid in self._resolving:
             raise OutcomeUnknown(
                 f"结果未知，网关正在冲正，请勿重复提交；稍后用同一msgid查询 (outcome unknown, being reversed; "
@@ -147,7 +155,8 @@ class DurableRelay:
     # -- sending --------------------------------------------------------------------------------------------
 
     async def _process(self, row: Row, envelope: RequestEnvelope, info: TxInfo, deadline: float) -> Row:
-        if info.tx_class is TxClass.MONEY_MOVING and envelope.psn_no:
+        """Send `row` (accepted, or already claimed for its first attempt by accept) by its class's rules."""
+        if row.state is State.ACCEPTED and info.tx_class is TxClass.MONEY_MOVING and envelope.psn_no:
             blocker = await self._wait_for_person(envelope.psn_no, envelope.msgid, deadline)
             if blocker is not None:
                 return await self.outbox.move(
@@ -157,9 +166,12 @@ class DurableRelay:
                 )
         attempt = row.attempts
         first_cause = ""
+        claimed = row.state is State.SENDING
         while True:
-            attempt += 1
-            await self.outbox.move(envelope.msgid, State.SENDING, attempts=attempt)
+            if not claimed:
+                attempt += 1
+                await self.outbox.move(envelope.msgid, State.SENDING, attempts=attempt)
+            claimed = False
             try:
                 answer = await self.sender.submit(envelope, self._attempt_deadline(info, deadline))
             except (AmbiguousOutcome, UpstreamTimeout) as exc:
@@ -245,9 +257,7 @@ class DurableRelay:
 
     def _reversal_envelope(self, original: RequestEnvelope) -> RequestEnvelope:
         now = datetime.now()
-        code = str(original.fields.get("fixmedins_code") or original.msgid[:12])
-        # The 9xxx sequence range is the gateway's own, so its msgids rarely meet a HIS's; a clash is retried.
-        msgid = f"{code[:12]:<12}{now:%Y%m%d%H%M%S}{9000 + next(self._seq) % 1000:04d}".replace(" ", "0")
+        msgid = self._msgids.make(str(original.fields.get("fixmedins_code") or original.msgid[:12]), now)
         fields = dict(original.fields) | {
             "infno": self.catalogue.reversal_infno,
             "msgid": msgid,
@@ -308,6 +318,45 @@ class DurableRelay:
             log.warning("reversal_refused", msgid=row.msgid, err_msg=err, attempt=attempt)
             await asyncio.sleep(min(self.resolve_backoff_max, self.backoff * 2**attempt))
         current = await self.outbox.get(row.msgid)
+        assert current is not None
+        return current
+
+    # -- ops ------------------------------------------------------------------------------------------------
+
+    async def resolve(self, msgid: str, action: str, reason: str = "", wait: float = 30.0) -> Row:
+        """Resolve an in-doubt row for ops (`ybgate outbox resolve`).
+
+        auto: by the class rules now — a reversible money-moving transaction is reversed by 冲正 (waiting up
+        to `wait` for the platform's answer); anything else has no automatic resolution.
+        not_booked / booked: ops checked with the platform and state the outcome, with a reason kept in the
+        row. not_booked tells the HIS to retry with a new msgid; booked tells it not to resend."""
+        row = await self.outbox.get(msgid)
+        if row is None:
+            raise NothingToResolve(f"no request with msgid {msgid} in the outbox")
+        if row.state is not State.IN_DOUBT:
+            raise NothingToResolve(f"{msgid} is {row.state.value}, not in doubt: nothing to resolve ({row.outcome})")
+        if action in ("booked", "not_booked"):
+            if not reason.strip():
+                raise NothingToResolve("say why (what the platform showed): --reason is required")
+            to = State.CONFIRMED if action == "booked" else State.FAILED
+            words = "booked" if action == "booked" else "not booked"
+            final = await self.outbox.move(msgid, to, outcome=f"resolved by ops as {words}: {reason.strip()}")
+            log.warning("resolved_by_ops", msgid=msgid, infno=row.infno, outcome=words)
+            self.on_event("resolved_by_ops", {"msgid": msgid, "infno": row.infno, "outcome": words})
+            return final
+        if action != "auto":
+            raise NothingToResolve(f"unknown action {action!r}: auto, booked or not_booked")
+        info = self.catalogue.classify(row.infno)
+        if not (info.tx_class is TxClass.MONEY_MOVING and info.reversible):
+            raise NothingToResolve(
+                f"{msgid} ({row.infno}, {info.tx_class.value}) has no automatic resolution: check with the platform, "
+                "then resolve it as booked or not_booked with the reason"
+            )
+        self._start_reversal(row, decode_request(row.request))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(self._resolving[msgid])
+        current = await self.outbox.get(msgid)
         assert current is not None
         return current
 

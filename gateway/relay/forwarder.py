@@ -8,8 +8,9 @@ reported as such — never guessed. Durable outbox, retries and resolution by qu
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -18,8 +19,13 @@ from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.http1.client import BadUpstreamResponse, ClientResponse, NoResponse, encode_request, exchange
 from gateway.net.connections import Connection, ConnectionPool
 from gateway.net.pool import UpstreamPool
-from gateway.net.transport import UpstreamUnreachable
-from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope, decode_response
+from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
+from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope
+from gateway.platform.profile import Profile
+from gateway.platform.signing import OutboundRequest, ProfileCodec, ProfileKeys, UntrustedAnswer
+
+#: the plain national interface: what an upstream without a profile gets (the HIS's bytes as they are)
+PLAIN = ProfileCodec(Profile("national"), ProfileKeys())
 
 log = structlog.get_logger("gateway.relay")
 
@@ -44,17 +50,34 @@ def never_reuse(_: RequestEnvelope) -> bool:
 
 class Forwarder:
     """Sends each request over a connection from `connections`; `reusable` says per request whether an idle
-    keep-alive connection may carry it (only where a stale connection's ambiguity is harmless)."""
+    keep-alive connection may carry it (only where a stale connection's ambiguity is harmless). `codecs` holds
+    each upstream's province profile (by upstream name): the outbox keeps the HIS's plain envelope and the
+    profile is applied here, per send, so TIF timestamps and nonces are fresh on every attempt."""
 
     def __init__(
         self,
         pool: UpstreamPool,
         connections: ConnectionPool,
         reusable: Callable[[RequestEnvelope], bool] = never_reuse,
+        *,
+        codecs: Mapping[str, ProfileCodec] | None = None,
+        clock: Callable[[], float] = time.time,
+        on_skew: Callable[[str, float], None] | None = None,
     ) -> None:
         self.pool = pool
         self.connections = connections
         self.reusable = reusable
+        self.codecs: Mapping[str, ProfileCodec] = codecs or {}
+        self.clock = clock
+        self.on_skew = on_skew
+
+    def _codec(self, target: UpstreamTarget) -> ProfileCodec:
+        return self.codecs.get(target.name, PLAIN)
+
+    def _encode(self, target: UpstreamTarget, envelope: RequestEnvelope) -> OutboundRequest:
+        return self._codec(target).encode_request(
+            envelope, base_path=target.path_for(envelope.infno), now=self.clock(), nonce=secrets.token_hex(16)
+        )
 
     async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer:
         """`deadline` is a loop time; past it the HIS gets a timeout answer whatever state the send is in."""
@@ -68,6 +91,8 @@ class Forwarder:
         for target in candidates:
             if deadline - loop.time() <= 0:
                 break
+            # Encoded before connecting: a request the profile cannot carry never takes a connection.
+            outbound = self._encode(target, envelope)
             if not self.pool.acquire(target):
                 continue
             started = time.perf_counter()
@@ -84,7 +109,7 @@ class Forwarder:
                 errors.append(f"{target.name}: deadline passed while connecting")
                 break
             try:
-                response = await self._send(conn, envelope, deadline, reuse)
+                response = await self._send(conn, envelope, outbound, deadline, reuse)
             except (AmbiguousOutcome, UpstreamTimeout):
                 self.pool.report(target, ok=False)  # a silent upstream counts against its breaker too
                 raise
@@ -93,10 +118,10 @@ class Forwarder:
         raise UpstreamError("platform not reachable, request not sent: " + "; ".join(errors or ["deadline passed"]))
 
     async def _send(
-        self, conn: Connection, envelope: RequestEnvelope, deadline: float, reuse: bool
+        self, conn: Connection, envelope: RequestEnvelope, outbound: OutboundRequest, deadline: float, reuse: bool
     ) -> ResponseEnvelope:
         try:
-            reply = await self._exchange(conn, envelope, deadline, keep_alive=reuse)
+            reply = await self._exchange(conn, outbound, deadline, keep_alive=reuse)
         except NoResponse:
             if not conn.reused:
                 raise self._no_answer(conn) from None
@@ -105,7 +130,8 @@ class Forwarder:
             async with asyncio.timeout_at(deadline):
                 conn = await self.connections.get(conn.target, reuse=False)
             try:
-                reply = await self._exchange(conn, envelope, deadline, keep_alive=reuse)
+                # A fresh TIF timestamp and nonce: the platform may have seen the first nonce.
+                reply = await self._exchange(conn, self._encode(conn.target, envelope), deadline, keep_alive=reuse)
             except NoResponse:
                 raise self._no_answer(conn) from None
         await self.connections.put(conn, keep=reuse and reply.keep_alive)
@@ -114,9 +140,24 @@ class Forwarder:
                 f"{conn.target.name} answered HTTP {reply.status} instead of a platform answer; outcome unknown"
             )
         try:
-            return decode_response(reply.body)
-        except ValueError as exc:
-            raise AmbiguousOutcome(f"{conn.target.name} sent an unreadable answer ({exc}); outcome unknown") from None
+            answer = self._codec(conn.target).decode_response(reply.body, dict(reply.headers.items), now=self.clock())
+        except UntrustedAnswer as exc:
+            log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
+                "untrusted_answer", upstream=conn.target.name, reason=exc.message, msgid=envelope.msgid
+            )
+            raise AmbiguousOutcome(
+                f"{conn.target.name} sent an answer that cannot be trusted ({exc.message}); outcome unknown"
+            ) from None
+        if answer.skew is not None and self.on_skew is not None:
+            self.on_skew(conn.target.name, answer.skew)
+        if answer.skew_warning:
+            log.warning(
+                "platform_clock_skew",
+                upstream=conn.target.name,
+                skew_s=round(answer.skew or 0.0, 1),
+                hint="check NTP on this host: the platform refuses requests stamped too far from its clock",
+            )
+        return answer.envelope
 
     @staticmethod
     def _no_answer(conn: Connection) -> AmbiguousOutcome:
@@ -125,7 +166,7 @@ class Forwarder:
         )
 
     async def _exchange(
-        self, conn: Connection, envelope: RequestEnvelope, deadline: float, *, keep_alive: bool
+        self, conn: Connection, outbound: OutboundRequest, deadline: float, *, keep_alive: bool
     ) -> ClientResponse:
         """One request/response on `conn`. On any failure the connection is closed (its framing is lost) and the
         failure is told by what it means: NoResponse (nothing came back), or an unknown outcome."""
@@ -133,12 +174,9 @@ class Forwarder:
         request = encode_request(
             "POST",
             f"{target.host}:{target.port}",
-            target.path_for(envelope.infno),
-            [
-                ("Content-Type", "application/json;charset=utf-8"),
-                ("Connection", "keep-alive" if keep_alive else "close"),
-            ],
-            envelope.body,
+            outbound.path,
+            [*outbound.headers, ("Connection", "keep-alive" if keep_alive else "close")],
+            outbound.body,
         )
         try:
             async with asyncio.timeout_at(deadline):

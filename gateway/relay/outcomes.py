@@ -27,3 +27,18 @@ class OutcomeUnknown(GatewayError):
 
     http_status = 504
     kind = "outcome_unknown"
+
+
+class BookedWithoutAnswer(GatewayError):
+    """The platform booked the transaction (confirmed by ops after checking with the platform), but its answer
+    never reached the gateway. The HIS must not send it again; the details are the platform's to query."""
+
+    http_status = 200
+    kind = "booked_no_answer"
+
+
+class NothingToResolve(GatewayError):
+    """Ops asked to resolve a msgid that is unknown, already final, or has no automatic resolution."""
+
+    http_status = 409
+    kind = "nothing_to_resolve"

@@ -12,20 +12,22 @@ class State(enum.Enum):
     ANSWERED = "answered"  # the platform's answer is stored; final
     REVERSED = "reversed"  # an in-doubt transaction was undone by 冲正; final
     FAILED = "failed"  # definitely not processed (never sent, or the platform says it never took effect); final
+    CONFIRMED = "confirmed"  # the platform booked it (ops checked), but its answer never arrived; final
 
     @property
     def final(self) -> bool:
-        return self in (State.ANSWERED, State.REVERSED, State.FAILED)
+        return self in (State.ANSWERED, State.REVERSED, State.FAILED, State.CONFIRMED)
 
 
 MOVES: dict[State, frozenset[State]] = {
     State.ACCEPTED: frozenset({State.SENDING, State.FAILED}),
     # back to ACCEPTED when the attempt failed before anything was sent (connection refused)
     State.SENDING: frozenset({State.ANSWERED, State.ACCEPTED, State.IN_DOUBT, State.FAILED}),
-    State.IN_DOUBT: frozenset({State.SENDING, State.ANSWERED, State.REVERSED, State.FAILED}),
+    State.IN_DOUBT: frozenset({State.SENDING, State.ANSWERED, State.REVERSED, State.FAILED, State.CONFIRMED}),
     State.ANSWERED: frozenset(),
     State.REVERSED: frozenset(),
     State.FAILED: frozenset(),
+    State.CONFIRMED: frozenset(),
 }
 
 UNFINISHED = (State.ACCEPTED, State.SENDING, State.IN_DOUBT)

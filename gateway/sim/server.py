@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from gateway.http1.listen import close_listener, start_tcp
 from gateway.http1.messages import Peer
 from gateway.http1.server import Abort, Http1Server
 from gateway.net.tlcp_stream import start_tlcp_server
+from gateway.platform.signing import TIF_NONCE, ProfileCodec, Refusal
 from gateway.sim.faults import FaultTable
 from gateway.sim.ledger import Ledger, Message
 from gateway.sim.platform import SimPlatform
@@ -40,9 +42,14 @@ class SimAddresses:
 
 
 class Simulator:
-    def __init__(self, platform: SimPlatform | None = None) -> None:
+    def __init__(self, platform: SimPlatform | None = None, *, profile: ProfileCodec | None = None) -> None:
         self.ledger = platform.ledger if platform else Ledger()
         self.platform = platform or SimPlatform(self.ledger)
+        #: the province profile this platform enforces and answers by (None: the plain national interface)
+        self.profile = profile
+        self._nonces: dict[str, float] = {}
+        #: the last requests as they arrived on the wire (path, headers, body), for tests to inspect
+        self.wire: collections.deque[tuple[str, dict[str, str], bytes]] = collections.deque(maxlen=100)
         self.faults = FaultTable()
         self._servers: list[asyncio.Server] = []
         self.addresses: SimAddresses | None = None
@@ -88,13 +95,22 @@ class Simulator:
     async def handle_platform(self, request: Request) -> Response:
         if request.method != "POST":
             return _json(405, {"infcode": -1, "err_msg": "仅支持POST请求"})
-        try:
-            doc = json.loads(request.body.decode("utf-8"))
-            if not isinstance(doc, dict):
-                raise TypeError("not an object")
-        except (UnicodeDecodeError, ValueError, TypeError):
-            self.ledger.record(Message(0, "", "", -1, None, time.time()))
-            return _json(200, {"infcode": -1, "err_msg": "报文格式错误，无法解析", "output": None})
+        self.wire.append((request.path, dict(request.headers.items), request.body))
+        if self.profile is not None:
+            try:
+                doc = self._open(request)
+            except Refusal as refusal:
+                self.ledger.record(Message(0, "", "", -1, "profile_refused", time.time()))
+                log.info("sim_refused", reason=refusal.message, path=request.path)
+                return self._answer({"infcode": -1, "err_msg": refusal.message, "output": None})
+        else:
+            try:
+                doc = json.loads(request.body.decode("utf-8"))
+                if not isinstance(doc, dict):
+                    raise TypeError("not an object")
+            except (UnicodeDecodeError, ValueError, TypeError):
+                self.ledger.record(Message(0, "", "", -1, None, time.time()))
+                return _json(200, {"infcode": -1, "err_msg": "报文格式错误，无法解析", "output": None})
         infno, msgid = str(doc.get("infno", "")), str(doc.get("msgid", ""))
         fault = self.faults.take(infno)
         if fault is not None and fault.kind == "delay":
@@ -122,7 +138,31 @@ class Simulator:
             raise Abort(reset=True)
         if fault is not None and fault.kind == "garbage":
             raise Abort(GARBAGE)
-        return _json(200, answer)
+        return self._answer(answer)
+
+    def _open(self, request: Request) -> dict[str, Any]:
+        """The plain envelope of a request that meets the profile; a TIF nonce is good once per window."""
+        assert self.profile is not None
+        now = self.platform.clock()
+        headers = dict(request.headers.items)
+        doc = self.profile.decode_request(request.path, headers, request.body, now=now)
+        tif = self.profile.profile.tif
+        nonce = headers.get(TIF_NONCE)
+        if tif is not None and nonce is not None:
+            self._nonces = {n: t for n, t in self._nonces.items() if t > now}
+            if nonce in self._nonces:
+                raise Refusal("网关校验失败：x-tif-nonce 重复，疑似重放请求")
+            self._nonces[nonce] = now + 2 * tif.allowance
+        return doc
+
+    def _answer(self, answer: dict[str, Any]) -> Response:
+        if self.profile is None:
+            return _json(200, answer)
+        headers, body = self.profile.encode_response(answer, now=self.platform.clock())
+        content_type = next(v for k, v in headers if k == "Content-Type")
+        return Response(
+            200, body, content_type=content_type, headers=tuple(h for h in headers if h[0] != "Content-Type")
+        )
 
     # -- admin ----------------------------------------------------------------------------------------------
 

@@ -21,13 +21,14 @@ from scapy.config import conf
 from scapy.layers.inet import IP, TCP
 from scapy.sendrecv import sr1
 
+from gateway.demo import demo_policy
 from gateway.http1.unix_client import request
-from gateway.policy import load_policy_texts
-from gateway.policy.firewall import mismatch, observe, render
+from gateway.policy.firewall import CallbackListen, mismatch, observe, render
+from gateway.policy.loader import load_policy_text
 from gateway.policy.nft import Firewall, Nft
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, fresh, policy_section
+from conftest import PLATFORM_PATH, fresh
 
 pytestmark = pytest.mark.root
 
@@ -128,8 +129,13 @@ def host_listeners(ports: list[int]) -> list[socket.socket]:
 
 POLICY = f"""
 upstreams: [{{host: {HOST}, port: 18443}}]
-callback: {{address: {GW}, port: 19443, sources: ["{HOST}/32"]}}
+callback_peers: [{{subject: "CN=platform-callback", cidrs: ["{HOST}/32"]}}]
 """
+CALLBACK = CallbackListen(GW, 19443)
+
+
+def policy() -> object:
+    return load_policy_text(POLICY, "p.yaml")
 
 
 def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
@@ -145,8 +151,8 @@ def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
         assert syn(HOST, 12222) == "synack" and syn(HOST, 12223) == "rst" and syn(OTHER, 19443) == "synack"
         assert connect_out(net.ns, 18444) == "open"
 
-        fw = Firewall(Nft(net.ns), NS_IF)
-        fw.apply(load_policy_texts([("p.yaml", POLICY)]))
+        fw = Firewall(Nft(net.ns), NS_IF, CALLBACK)
+        fw.apply(policy())
         assert syn(HOST, 19443) == "synack"  # the callback listener, from its allowed source
         assert syn(OTHER, 19443) == "dropped"  # the same port from another address
         assert syn(HOST, 12222) == "dropped"  # a listening service the policy does not name
@@ -178,7 +184,7 @@ def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
         drift = fw.check()
         assert not drift.ok and drift.problem and "rules differ" in drift.problem
         # Re-applying repairs it.
-        fw.apply(load_policy_texts([("p.yaml", POLICY)]))
+        fw.apply(policy())
         assert fw.check().ok and syn(HOST, 12222) == "dropped"
         # A rule rewritten under its own comment: a fresh read-back comparison (no baseline, as `ybgate
         # firewall verify` does it) still sees that it no longer filters what the policy says.
@@ -216,10 +222,10 @@ def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
             f'"ybgate: upstream {HOST}:18443"',
         )
         assert connect_out(net.ns, 18444) == "open"
-        fresh_view = mismatch(render(load_policy_texts([("p.yaml", POLICY)]), NS_IF), observe(Nft(net.ns).listing()))
+        fresh_view = mismatch(render(policy(), NS_IF, CALLBACK), observe(Nft(net.ns).listing()))
         assert fresh_view == f"rule contents differ: ybgate: upstream {HOST}:18443"
         assert not fw.check().ok
-        fw.apply(load_policy_texts([("p.yaml", POLICY)]))
+        fw.apply(policy())
         # An edit that keeps the comments is still drift (the contents are compared too).
         sh("ip", "netns", "exec", net.ns, "nft", "flush", "chain", "inet", "ybgate", "outbound")
         assert not fw.check().ok
@@ -263,8 +269,8 @@ async def test_daemon_applies_the_table_and_reports_drift_within_one_interval(ne
     cfg.write_text(
         f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 19190}}\n"
         f"upstreams: [{{name: sim, host: {HOST}, port: {addrs.platform[1]}, transport: tcp}}]\n"
-        + policy_section(short_tmp, (HOST, addrs.platform[1])).rstrip().removesuffix("}")
-        + f", firewall: {{enabled: true, interface: {NS_IF}, check_interval: {interval}}}}}\n"
+        + demo_policy(short_tmp, (HOST, addrs.platform[1]))
+        + f"  firewall: {{enabled: true, interface: {NS_IF}, check_interval: {interval}}}\n"
     )
     proc = await asyncio.create_subprocess_exec(
         *["ip", "netns", "exec", net.ns, sys.executable, "-m", "gateway", "run", "--config", str(cfg)],

@@ -22,7 +22,7 @@ from pathlib import Path
 from gateway.http1.client import BadUpstreamResponse
 from gateway.http1.unix_client import request
 
-from conftest import PLATFORM_PATH, example, fresh, fresh_msgid, policy_section
+from conftest import PLATFORM_PATH, example, fresh, fresh_msgid
 
 KILLS = int(os.environ.get("YBGATE_CRASH_KILLS", "25"))
 CLIENTS = 4
@@ -51,7 +51,7 @@ class Cluster:
             f"development: true\nstate_dir: {work}/state\nruntime_dir: {work}/run\nadmin: {{enabled: false}}\n"
             "api: {default_timeout: 5}\n"
             f"upstreams: [{{name: sim, host: 127.0.0.1, port: {self.sim_port}, transport: tcp}}]\n"
-            "logging: {level: warning}\n" + policy_section(work, ("127.0.0.1", self.sim_port))
+            "logging: {level: warning}\n"
         )
         self.gateway: asyncio.subprocess.Process | None = None
         self.sim: asyncio.subprocess.Process | None = None

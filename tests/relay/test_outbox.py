@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto import sm3
-from gateway.relay.outbox import MsgidConflict, SqliteOutbox
+from gateway.relay.outbox import MsgidConflict, OutboxUnavailable, SqliteOutbox
 from gateway.relay.states import IllegalMove, State
 
 
@@ -69,6 +69,25 @@ async def test_state_table(tmp_path: Path) -> None:
         await box.move("B" * 30, State.SENDING)
     with pytest.raises(ValueError, match="cannot set"):
         await box.move("A" * 30, State.FAILED, state="x")
+    await box.stop()
+
+
+async def test_accept_and_send_claims_the_first_attempt_unless_the_person_is_blocked(tmp_path: Path) -> None:
+    box = await opened(tmp_path / "o.db")
+    first = await accept(box, msgid(1), b"1", send=True)
+    assert first.row.state is State.SENDING and first.row.attempts == 1 and first.blockers == ()
+    stored = await box.get(msgid(1))
+    assert stored is not None and stored.state is State.SENDING  # on disk as claimed, not only in the answer
+    # Same person, money-moving, while the first is unfinished: stays ACCEPTED and names what blocks it.
+    second = await accept(box, msgid(2), b"2", send=True)
+    assert second.row.state is State.ACCEPTED and second.row.attempts == 0 and second.blockers == (msgid(1),)
+    # Other people and safe transactions are not held up by it.
+    other = await accept(box, msgid(3), b"3", send=True, psn_no="P2")
+    query = await accept(box, msgid(4), b"4", send=True, infno="1101", tx_class="safe")
+    assert other.row.state is State.SENDING and query.row.state is State.SENDING
+    await box.move(msgid(1), State.ANSWERED, response=b"{}")
+    third = await accept(box, msgid(5), b"5", send=True)
+    assert third.blockers == (msgid(2),)  # the accepted-but-waiting one still counts
     await box.stop()
 
 
@@ -147,3 +166,29 @@ def test_sigkill_loses_no_acknowledged_row(tmp_path: Path, run: int) -> None:
     assert not missing, f"{len(missing)} acknowledged rows lost"
     for m in acked:
         assert stored[m] == b"b%d" % int(m[-4:])
+
+
+async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path: Path) -> None:
+    """SQLite's page limit gives the real SQLITE_FULL path (a tmpfs of a set size would need a mount namespace)."""
+    box = await opened(tmp_path / "o.db")
+    await accept(box, msgid(0), b"kept", infno="1101", tx_class="safe")
+    assert box._conn is not None
+    pages = box._conn.execute("PRAGMA page_count").fetchone()[0]
+    box._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    refused = None
+    for i in range(1, 50):
+        try:
+            await accept(box, msgid(i), b"x" * 3000, infno="1101", tx_class="safe")
+        except OutboxUnavailable as exc:
+            refused = (i, exc)
+            break
+    assert refused is not None, "the page limit was never reached"
+    i, exc = refused
+    assert exc.http_status == 503 and "nothing was accepted" in exc.message and "full" in exc.message
+    assert await box.get(msgid(i)) is None  # refused means not stored
+    kept = await box.get(msgid(0))
+    assert kept is not None and kept.request == b"kept"
+    box._conn.execute("PRAGMA max_page_count = 1073741823")  # space again: work resumes
+    again = await accept(box, msgid(i), b"x" * 3000, infno="1101", tx_class="safe")
+    assert again.new
+    await box.stop()
