@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -75,9 +76,16 @@ async def main(restarts: int, clients: int) -> None:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(work / "notify.sock"))
     notify.setblocking(False)
-    body = json.dumps(
-        json.loads((Path(__file__).parent.parent / "tests/data/platform/9001_signin_request.json").read_text())
-    ).encode()
+    template = json.loads((Path(__file__).parent.parent / "tests/data/platform/9001_signin_request.json").read_text())
+    seq = itertools.count()
+
+    def body() -> bytes:
+        # A fresh msgid per request, as a HIS sends them: a repeated one would be answered from the outbox.
+        n = next(seq)
+        return json.dumps(
+            template | {"msgid": f"H44030000001{20261125000000 + n // 10000:014d}{n % 10000:04d}"}
+        ).encode()
+
     ok = failed = 0
     stop = asyncio.Event()
 
@@ -85,7 +93,7 @@ async def main(restarts: int, clients: int) -> None:
         nonlocal ok, failed
         while not stop.is_set():
             try:
-                reply = await request("POST", PATH, body, unix_socket=sock_path, time_limit=30)
+                reply = await request("POST", PATH, body(), unix_socket=sock_path, time_limit=30)
                 ok, failed = (ok + 1, failed) if reply.status == 200 else (ok, failed + 1)
             except (OSError, TimeoutError):
                 failed += 1
@@ -111,6 +119,7 @@ async def main(restarts: int, clients: int) -> None:
         await asyncio.gather(*tasks)
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
+        received = sum(1 for m in sim.ledger.messages if m.infno == "9001")
         await sim.stop()
         listener.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -123,6 +132,7 @@ async def main(restarts: int, clients: int) -> None:
     print(f"{'restarts':<34}{restarts:>12}")
     print(f"{'HIS requests answered':<34}{ok:>12}")
     print(f"{'HIS requests failed':<34}{failed:>12}")
+    print(f"{'platform received (each once?)':<34}{received:>12}   {'yes' if received == ok else 'NO'}")
 
 
 if __name__ == "__main__":

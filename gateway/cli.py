@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, cli_firewall, cli_policy, cli_profiles
+from gateway import __version__, cli_policy, cli_profiles
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_profiles.add_parser(sub)
     cli_policy.add_parser(sub)
-    cli_firewall.add_parser(sub)
+    cli_policy.add_firewall_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -471,7 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_status(args.config, args.json)
     if args.command == "sim":
         return cmd_sim(args.host, args.port, args.admin_port, args.pki)
-    plugin = {"profile": cli_profiles, "policy": cli_policy, "firewall": cli_firewall}.get(args.command)
-    if plugin is not None:
-        return plugin.run(args)
+    if args.command == "profile":
+        return cli_profiles.run(args)
+    if args.command in ("policy", "firewall"):
+        return cli_policy.run(args)
     return 2

@@ -1,9 +1,10 @@
-"""`ybgate policy …`: check, explain, diff and reload the access policy.
+"""`ybgate policy …` and `ybgate firewall …`: the access policy and the nftables table it renders.
 
 ybgate policy check [PATH…]                      validate (exit 1 with file:line:column for every problem)
 ybgate policy explain --client C --infno N       which rule allows or denies, and why
 ybgate policy diff OLD NEW                       who gains or loses what
 ybgate policy reload                             make the running daemon load it (refused if bad)
+ybgate firewall show|apply|verify                the table on the 专网 interface
 """
 
 from __future__ import annotations
@@ -46,10 +47,34 @@ def add_parser(sub: Any) -> None:
     reload.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
 
 
+def add_firewall_parser(sub: Any) -> None:
+    fw = sub.add_parser(
+        "firewall",
+        help="the nftables table rendered from the policy: show, apply, verify",
+        description="Our own table (inet ybgate) on the 专网 interface: established traffic, the whitelisted "
+        "upstreams and the callback listener pass; the rest is counted and dropped.",
+    )
+    fsub = fw.add_subparsers(dest="firewall_command", metavar="FIREWALL_COMMAND", required=True)
+    for name, text in (
+        ("show", "print the nft JSON the policy renders (--kernel: what the kernel holds)"),
+        ("apply", "apply the rendered table atomically, read it back, roll back on a mismatch"),
+        ("verify", "compare the kernel's table with the rendered one (exit 1 on drift)"),
+    ):
+        p = fsub.add_parser(name, help=text)
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+        p.add_argument("--interface", help="the 专网 interface (default: policy.firewall.interface)")
+        p.add_argument("--netns", help="act inside this network namespace (tests; a gateway in its own netns)")
+        if name == "show":
+            p.add_argument("--kernel", action="store_true")
+
+
 def run(args: argparse.Namespace) -> int:
+    from gateway.policy.firewall import FirewallError
     from gateway.policy.loader import PolicyError
 
     try:
+        if args.command == "firewall":
+            return _firewall(args)
         if args.policy_command == "check":
             return _check(args)
         if args.policy_command == "explain":
@@ -62,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return 1
     except (ConfigError, ValueError) as err:
-        print(f"ybgate policy: {err}", file=sys.stderr)
+        print(f"ybgate {args.command}: {err}", file=sys.stderr)
+        return 1
+    except FirewallError as err:
+        print(f"ybgate firewall: {err.message}", file=sys.stderr)
         return 1
 
 
@@ -155,3 +183,40 @@ def _reload(args: argparse.Namespace) -> int:
     for line in doc.get("problems", [doc.get("error", "")]):
         print(f"  {line}", file=sys.stderr)
     return 1
+
+
+def _firewall(args: argparse.Namespace) -> int:
+    from gateway.policy.firewall import mismatch, observe
+    from gateway.policy.loader import load_policy
+    from gateway.policy.nft import Firewall, Nft
+
+    config = load_config(args.config)
+    fw_settings = config.policy.firewall if config.policy is not None else None
+    interface = args.interface or (fw_settings.interface if fw_settings else None)
+    if not interface:
+        print("ybgate firewall: no interface (set policy.firewall.interface or pass --interface)", file=sys.stderr)
+        return 1
+    paths = config.policy_paths
+    if paths is None:
+        print("ybgate firewall: the configuration names no policy", file=sys.stderr)
+        return 1
+    nft = Nft(args.netns)
+    fw = Firewall(nft, interface)
+    policy = load_policy(paths)
+    ruleset = fw.render(policy)
+    if args.firewall_command == "show":
+        if args.kernel:
+            print(nft.listing() or "(no ybgate table)")
+        else:
+            print(json.dumps(ruleset.batch, ensure_ascii=False, indent=1))
+        return 0
+    if args.firewall_command == "apply":
+        seen = fw.apply(policy)
+        print(f"applied: table inet ybgate on {interface}, {len(seen.skeleton)} rules, verified by read-back")
+        return 0
+    problem = mismatch(ruleset, observe(nft.listing()))
+    if problem:
+        print(f"DRIFT: {problem}", file=sys.stderr)
+        return 1
+    print(f"ok: the kernel's table matches the policy ({len(ruleset.skeleton)} rules on {interface})")
+    return 0

@@ -264,11 +264,6 @@ class Session(_Strict):
     max_age: PositiveSeconds = 12 * 3600.0
 
 
-class CallbackListen(_Strict):
-    address: IpLiteral
-    port: Port
-
-
 class Firewall(_Strict):
     """nftables table `inet ybgate` rendered from the policy; off for hosts whose firewall is managed elsewhere."""
 
@@ -277,8 +272,6 @@ class Firewall(_Strict):
     interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
     #: how often the kernel's table is read back and compared (drift detection)
     check_interval: PositiveSeconds = 30.0
-    #: the platform's callback listener on this host, opened to the policy's callback_peers networks
-    callback: CallbackListen | None = None
 
     @model_validator(mode="after")
     def _needs_interface(self) -> Firewall:

@@ -44,7 +44,7 @@ from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_ver
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.signing import ProfileCodec
 from gateway.policy.engine import upstream_allowed
-from gateway.policy.firewall import CallbackListen, FirewallError
+from gateway.policy.firewall import FirewallError
 from gateway.policy.gate import PolicyGate
 from gateway.policy.loader import PolicyError, load_policy
 from gateway.policy.model import Policy
@@ -169,12 +169,15 @@ _RESTART_FIELDS = (
     "identity",
     "relay",
     "session",
+    "policy.firewall",
 )
 
 
 def _field(config: Config, dotted: str) -> Any:
     value: Any = config
     for part in dotted.split("."):
+        if value is None:
+            return None  # an optional section that is absent
         value = getattr(value, part)
     return value
 
@@ -184,8 +187,10 @@ def _with_fields(config: Config, values: dict[str, Any]) -> Config:
     for dotted, value in values.items():
         head, _, rest = dotted.partition(".")
         if rest:
-            inner = getattr(config, head).model_copy(update={rest: value})
-            config = config.model_copy(update={head: inner})
+            section = getattr(config, head)
+            if section is None:
+                continue  # the new file dropped the whole section: nothing to keep a field in
+            config = config.model_copy(update={head: section.model_copy(update={rest: value})})
         else:
             config = config.model_copy(update={head: value})
     return config
@@ -224,7 +229,6 @@ class Daemon:
         self.outbox: SqliteOutbox | None = None
         self.checks: HealthChecks | None = None
         self.gate = PolicyGate(None)
-        #: the nftables table on the 专网 interface (policy.firewall.enabled); its settings apply at start only
         self.firewall: Firewall | None = None
         self.relay: DurableRelay | None = None
         self.session: SignInSession | None = None
@@ -233,7 +237,8 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.config
         # The policy first: a start with a bad policy (or an upstream outside it) stops before anything listens.
-        self._start_policy(cfg)
+        self.gate = PolicyGate(self._load_policy(cfg))
+        self._start_firewall(cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         if self._given_transport is None:
             self.transport = build_transport(cfg)
@@ -302,18 +307,7 @@ class Daemon:
             asyncio.create_task(self.pool.probe_loop(self.transport, cfg.failover.probe_interval), name="probes")
         )
         self._tasks.append(asyncio.create_task(self._prune_loop(), name="outbox-prune"))
-        self.checks = HealthChecks(
-            self.metrics,
-            self.outbox.summary,
-            (lambda: identity_cert_figures(cfg.identity)) if cfg.identity is not None else None,
-            self._event,
-        )
-        await self.checks.refresh_outbox()
-        self._tasks.append(
-            asyncio.create_task(
-                self.checks.run(cfg.health.check_interval, cfg.health.cert_check_interval), name="health-checks"
-            )
-        )
+        await self._start_checks(cfg)
         if self.mqtt is not None:
             await self.mqtt.start()
         if cfg.health.interface:
@@ -385,6 +379,56 @@ class Daemon:
                     log.info("outbox_pruned", rows=removed, retention_days=self.config.relay.retention_days)
             await asyncio.sleep(3600)
 
+    async def _start_checks(self, cfg: Config) -> None:
+        assert self.outbox is not None
+        identity = cfg.identity
+        self.checks = HealthChecks(
+            self.metrics,
+            self.outbox.summary,
+            (lambda: identity_cert_figures(identity)) if identity is not None else None,
+            self._event,
+        )
+        await self.checks.refresh_outbox()
+        interval, cert_interval = cfg.health.check_interval, cfg.health.cert_check_interval
+        self._tasks.append(asyncio.create_task(self.checks.run(interval, cert_interval), name="health-checks"))
+
+    def _start_firewall(self, cfg: Config) -> None:
+        fw = cfg.policy.firewall if cfg.policy is not None else None
+        if fw is None or not fw.enabled or not fw.interface or self.gate.policy is None:
+            return
+        # The host is closed off before anything listens; a table nft refuses stops the start. On stop the
+        # table stays: the host remains closed while the gateway restarts.
+        self.firewall = Firewall(Nft(), fw.interface)
+        seen = self.firewall.apply(self.gate.policy)
+        log.info("firewall_applied", interface=fw.interface, rules=len(seen.skeleton))
+        self._tasks.append(asyncio.create_task(self._firewall_loop(fw.check_interval), name="firewall-drift"))
+
+    async def _firewall_loop(self, interval: float) -> None:
+        """Read the table back every interval; an edit, flush or deletion by anyone is drift, reported (metrics,
+        log, MQTT) but not silently undone: `ybgate firewall apply` or a reload puts it back."""
+        was_ok = True
+        while True:
+            await asyncio.sleep(interval)
+            if self.firewall is None:
+                return
+            try:
+                check = await asyncio.to_thread(self.firewall.check)
+            except FirewallError as err:
+                self.metrics.firewall_checks.labels("error").inc()
+                log.warning("firewall_check_failed", reason=err.message)
+                continue
+            self.metrics.firewall_drops.labels("in").set(check.seen.dropped_in)
+            self.metrics.firewall_drops.labels("out").set(check.seen.dropped_out)
+            self.metrics.firewall_drift.set(0 if check.ok else 1)
+            self.metrics.firewall_checks.labels("ok" if check.ok else "drift").inc()
+            if not check.ok and was_ok:
+                log.error("firewall_drift", problem=check.problem, interface=self.firewall.interface)
+                self.recent.error("firewall_drift", check.problem or "")
+                self._event("firewall_drift", {"problem": check.problem})
+            elif check.ok and not was_ok:
+                log.info("firewall_drift_resolved", interface=self.firewall.interface)
+            was_ok = check.ok
+
     async def _start_control(self, cfg: Config) -> None:
         control = ControlApi(self._resolve, reload_policy=self.reload_policy)
         server = Http1Server(control.handle, control.refuse, Limits())
@@ -414,58 +458,14 @@ class Daemon:
         log.info("policy_loaded", version=policy.version, files=list(policy.files), clients=len(policy.clients))
         return policy
 
-    def _start_policy(self, cfg: Config) -> None:
-        self.gate = PolicyGate(self._load_policy(cfg))
-        self._start_firewall(cfg)
-
-    def _start_firewall(self, cfg: Config) -> None:
-        """Close the 专网 interface before anything listens: a host that cannot be closed off does not serve."""
-        fw = cfg.policy.firewall if cfg.policy is not None else None
-        if fw is None or not fw.enabled or fw.interface is None:
-            return
-        policy = self.gate.policy
-        if policy is None:
-            raise FirewallError("policy.firewall is enabled but there is no policy to render it from")
-        callback = CallbackListen(fw.callback.address, fw.callback.port) if fw.callback else None
-        self.firewall = Firewall(Nft(), fw.interface, callback)
-        seen = self.firewall.apply(policy)
-        log.info("firewall_applied", interface=fw.interface, rules=len(seen.skeleton), version=policy.version)
-        self._tasks.append(asyncio.create_task(self._firewall_loop(fw.check_interval), name="firewall-drift"))
-
-    async def _firewall_loop(self, interval: float) -> None:
-        """Read the table back every check_interval; an edit, flush or deletion by anyone is drift, reported
-        (metrics, log, MQTT) but not silently undone: `ybgate firewall apply` or a policy reload restores it."""
-        was_ok = True
-        while True:
-            await asyncio.sleep(interval)
-            if self.firewall is None:
-                return
-            try:
-                check = await asyncio.to_thread(self.firewall.check)
-            except FirewallError as err:
-                self.metrics.firewall_checks.labels("error").inc()
-                log.warning("firewall_check_failed", reason=err.message)
-                continue
-            self.metrics.firewall_drops.labels("in").set(check.seen.dropped_in)
-            self.metrics.firewall_drops.labels("out").set(check.seen.dropped_out)
-            self.metrics.firewall_drift.set(0 if check.ok else 1)
-            self.metrics.firewall_checks.labels("ok" if check.ok else "drift").inc()
-            if not check.ok and was_ok:
-                log.error("firewall_drift", problem=check.problem, interface=self.firewall.interface)
-                self.recent.error("firewall_drift", check.problem or "")
-                self._event("firewall_drift", {"problem": check.problem})
-            elif check.ok and not was_ok:
-                log.info("firewall_drift_resolved", interface=self.firewall.interface)
-            was_ok = check.ok
-
     def reload_policy(self) -> dict[str, Any]:
-        """Load the policy again; a bad one is refused and the one in force stays. With the firewall on, the
-        new table is applied and verified first: if nft refuses it, the old table and the old policy stay."""
+        """Load the policy again; a bad one is refused and the one in force stays."""
+        refused: PolicyError | None = None
         try:
             policy = self._load_policy(self.config)
             if self.firewall is not None and policy is not None:
+                # The kernel first: if nft refuses, the old table (rolled back) and the old policy stay.
                 self.firewall.apply(policy)
-            refused = None
         except PolicyError as err:
             refused = err
         except FirewallError as err:

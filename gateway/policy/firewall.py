@@ -1,8 +1,7 @@
 """The policy as an nftables table of our own (`inet ybgate`): pure rendering and comparison, no I/O.
 
-On the 专网 interface only these pass: packets of established connections, IPv6 neighbour discovery, new
-connections out to the policy's upstream whitelist, and new connections in to the callback listener (from the
-networks of the policy's callback_peers, or from anywhere on the interface when they list none).
+On the 专网 interface only three kinds of traffic pass: packets of established connections, new connections
+out to the whitelisted upstreams, and new connections in to the callback listener (from its allowed sources).
 Everything else on that interface is counted and dropped; other interfaces are not touched, and other tables
 (the host's own firewall) are left alone.
 
@@ -22,22 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import GatewayError
-
-from .model import Policy
+from gateway.policy.model import Policy
 
 
 class FirewallError(GatewayError):
     """nftables refused the ruleset, or what the kernel holds is not what was applied."""
 
     kind = "firewall"
-
-
-@dataclass(frozen=True)
-class CallbackListen:
-    """Where this host listens for the platform's callbacks (from the config: it is a listener setting)."""
-
-    address: str
-    port: int
 
 
 FAMILY = "inet"
@@ -90,7 +80,7 @@ def _addr_value(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Any:
     return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
 
 
-def render(policy: Policy, interface: str, callback: CallbackListen | None = None) -> Ruleset:
+def render(policy: Policy, interface: str) -> Ruleset:
     """The table for `policy` guarding `interface`. Every address is parsed again here: nothing reaches nft
     as text that `ipaddress` has not accepted."""
     if not _IFNAME.match(interface):
@@ -121,14 +111,13 @@ def render(policy: Policy, interface: str, callback: CallbackListen | None = Non
     ndp = _match({"payload": {"protocol": "icmpv6", "field": "type"}}, {"set": list(_NDP)})
     rule("inbound", "ybgate: established", [iif, established, {"accept": None}])
     rule("inbound", "ybgate: ipv6 neighbour discovery", [iif, ndp, {"accept": None}])
-    cb = callback
+    cb = policy.callback
     if cb is not None:
         address = _ip(cb.address)
         l3 = _l3(address)
         expr = [iif, _match({"payload": {"protocol": l3, "field": "daddr"}}, str(address)), tcp]
-        declared = sorted({str(_net(c)) for _, cidrs in policy.callback_peers for c in cidrs})
-        sources = [_net(s) for s in declared if _net(s).version == address.version]
-        if declared and not sources:
+        sources = [_net(s) for s in cb.sources if _net(s).version == address.version]
+        if cb.sources and not sources:
             raise FirewallError(f"callback sources have no network of the listener's family ({address})")
         if sources:
             values = [_addr_value(n) for n in sources]

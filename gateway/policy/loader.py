@@ -97,6 +97,8 @@ class _Compiler:
         self.windows: list[model.Window] = []
         self.window_at: dict[str, Position] = {}
         self.peers: list[tuple[str, tuple[str, ...]]] = []
+        self.callback: model.Callback | None = None
+        self.callback_at: Position | None = None
 
     def error(self, pos: Position | None, field: str, message: str) -> None:
         self.problems.append((pos, field, message))
@@ -220,6 +222,13 @@ class _Compiler:
             days = frozenset(DAYS.index(d) for d in w.days)
             self.windows.append(model.Window(w.name, pos, days, start, end, deny, w.message))
         self.peers += [(peer.subject, tuple(peer.cidrs)) for peer in doc.callback_peers]
+        if doc.callback is not None:
+            pos = located.position(("callback", "__key__"))
+            if self.callback_at is not None:
+                self.error(pos, "callback", f"one callback listener only (first at {self.callback_at})")
+            self.callback_at = pos
+            cb = doc.callback
+            self.callback = model.Callback(str(ipaddress.ip_address(cb.address)), cb.port, tuple(cb.sources))
 
 
 def _rate(per_second: float, burst: int | None) -> model.RateSpec:
@@ -252,6 +261,7 @@ def compile_policy(parsed: list[tuple[Located, PolicyFile]]) -> model.Policy:
         rates=tuple(c.rates),
         windows=tuple(c.windows),
         callback_peers=tuple(c.peers),
+        callback=c.callback,
         groups=dict(c.groups),
         by_uid=by_uid,
         by_gid=by_gid,

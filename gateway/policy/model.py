@@ -82,6 +82,13 @@ class InfnoRate:
 
 
 @dataclass(frozen=True)
+class Callback:
+    address: str
+    port: int
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Policy:
     files: tuple[str, ...]
     clients: tuple[ClientRule, ...]
@@ -89,6 +96,7 @@ class Policy:
     rates: tuple[InfnoRate, ...]
     windows: tuple[Window, ...]
     callback_peers: tuple[tuple[str, tuple[str, ...]], ...]
+    callback: Callback | None = None
     groups: dict[str, InfnoSet] = field(default_factory=dict)
     # indexes
     by_uid: dict[int, int] = field(default_factory=dict)
@@ -119,6 +127,7 @@ class Policy:
                 [(r.key, r.rate) for r in self.rates],
                 [(w.name, sorted(w.days), w.start, w.end, w.deny.describe()) for w in self.windows],
                 self.callback_peers,
+                self.callback,
             )
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -9,10 +9,9 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 
-from .firewall import (
+from gateway.policy.firewall import (
     FAMILY,
     TABLE,
-    CallbackListen,
     FirewallError,
     Observed,
     Ruleset,
@@ -21,7 +20,7 @@ from .firewall import (
     observe,
     render,
 )
-from .model import Policy
+from gateway.policy.model import Policy
 
 
 class Nft:
@@ -64,15 +63,14 @@ class Check:
 class Firewall:
     """Our table on one interface: apply (verified, with rollback), check for drift, remove."""
 
-    def __init__(self, nft: Nft, interface: str, callback: CallbackListen | None = None) -> None:
+    def __init__(self, nft: Nft, interface: str) -> None:
         self.nft = nft
         self.interface = interface
-        self.callback = callback
         self.applied: Ruleset | None = None
         self.baseline: Observed | None = None
 
     def render(self, policy: Policy) -> Ruleset:
-        return render(policy, self.interface, self.callback)
+        return render(policy, self.interface)
 
     def apply(self, policy: Policy) -> Observed:
         """Replace the table with the one for `policy` and read it back. If the kernel then holds anything

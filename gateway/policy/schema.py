@@ -106,6 +106,14 @@ class CallbackPeer(_Strict):
     cidrs: list[Cidr] = []
 
 
+class Callback(_Strict):
+    """The gateway's listener for the platform's callbacks: the only inbound port the firewall opens."""
+
+    address: IpLiteral
+    port: Annotated[int, Field(ge=1, le=65535)]
+    sources: list[Cidr] = []  # who may connect (empty: anyone on the 专网 interface)
+
+
 class PolicyFile(_Strict):
     version: Literal[1] = 1
     groups: dict[Name, Annotated[list[Item], Field(min_length=1)]] = {}
@@ -114,6 +122,7 @@ class PolicyFile(_Strict):
     rate_limits: dict[Item, Rate] = {}  # per infno (or pattern/group), over all clients
     maintenance: list[Window] = []
     callback_peers: list[CallbackPeer] = []
+    callback: Callback | None = None
 
 
 def valid_infno_pattern(item: str) -> bool:

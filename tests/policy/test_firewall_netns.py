@@ -23,7 +23,7 @@ from scapy.sendrecv import sr1
 
 from gateway.demo import demo_policy
 from gateway.http1.unix_client import request
-from gateway.policy.firewall import CallbackListen, mismatch, observe, render
+from gateway.policy.firewall import mismatch, observe, render
 from gateway.policy.loader import load_policy_text
 from gateway.policy.nft import Firewall, Nft
 from gateway.sim.server import Simulator
@@ -32,7 +32,7 @@ from conftest import PLATFORM_PATH, fresh
 
 pytestmark = pytest.mark.root
 
-HOST, OTHER, GW = "10.252.7.1", "10.252.7.9", "10.252.7.2"
+HOST, OTHER, GW = "10.253.7.1", "10.253.7.9", "10.253.7.2"
 NS_IF = "ybfn"
 
 
@@ -129,13 +129,8 @@ def host_listeners(ports: list[int]) -> list[socket.socket]:
 
 POLICY = f"""
 upstreams: [{{host: {HOST}, port: 18443}}]
-callback_peers: [{{subject: "CN=platform-callback", cidrs: ["{HOST}/32"]}}]
+callback: {{address: {GW}, port: 19443, sources: ["{HOST}/32"]}}
 """
-CALLBACK = CallbackListen(GW, 19443)
-
-
-def policy() -> object:
-    return load_policy_text(POLICY, "p.yaml")
 
 
 def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
@@ -151,8 +146,8 @@ def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
         assert syn(HOST, 12222) == "synack" and syn(HOST, 12223) == "rst" and syn(OTHER, 19443) == "synack"
         assert connect_out(net.ns, 18444) == "open"
 
-        fw = Firewall(Nft(net.ns), NS_IF, CALLBACK)
-        fw.apply(policy())
+        fw = Firewall(Nft(net.ns), NS_IF)
+        fw.apply(load_policy_text(POLICY, "p.yaml"))
         assert syn(HOST, 19443) == "synack"  # the callback listener, from its allowed source
         assert syn(OTHER, 19443) == "dropped"  # the same port from another address
         assert syn(HOST, 12222) == "dropped"  # a listening service the policy does not name
@@ -184,7 +179,7 @@ def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
         drift = fw.check()
         assert not drift.ok and drift.problem and "rules differ" in drift.problem
         # Re-applying repairs it.
-        fw.apply(policy())
+        fw.apply(load_policy_text(POLICY, "p.yaml"))
         assert fw.check().ok and syn(HOST, 12222) == "dropped"
         # A rule rewritten under its own comment: a fresh read-back comparison (no baseline, as `ybgate
         # firewall verify` does it) still sees that it no longer filters what the policy says.
@@ -222,10 +217,10 @@ def test_only_whitelisted_ports_are_reachable(net: Net) -> None:
             f'"ybgate: upstream {HOST}:18443"',
         )
         assert connect_out(net.ns, 18444) == "open"
-        fresh_view = mismatch(render(policy(), NS_IF, CALLBACK), observe(Nft(net.ns).listing()))
+        fresh_view = mismatch(render(load_policy_text(POLICY, "p.yaml"), NS_IF), observe(Nft(net.ns).listing()))
         assert fresh_view == f"rule contents differ: ybgate: upstream {HOST}:18443"
         assert not fw.check().ok
-        fw.apply(policy())
+        fw.apply(load_policy_text(POLICY, "p.yaml"))
         # An edit that keeps the comments is still drift (the contents are compared too).
         sh("ip", "netns", "exec", net.ns, "nft", "flush", "chain", "inet", "ybgate", "outbound")
         assert not fw.check().ok

@@ -6,20 +6,18 @@ import json
 
 import pytest
 
-from gateway.policy.firewall import DROP_IN, DROP_OUT, CallbackListen, FirewallError, observe, render
+from gateway.policy.firewall import DROP_IN, DROP_OUT, FirewallError, observe, render
 from gateway.policy.loader import load_policy_text
 from gateway.policy.nft import Firewall
 
 POLICY = """
 upstreams: [{host: 10.1.0.1, port: 8443}, {host: "fd00::1", port: 8443}]
-callback_peers:
-  - {subject: "CN=platform-callback,O=Example,C=CN", cidrs: [10.1.0.0/16, 10.2.0.1/32]}
+callback: {address: 10.0.0.2, port: 9443, sources: [10.1.0.0/16, 10.2.0.1/32]}
 """
-LISTEN = CallbackListen("10.0.0.2", 9443)
 
 
 def test_render_is_one_atomic_batch_with_named_rules() -> None:
-    rs = render(load_policy_text(POLICY, "p.yaml"), "eth1", LISTEN)
+    rs = render(load_policy_text(POLICY, "p.yaml"), "eth1")
     cmds = rs.batch["nftables"]
     assert [next(iter(c)) for c in cmds[:3]] == ["add", "delete", "add"]  # replace the table in one transaction
     assert rs.skeleton == (
@@ -41,7 +39,7 @@ def test_render_is_one_atomic_batch_with_named_rules() -> None:
 @pytest.mark.parametrize("ifname", ["eth1; flush ruleset", "", "a" * 16, 'x"y'])
 def test_interface_names_are_validated(ifname: str) -> None:
     with pytest.raises(FirewallError, match="not an interface name"):
-        render(load_policy_text(POLICY, "p.yaml"), ifname, LISTEN)
+        render(load_policy_text(POLICY, "p.yaml"), ifname)
 
 
 class FakeNft:
@@ -60,7 +58,7 @@ class FakeNft:
 
 def test_a_bad_read_back_rolls_back_to_no_table() -> None:
     nft = FakeNft(json.dumps({"nftables": [{"table": {"family": "inet", "name": "ybgate"}}]}))
-    fw = Firewall(nft, "eth1", LISTEN)  # type: ignore[arg-type]
+    fw = Firewall(nft, "eth1")  # type: ignore[arg-type]
     with pytest.raises(FirewallError, match="previous table restored"):
         fw.apply(load_policy_text(POLICY, "p.yaml"))
     assert json.loads(nft.batches[-1])["nftables"][-1] == {"delete": {"table": {"family": "inet", "name": "ybgate"}}}
