@@ -286,6 +286,24 @@ class PolicySection(_Strict):
     firewall: Firewall = Firewall()
 
 
+class CallbackForward(_Strict):
+    """Where the platform's callbacks go: the HIS's local HTTP endpoint (an IP literal: no DNS on this path)."""
+
+    host: IpLiteral
+    port: Port
+    path: Annotated[str, Field(pattern=r"^/[\x21-\x7e]*$")] = "/"
+    timeout: PositiveSeconds = 30.0
+
+
+class CallbackSection(_Strict):
+    """A TLCP listener for the platform's inbound calls. Its address, port, allowed sources and the pinned
+    platform certificate subjects come from the policy (callback, callback_peers), which also opens the port in
+    the firewall; here only where to hand the calls."""
+
+    enabled: bool = False
+    forward: CallbackForward
+
+
 class Config(_Strict):
     state_dir: Path = Path("/var/lib/ybgate")
     runtime_dir: Path = Path("/run/ybgate")
@@ -301,6 +319,7 @@ class Config(_Strict):
     session: Session | None = None
     #: the access policy; absent: /etc/ybgate/policies — or, with development: true only, no policy at all
     policy: PolicySection | None = None
+    callback: CallbackSection | None = None
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 

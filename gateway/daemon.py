@@ -25,7 +25,7 @@ from gateway.api.control import ControlApi
 from gateway.config import Config, load_config
 from gateway.config import Session as SessionConfig
 from gateway.crypto import sm3
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
@@ -35,11 +35,13 @@ from gateway.health.recent import Recent
 from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, start_tcp, start_unix
+from gateway.http1.messages import Peer
 from gateway.http1.server import Http1Server
 from gateway.identity import identity_cert_figures
 from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
+from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.signing import ProfileCodec
@@ -50,6 +52,7 @@ from gateway.policy.loader import PolicyError, load_policy
 from gateway.policy.model import Policy
 from gateway.policy.nft import Firewall, Nft
 from gateway.profiles import load_codec, resolve_profile, upstream_path
+from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
@@ -94,10 +97,10 @@ def session_operator(s: SessionConfig) -> Operator:
     )
 
 
-def build_transport(config: Config) -> Transport:
-    """TLCP to each upstream with its interop settings; plain TCP only where development allows it."""
-    routes: dict[str, object] = {}
-    tlcp_configs: dict[str, TLCPConfig] = {}
+def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
+    """The TLCP settings per upstream, with the identity loaded and checked (chains, roles, key permissions,
+    keys matching certificates) from the files as they are now. Raises on anything `certs check` refuses."""
+    configs: dict[str, TLCPConfig] = {}
     if config.identity is not None and any(u.transport == "tlcp" for u in config.upstreams):
         from gateway.identity import load_identity
 
@@ -105,13 +108,19 @@ def build_transport(config: Config) -> Transport:
         for u in config.upstreams:
             if u.transport != "tlcp":
                 continue
-            tlcp_configs[u.name] = TLCPConfig(
+            configs[u.name] = TLCPConfig(
                 credentials=ident.credentials if u.tlcp.client_auth else None,
                 verify_peer=chain_verifier(ident.roots, pins=frozenset(u.tlcp.pinned_subjects)),
                 server_name=u.tlcp.server_name,
                 client_cert_shape=ClientCertShape(u.tlcp.client_cert_shape),
             )
-    tlcp = TlcpTransport(tlcp_configs)
+    return configs
+
+
+def build_transport(config: Config) -> Transport:
+    """TLCP to each upstream with its interop settings; plain TCP only where development allows it."""
+    routes: dict[str, object] = {}
+    tlcp = TlcpTransport(tlcp_configs(config))
     tcp = TcpTransport()
     for u in config.upstreams:
         routes[u.name] = tlcp if u.transport == "tlcp" else tcp
@@ -151,8 +160,8 @@ def http_limits(config: Config) -> Limits:
 
 
 # Fields a reload cannot change under a running daemon: listeners, directories, the upstream set and its
-# failover, MQTT, the watched interface, the identity, the outbox settings and the sign-in operator. A reload
-# reports them; they apply at the next restart.
+# failover, MQTT, the watched interface, the outbox settings and the sign-in operator. A reload reports them;
+# they apply at the next restart. The identity is re-read on every reload (certificate rotation).
 _RESTART_FIELDS = (
     "state_dir",
     "runtime_dir",
@@ -166,10 +175,10 @@ _RESTART_FIELDS = (
     "health",
     "failover",
     "upstreams",
-    "identity",
     "relay",
     "session",
     "policy.firewall",
+    "callback",
 )
 
 
@@ -230,6 +239,7 @@ class Daemon:
         self.checks: HealthChecks | None = None
         self.gate = PolicyGate(None)
         self.firewall: Firewall | None = None
+        self.callback_address: tuple[str, int] | None = None
         self.relay: DurableRelay | None = None
         self.session: SignInSession | None = None
         self.connections: ConnectionPool | None = None
@@ -294,6 +304,7 @@ class Daemon:
             self.admin_address = srv.sockets[0].getsockname()[:2]
             self._listeners.append((srv, None))
         await self._start_control(cfg)
+        await self._start_callback(cfg)
         self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
         unix = await start_unix(
             self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
@@ -429,6 +440,48 @@ class Daemon:
                 log.info("firewall_drift_resolved", interface=self.firewall.interface)
             was_ok = check.ok
 
+    async def _start_callback(self, cfg: Config) -> None:
+        """The platform's callbacks over mutual TLCP: our identity, its certificate pinned by the policy."""
+        if cfg.callback is None or not cfg.callback.enabled:
+            return
+        policy = self.gate.policy
+        if policy is None or policy.callback is None:
+            raise PolicyError([(None, "callback", "callback.enabled needs a callback section in the policy")])
+        pins = frozenset(subject for subject, _ in policy.callback_peers)
+        if not pins or cfg.identity is None:
+            raise PolicyError(
+                [(None, "callback", "the callback listener needs the identity and callback_peers (pinned subjects)")]
+            )
+        from gateway.identity import load_identity
+
+        ident = load_identity(cfg.identity)
+        sources = list(policy.callback.sources) + [c for _, cidrs in policy.callback_peers for c in cidrs]
+        fwd = cfg.callback.forward
+        relay = CallbackRelay(
+            HisTarget(fwd.host, fwd.port, fwd.path, fwd.timeout),
+            sources,
+            on_result=lambda result: self.metrics.callbacks.labels(result).inc(),
+        )
+        server = Http1Server(relay.handle, relay.refuse, Limits())
+
+        async def on_tlcp(reader: asyncio.StreamReader, writer: Any) -> None:
+            addr = writer.get_extra_info("peername") or ("?", 0)
+            certs = writer.handshake.peer_certificates
+            log.info("callback_connection", peer=f"{addr[0]}:{addr[1]}", subject=certs[0].subject if certs else None)
+            await server.serve(reader, writer, Peer(address=f"{addr[0]}:{addr[1]}"))
+
+        config = TLCPConfig(
+            credentials=ident.credentials,
+            verify_peer=chain_verifier(ident.roots, pins=pins),
+            request_client_cert=True,
+            require_client_cert=True,
+        )
+        cb = policy.callback
+        listener = await start_tlcp_server(on_tlcp, cb.address, cb.port, config=config)
+        self.callback_address = listener.sockets[0].getsockname()[:2]
+        self._listeners.append((listener, None))
+        log.info("callback_listening", address=f"{cb.address}:{self.callback_address[1]}", pinned=sorted(pins))
+
     async def _start_control(self, cfg: Config) -> None:
         control = ControlApi(self._resolve, reload_policy=self.reload_policy)
         server = Http1Server(control.handle, control.refuse, Limits())
@@ -457,6 +510,30 @@ class Daemon:
         self.metrics.policy_info.labels(policy.version).set(1)
         log.info("policy_loaded", version=policy.version, files=list(policy.files), clients=len(policy.clients))
         return policy
+
+    def reload_identity(self) -> str:
+        """Certificate rotation: validate the identity files as `certs check` would and use them for new TLCP
+        connections; established tunnels finish undisturbed. A bad new set is refused, the old one kept."""
+        routes = getattr(self.transport, "routes", {})
+        tlcp = next((t for t in routes.values() if isinstance(t, TlcpTransport)), None)
+        if tlcp is None or self.config.identity is None:
+            return "unchanged"
+        reason = None
+        try:
+            configs = tlcp_configs(self.config)
+        except (GatewayError, OSError, ValueError) as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+        if reason is not None:
+            self.metrics.reloads.labels("identity_refused").inc()
+            self.recent.error("identity_refused", reason)
+            log.error("identity_refused", reason=reason)
+            self._event("identity_refused", {"reason": reason})
+            return "refused"
+        tlcp.configs = configs  # one assignment: a new connection sees the old set or the new one
+        if self.checks is not None:
+            self.checks.check_certs()
+        log.info("identity_reloaded", upstreams=sorted(configs))
+        return "applied"
 
     def reload_policy(self) -> dict[str, Any]:
         """Load the policy again; a bad one is refused and the one in force stays."""
@@ -601,10 +678,13 @@ class Daemon:
             configure(new.logging.level, new.logging.format)
         kept = {name: _field(old, name) for name in needs_restart}
         self.config = _with_fields(new, kept)
+        identity = self.reload_identity()
         pol = self.reload_policy()
         self.metrics.reloads.labels("applied").inc()
         log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart, policy=pol["result"])
         status = "reloaded" + (f"; restart to apply {', '.join(needs_restart)}" if needs_restart else "")
+        if identity == "refused":
+            status += "; new certificates refused: the running ones stay"
         if pol["result"] == "refused":
             status += "; policy refused: the policy in force stays"
         self.notifier.notify(f"READY=1\nSTATUS={status}")

@@ -114,6 +114,7 @@ def generate_test_pki(
     server_names: tuple[str, ...] = ("localhost",),
     server_ips: tuple[str, ...] = ("127.0.0.1",),
     client_days: int = 3650,
+    write_ca_key: bool = False,
 ) -> dict[str, Path]:
     """Write ca.crt.pem, {server,client}_{sign,enc}.{crt,key}.pem (keys 0600) and bundles; returns the paths.
     `client_days` sets the client (gateway) certificates' validity, for expiry tests."""
@@ -124,6 +125,9 @@ def generate_test_pki(
     ca_pem = issue(ca_name, ca_key, ca_name, ca_key, usage={"key_cert_sign", "crl_sign"}, ca=True)
     _write(directory / "ca.crt.pem", ca_pem, 0o644)
     files["ca"] = directory / "ca.crt.pem"
+    if write_ca_key:  # tests that issue more certificates later (rotation)
+        _write(directory / "ca.key.pem", ca_key.to_pem(), 0o600)
+        files["ca.key"] = directory / "ca.key.pem"
     for role, cn in (("server", server_names[0]), ("client", "ybgate-test-client")):
         for kind, usage in (("sign", SIGN_USAGE), ("enc", ENC_USAGE)):
             key = SM2PrivateKey.generate()

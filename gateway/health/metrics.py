@@ -97,6 +97,12 @@ class Metrics:
             "ybgate_policy_reloads_total", "policy reloads by result (applied, refused)", ["result"], registry=r
         )
         self.policy_info = Gauge("ybgate_policy_loaded", "1 for the policy version in force", ["version"], registry=r)
+        self.callbacks = Counter(
+            "ybgate_callbacks_total",
+            "platform callbacks by result (answered, his_unreachable, refused_source, refused_method, refused_body)",
+            ["result"],
+            registry=r,
+        )
         self.firewall_drops = Gauge(
             "ybgate_firewall_dropped_packets",
             "packets the ybgate nftables table dropped on the 专网 interface, by direction",

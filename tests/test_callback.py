@@ -1,0 +1,144 @@
+"""The platform's callbacks: a real TLCP listener of the gateway, the platform played by a TLCP client holding
+the platform's certificates (pinned by the policy), and a local HIS endpoint the calls are handed to."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from gateway.config import CallbackForward, CallbackSection, PolicySection
+from gateway.crypto import Certificate, SM2PrivateKey
+from gateway.crypto.testpki import generate_test_pki
+from gateway.daemon import Daemon
+from gateway.demo import demo_config
+from gateway.http1.client import encode_request, exchange
+from gateway.net.tlcp_stream import open_tlcp_connection
+from gateway.net.tlcp_transport import chain_verifier
+from gateway.tlcp import Credentials, TLCPAlert, TLCPConfig
+
+CALLBACK_PATH = "/fsi/callback"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class His:
+    """The HIS's callback endpoint: records what arrives and answers in the platform's shape."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        async def on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+            body = await reader.readexactly(length)
+            self.received.append((head.split(b" ")[1].decode(), body))
+            answer = json.dumps(
+                {"infcode": 0, "err_msg": None, "output": {"ack": "已接收"}}, ensure_ascii=False
+            ).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(answer)
+            )
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_server(on, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+
+def platform_client(pki: Path, *, role: str = "server") -> TLCPConfig:
+    """The platform calling us holds its own certificates (in the test PKI: the 'server' ones)."""
+    roots = Certificate.load_pem_chain((pki / "ca.crt.pem").read_bytes())
+    creds = Credentials(
+        SM2PrivateKey.from_pem((pki / f"{role}_sign.key.pem").read_bytes()),
+        Certificate.from_pem((pki / f"{role}_sign.crt.pem").read_bytes()),
+        SM2PrivateKey.from_pem((pki / f"{role}_enc.key.pem").read_bytes()),
+        Certificate.from_pem((pki / f"{role}_enc.crt.pem").read_bytes()),
+    )
+    return TLCPConfig(credentials=creds, verify_peer=chain_verifier(roots))
+
+
+@pytest_asyncio.fixture
+async def rig(short_tmp: Path) -> AsyncIterator[tuple[Daemon, His, Path]]:
+    pki = generate_test_pki(short_tmp / "pki")["ca"].parent
+    his = His()
+    await his.start()
+    port = free_port()
+    platform_subject = Certificate.from_pem((pki / "server_sign.crt.pem").read_bytes()).subject
+    config = demo_config(short_tmp / "gw", ("127.0.0.1", 9), pki=pki)
+    assert config.policy is not None
+    policy_dir = config.policy.paths[0]
+    with (policy_dir / "demo.yaml").open("a") as f:
+        f.write(
+            f"callback: {{address: 127.0.0.1, port: {port}, sources: [127.0.0.1/32]}}\n"
+            f"callback_peers:\n  - subject: {json.dumps(platform_subject, ensure_ascii=False)}\n"
+        )
+    config = config.model_copy(
+        update={
+            "policy": PolicySection(paths=[policy_dir]),
+            "callback": CallbackSection(
+                enabled=True, forward=CallbackForward(host="127.0.0.1", port=his.port, path=CALLBACK_PATH)
+            ),
+        }
+    )
+    daemon = Daemon(config)
+    await daemon.start()
+    yield daemon, his, pki
+    await daemon.stop(1)
+    assert his.server is not None
+    his.server.close()
+
+
+async def call(daemon: Daemon, config: TLCPConfig, body: bytes) -> tuple[int, dict[str, object]]:
+    assert daemon.callback_address is not None
+    host, port = daemon.callback_address
+    reader, writer = await open_tlcp_connection(host, port, config=config, timeout=10)
+    try:
+        reply = await exchange(
+            reader, writer, encode_request("POST", f"{host}:{port}", "/", [("Content-Type", "application/json")], body)
+        )
+    finally:
+        writer.close()
+    return reply.status, json.loads(reply.body)
+
+
+async def test_the_pinned_platform_reaches_the_his(rig: tuple[Daemon, His, Path]) -> None:
+    daemon, his, pki = rig
+    notice = json.dumps(
+        {"infno": "4401", "input": {"data": {"setl_id": "S1", "msg": "结算单已审核"}}}, ensure_ascii=False
+    ).encode()
+    status, answer = await call(daemon, platform_client(pki), notice)
+    assert status == 200 and answer["output"] == {"ack": "已接收"}
+    assert his.received == [(CALLBACK_PATH, notice)]  # handed over unchanged, once
+
+
+async def test_a_certificate_the_policy_does_not_pin_is_refused_in_the_handshake(rig: tuple[Daemon, His, Path]) -> None:
+    daemon, his, pki = rig
+    with pytest.raises(TLCPAlert):
+        # The hospital's own client certificate: same CA, but not the platform's pinned subject.
+        await call(daemon, platform_client(pki, role="client"), b"{}")
+    assert his.received == []
+
+
+async def test_his_down_is_a_platform_shaped_not_processed(rig: tuple[Daemon, His, Path]) -> None:
+    daemon, his, pki = rig
+    assert his.server is not None
+    his.server.close()
+    await his.server.wait_closed()
+    status, answer = await call(daemon, platform_client(pki), b'{"infno": "4401"}')
+    assert status == 502 and answer["infcode"] == -1 and "HIS not reachable" in str(answer["err_msg"])
+    status, answer = await call(daemon, platform_client(pki), b"not json")
+    assert status == 400 and "not JSON" in str(answer["err_msg"])
