@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.policy.model import ClientRule, Policy
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking: Unix peer credentials, or the TCP source address."""
+class Caller(NamedTuple):
+    """Who is asking: Unix peer credentials, or the TCP source address.
+
+    A NamedTuple, not a frozen dataclass: one is built per request and per decision, and a frozen
+    dataclass's __init__ (object.__setattr__ per field) costs ~1.7 µs of the 10 µs budget; a tuple ~0.2 µs."""
 
     uid: int | None = None
     gid: int | None = None
@@ -31,8 +33,9 @@ class Caller:
         return f"ip={self.ip}" if self.ip else "unknown caller"
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """Immutable like the rest of the messages; a NamedTuple for the same reason as Caller."""
+
     allowed: bool
     kind: str  # allowed | no_client | not_allowed | maintenance
     client: ClientRule | None

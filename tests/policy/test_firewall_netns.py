@@ -32,7 +32,10 @@ from conftest import PLATFORM_PATH, fresh
 
 pytestmark = pytest.mark.root
 
-HOST, OTHER, GW = "10.253.7.1", "10.253.7.9", "10.253.7.2"
+# A /24 of its own per test process: this side binds HOST:port in the host's namespace, where a concurrent
+# run (another checkout on the same machine) would otherwise collide on the same address and ports.
+_NET = f"10.253.{os.getpid() % 250 + 1}"
+HOST, OTHER, GW = f"{_NET}.1", f"{_NET}.9", f"{_NET}.2"
 NS_IF = "ybfn"
 
 
