@@ -100,6 +100,9 @@ def test_gmssl_verifies_our_raw_signatures() -> None:
     key = SM2PrivateKey.generate()
     pub_hex = key.public_key().point[1:].hex()
     verifier = gm_sm2.CryptSM2(private_key="", public_key=pub_hex)
+    # Its constructor lstrip("04")s the key, eating leading 0/4 digits of some x (a random key hit it about
+    # one run in sixteen): set the key as it is.
+    verifier.public_key = pub_hex
     for msg in (b"abc", b"x" * 1000):
         raw = key.sign(msg, raw=True)
         assert verifier.verify_with_sm3(raw.hex(), msg)
