@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, cli_policy, cli_profiles
+from gateway import __version__, cli_audit, cli_policy, cli_profiles
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_profiles.add_parser(sub)
     cli_policy.add_parser(sub)
     cli_policy.add_firewall_parser(sub)
+    cli_audit.add_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -446,33 +447,38 @@ def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, prof
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import main_demo
+
+    try:
+        return main_demo(args.once, sys.stdout, args.log_level)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    if args.certs_command == "check":
+        return cmd_certs_check(args.config)
+    return cmd_gen_test_pki(args.directory, args.name)
+
+
+COMMANDS: dict[str, Any] = {
+    "check": lambda a: cmd_check(a.config),
+    "run": lambda a: cmd_run(a.config),
+    "demo": _demo,
+    "certs": _certs,
+    "outbox": cmd_outbox,
+    "probe": cmd_probe,
+    "status": lambda a: cmd_status(a.config, a.json),
+    "sim": lambda a: cmd_sim(a.host, a.port, a.admin_port, a.pki),
+    "profile": cli_profiles.run,
+    "policy": cli_policy.run,
+    "firewall": cli_policy.run,
+    "audit": cli_audit.run,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "check":
-        return cmd_check(args.config)
-    if args.command == "run":
-        return cmd_run(args.config)
-    if args.command == "demo":
-        from gateway.demo import main_demo
-
-        try:
-            return main_demo(args.once, sys.stdout, args.log_level)
-        except KeyboardInterrupt:
-            return 0
-    if args.command == "certs":
-        if args.certs_command == "check":
-            return cmd_certs_check(args.config)
-        return cmd_gen_test_pki(args.directory, args.name)
-    if args.command == "outbox":
-        return cmd_outbox(args)
-    if args.command == "probe":
-        return cmd_probe(args)
-    if args.command == "status":
-        return cmd_status(args.config, args.json)
-    if args.command == "sim":
-        return cmd_sim(args.host, args.port, args.admin_port, args.pki)
-    if args.command == "profile":
-        return cli_profiles.run(args)
-    if args.command in ("policy", "firewall"):
-        return cli_policy.run(args)
-    return 2
+    command = COMMANDS.get(args.command)
+    return int(command(args)) if command is not None else 2

@@ -304,6 +304,17 @@ class CallbackSection(_Strict):
     forward: CallbackForward
 
 
+class Audit(_Strict):
+    """The SM3-chained audit log of every final outcome (see gateway/audit)."""
+
+    enabled: bool = True
+    #: default: state_dir/audit
+    directory: Path | None = None
+    rotate_bytes: Annotated[int, Field(ge=4096)] = 64 * 1024 * 1024
+    checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    checkpoint_interval: PositiveSeconds = 300.0
+
+
 class Config(_Strict):
     state_dir: Path = Path("/var/lib/ybgate")
     runtime_dir: Path = Path("/run/ybgate")
@@ -320,6 +331,7 @@ class Config(_Strict):
     #: the access policy; absent: /etc/ybgate/policies — or, with development: true only, no policy at all
     policy: PolicySection | None = None
     callback: CallbackSection | None = None
+    audit: Audit = Audit()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 
@@ -364,6 +376,10 @@ class Config(_Strict):
         if self.policy is not None:
             return self.policy.paths
         return None if self.development else PolicySection().paths
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.audit.directory or self.state_dir / "audit"
 
     @property
     def control_socket(self) -> Path:

@@ -22,6 +22,7 @@ from gateway import __version__
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.api.control import ControlApi
+from gateway.audit.log import AuditLog, Outcome
 from gateway.config import Config, load_config
 from gateway.config import Session as SessionConfig
 from gateway.crypto import sm3
@@ -55,7 +56,7 @@ from gateway.profiles import load_codec, resolve_profile, upstream_path
 from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
-from gateway.relay.outbox import SqliteOutbox
+from gateway.relay.outbox import Row, SqliteOutbox
 from gateway.relay.session import Operator, SignInSession
 from gateway.secretfile import read_secret
 from gateway.tlcp import ClientCertShape, TLCPConfig
@@ -240,6 +241,7 @@ class Daemon:
         self.gate = PolicyGate(None)
         self.firewall: Firewall | None = None
         self.callback_address: tuple[str, int] | None = None
+        self.audit: AuditLog | None = None
         self.relay: DurableRelay | None = None
         self.session: SignInSession | None = None
         self.connections: ConnectionPool | None = None
@@ -280,6 +282,7 @@ class Daemon:
         )
         self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
         await self.outbox.start()
+        await self._start_audit(cfg)
         sender: Sender = forwarder
         if cfg.session is not None and cfg.session.sign_in:
             self.session = SignInSession(
@@ -298,21 +301,7 @@ class Daemon:
             recent=self.recent,
             gate=self.gate,
         )
-        if cfg.admin.enabled:
-            admin = AdminApi(self.metrics, self.status)
-            srv = await start_tcp(Http1Server(admin.handle, admin.refuse, Limits()), cfg.admin.host, cfg.admin.port)
-            self.admin_address = srv.sockets[0].getsockname()[:2]
-            self._listeners.append((srv, None))
-        await self._start_control(cfg)
-        await self._start_callback(cfg)
-        self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
-        unix = await start_unix(
-            self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
-        )
-        # A handed-over socket belongs to systemd: never unlink it on stop.
-        self._listeners.append((unix, None if self._api_socket else cfg.api_socket))
-        for tcp in cfg.api.tcp:
-            self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port), None))
+        await self._start_listeners(cfg, api)
         self._tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
         self._tasks.append(
             asyncio.create_task(self.pool.probe_loop(self.transport, cfg.failover.probe_interval), name="probes")
@@ -439,6 +428,56 @@ class Daemon:
             elif check.ok and not was_ok:
                 log.info("firewall_drift_resolved", interface=self.firewall.interface)
             was_ok = check.ok
+
+    async def _start_listeners(self, cfg: Config, api: HisApi) -> None:
+        if cfg.admin.enabled:
+            admin = AdminApi(self.metrics, self.status)
+            srv = await start_tcp(Http1Server(admin.handle, admin.refuse, Limits()), cfg.admin.host, cfg.admin.port)
+            self.admin_address = srv.sockets[0].getsockname()[:2]
+            self._listeners.append((srv, None))
+        await self._start_control(cfg)
+        await self._start_callback(cfg)
+        self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
+        unix = await start_unix(
+            self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
+        )
+        # A handed-over socket belongs to systemd: never unlink it on stop.
+        self._listeners.append((unix, None if self._api_socket else cfg.api_socket))
+        for tcp in cfg.api.tcp:
+            self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port), None))
+
+    async def _start_audit(self, cfg: Config) -> None:
+        """Open the chain (cutting a torn tail), append what the outbox finished after its last entry (a crash
+        between the two commits), then hear every final outcome from the outbox as it commits."""
+        if not cfg.audit.enabled or self.outbox is None:
+            return
+        signer = subject = None
+        if cfg.identity is not None:
+            from gateway.identity import load_identity
+
+            creds = load_identity(cfg.identity).credentials
+            signer, subject = creds.sign_key, creds.sign_cert.subject
+        a = cfg.audit
+        self.audit = AuditLog(
+            cfg.audit_dir,
+            rotate_bytes=a.rotate_bytes,
+            checkpoint_every=a.checkpoint_every,
+            checkpoint_interval=a.checkpoint_interval,
+            signer=signer,
+            signer_subject=subject,
+        )
+        self.audit.open()
+        audited = self.audit.recent_keys()
+        missing = [
+            r
+            for r in await self.outbox.finished_since(self.audit.catch_up_since())
+            if (r.msgid, r.state.value) not in audited
+        ]
+        if missing:
+            log.warning("audit_catch_up", entries=len(missing))
+            self.audit.record(_outcome(r) for r in missing)
+        audit = self.audit
+        self.outbox.on_final = lambda rows: audit.record(_outcome(r) for r in rows)
 
     async def _start_callback(self, cfg: Config) -> None:
         """The platform's callbacks over mutual TLCP: our identity, its certificate pinned by the policy."""
@@ -608,6 +647,8 @@ class Daemon:
             await self.relay.stop(grace=max(0.5, deadline - time.monotonic()))
         if self.outbox is not None:
             await self.outbox.stop()
+        if self.audit is not None:
+            await self.audit.close()
         if self.connections is not None:
             await self.connections.close()
         for task in self._tasks:
@@ -697,3 +738,9 @@ class Daemon:
             await self.wait_for_signal()
         finally:
             await self.stop()
+
+
+def _outcome(row: Row) -> Outcome:
+    return Outcome(
+        row.msgid, row.infno, row.state.value, row.outcome, row.upstream, row.request, row.response, row.updated
+    )

@@ -158,6 +158,7 @@ class SqliteOutbox:
         synchronous: str = "FULL",
         codec: BodyCodec | None = None,
         max_group: int = 256,
+        on_final: Callable[[list[Row]], None] | None = None,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
@@ -166,6 +167,8 @@ class SqliteOutbox:
         self.synchronous = synchronous
         self.codec = codec or ClearBodies()
         self.max_group = max_group
+        #: told of each row that reached a final state, once its COMMIT returned (the audit log listens here)
+        self.on_final = on_final
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # The fsync of a COMMIT is the only slow step; it runs on this one thread (SQLite releases the GIL
@@ -342,7 +345,10 @@ class SqliteOutbox:
                 raise KeyError(msgid)
             raise IllegalMove(f"{msgid}: {row.state.value} -> {to.value}")
 
-        return await self._do(op)
+        row = await self._do(op)
+        if row.state.final and self.on_final is not None:
+            self.on_final([row])  # committed: the audit log may record it
+        return row
 
     async def get(self, msgid: str) -> Row | None:
         row = await self._do(lambda conn: _select(conn, msgid))
@@ -408,6 +414,15 @@ class SqliteOutbox:
             return OutboxSummary(counts, oldest_unfinished, items[0].created if items else None, items)
 
         return await self._do(op)
+
+    async def finished_since(self, since: float) -> list[Row]:
+        """Rows that reached a final state at or after `since` (the audit log's catch-up after a crash)."""
+        finals = tuple(s.value for s in State if s.final)
+        return await self._rows(
+            f"SELECT {_COLS} FROM outbox WHERE updated >= ? AND state IN ({', '.join('?' * len(finals))}) "  # noqa: S608
+            "ORDER BY updated",
+            (since, *finals),
+        )
 
     async def counts(self) -> dict[str, int]:
         rows = await self._do(lambda conn: conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())

@@ -14,11 +14,14 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.audit.log import audit_files
+from gateway.audit.verify import verify
 from gateway.http1.client import BadUpstreamResponse
 from gateway.http1.unix_client import request
 
@@ -181,9 +184,17 @@ async def test_sigkill_under_load_keeps_every_settlement_exactly_once(short_tmp:
         stop.set()
         await cluster.admin("DELETE", "/_sim/faults")
         await asyncio.wait_for(asyncio.gather(*tasks), 90)  # each cashier finishes its last settlement
+        # One more kill, a restart (recovery, and the audit log's catch-up), then a clean stop.
+        assert cluster.gateway is not None
+        cluster.gateway.send_signal(signal.SIGKILL)
+        await cluster.gateway.wait()
+        await cluster.start_gateway()
+        cluster.gateway.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(cluster.gateway.wait(), 30) == 0
         ledger = await cluster.admin("GET", "/_sim/ledger")
     finally:
         await cluster.stop()
+    audited = check_audit_chain(short_tmp / "state")
     elapsed = time.monotonic() - started
 
     bookings: dict[str, list[dict]] = {}
@@ -211,7 +222,27 @@ async def test_sigkill_under_load_keeps_every_settlement_exactly_once(short_tmp:
     assert all(m in asked for m in bookings), "a booking for a msgid no HIS sent"
     print(
         f"\n{kills} kills in {elapsed:.0f} s, {len(asks)} settlements: {outcomes}, "
-        f"{len(ledger['settlements'])} booked at the platform, none twice"
+        f"{len(ledger['settlements'])} booked at the platform, none twice; audit chain verified, {audited} entries"
     )
     assert kills == KILLS and len(asks) > KILLS
     assert outcomes.get("answered", 0) > 0 and outcomes.get("reversed", 0) > 0  # both paths were exercised
+
+
+def check_audit_chain(state: Path) -> int:
+    """After all the kills: the chain verifies end to end (torn tails were cut on each start), and every
+    request the outbox finished has exactly one entry for its final state, none for anything else."""
+    files = audit_files(state / "audit")
+    report = verify(files)
+    assert report.ok, report.problem
+    entries = [json.loads(line) for f in files for line in f.read_bytes().splitlines()]
+    recorded = [(e["msgid"], e["state"]) for e in entries if e["kind"] == "outcome"]
+    with sqlite3.connect(state / "outbox.db") as db:
+        finished = set(
+            db.execute(
+                "SELECT msgid, state FROM outbox WHERE state IN ('answered', 'reversed', 'failed', 'confirmed')"
+            ).fetchall()
+        )
+    twice = sorted({(m, st) for m, st in recorded if recorded.count((m, st)) > 1})
+    assert not twice, f"audited twice: {twice[:5]}"
+    assert set(recorded) == finished, (len(set(recorded) - finished), len(finished - set(recorded)))
+    return len(recorded)

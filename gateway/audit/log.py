@@ -1,0 +1,224 @@
+"""The append-only audit log on disk: one JSON line per final outcome, SM3-chained, fsynced in groups.
+
+Entries are written after the outbox committed the outcome they record (the outbox calls `record` for
+every row that reached a final state), so there is never an entry for a request that was not accepted. A
+crash between the outbox commit and the audit write is repaired on start: `catch_up` appends what the outbox
+finished after the last audited entry, so none is missing either. A line torn by a crash is cut back to the
+last complete entry when the log opens (and `audit verify` names a torn tail as such, not as tampering).
+
+Files are audit-NNNNNN.jsonl in one directory; a new file starts when the current one passes
+`rotate_bytes`, and its first entry links to the last hash of the previous file, so the chain spans files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.audit.chain import GENESIS, line, seal
+from gateway.crypto import SM2PrivateKey, sm3
+
+log = structlog.get_logger("gateway.audit")
+
+#: seconds before the newest audited outcome from which catch-up compares the outbox with the chain
+CATCH_UP_MARGIN = 5.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the audit records of one finished request (no bodies, no patient data: digests only)."""
+
+    msgid: str
+    infno: str
+    state: str
+    outcome: str | None
+    upstream: str | None
+    request: bytes
+    response: bytes | None
+    finished: float  # when the outbox recorded the final state (its `updated`)
+
+
+def audit_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("audit-*.jsonl"))
+
+
+def last_entry(path: Path) -> tuple[dict[str, Any] | None, int]:
+    """The last complete entry of a file and the byte length up to it (a torn tail after it is excluded)."""
+    data = path.read_bytes()
+    end = len(data)
+    while end > 0:
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        chunk = data[start:end]
+        if chunk.endswith(b"\n"):
+            try:
+                return json.loads(chunk), end
+            except ValueError:
+                pass
+        end = start
+    return None, 0
+
+
+class AuditLog:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        rotate_bytes: int = 64 * 1024 * 1024,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 300.0,
+        signer: SM2PrivateKey | None = None,
+        signer_subject: str | None = None,
+    ) -> None:
+        self.directory = directory
+        self.rotate_bytes = rotate_bytes
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self.signer = signer
+        self.signer_subject = signer_subject
+        self.seq = 0
+        self.prev = GENESIS
+        self.last_finished = 0.0
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._file: Any = None
+        self._path: Path | None = None
+        self._pending: list[bytes] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit-fsync")
+        self.entries = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        files = audit_files(self.directory)
+        if files:
+            path = files[-1]
+            entry, good = last_entry(path)
+            if good < path.stat().st_size:
+                log.warning("audit_tail_truncated", file=str(path), kept_bytes=good, dropped=path.stat().st_size - good)
+                with path.open("r+b") as f:
+                    f.truncate(good)
+                    os.fsync(f.fileno())
+            if entry is None and len(files) > 1:
+                entry, _ = last_entry(files[-2])
+            if entry is not None:
+                self.seq, self.prev = int(entry["seq"]), str(entry["hash"])
+            self.last_finished = max((float(e.get("finished", 0.0)) for e in self._tail_entries()), default=0.0)
+            self._open_file(path)
+        else:
+            self._open_file(self.directory / "audit-000001.jsonl")
+
+    def _tail_entries(self) -> list[dict[str, Any]]:
+        """The outcome entries of the last two files (catch-up looks only at the recent end of the chain)."""
+        entries = []
+        for path in audit_files(self.directory)[-2:]:
+            for raw in path.read_bytes().splitlines():
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue
+                if entry.get("kind") == "outcome":
+                    entries.append(entry)
+        return entries
+
+    def catch_up_since(self) -> float:
+        """Where the outbox's finished rows must be compared with the chain: a little before the newest audited
+        outcome (rows of one commit group share their time within milliseconds)."""
+        return max(0.0, self.last_finished - CATCH_UP_MARGIN)
+
+    def recent_keys(self) -> set[tuple[str, str]]:
+        """(msgid, state) of the audited outcomes from catch_up_since() on: those are not appended again."""
+        since = self.catch_up_since()
+        return {(e["msgid"], e["state"]) for e in self._tail_entries() if float(e.get("finished", 0.0)) >= since}
+
+    def _open_file(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._file = os.fdopen(fd, "ab", buffering=0)
+        self._path = path
+
+    async def close(self) -> None:
+        while self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        if self._pending:
+            await self._flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._writer.shutdown(wait=True)
+
+    # -- writing --------------------------------------------------------------------------------------------
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        """Chain entries for outcomes the outbox has committed; written and fsynced in the background, in
+        groups (called from the event loop)."""
+        for o in outcomes:
+            self._append(
+                {
+                    "kind": "outcome",
+                    "ts": round(time.time(), 3),
+                    "finished": o.finished,
+                    "msgid": o.msgid,
+                    "infno": o.infno,
+                    "state": o.state,
+                    "outcome": o.outcome,
+                    "upstream": o.upstream,
+                    "request_sm3": sm3(o.request).hex(),
+                    "response_sm3": sm3(o.response).hex() if o.response is not None else None,
+                }
+            )
+            self.last_finished = max(self.last_finished, o.finished)
+        if self._since_checkpoint >= self.checkpoint_every or (
+            self._since_checkpoint and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
+        ):
+            self.checkpoint()
+        if self._pending and self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_loop(), name="audit-flush")
+
+    def checkpoint(self) -> None:
+        self._append(
+            {"kind": "checkpoint", "ts": round(time.time(), 3), "entries": self.entries, "signer": self.signer_subject},
+            signed=True,
+        )
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+    def _append(self, entry: dict[str, Any], *, signed: bool = False) -> None:
+        self.seq += 1
+        sealed = seal(entry | {"seq": self.seq}, self.prev, self.signer if signed else None)
+        self.prev = sealed["hash"]
+        self._pending.append(line(sealed))
+        if not signed:
+            self.entries += 1
+            self._since_checkpoint += 1
+
+    async def _flush_loop(self) -> None:
+        try:
+            while self._pending:
+                await self._flush()
+        finally:
+            self._flushing = None
+
+    async def _flush(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        assert self._file is not None and self._path is not None
+        if self._file.tell() + len(data) > self.rotate_bytes and self._file.tell() > 0:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            number = int(self._path.stem.split("-")[1]) + 1
+            self._open_file(self._path.with_name(f"audit-{number:06d}.jsonl"))
+            log.info("audit_rotated", file=str(self._path))
+        self._file.write(data)
+        os.fsync(self._file.fileno())

@@ -1,0 +1,122 @@
+"""`ybgate audit verify|export`: check the SM3 chain of the audit log, and hand a period of it to auditors.
+
+ybgate audit verify [FILE…] [--cert FILE]     every link, seq and checkpoint signature; exit 1 at the first break
+ybgate audit export --from DATE --to DATE     the entries of a period, with the hashes that tie them to the chain
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.config import DEFAULT_CONFIG_PATH, load_config
+from gateway.errors import ConfigError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="the SM3-chained audit log: verify, export",
+        description="Every final outcome is one entry, chained by SM3; checkpoints are signed with the gateway's "
+        "SM2 sign key.",
+    )
+    asub = p.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND", required=True)
+    verify = asub.add_parser("verify", help="check the chain; name the first altered, removed or reordered entry")
+    verify.add_argument("files", nargs="*", type=Path, help="audit files in order (default: the configured directory)")
+    verify.add_argument(
+        "--cert", type=Path, help="the sign certificate checkpoints are checked with (default: identity)"
+    )
+    verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    export = asub.add_parser("export", help="the entries of a period as JSON lines, with the chain proof")
+    export.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD (local time, inclusive)")
+    export.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD (local time, inclusive)")
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.audit_command == "verify":
+            return _verify(args)
+        return _export(args)
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"ybgate audit: {exc}", file=sys.stderr)
+        return 1
+
+
+def _files(args: argparse.Namespace) -> list[Path]:
+    from gateway.audit.log import audit_files
+
+    if getattr(args, "files", None):
+        return list(args.files)
+    directory = load_config(args.config).audit_dir
+    files = audit_files(directory)
+    if not files:
+        raise ValueError(f"no audit files in {directory}")
+    return files
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from gateway.audit.verify import verify
+    from gateway.crypto import Certificate
+
+    key = None
+    cert_path = args.cert
+    if cert_path is None and not args.files:
+        identity = load_config(args.config).identity
+        cert_path = identity.sign_cert if identity is not None else None
+    if cert_path is not None:
+        key = Certificate.load_pem_chain(cert_path.read_bytes())[0].public_key
+    files = _files(args)
+    report = verify(files, key)
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.torn_tail:
+        print(f"note: {report.torn_tail}")
+    if not report.ok:
+        print(f"BROKEN: {report.problem}", file=sys.stderr)
+        return 1
+    print(
+        f"ok: {report.entries} entries, {report.checkpoints} checkpoints ({report.signed_checkpoints} signature(s) "
+        f"checked) in {len(files)} file(s); last hash {report.last_hash}"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    start = datetime.strptime(args.start, "%Y-%m-%d").timestamp()
+    end = datetime.strptime(args.end, "%Y-%m-%d").timestamp() + 86400
+    out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
+    count = 0
+    before = None
+    after = None
+    try:
+        for path in _files(args):
+            for raw in path.read_bytes().splitlines():
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue
+                ts = float(entry.get("ts", 0))
+                if ts < start:
+                    before = entry["hash"]
+                    continue
+                if ts >= end:
+                    if after is None and entry.get("kind") == "checkpoint":
+                        after = entry
+                    continue
+                out.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+                count += 1
+        proof = {"kind": "export", "from": args.start, "to": args.end, "entries": count, "hash_before": before}
+        if after is not None:
+            proof["checkpoint_after"] = after
+        out.write(json.dumps(proof, ensure_ascii=False, sort_keys=True) + "\n")
+    finally:
+        if args.out:
+            out.close()
+    print(f"exported {count} entries", file=sys.stderr)
+    return 0
