@@ -274,7 +274,27 @@ def _file_problems(config: Config) -> list[str]:
             if file is not None and not file.is_file():
                 out.append(f"mqtt.tls.{name}: {file} does not exist")
     out += cli_profiles.key_problems(config)
+    out += _policy_problems(config)
     return out
+
+
+def _policy_problems(config: Config) -> list[str]:
+    """The policy the daemon would load, with the check it makes: every upstream whitelisted."""
+    from gateway.policy.engine import upstream_allowed
+    from gateway.policy.loader import PolicyError, load_policy
+
+    paths = config.policy_paths
+    if paths is None:
+        return []
+    try:
+        policy = load_policy(paths)
+    except PolicyError as err:
+        return err.lines()
+    outside = [f"{u.name} {u.host}:{u.port}" for u in config.upstreams if not upstream_allowed(policy, u.host, u.port)]
+    if outside:
+        return [f"upstreams not in the policy's upstream whitelist: {', '.join(outside)}"]
+    print(f"  policy {policy.version}: {len(policy.clients)} client(s), {len(policy.upstreams)} upstream(s)")
+    return []
 
 
 def cmd_run(path: Path) -> int:

@@ -144,3 +144,20 @@ def test_cli_check_refuses_a_readable_secret(tmp_path: Path) -> None:
     assert "s3cret" not in result.stdout + result.stderr
     secret.chmod(0o600)
     assert run_cli("check", "--config", str(cfg)).returncode == 0
+
+
+def test_cli_check_loads_the_policy_as_the_daemon_would(tmp_path: Path) -> None:
+    """ExecStartPre runs `ybgate check`: a policy error or an upstream outside the whitelist fails it there."""
+    policy = tmp_path / "policies"
+    policy.mkdir()
+    (policy / "10.yaml").write_text('clients:\n  - name: his\n    unix: {gids: [1500]}\n    allow: ["1101", queriez]\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(GOOD + f"policy: {{paths: [{policy}]}}\n")
+    result = run_cli("check", "--config", str(cfg))
+    assert result.returncode == 1 and f"{policy}/10.yaml:4:21: clients[0].allow[1]" in result.stderr
+    (policy / "10.yaml").write_text('clients:\n  - name: his\n    unix: {gids: [1500]}\n    allow: ["1101"]\n')
+    result = run_cli("check", "--config", str(cfg))
+    assert result.returncode == 1 and "not in the policy's upstream whitelist: sim 127.0.0.1:9443" in result.stderr
+    (policy / "20.yaml").write_text("upstreams: [{host: 127.0.0.1, port: 9443}]\n")
+    result = run_cli("check", "--config", str(cfg))
+    assert result.returncode == 0 and "1 client(s), 1 upstream(s)" in result.stdout, result.stderr
