@@ -110,8 +110,8 @@ def _show(ref: str) -> int:
 
 
 def _check(config_path: Path) -> int:
+    from gateway.assembly import profile_codecs
     from gateway.config import load_config
-    from gateway.daemon import profile_codecs
 
     config = load_config(config_path)
     codecs = profile_codecs(config)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import signal
 import socket
-import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,27 @@ from gateway import __version__
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.api.control import ControlApi
+from gateway.assembly import (
+    RESTART_FIELDS,
+    build_transport,
+    field_of,
+    http_limits,
+    mqtt_settings,
+    profile_codecs,
+    session_operator,
+    tlcp_configs,
+    upstream_targets,
+    with_fields,
+)
 from gateway.audit.log import AuditLog, Outcome
 from gateway.config import Config, load_config
-from gateway.config import Session as SessionConfig
 from gateway.crypto import sm3
 from gateway.errors import ConfigError, GatewayError
 from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
 from gateway.health.metrics import Metrics
-from gateway.health.mqtt import HealthPublisher, MqttSettings
+from gateway.health.mqtt import HealthPublisher
 from gateway.health.recent import Recent
 from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
@@ -43,167 +53,22 @@ from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_stream import start_tlcp_server
-from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
-from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
-from gateway.platform.signing import ProfileCodec
+from gateway.net.tlcp_transport import TlcpTransport, chain_verifier
+from gateway.net.transport import TcpTransport, Transport
 from gateway.policy.engine import upstream_allowed
 from gateway.policy.firewall import FirewallError
 from gateway.policy.gate import PolicyGate
 from gateway.policy.loader import PolicyError, load_policy
 from gateway.policy.model import Policy
 from gateway.policy.nft import Firewall, Nft
-from gateway.profiles import load_codec, resolve_profile, upstream_path
 from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import Row, SqliteOutbox
-from gateway.relay.session import Operator, SignInSession
-from gateway.secretfile import read_secret
-from gateway.tlcp import ClientCertShape, TLCPConfig
+from gateway.relay.session import SignInSession
+from gateway.tlcp import TLCPConfig
 
 log = structlog.get_logger("gateway.daemon")
-
-
-def upstream_targets(config: Config) -> list[UpstreamTarget]:
-    targets = []
-    for u in config.upstreams:
-        path = upstream_path(u.path, "path" in u.model_fields_set, resolve_profile(u.profile))
-        targets.append(
-            UpstreamTarget(
-                name=u.name, host=u.host, port=u.port, role=u.role, path=path, connect_timeout=u.connect_timeout
-            )
-        )
-    return targets
-
-
-def profile_codecs(config: Config) -> dict[str, ProfileCodec]:
-    """Each upstream's province profile with its keys, read (permissions checked) before anything listens."""
-    return {
-        u.name: load_codec(u.name, resolve_profile(u.profile), paasid=u.paasid, app_id=u.app_id, refs=u.secret_refs())
-        for u in config.upstreams
-    }
-
-
-def session_operator(s: SessionConfig) -> Operator:
-    return Operator(
-        opter=s.opter,
-        opter_name=s.opter_name,
-        opter_type=s.opter_type,
-        fixmedins_code=s.fixmedins_code,
-        fixmedins_name=s.fixmedins_name,
-        mdtrtarea_admvs=s.mdtrtarea_admvs,
-        mac=s.mac,
-        ip=s.ip,
-        recer_sys_code=s.recer_sys_code,
-    )
-
-
-def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
-    """The TLCP settings per upstream, with the identity loaded and checked (chains, roles, key permissions,
-    keys matching certificates) from the files as they are now. Raises on anything `certs check` refuses."""
-    configs: dict[str, TLCPConfig] = {}
-    if config.identity is not None and any(u.transport == "tlcp" for u in config.upstreams):
-        from gateway.identity import load_identity
-
-        ident = load_identity(config.identity)
-        for u in config.upstreams:
-            if u.transport != "tlcp":
-                continue
-            configs[u.name] = TLCPConfig(
-                credentials=ident.credentials if u.tlcp.client_auth else None,
-                verify_peer=chain_verifier(ident.roots, pins=frozenset(u.tlcp.pinned_subjects)),
-                server_name=u.tlcp.server_name,
-                client_cert_shape=ClientCertShape(u.tlcp.client_cert_shape),
-            )
-    return configs
-
-
-def build_transport(config: Config) -> Transport:
-    """TLCP to each upstream with its interop settings; plain TCP only where development allows it."""
-    routes: dict[str, object] = {}
-    tlcp = TlcpTransport(tlcp_configs(config))
-    tcp = TcpTransport()
-    for u in config.upstreams:
-        routes[u.name] = tlcp if u.transport == "tlcp" else tcp
-    return RoutedTransport(routes)
-
-
-def mqtt_settings(config: Config) -> MqttSettings:
-    m = config.mqtt
-    tls = None
-    if m.tls is not None:
-        tls = ssl.create_default_context(cafile=str(m.tls.ca_file))
-        if m.tls.cert_file is not None:
-            tls.load_cert_chain(str(m.tls.cert_file), str(m.tls.key_file) if m.tls.key_file else None)
-    return MqttSettings(
-        host=m.host,
-        port=m.port,
-        topic_prefix=m.topic_prefix,
-        client_id=m.client_id or f"ybgate-{socket.gethostname()}",
-        keepalive=m.keepalive,
-        interval=m.interval,
-        username=m.username,
-        password=read_secret(m.password_file) if m.password_file else None,
-        tls=tls,
-    )
-
-
-def http_limits(config: Config) -> Limits:
-    lim = config.api.limits
-    return Limits(
-        max_header_bytes=lim.max_header_bytes,
-        max_headers=lim.max_headers,
-        max_body_bytes=lim.max_body_bytes,
-        header_timeout=lim.header_timeout,
-        body_timeout=lim.body_timeout,
-        keepalive_timeout=lim.keepalive_timeout,
-    )
-
-
-# Fields a reload cannot change under a running daemon: listeners, directories, the upstream set and its
-# failover, MQTT, the watched interface, the outbox settings and the sign-in operator. A reload reports them;
-# they apply at the next restart. The identity is re-read on every reload (certificate rotation).
-_RESTART_FIELDS = (
-    "state_dir",
-    "runtime_dir",
-    "development",
-    "api.socket",
-    "api.socket_mode",
-    "api.socket_group",
-    "api.tcp",
-    "admin",
-    "mqtt",
-    "health",
-    "failover",
-    "upstreams",
-    "relay",
-    "session",
-    "policy.firewall",
-    "callback",
-)
-
-
-def _field(config: Config, dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        if value is None:
-            return None  # an optional section that is absent
-        value = getattr(value, part)
-    return value
-
-
-def _with_fields(config: Config, values: dict[str, Any]) -> Config:
-    """A copy of `config` with some dotted fields set back (frozen models: rebuild the path)."""
-    for dotted, value in values.items():
-        head, _, rest = dotted.partition(".")
-        if rest:
-            section = getattr(config, head)
-            if section is None:
-                continue  # the new file dropped the whole section: nothing to keep a field in
-            config = config.model_copy(update={head: section.model_copy(update={rest: value})})
-        else:
-            config = config.model_copy(update={head: value})
-    return config
 
 
 class Daemon:
@@ -665,10 +530,7 @@ class Daemon:
 
     async def wait_for_signal(self) -> None:
         """Serve until SIGTERM/SIGINT; act on SIGHUP (reload) in between. Handlers only set flags."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self.install_signal_handlers()
         while not self._stop.is_set():
             stop = asyncio.ensure_future(self._stop.wait())
             reload = asyncio.ensure_future(self._reload.wait())
@@ -707,7 +569,7 @@ class Daemon:
             )
             return []
         old = self.config
-        needs_restart = [name for name in _RESTART_FIELDS if _field(old, name) != _field(new, name)]
+        needs_restart = [name for name in RESTART_FIELDS if field_of(old, name) != field_of(new, name)]
         # Live: HIS-facing limits, paths and deadlines (new connections), and the log level.
         if self.http is not None:
             self.http.limits = http_limits(new)
@@ -717,8 +579,8 @@ class Daemon:
             from gateway.logging import configure
 
             configure(new.logging.level, new.logging.format)
-        kept = {name: _field(old, name) for name in needs_restart}
-        self.config = _with_fields(new, kept)
+        kept = {name: field_of(old, name) for name in needs_restart}
+        self.config = with_fields(new, kept)
         identity = self.reload_identity()
         pol = self.reload_policy()
         self.metrics.reloads.labels("applied").inc()
@@ -731,8 +593,17 @@ class Daemon:
         self.notifier.notify(f"READY=1\nSTATUS={status}")
         return needs_restart
 
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop gracefully."""
+        # Before start: the API socket listens early in start(), and a SIGTERM from then on (systemd stopping a
+        # unit that is still starting) must mean a clean stop, not death by the default handler.
+        self.install_signal_handlers()
         await self.start()
         try:
             await self.wait_for_signal()

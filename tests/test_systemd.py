@@ -254,3 +254,23 @@ async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp:
     finally:
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
+
+
+async def test_sigterm_as_soon_as_the_socket_listens_is_a_clean_stop(sim: Simulator, short_tmp: Path) -> None:
+    """systemd may stop a unit that is still starting: from the moment the API socket accepts, SIGTERM must
+    mean a drained, clean exit (status 0), not death by the default handler."""
+    cfg = write_config(short_tmp, sim)
+    sock = short_tmp / "run/api.sock"
+    for _ in range(3):
+        proc = await ybgate_process("run", "--config", str(cfg))
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    _, w = await asyncio.open_unix_connection(str(sock))
+                except OSError:
+                    await asyncio.sleep(0.005)
+                    continue
+                w.close()
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0

@@ -78,7 +78,7 @@ def test_own_identity_from_another_ca_stops_the_start(pki: Path, short_tmp: Path
     config = demo_config(short_tmp, ("127.0.0.1", 9), pki=pki)
     assert config.identity is not None
     bad = config.model_copy(update={"identity": config.identity.model_copy(update={"ca_bundle": KAT_CA})})
-    from gateway.daemon import build_transport
+    from gateway.assembly import build_transport
     from gateway.errors import GatewayError
 
     with pytest.raises(GatewayError, match="is not a trusted CA"):
