@@ -26,17 +26,16 @@ def link(prev: str, entry: dict[str, Any]) -> str:
     return sm3(bytes.fromhex(prev) + canonical(entry)).hex()
 
 
-def seal(entry: dict[str, Any], prev: str, signer: SM2PrivateKey | None = None) -> dict[str, Any]:
-    """`entry` with prev, hash (and sig for a signed checkpoint) set."""
-    entry = dict(entry) | {"prev": prev}
-    entry["hash"] = link(prev, entry)
+def seal(entry: dict[str, Any], prev: str, signer: SM2PrivateKey | None = None) -> tuple[str, bytes]:
+    """The hash of `entry` linked to `prev`, and its line for the file (with prev, hash and, for a signed
+    checkpoint, sig). The canonical bytes are serialised once and reused for the line: the audit log is on
+    every request's path."""
+    body = canonical(dict(entry) | {"prev": prev})
+    digest = sm3(bytes.fromhex(prev) + body).hex()
+    extra = f',"hash":"{digest}"'
     if signer is not None:
-        entry["sig"] = base64.b64encode(signer.sign(bytes.fromhex(entry["hash"]))).decode()
-    return entry
-
-
-def line(entry: dict[str, Any]) -> bytes:
-    return json.dumps(entry, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+        extra += f',"sig":"{base64.b64encode(signer.sign(bytes.fromhex(digest))).decode()}"'
+    return digest, body[:-1] + extra.encode() + b"}\n"
 
 
 def signature_ok(entry: dict[str, Any], key: SM2PublicKey) -> bool:

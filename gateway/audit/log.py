@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from gateway.audit.chain import GENESIS, line, seal
+from gateway.audit.chain import GENESIS, seal
 from gateway.crypto import SM2PrivateKey, sm3
 
 log = structlog.get_logger("gateway.audit")
@@ -194,9 +194,8 @@ class AuditLog:
 
     def _append(self, entry: dict[str, Any], *, signed: bool = False) -> None:
         self.seq += 1
-        sealed = seal(entry | {"seq": self.seq}, self.prev, self.signer if signed else None)
-        self.prev = sealed["hash"]
-        self._pending.append(line(sealed))
+        self.prev, text = seal(entry | {"seq": self.seq}, self.prev, self.signer if signed else None)
+        self._pending.append(text)
         if not signed:
             self.entries += 1
             self._since_checkpoint += 1
