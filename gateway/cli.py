@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, cli_audit, cli_policy, cli_profiles
+from gateway import __version__, cli_audit, cli_policy, cli_profiles, cli_recon
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_policy.add_parser(sub)
     cli_policy.add_firewall_parser(sub)
     cli_audit.add_parser(sub)
+    cli_recon.add_parser(sub)
     sim = sub.add_parser(
         "sim",
         help="run the platform simulator",
@@ -495,6 +496,7 @@ COMMANDS: dict[str, Any] = {
     "policy": cli_policy.run,
     "firewall": cli_policy.run,
     "audit": cli_audit.run,
+    "recon": cli_recon.run,
 }
 
 

@@ -315,6 +315,35 @@ class Audit(_Strict):
     checkpoint_interval: PositiveSeconds = 300.0
 
 
+class ReconGroup(_Strict):
+    """A 3201 group (insurance type, clearing type, settling agency) to total even on a day without local
+    settlements in it, so settlements only the platform holds are found there too."""
+
+    insutype: Annotated[str, Field(pattern=r"^[0-9]{3}$")]
+    clr_type: Annotated[str, Field(pattern=r"^[0-9]{2,6}$")]
+    setl_optins: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
+
+
+class Recon(_Strict):
+    """Daily reconciliation (对账) with the platform: 3201 totals, 3202 detail, a difference list."""
+
+    enabled: bool = False
+    #: when the day is reconciled, in platform time (Beijing, UTC+8), HH:MM
+    cutoff: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "02:00"
+    #: which day the cutoff reconciles: 1 = the day before (the platform's own day closes at midnight)
+    lag_days: Annotated[int, Field(ge=0, le=7)] = 1
+    #: 3202 only when 3201 disagrees, or for every group
+    detail: Literal["on_mismatch", "always"] = "on_mismatch"
+    #: per platform call
+    timeout: PositiveSeconds = 120.0
+    #: an incomplete run (a call failed) is repeated after this long, up to max_attempts a day
+    retry_interval: PositiveSeconds = 600.0
+    max_attempts: Annotated[int, Field(ge=1, le=48)] = 6
+    #: default: state_dir/recon
+    directory: Path | None = None
+    extra_groups: list[ReconGroup] = []
+
+
 class Config(_Strict):
     state_dir: Path = Path("/var/lib/ybgate")
     runtime_dir: Path = Path("/run/ybgate")
@@ -332,6 +361,7 @@ class Config(_Strict):
     policy: PolicySection | None = None
     callback: CallbackSection | None = None
     audit: Audit = Audit()
+    recon: Recon = Recon()
     upstreams: Annotated[list[Upstream], Field(min_length=1)]
     logging: Logging = Logging()
 
@@ -357,6 +387,11 @@ class Config(_Strict):
                     f"the upstreams' profiles ({', '.join(profiles)}) class transactions differently; "
                     "every upstream of one platform needs the same transaction catalogue"
                 )
+        if self.recon.enabled and (self.session is None or not self.session.sign_in):
+            raise ValueError(
+                "recon.enabled needs session with sign_in: true (reconciliation calls are the gateway's own "
+                "requests, signed in as the session's operator)"
+            )
         if not self.development:
             plain = [u.name for u in self.upstreams if u.transport == "tcp"]
             if plain:
@@ -380,6 +415,10 @@ class Config(_Strict):
     @property
     def audit_dir(self) -> Path:
         return self.audit.directory or self.state_dir / "audit"
+
+    @property
+    def recon_dir(self) -> Path:
+        return self.recon.directory or self.state_dir / "recon"
 
     @property
     def control_socket(self) -> Path:

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import socket
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from gateway.assembly import (
 from gateway.audit.log import AuditLog, Outcome
 from gateway.config import Config, load_config
 from gateway.crypto import sm3
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
 from gateway.health.link import LinkMonitor, LinkState
@@ -55,12 +56,17 @@ from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.net.tlcp_transport import TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport
+from gateway.platform.stmtfiles import GroupKey
 from gateway.policy.engine import upstream_allowed
 from gateway.policy.firewall import FirewallError
 from gateway.policy.gate import PolicyGate
 from gateway.policy.loader import PolicyError, load_policy
 from gateway.policy.model import Policy
 from gateway.policy.nft import Firewall, Nft
+from gateway.recon.report import Report
+from gateway.recon.report import paths as report_paths
+from gateway.recon.run import Reconciler, ReconSettings
+from gateway.recon.schedule import ReconSchedule
 from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
@@ -109,6 +115,7 @@ class Daemon:
         self.audit: AuditLog | None = None
         self.relay: DurableRelay | None = None
         self.session: SignInSession | None = None
+        self.recon: Reconciler | None = None
         self.connections: ConnectionPool | None = None
 
     async def start(self) -> None:
@@ -157,6 +164,8 @@ class Daemon:
         self.relay = DurableRelay(self.outbox, sender, catalogue, on_event=self._relay_event)
         # What a previous run left unfinished is settled before any new request is taken.
         await self.relay.recover()
+        if cfg.recon.enabled and cfg.session is not None:
+            self._start_recon(cfg)
         self.api = api = HisApi(
             self.relay,
             cfg.api.paths,
@@ -387,7 +396,7 @@ class Daemon:
         log.info("callback_listening", address=f"{cb.address}:{self.callback_address[1]}", pinned=sorted(pins))
 
     async def _start_control(self, cfg: Config) -> None:
-        control = ControlApi(self._resolve, reload_policy=self.reload_policy)
+        control = ControlApi(self._resolve, reload_policy=self.reload_policy, reconcile=self._reconcile)
         server = Http1Server(control.handle, control.refuse, Limits())
         self._listeners.append((await start_unix(server, cfg.control_socket, mode=0o600), cfg.control_socket))
 
@@ -472,6 +481,55 @@ class Daemon:
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
         if self.mqtt is not None:
             self.mqtt.event(kind, **detail)
+
+    def _start_recon(self, cfg: Config) -> None:
+        assert self.relay is not None and cfg.session is not None
+        r = cfg.recon
+        extra = tuple(GroupKey(g.insutype, g.clr_type, g.setl_optins) for g in r.extra_groups)
+        self.recon = Reconciler(
+            self.outbox,
+            self.relay,
+            session_operator(cfg.session),
+            cfg.recon_dir,
+            ReconSettings(detail=r.detail, timeout=r.timeout, extra_groups=extra),
+            on_finished=self._recon_finished,
+        )
+        schedule = ReconSchedule(
+            self.recon,
+            cfg.recon_dir,
+            cutoff=r.cutoff,
+            lag_days=r.lag_days,
+            retry_interval=r.retry_interval,
+            max_attempts=r.max_attempts,
+        )
+        self._tasks.append(asyncio.create_task(schedule.run_forever(), name="recon"))
+
+    def _recon_finished(self, report: Report) -> None:
+        summary = report.summary()
+        self.metrics.recon_runs.labels(report.status).inc()
+        self.metrics.recon_differences.set(len(report.differences))
+        self.metrics.recon_last_run.set_to_current_time()
+        if self.mqtt is not None:
+            # counts only: the difference list names patients and stays in the report files
+            self.mqtt.event(
+                "recon_finished",
+                date=report.date,
+                status=report.status,
+                differences=summary["differences"],
+                settlements=summary["settlements"],
+                unresolved=summary["unresolved"],
+            )
+
+    async def _reconcile(self, day: str) -> dict[str, Any]:
+        if self.recon is None:
+            raise RequestError("reconciliation is not enabled (recon.enabled in the config)", http_status=409)
+        try:
+            parsed = date.fromisoformat(day)
+        except ValueError:
+            raise RequestError(f"not a date: {day!r} (YYYY-MM-DD)") from None
+        report = await self.recon.run(parsed)
+        json_path, csv_path = report_paths(self.config.recon_dir, parsed)
+        return report.summary() | {"report": str(json_path), "differences_csv": str(csv_path)}
 
     def _relay_event(self, kind: str, detail: dict[str, Any]) -> None:
         self.metrics.relay_events.labels(kind).inc()
@@ -613,5 +671,13 @@ class Daemon:
 
 def _outcome(row: Row) -> Outcome:
     return Outcome(
-        row.msgid, row.infno, row.state.value, row.outcome, row.upstream, row.request, row.response, row.updated
+        row.msgid,
+        row.infno,
+        row.state.value,
+        row.outcome,
+        row.upstream,
+        row.request,
+        row.response,
+        row.updated,
+        row.client,
     )

@@ -26,7 +26,7 @@ TIMEOUT_HEADER = "x-ybgate-timeout"
 
 
 class Relay(Protocol):
-    async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer: ...
+    async def submit(self, envelope: RequestEnvelope, deadline: float, *, client: str | None = None) -> RelayAnswer: ...
 
 
 class HisApi:
@@ -71,11 +71,11 @@ class HisApi:
             timeout = self._timeout(request)
             charset = charset_of(request.headers.get("content-type"))
             envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
-            self._admit(request, envelope)
+            client = self._admit(request, envelope)
             deadline = asyncio.get_running_loop().time() + timeout
             self.metrics.in_flight.inc()
             try:
-                answer = await self.relay.submit(envelope, deadline)
+                answer = await self.relay.submit(envelope, deadline, client=client)
             finally:
                 self.metrics.in_flight.dec()
         except GatewayError as err:
@@ -109,14 +109,16 @@ class HisApi:
         )
         return self._answer(answer.response.body, envelope.charset)
 
-    def _admit(self, request: Request, envelope: RequestEnvelope) -> None:
+    def _admit(self, request: Request, envelope: RequestEnvelope) -> str:
+        """Who the caller is (its policy client name, or its peer without a policy); raises if refused."""
         peer = request.peer
         caller = Caller(peer.uid, peer.gid, peer.address.rpartition(":")[0].strip("[]") if peer.address else None)
         try:
-            self.gate.check(caller, envelope.infno)
+            named = self.gate.check(caller, envelope.infno)
         except PolicyDenied as err:
             self.metrics.policy_denials.labels(err.kind, err.decision.client.name if err.decision.client else "").inc()
             raise
+        return named or (f"uid={peer.uid}" if peer.uid is not None else peer.address or "unknown")
 
     def _timeout(self, request: Request) -> float:
         raw = request.headers.get(TIMEOUT_HEADER)

@@ -45,6 +45,7 @@ class Outcome:
     request: bytes
     response: bytes | None
     finished: float  # when the outbox recorded the final state (its `updated`)
+    client: str | None = None
 
 
 def audit_files(directory: Path) -> list[Path]:
@@ -172,6 +173,7 @@ class AuditLog:
                     "state": o.state,
                     "outcome": o.outcome,
                     "upstream": o.upstream,
+                    "client": o.client,
                     "request_sm3": sm3(o.request).hex(),
                     "response_sm3": sm3(o.response).hex() if o.response is not None else None,
                 }

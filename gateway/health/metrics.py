@@ -121,6 +121,18 @@ class Metrics:
             ["cert", "subject"],
             registry=r,
         )
+        self.recon_runs = Counter(
+            "ybgate_recon_runs_total",
+            "reconciliation runs by result (balanced, differences, incomplete)",
+            ["result"],
+            registry=r,
+        )
+        self.recon_differences = Gauge(
+            "ybgate_recon_differences", "differences found by the last reconciliation run", registry=r
+        )
+        self.recon_last_run = Gauge(
+            "ybgate_recon_last_run_timestamp_seconds", "when the last reconciliation run finished", registry=r
+        )
         self.cert_warnings = Counter(
             "ybgate_cert_expiry_warnings_total",
             "certificate expiry warnings raised, by threshold in days (0: expired)",

@@ -42,10 +42,13 @@ class PolicyGate:
     def swap(self, policy: Policy) -> None:
         self.policy = policy  # one assignment: a request sees the old policy or the new one, never a mix
 
-    def check(self, caller: Caller, infno: str, *, now: float | None = None, local: datetime | None = None) -> None:
+    def check(
+        self, caller: Caller, infno: str, *, now: float | None = None, local: datetime | None = None
+    ) -> str | None:
+        """The name of the policy client the caller is (None: no policy in force); raises if refused."""
         policy = self.policy
         if policy is None:
-            return
+            return None
         local = local or datetime.now()
         decision = decide(policy, caller, infno, local.weekday(), local.hour * 60 + local.minute)
         if not decision.allowed:
@@ -64,3 +67,4 @@ class PolicyGate:
                     f"请求过于频繁 (rate limit): {infno} is limited to {rule.rate.per_second:g}/s over all clients "
                     f"(burst {rule.rate.burst}) by {rule.position}"
                 )
+        return client.name

@@ -73,7 +73,8 @@ class DurableRelay:
 
     # -- the HIS-facing entry -------------------------------------------------------------------------------
 
-    async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer:
+    async def submit(self, envelope: RequestEnvelope, deadline: float, *, client: str | None = None) -> RelayAnswer:
+        """`client` (who sent it) is kept with the row for ops and the audit log."""
         info = self.catalogue.classify(envelope.infno)
         loop = asyncio.get_running_loop()
         wall_deadline = time.time() + (deadline - loop.time())
@@ -85,6 +86,7 @@ class DurableRelay:
             body=envelope.body,
             deadline=wall_deadline,
             send=True,
+            client=client,
         )
         if not accepted.new:
             return await self._replay(accepted.row, deadline)
@@ -282,6 +284,7 @@ class DurableRelay:
                     psn_no=rev.psn_no,
                     body=rev.body,
                     deadline=None,
+                    client=f"ybgate:reversal of {row.msgid}",
                 )
             except MsgidConflict:
                 continue  # that msgid is taken: the next one

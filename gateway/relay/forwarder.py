@@ -23,6 +23,7 @@ from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
 from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope
 from gateway.platform.profile import Profile
 from gateway.platform.signing import OutboundRequest, ProfileCodec, ProfileKeys, UntrustedAnswer
+from gateway.platform.stmtfiles import DOWNLOAD_INFNO, file_answer, is_file_answer
 
 #: the plain national interface: what an upstream without a profile gets (the HIS's bytes as they are)
 PLAIN = ProfileCodec(Profile("national"), ProfileKeys())
@@ -139,8 +140,12 @@ class Forwarder:
             raise AmbiguousOutcome(
                 f"{conn.target.name} answered HTTP {reply.status} instead of a platform answer; outcome unknown"
             )
+        headers = dict(reply.headers.items)
+        if envelope.infno == DOWNLOAD_INFNO and is_file_answer(_header(headers, "content-type")):
+            # 9102 answers with the file itself: outside any profile's signing, and not an envelope.
+            return file_answer(reply.body, _filename(_header(headers, "content-disposition")) or "download")
         try:
-            answer = self._codec(conn.target).decode_response(reply.body, dict(reply.headers.items), now=self.clock())
+            answer = self._codec(conn.target).decode_response(reply.body, headers, now=self.clock())
         except UntrustedAnswer as exc:
             log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
                 "untrusted_answer", upstream=conn.target.name, reason=exc.message, msgid=envelope.msgid
@@ -197,3 +202,15 @@ class Forwarder:
         except asyncio.CancelledError:
             await self.connections.put(conn, keep=False)
             raise
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def _filename(disposition: str | None) -> str | None:
+    for part in (disposition or "").split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "filename":
+            return value.strip().strip('"') or None
+    return None

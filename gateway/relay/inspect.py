@@ -11,7 +11,19 @@ from typing import Any
 
 from gateway.relay.states import State
 
-COLUMNS = ("msgid", "infno", "tx_class", "psn_no", "state", "attempts", "created", "updated", "upstream", "outcome")
+COLUMNS = (
+    "msgid",
+    "infno",
+    "tx_class",
+    "psn_no",
+    "state",
+    "attempts",
+    "created",
+    "updated",
+    "upstream",
+    "outcome",
+    "client",
+)
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -20,12 +32,20 @@ def _open(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
+def _present(conn: sqlite3.Connection) -> tuple[str, ...]:
+    """COLUMNS the file has: an outbox the daemon has not opened since an upgrade lacks the newer ones (this
+    read-only view does not migrate it)."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
+    return tuple(c for c in COLUMNS if c in have)
+
+
 def list_rows(path: Path, *, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     if state is not None:
         State(state)  # a typo is an error, not an empty list
     conn = _open(path)
     try:
-        cols = ", ".join(COLUMNS)
+        names = _present(conn)
+        cols = ", ".join(names)
         if state is None:
             rows = conn.execute(f"SELECT {cols} FROM outbox ORDER BY created DESC LIMIT ?", (limit,))  # noqa: S608
         else:
@@ -33,7 +53,7 @@ def list_rows(path: Path, *, state: str | None = None, limit: int = 50) -> list[
                 f"SELECT {cols} FROM outbox WHERE state = ? ORDER BY created DESC LIMIT ?",  # noqa: S608
                 (state, limit),
             )
-        return [dict(zip(COLUMNS, r, strict=True)) for r in rows.fetchall()]
+        return [dict(zip(names, r, strict=True)) for r in rows.fetchall()]
     finally:
         conn.close()
 
@@ -41,15 +61,16 @@ def list_rows(path: Path, *, state: str | None = None, limit: int = 50) -> list[
 def show(path: Path, msgid: str) -> dict[str, Any] | None:
     conn = _open(path)
     try:
+        names = _present(conn)
         r = conn.execute(
-            f"SELECT {', '.join(COLUMNS)}, request, response FROM outbox WHERE msgid = ?",  # noqa: S608
+            f"SELECT {', '.join(names)}, request, response FROM outbox WHERE msgid = ?",  # noqa: S608
             (msgid,),
         ).fetchone()
     finally:
         conn.close()
     if r is None:
         return None
-    doc = dict(zip((*COLUMNS, "request", "response"), r, strict=True))
+    doc = dict(zip((*names, "request", "response"), r, strict=True))
     for key in ("request", "response"):
         if doc[key] is not None:
             doc[key] = json.loads(doc[key])
@@ -60,5 +81,5 @@ def line(row: dict[str, Any]) -> str:
     when = dt.datetime.fromtimestamp(row["created"]).strftime("%Y-%m-%d %H:%M:%S")
     return (
         f"{when}  {row['msgid']}  {row['infno']:<5} {row['tx_class']:<12} {row['state']:<9} "
-        f"attempts={row['attempts']}  {row['outcome'] or ''}"
+        f"attempts={row['attempts']}  {row.get('client') or '-'}  {row['outcome'] or ''}"
     )

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     body_digest BLOB NOT NULL,
     request BLOB NOT NULL,
     response BLOB,
-    outcome TEXT
+    outcome TEXT,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_unfinished ON outbox(state) WHERE state IN ('accepted', 'sending', 'in_doubt');
 CREATE INDEX IF NOT EXISTS outbox_person ON outbox(psn_no, state);
@@ -65,6 +66,7 @@ _COLUMNS = (
     "request",
     "response",
     "outcome",
+    "client",
 )
 _COLS = ", ".join(_COLUMNS)
 # Column names are constants of this module; values always travel as parameters.
@@ -123,6 +125,7 @@ class Row:
     request: bytes
     response: bytes | None
     outcome: str | None
+    client: str | None = None  # who sent it: the policy's client name (or the peer, without a policy)
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,9 @@ class SqliteOutbox:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
+        # Outboxes written before the client column existed get it (rows kept from then have none).
+        if "client" not in {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}:
+            conn.execute("ALTER TABLE outbox ADD COLUMN client TEXT")
         return conn
 
     async def _groups(self) -> None:
@@ -274,6 +280,7 @@ class SqliteOutbox:
         body: bytes,
         deadline: float | None,
         send: bool = False,
+        client: str | None = None,
     ) -> Accepted:
         """Store a new request, or find the stored one with the same msgid.
 
@@ -313,6 +320,7 @@ class SqliteOutbox:
                 stored,
                 None,
                 None,
+                client,
             )
             conn.execute(_INSERT, values)
             return Accepted(self._decoded(_row(values)), new=True, blockers=blockers)
@@ -423,6 +431,12 @@ class SqliteOutbox:
             "ORDER BY updated",
             (since, *finals),
         )
+
+    async def between(self, start: float, end: float, infnos: frozenset[str]) -> list[Row]:
+        """Rows of these transactions created in [start, end), oldest first (reconciliation's view of a day)."""
+        marks = ", ".join("?" * len(infnos))
+        sql = f"SELECT {_COLS} FROM outbox WHERE created >= ? AND created < ? AND infno IN ({marks}) ORDER BY created"  # noqa: S608 - placeholders only
+        return await self._rows(sql, (start, end, *sorted(infnos)))
 
     async def counts(self) -> dict[str, int]:
         rows = await self._do(lambda conn: conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())

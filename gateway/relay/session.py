@@ -53,6 +53,30 @@ class Operator:
     recer_sys_code: str = "FSI"
     infver: str = "V1.0"
 
+    def envelope(self, infno: str, msgid: str, inp: dict[str, Any], now: datetime) -> RequestEnvelope:
+        """A request of the gateway's own (sign-in, reconciliation), in the same envelope the HIS sends."""
+        fields = {
+            "infno": infno,
+            "msgid": msgid,
+            "mdtrtarea_admvs": self.mdtrtarea_admvs,
+            "insuplc_admdvs": self.mdtrtarea_admvs,
+            "recer_sys_code": self.recer_sys_code,
+            "dev_no": "",
+            "dev_safe_info": "",
+            "cainfo": "",
+            "signtype": "",
+            "infver": self.infver,
+            "opter_type": self.opter_type,
+            "opter": self.opter,
+            "opter_name": self.opter_name,
+            "fixmedins_code": self.fixmedins_code,
+            "fixmedins_name": self.fixmedins_name,
+            "inf_time": f"{now:%Y-%m-%d %H:%M:%S}",
+            "sign_no": "",
+            "input": inp,
+        }
+        return decode_request(json.dumps(fields, ensure_ascii=False).encode("utf-8"))
+
 
 class SignInFailed(UpstreamError):
     """The platform refused the gateway's own sign-in: nothing was sent for the HIS."""
@@ -127,24 +151,5 @@ class SignInSession:
     def _sign_in_envelope(self) -> RequestEnvelope:
         op = self.operator
         now = datetime.now()
-        fields = {
-            "infno": "9001",
-            "msgid": self._msgids.make(op.fixmedins_code, now),
-            "mdtrtarea_admvs": op.mdtrtarea_admvs,
-            "insuplc_admdvs": op.mdtrtarea_admvs,
-            "recer_sys_code": op.recer_sys_code,
-            "dev_no": "",
-            "dev_safe_info": "",
-            "cainfo": "",
-            "signtype": "",
-            "infver": op.infver,
-            "opter_type": op.opter_type,
-            "opter": op.opter,
-            "opter_name": op.opter_name,
-            "fixmedins_code": op.fixmedins_code,
-            "fixmedins_name": op.fixmedins_name,
-            "inf_time": f"{now:%Y-%m-%d %H:%M:%S}",
-            "sign_no": "",
-            "input": {"signIn": {"opter_no": op.opter, "mac": op.mac, "ip": op.ip}},
-        }
-        return decode_request(json.dumps(fields, ensure_ascii=False).encode("utf-8"))
+        inp = {"signIn": {"opter_no": op.opter, "mac": op.mac, "ip": op.ip}}
+        return op.envelope("9001", self._msgids.make(op.fixmedins_code, now), inp, now)

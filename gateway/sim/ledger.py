@@ -37,12 +37,17 @@ class Settlement:
     booked_at: float
     state: str = "booked"  # booked | cancelled (2208) | reversed (2601)
     undone_by: str | None = None
+    clr_type: str = "11"  # 清算类别: 11 outpatient
+    setl_optins: str = ""  # 结算经办机构 (the insured's region)
+    refd_setl_flag: str = "0"  # "1": a refund line (2208), negative amounts
 
 
 @dataclass
 class Ledger:
     messages: list[Message] = field(default_factory=list)
     settlements: list[Settlement] = field(default_factory=list)
+    #: refund lines booked by 撤销结算 (2208): what reconciliation lists next to the settlements they undo
+    refunds: list[Settlement] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, msg: Message) -> None:
@@ -52,6 +57,10 @@ class Ledger:
     def book(self, settlement: Settlement) -> None:
         with self._lock:
             self.settlements.append(settlement)
+
+    def refund(self, settlement: Settlement) -> None:
+        with self._lock:
+            self.refunds.append(settlement)
 
     def by_msgid(self, msgid: str, infno: str | None = None) -> list[Settlement]:
         return [s for s in self.settlements if s.msgid == msgid and (infno is None or s.infno == infno)]
@@ -63,5 +72,6 @@ class Ledger:
         with self._lock:
             return {
                 "messages": [asdict(m) for m in self.messages],
-                "settlements": [{k: v for k, v in asdict(s).items()} for s in self.settlements],
+                "settlements": [asdict(s) for s in self.settlements],
+                "refunds": [asdict(s) for s in self.refunds],
             }

@@ -12,14 +12,14 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
+from gateway.sim.errors import PLATFORM_TZ, PlatformError, platform_time
 from gateway.sim.ledger import Ledger, Settlement
+from gateway.sim.statements import SimStatements
 
 SIGN_TTL_S = 24 * 3600
-#: the platform speaks Beijing time whatever zone the machine running the simulator is in
-PLATFORM_TZ = timezone(timedelta(hours=8))
 MONEY_MOVING = frozenset({"2207", "2208", "2304", "2305", "2102", "2103", "2201", "2202"})
 
 
@@ -29,15 +29,6 @@ class SignIn:
     opter_no: str
     signed_at: float
     expired: bool = False
-
-
-class PlatformError(Exception):
-    """A business refusal: becomes infcode -1 with the Chinese err_msg the platform would send."""
-
-    def __init__(self, err_msg: str, infcode: int = -1) -> None:
-        super().__init__(err_msg)
-        self.err_msg = err_msg
-        self.infcode = infcode
 
 
 class SimPlatform:
@@ -66,6 +57,8 @@ class SimPlatform:
             "2601": self._reverse,
             "5203": self._setl_query,
         }
+        self.statements = SimStatements(ledger, clock=clock)
+        self.handlers |= self.statements.handlers()
 
     # -- dispatch -------------------------------------------------------------------------------------------
 
@@ -229,10 +222,27 @@ class SimPlatform:
             chrg_bchno=data["chrg_bchno"],
             insutype=str(data.get("insutype") or "310"),
             booked_at=self.clock(),
+            setl_optins=str(req.get("insuplc_admdvs") or "440300"),
             **split,
         )
         self.ledger.book(setl)
-        return {"setlinfo": {"setl_id": setl.setl_id, "mdtrt_id": setl.mdtrt_id, "psn_no": setl.psn_no, **split}}
+        return {"setlinfo": self._setlinfo(setl)}
+
+    @staticmethod
+    def _setlinfo(setl: Settlement) -> dict[str, Any]:
+        return {
+            "setl_id": setl.setl_id,
+            "mdtrt_id": setl.mdtrt_id,
+            "psn_no": setl.psn_no,
+            "medfee_sumamt": setl.medfee_sumamt,
+            "fund_pay_sumamt": setl.fund_pay_sumamt,
+            "acct_pay": setl.acct_pay,
+            "psn_cash_pay": setl.psn_cash_pay,
+            "insutype": setl.insutype,
+            "clr_type": setl.clr_type,
+            "clr_optins": setl.setl_optins,
+            "setl_time": platform_time(setl.booked_at),
+        }
 
     def _cancel_settlement(self, req: dict[str, Any]) -> Any:
         data = self._data(req, "setl_id", "psn_no", "mdtrt_id")
@@ -243,7 +253,22 @@ class SimPlatform:
             raise PlatformError(f"结算记录[{setl.setl_id}]已撤销，不能重复撤销")
         setl.state, setl.undone_by = "cancelled", req["msgid"]
         neg = {k: -v for k, v in self._split(setl.medfee_sumamt).items()}
-        return {"setlinfo": {"setl_id": f"{self.region}{next(self._ids):018d}", "psn_no": setl.psn_no, **neg}}
+        refund = Settlement(
+            setl_id=f"{self.region}{next(self._ids):018d}",
+            msgid=req["msgid"],
+            infno=req["infno"],
+            psn_no=setl.psn_no,
+            mdtrt_id=setl.mdtrt_id,
+            chrg_bchno=setl.chrg_bchno,
+            insutype=setl.insutype,
+            booked_at=self.clock(),
+            clr_type=setl.clr_type,
+            setl_optins=setl.setl_optins,
+            refd_setl_flag="1",
+            **neg,
+        )
+        self.ledger.refund(refund)
+        return {"setlinfo": self._setlinfo(refund)}
 
     def _reverse(self, req: dict[str, Any]) -> Any:
         data = self._data(req, "psn_no", "omsgid", "oinfno")

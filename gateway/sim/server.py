@@ -20,6 +20,7 @@ from gateway.platform.signing import TIF_NONCE, ProfileCodec, Refusal
 from gateway.sim.faults import FaultTable
 from gateway.sim.ledger import Ledger, Message
 from gateway.sim.platform import SimPlatform
+from gateway.sim.statements import FileAnswer
 from gateway.tlcp import TLCPConfig
 
 log = structlog.get_logger("gateway.sim")
@@ -156,6 +157,11 @@ class Simulator:
         return doc
 
     def _answer(self, answer: dict[str, Any]) -> Response:
+        out = answer.get("output")
+        if isinstance(out, FileAnswer):
+            # 9102: the file itself, outside the profile's envelope and signing
+            disposition = ("Content-Disposition", f'attachment; filename="{out.filename}"')
+            return Response(200, out.data, content_type="application/octet-stream", headers=(disposition,))
         if self.profile is None:
             return _json(200, answer)
         headers, body = self.profile.encode_response(answer, now=self.platform.clock())
@@ -189,8 +195,42 @@ class Simulator:
             return _json(200, {})
         if route == ("POST", "/_sim/expire-signins"):
             return _json(200, {"expired": self.platform.expire_signins()})
+        if route == ("GET", "/_sim/recon"):
+            return _json(200, self.platform.statements.snapshot())
+        if route == ("POST", "/_sim/recon"):
+            return self._tamper(request.body)
         if route == ("GET", "/_sim"):
             return _json(
-                200, {"endpoints": ["GET /_sim/ledger", "GET|POST|DELETE /_sim/faults", "POST /_sim/expire-signins"]}
+                200,
+                {
+                    "endpoints": [
+                        "GET /_sim/ledger",
+                        "GET|POST|DELETE /_sim/faults",
+                        "POST /_sim/expire-signins",
+                        'GET|POST /_sim/recon  {"lose": [setl_id], "alter": {setl_id: {amount: value}}, '
+                        '"phantom": [{psn_no, medfee_sumamt, insutype, setl_optins}]}',
+                    ]
+                },
             )
         return _json(404, {"error": f"no admin endpoint {request.method} {request.path}"})
+
+    def _tamper(self, body: bytes) -> Response:
+        """Differences for reconciliation to find: validated as a whole before any is applied."""
+        statements = self.platform.statements
+        try:
+            spec = json.loads(body or b"{}")
+            if not isinstance(spec, dict) or not spec or set(spec) - {"lose", "alter", "phantom"}:
+                raise ValueError('body must be an object with "lose", "alter" and/or "phantom"')
+            lose, alter, phantom = spec.get("lose", []), spec.get("alter", {}), spec.get("phantom", [])
+            if not isinstance(lose, list) or not isinstance(alter, dict) or not isinstance(phantom, list):
+                raise TypeError("lose: [setl_id], alter: {setl_id: {amount: value}}, phantom: [{...}]")
+            for setl_id in [*lose, *alter]:
+                statements.known(str(setl_id))
+            for setl_id in lose:
+                statements.lose(str(setl_id))
+            for setl_id, amounts in alter.items():
+                statements.alter(str(setl_id), dict(amounts))
+            made = [statements.phantom(dict(one)).setl_id for one in phantom]
+        except (ValueError, TypeError) as exc:
+            return _json(400, {"error": str(exc)})
+        return _json(200, statements.snapshot() | {"made": made})

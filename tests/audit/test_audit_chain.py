@@ -146,6 +146,9 @@ async def test_the_gateway_audits_each_finished_request_once_and_no_refused_one(
     assert (settle["msgid"], "2207", "reversed") in outcomes
     assert sum(1 for o in outcomes if o[1] == "2601") == 1
     assert len(outcomes) == len(set(outcomes)) == 4  # sign-in, query, settlement, reversal
+    clients = {e["infno"]: e["client"] for e in entries if e["kind"] == "outcome"}
+    assert clients["1101"] == clients["2207"] == "demo-user"  # the policy's name for the caller
+    assert clients["2601"] == f"ybgate:reversal of {settle['msgid']}"
     assert all("bad" not in e.get("msgid", "") for e in entries)
     assert not any("李四" in ln.decode() for ln in lines(directory))  # digests only, no patient data
     code, out, err = await ybgate_output("audit", "verify", *map(str, audit_files(directory)))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto import sm3
-from gateway.relay.outbox import MsgidConflict, OutboxUnavailable, SqliteOutbox
+from gateway.relay.outbox import SCHEMA, MsgidConflict, OutboxUnavailable, SqliteOutbox
 from gateway.relay.states import IllegalMove, State
 
 
@@ -192,3 +192,27 @@ async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path
     again = await accept(box, msgid(i), b"x" * 3000, infno="1101", tx_class="safe")
     assert again.new
     await box.stop()
+
+
+async def test_an_outbox_from_before_the_client_column_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_schema = SCHEMA.replace(",\n    client TEXT\n", "\n")
+    assert "client" not in old_schema
+    conn = sqlite3.connect(path)
+    conn.executescript(old_schema)
+    conn.execute(
+        "INSERT INTO outbox (msgid, infno, tx_class, state, created, updated, body_digest, request) "
+        "VALUES (?, '1101', 'safe', 'answered', 1, 1, x'00', x'7b7d')",
+        (msgid(1),),
+    )
+    conn.commit()
+    conn.close()
+    box = await opened(path)
+    try:
+        old = await box.get(msgid(1))
+        assert old is not None and old.client is None and old.state is State.ANSWERED
+        await accept(box, msgid(2), client="his-cashier")
+        new = await box.get(msgid(2))
+        assert new is not None and new.client == "his-cashier"
+    finally:
+        await box.stop()

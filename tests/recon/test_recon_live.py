@@ -1,0 +1,239 @@
+"""Daily reconciliation against the simulator, end to end: settlements through the gateway, the day's
+3201/9101/3202/9102 calls through the same relay, and the difference list in CSV and JSON — exactly the
+differences injected into the platform's view, and none on a clean day. `ybgate recon` runs as a real process
+against the running daemon's control socket."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+
+from gateway.config import Recon, ReconGroup, Session
+from gateway.daemon import Daemon
+from gateway.demo import demo_config
+from gateway.http1.unix_client import request
+from gateway.recon.schedule import ReconSchedule
+from gateway.sim.server import Simulator
+
+from conftest import Gateway, fresh, ybgate_output
+
+OPERATOR = Session(
+    sign_in=True,
+    opter="0099",
+    opter_name="ybgate",
+    fixmedins_code="H44030000001",
+    fixmedins_name="示例市第一人民医院",
+    mdtrtarea_admvs="440300",
+    mac="52-54-00-00-00-99",
+    ip="10.0.0.99",
+)
+
+
+async def start(sim: Simulator, state: Path, **recon: Any) -> Gateway:
+    assert sim.addresses is not None
+    config = demo_config(state, sim.addresses.platform).model_copy(
+        update={"session": OPERATOR, "recon": Recon(enabled=True, **recon)}
+    )
+    daemon = Daemon(config)
+    await daemon.start()
+    return Gateway(daemon, config, sim)
+
+
+@pytest_asyncio.fixture
+async def recon(sim: Simulator, short_tmp: Path) -> AsyncIterator[Gateway]:
+    gw = await start(sim, short_tmp)
+    yield gw
+    await gw.daemon.stop(1)
+
+
+async def settle(gw: Gateway, amount: str, insutype: str = "310", psn: str = "44000000000000000012") -> dict[str, Any]:
+    doc = fresh("2207_settle_request.json", sign_no="")
+    doc["input"]["data"] |= {"medfee_sumamt": amount, "insutype": insutype, "psn_no": psn}
+    body = json.loads((await gw.post(doc)).body)
+    assert str(body["infcode"]) == "0", body
+    return body["output"]["setlinfo"] | {"msgid": doc["msgid"]}
+
+
+async def cancel(gw: Gateway, setl: dict[str, Any]) -> dict[str, Any]:
+    doc = fresh("2207_settle_request.json", infno="2208", sign_no="")
+    doc["input"] = {"data": {"setl_id": setl["setl_id"], "psn_no": setl["psn_no"], "mdtrt_id": setl["mdtrt_id"]}}
+    body = json.loads((await gw.post(doc)).body)
+    assert str(body["infcode"]) == "0", body
+    return body["output"]["setlinfo"]
+
+
+async def a_day(gw: Gateway) -> tuple[list[dict[str, Any]], date]:
+    """Six settlements in two insurance types, one of them cancelled (a refund line)."""
+    setls = [await settle(gw, a) for a in ("128.50", "66.00", "10.01", "300.00")]
+    setls += [await settle(gw, a, insutype="390", psn="44000000000000000034") for a in ("45.50", "88.88")]
+    await cancel(gw, setls[1])
+    return setls, date.fromisoformat(setls[0]["setl_time"][:10])
+
+
+async def run(gw: Gateway, day: date) -> tuple[int, dict[str, Any]]:
+    reply = await request(
+        "POST",
+        "/recon/run",
+        json.dumps({"date": day.isoformat()}).encode(),
+        unix_socket=str(gw.config.control_socket),
+        time_limit=60,
+    )
+    return reply.status, json.loads(reply.body)
+
+
+def report_of(summary: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(Path(summary["report"]).read_text())
+
+
+def csv_of(summary: dict[str, Any]) -> str:
+    return Path(summary["differences_csv"]).read_text(encoding="utf-8-sig")
+
+
+def mode_of(path: str) -> int:
+    return Path(path).stat().st_mode & 0o777
+
+
+def kept_files(gw: Gateway, day: date) -> list[str]:
+    return sorted(p.name.split("_")[0] for p in (gw.config.recon_dir / day.isoformat()).iterdir())
+
+
+def calls(gw: Gateway, infno: str) -> int:
+    return sum(1 for m in gw.sim.ledger.messages if m.infno == infno)
+
+
+def cli_config(gw: Gateway, directory: Path) -> Path:
+    cfg = directory / "ops.yaml"
+    cfg.write_text(
+        f"development: true\nstate_dir: {gw.config.state_dir}\nruntime_dir: {gw.config.runtime_dir}\n"
+        "upstreams: [{name: s, host: 127.0.0.1, port: 1, transport: tcp}]\n"
+    )
+    return cfg
+
+
+async def test_a_clean_day_balances_with_3201_alone(recon: Gateway, short_tmp: Path) -> None:
+    _, day = await a_day(recon)
+    status, summary = await run(recon, day)
+    assert status == 200, summary
+    assert summary["status"] == "balanced" and summary["differences"] == 0
+    assert summary["groups"] == 2 and summary["settlements"] == 7  # six settlements and one refund line
+    assert calls(recon, "3201") == 2 and calls(recon, "3202") == 0 and calls(recon, "9101") == 0
+
+    doc = report_of(summary)
+    assert [g["total_result"] for g in doc["groups"]] == ["0", "0"]
+    first = next(g for g in doc["groups"] if g["insutype"] == "310")
+    # 128.50 + 66.00 - 66.00 + 10.01 + 300.00, in Decimal: no binary-float cents
+    assert first["count"] == 5 and first["totals"]["medfee_sumamt"] == "438.51"
+    rows = list(csv.reader(io.StringIO(csv_of(summary))))
+    assert rows[0][:3] == ["kind", "setl_id", "msgid"] and len(rows) == 1
+    assert mode_of(summary["report"]) == 0o640
+
+    code, out, _ = await ybgate_output(
+        "recon", "report", "--date", day.isoformat(), "--config", str(cli_config(recon, short_tmp))
+    )
+    assert code == 0 and f"{day.isoformat()}: balanced" in out and "310/11/440300: 5 settlement(s)" in out
+    assert b'ybgate_recon_runs_total{result="balanced"} 1.0' in recon.daemon.metrics.render()
+
+
+async def test_a_day_with_injected_differences_yields_exactly_those(recon: Gateway, short_tmp: Path) -> None:
+    setls, day = await a_day(recon)
+    lost, altered = setls[0]["setl_id"], setls[4]["setl_id"]
+    reply = await request(
+        "POST",
+        "/_sim/recon",
+        json.dumps(
+            {
+                "lose": [lost],
+                "alter": {altered: {"fund_pay_sumamt": "1.00"}},
+                "phantom": [{"psn_no": "44000000000000000077", "medfee_sumamt": "50.00", "insutype": "310"}],
+            }
+        ).encode(),
+        host=recon.sim.addresses.admin[0],  # type: ignore[union-attr]
+        port=recon.sim.addresses.admin[1],  # type: ignore[union-attr]
+    )
+    assert reply.status == 200, reply.body
+    phantom = json.loads(reply.body)["made"][0]
+
+    status, summary = await run(recon, day)
+    assert status == 200 and summary["status"] == "differences" and summary["differences"] == 3, summary
+    assert calls(recon, "9101") == 2 and calls(recon, "3202") == 2 and calls(recon, "9102") == 2
+
+    doc = report_of(summary)
+    found = {(d["kind"], d["setl_id"]) for d in doc["differences"]}
+    assert found == {("local_only", lost), ("amount_differs", altered), ("platform_only", phantom)}
+    changed = next(d for d in doc["differences"] if d["kind"] == "amount_differs")
+    assert changed["fields"] == ["fund_pay_sumamt"] and changed["platform"]["fund_pay_sumamt"] == "1.00"
+    assert changed["platform_verdict"] == "金额不一致" and changed["msgid"] == setls[4]["msgid"]
+    assert next(d for d in doc["differences"] if d["kind"] == "platform_only")["psn_no"] == "44000000000000000077"
+
+    rows = list(csv.DictReader(io.StringIO(csv_of(summary))))
+    assert {(r["kind"], r["setl_id"]) for r in rows} == found
+    local_only = next(r for r in rows if r["kind"] == "local_only")
+    assert local_only["local_medfee_sumamt"] == "128.50" and local_only["platform_medfee_sumamt"] == ""
+    # The files exchanged with the platform are kept beside the report.
+    assert kept_files(recon, day) == ["detail", "detail", "result", "result"]
+
+    code, out, _ = await ybgate_output(
+        "recon", "report", "--date", day.isoformat(), "--config", str(cli_config(recon, short_tmp))
+    )
+    assert code == 1 and "differences" in out and lost in out and phantom in out
+    assert b"ybgate_recon_differences 3.0" in recon.daemon.metrics.render()
+
+
+async def test_detail_always_finds_nothing_on_a_clean_day(sim: Simulator, short_tmp: Path) -> None:
+    gw = await start(sim, short_tmp, detail="always")
+    try:
+        _, day = await a_day(gw)
+        status, summary = await run(gw, day)
+        assert status == 200 and summary["status"] == "balanced" and summary["differences"] == 0, summary
+        assert calls(gw, "3202") == 2 and calls(gw, "9102") == 2
+    finally:
+        await gw.daemon.stop(1)
+
+
+async def test_a_group_without_local_settlements_is_checked_when_configured(sim: Simulator, short_tmp: Path) -> None:
+    group = ReconGroup(insutype="390", clr_type="11", setl_optins="440300")
+    gw = await start(sim, short_tmp, extra_groups=[group])
+    try:
+        setl = await settle(gw, "20.00")
+        day = date.fromisoformat(setl["setl_time"][:10])
+        phantom = sim.platform.statements.phantom({"insutype": "390", "medfee_sumamt": "9.90"})
+        _, summary = await run(gw, day)
+        assert summary["status"] == "differences" and summary["differences"] == 1, summary
+        doc = report_of(summary)
+        assert doc["differences"][0]["setl_id"] == phantom.setl_id and doc["differences"][0]["kind"] == "platform_only"
+    finally:
+        await gw.daemon.stop(1)
+
+
+async def test_a_failed_platform_call_makes_the_report_incomplete_and_says_which(recon: Gateway) -> None:
+    _, day = await a_day(recon)
+    recon.sim.faults.set("3201", {"kind": "http502"})
+    status, summary = await run(recon, day)
+    assert status == 200 and summary["status"] == "incomplete", summary
+    assert len(summary["errors"]) == 2 and all("3201" in e for e in summary["errors"])
+    # The daily schedule takes an incomplete day up again (a complete one it leaves alone).
+    assert recon.daemon.recon is not None
+    schedule = ReconSchedule(recon.daemon.recon, recon.config.recon_dir, cutoff="00:00", lag_days=0)
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=timezone(timedelta(hours=8))).timestamp()
+    assert schedule.due(noon) == day
+    assert schedule.due(noon - 86400) is None  # the day before: its report (no settlements) is complete
+
+
+async def test_cli_run_through_the_daemon_and_refusals(recon: Gateway, short_tmp: Path) -> None:
+    setl = await settle(recon, "12.34")
+    day = setl["setl_time"][:10]
+    cfg = str(cli_config(recon, short_tmp))
+    code, out, err = await ybgate_output("recon", "run", "--date", day, "--config", cfg)
+    assert code == 0, err
+    assert f"{day}: balanced — 1 settlement(s) in 1 group(s), 0 difference(s)" in out
+    code, _, err = await ybgate_output("recon", "run", "--date", "2026-13-01", "--config", cfg)
+    assert code == 2 and "not a date" in err
+    code, _, err = await ybgate_output("recon", "report", "--date", "2020-01-01", "--config", cfg)
+    assert code == 1 and "no report for 2020-01-01" in err
