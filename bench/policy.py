@@ -13,11 +13,13 @@ import os
 import sys
 import timeit
 
+import figures
+
 from gateway.policy.engine import Caller, decide
 from gateway.policy.loader import load_policy_text
 
 
-def main(n: int) -> None:
+def main(n: int, json_path: str | None = None) -> None:
     lines = ['groups:\n  queries: ["1101", "5*"]\n  settlement: ["2207", "2208"]', "clients:"]
     for i in range(n):
         net = ipaddress.ip_network(f"10.{i // 250}.{i % 250}.0/24")
@@ -48,9 +50,20 @@ def main(n: int) -> None:
     print(f"{'decision':<28}{'µs':>10}{'dict lookup µs':>16}{'ratio':>9}   target < 10 µs")
     for name, us in rows:
         print(f"{name:<28}{us:>10.2f}{base:>16.3f}{us / base:>8.1f}x   {'met' if us < 10 else 'NOT met'}")
+    figures.write(
+        json_path,
+        "policy",
+        [
+            figures.Figure(f"policy decision µs, {name}", us, base, "dict lookup", unit="µs", target="max=10")
+            for name, us in rows
+        ],
+        clients=n,
+    )
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=1000)
-    main(ap.parse_args().clients)
+    ap.add_argument("--json", help="also write the figures as JSON to this file")
+    a = ap.parse_args()
+    main(a.clients, a.json)

@@ -24,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import figures
+
 from gateway.http1.client import encode_request, exchange
 
 PATH = "/fsi/api/rsfComIfsService/callService"
@@ -127,7 +129,7 @@ async def wait_for(
     raise RuntimeError(f"{what} did not start")
 
 
-async def main(seconds: float, clients: int, rate: float, synchronous: str) -> None:
+async def main(seconds: float, clients: int, rate: float, synchronous: str, json_path: str | None = None) -> None:
     # Simulator, gateway and load generator each in their own process, as in the field: a single event
     # loop for all three would charge the gateway path for the simulator's work twice.
     work = Path(tempfile.mkdtemp(prefix="ybg-bench-"))
@@ -179,6 +181,25 @@ async def main(seconds: float, clients: int, rate: float, synchronous: str) -> N
         print(f"{name:<28}{base:>12.1f}{ours:>12.1f}{ours / base:>9.2f}x")
     if rate:
         print(f"added latency at {rate:.0f} req/s: p50 {added50:.2f} ms, p99 {added99:.2f} ms")
+    mode = "" if synchronous == "FULL" else f" (synchronous={synchronous})"
+    found = [
+        figures.Figure(
+            f"relay durable req/s{mode}", rows[0][2], rows[0][1], "HIS → simulator direct", target="min=2000"
+        ),
+        figures.Figure(f"relay p50 latency ms{mode}", rows[1][2], rows[1][1], "HIS → simulator direct", unit="ms"),
+    ]
+    if rate:
+        found.append(
+            figures.Figure(
+                f"relay p99 added at {rate:.0f} req/s ms{mode}",
+                added99,
+                None,
+                "p99 through the gateway minus p99 direct",
+                unit="ms",
+                target="max=5",
+            )
+        )
+    figures.write(json_path, "relay", found, clients=clients, seconds=seconds, synchronous=synchronous)
 
 
 if __name__ == "__main__":
@@ -187,5 +208,6 @@ if __name__ == "__main__":
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rate", type=float, default=500)
     ap.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="the outbox's sync mode")
+    ap.add_argument("--json", help="also write the figures as JSON to this file")
     a = ap.parse_args()
-    asyncio.run(main(a.seconds, a.clients, a.rate, a.synchronous))
+    asyncio.run(main(a.seconds, a.clients, a.rate, a.synchronous, a.json))

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import figures
+
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
@@ -58,7 +60,7 @@ async def wait_ready(sock: socket.socket) -> None:
             return
 
 
-async def main(restarts: int, clients: int) -> None:
+async def main(restarts: int, clients: int, json_path: str | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="ybg-bench-"))
     sim = Simulator()
     addrs = await sim.start()
@@ -133,11 +135,23 @@ async def main(restarts: int, clients: int) -> None:
     print(f"{'HIS requests answered':<34}{ok:>12}")
     print(f"{'HIS requests failed':<34}{failed:>12}")
     print(f"{'platform received (each once?)':<34}{received:>12}   {'yes' if received == ok else 'NO'}")
+    figures.write(
+        json_path,
+        "restart",
+        [
+            figures.Figure("restart to READY ms, median", med * 1000, cold * 1000, "cold start to READY", unit="ms"),
+            figures.Figure("HIS requests failed across restarts", failed, None, "", target="max=0"),
+            figures.Figure("platform received minus answered", received - ok, None, "", target="max=0"),
+        ],
+        restarts=restarts,
+        answered=ok,
+    )
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--restarts", type=int, default=10)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--json", help="also write the figures as JSON to this file")
     a = ap.parse_args()
-    asyncio.run(main(a.restarts, a.clients))
+    asyncio.run(main(a.restarts, a.clients, a.json))

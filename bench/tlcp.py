@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import figures
+
 from gateway.net.tlcp_stream import open_tlcp_connection
 from gateway.tlcp.suites import ALL_SUITES, ECC_SM4_CBC_SM3, ECC_SM4_GCM_SM3, CipherSuite, KeyExchange
 from tests.tlcp.peers import CLIENT, client_with_certs
@@ -95,11 +97,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--handshakes", type=int, default=60)
     ap.add_argument("--mbytes", type=float, default=4)
+    ap.add_argument("--json", help="also write the figures as JSON to this file")
     a = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; peer: Tongsuo (tongsuopy) server")
     print(f"{'figure':<40}{'ybgate':>10}{'Tongsuo':>10}{'ratio':>8}")
+    rows: list[figures.Figure] = []
     for suite in ALL_SUITES:
         mine, theirs = measure(suite, b"x", a.handshakes)
+        rows.append(
+            figures.Figure(
+                f"TLCP handshakes/s {suite.name}",
+                a.handshakes / mine,
+                a.handshakes / theirs,
+                "Tongsuo client, same server",
+                target="ratio>=0.5",
+            )
+        )
         print(
             f"{'handshakes/s ' + suite.name:<40}{a.handshakes / mine:>10.1f}{a.handshakes / theirs:>10.1f}"
             f"{theirs / mine:>7.2f}x"
@@ -108,7 +121,17 @@ def main() -> None:
     for suite in (ECC_SM4_CBC_SM3, ECC_SM4_GCM_SM3):
         mine, theirs = measure(suite, os.urandom(size), 1)
         mb = 2 * size / 1e6
+        rows.append(
+            figures.Figure(
+                f"TLCP bulk MB/s {suite.name}",
+                mb / mine,
+                mb / theirs,
+                "Tongsuo client, same server",
+                target="ratio>=0.6",
+            )
+        )
         print(f"{'bulk MB/s ' + suite.name:<40}{mb / mine:>10.1f}{mb / theirs:>10.1f}{theirs / mine:>7.2f}x")
+    figures.write(a.json, "tlcp", rows, handshakes=a.handshakes, mbytes=a.mbytes)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import socket
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,7 +40,6 @@ from gateway.crypto import sm3
 from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
-from gateway.health.link import LinkMonitor, LinkState
 from gateway.health.metrics import Metrics
 from gateway.health.mqtt import HealthPublisher
 from gateway.health.recent import Recent
@@ -73,6 +72,9 @@ from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import Row, SqliteOutbox
 from gateway.relay.session import SignInSession
 from gateway.tlcp import TLCPConfig
+
+if TYPE_CHECKING:
+    from gateway.health.link import LinkMonitor, LinkState
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -185,6 +187,9 @@ class Daemon:
         if self.mqtt is not None:
             await self.mqtt.start()
         if cfg.health.interface:
+            # pyroute2 only where a link is watched: it is a tenth of the daemon's resident memory
+            from gateway.health.link import LinkMonitor
+
             self.link = LinkMonitor(cfg.health.interface, [u.host for u in cfg.upstreams], self._link_changed)
             await self.link.start()
         summary = f"serving {cfg.api_socket}; upstreams {', '.join(u.name for u in cfg.upstreams)}"
