@@ -132,3 +132,19 @@ async def ybgate_output(*args: str) -> tuple[int, str, str]:
     proc = await ybgate_process(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+def gateway_operator() -> Any:
+    """The operator the gateway signs in as in tests of its own requests (sign-in, reconciliation)."""
+    from gateway.config import Session
+
+    return Session(
+        sign_in=True,
+        opter="0099",
+        opter_name="ybgate",
+        fixmedins_code="H44030000001",
+        fixmedins_name="示例市第一人民医院",
+        mdtrtarea_admvs="440300",
+        mac="52-54-00-00-00-99",
+        ip="10.0.0.99",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 #: the platform speaks Beijing time whatever zone the machine running the simulator is in
 PLATFORM_TZ = timezone(timedelta(hours=8))
@@ -23,3 +24,14 @@ def platform_time(ts: float) -> str:
 
 def platform_date(ts: float) -> str:
     return datetime.fromtimestamp(ts, PLATFORM_TZ).strftime("%Y-%m-%d")
+
+
+def input_data(req: dict[str, Any], *required: str) -> dict[str, Any]:
+    """input.data of a request, with the fields the transaction cannot do without."""
+    data = req["input"].get("data")
+    if not isinstance(data, dict):
+        raise PlatformError("输入参数[input.data]不能为空")
+    for name in required:
+        if data.get(name) in (None, ""):
+            raise PlatformError(f"输入参数[{name}]不能为空")
+    return data

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.sim.errors import PLATFORM_TZ, PlatformError, platform_time
+from gateway.sim.errors import PLATFORM_TZ, PlatformError, input_data, platform_time
 from gateway.sim.ledger import Ledger, Settlement
 from gateway.sim.statements import SimStatements
 
@@ -115,15 +115,7 @@ class SimPlatform:
 
     # -- transactions ---------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _data(req: dict[str, Any], *required: str) -> dict[str, Any]:
-        data = req["input"].get("data")
-        if not isinstance(data, dict):
-            raise PlatformError("输入参数[input.data]不能为空")
-        for name in required:
-            if data.get(name) in (None, ""):
-                raise PlatformError(f"输入参数[{name}]不能为空")
-        return data
+    _data = staticmethod(input_data)
 
     def _sign_in(self, req: dict[str, Any]) -> Any:
         sign = req["input"].get("signIn")

@@ -25,7 +25,7 @@ from gateway.platform.stmtfiles import (
     result_file,
     uploaded_bytes,
 )
-from gateway.sim.errors import PlatformError, platform_date, platform_time
+from gateway.sim.errors import PlatformError, input_data, platform_date, platform_time
 from gateway.sim.ledger import Ledger, Settlement
 
 #: files the simulator keeps for download (a real platform keeps them for days; tests need a handful)
@@ -129,15 +129,7 @@ class SimStatements:
 
     # -- transactions ---------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _data(req: dict[str, Any], *required: str) -> dict[str, Any]:
-        data = req["input"].get("data")
-        if not isinstance(data, dict):
-            raise PlatformError("输入参数[input.data]不能为空")
-        for name in required:
-            if data.get(name) in (None, ""):
-                raise PlatformError(f"输入参数[{name}]不能为空")
-        return data
+    _data = staticmethod(input_data)
 
     @staticmethod
     def _period(data: dict[str, Any]) -> tuple[str, str]:

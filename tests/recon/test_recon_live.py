@@ -15,25 +15,16 @@ from typing import Any
 
 import pytest_asyncio
 
-from gateway.config import Recon, ReconGroup, Session
+from gateway.config import Recon, ReconGroup
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
 from gateway.http1.unix_client import request
 from gateway.recon.schedule import ReconSchedule
 from gateway.sim.server import Simulator
 
-from conftest import Gateway, fresh, ybgate_output
+from conftest import Gateway, fresh, gateway_operator, ybgate_output
 
-OPERATOR = Session(
-    sign_in=True,
-    opter="0099",
-    opter_name="ybgate",
-    fixmedins_code="H44030000001",
-    fixmedins_name="示例市第一人民医院",
-    mdtrtarea_admvs="440300",
-    mac="52-54-00-00-00-99",
-    ip="10.0.0.99",
-)
+OPERATOR = gateway_operator()
 
 
 async def start(sim: Simulator, state: Path, **recon: Any) -> Gateway:

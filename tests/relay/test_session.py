@@ -11,23 +11,13 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from gateway.config import Session
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
 from gateway.sim.server import Simulator
 
-from conftest import Gateway, fresh
+from conftest import Gateway, fresh, gateway_operator
 
-OPERATOR = Session(
-    sign_in=True,
-    opter="0099",
-    opter_name="ybgate",
-    fixmedins_code="H44030000001",
-    fixmedins_name="示例市第一人民医院",
-    mdtrtarea_admvs="440300",
-    mac="52-54-00-00-00-99",
-    ip="10.0.0.99",
-)
+OPERATOR = gateway_operator()
 
 
 @pytest_asyncio.fixture
