@@ -107,6 +107,12 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     import socket
 
@@ -151,10 +157,17 @@ async def main(seconds: float, clients: int, rate: float, synchronous: str, json
     try:
         await wait_for(lambda: asyncio.open_connection(host, port), "simulator")
         await wait_for(lambda: asyncio.open_unix_connection(str(sock)), "gateway")
+        sim_before = cpu_seconds(sim.pid)
         d_rps, d_lat = await closed_loop(direct, clients, seconds)
+        sim_cpu = (cpu_seconds(sim.pid) - sim_before) / len(d_lat)
+        gw_before = cpu_seconds(gw.pid)
         g_rps, g_lat = await closed_loop(gateway, clients, seconds)
+        # CPU per request is steadier than req/s on a shared machine: it does not depend on who else ran. The
+        # simulator's own CPU per request (HTTP, JSON, its ledger) is the yardstick of one hop's work.
+        gw_cpu = (cpu_seconds(gw.pid) - gw_before) / len(g_lat)
         rows = [
             ("throughput, req/s", d_rps, g_rps),
+            ("CPU per request, µs", sim_cpu * 1e6, gw_cpu * 1e6),
             ("p50 latency, ms", pct(d_lat, 0.5), pct(g_lat, 0.5)),
             ("p99 latency, ms", pct(d_lat, 0.99), pct(g_lat, 0.99)),
         ]
@@ -186,7 +199,14 @@ async def main(seconds: float, clients: int, rate: float, synchronous: str, json
         figures.Figure(
             f"relay durable req/s{mode}", rows[0][2], rows[0][1], "HIS → simulator direct", target="min=2000"
         ),
-        figures.Figure(f"relay p50 latency ms{mode}", rows[1][2], rows[1][1], "HIS → simulator direct", unit="ms"),
+        figures.Figure(f"relay p50 latency ms{mode}", rows[2][2], rows[2][1], "HIS → simulator direct", unit="ms"),
+        figures.Figure(
+            f"relay gateway CPU per request µs{mode}",
+            rows[1][2],
+            rows[1][1],
+            "the simulator's CPU per request",
+            unit="µs",
+        ),
     ]
     if rate:
         found.append(

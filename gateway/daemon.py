@@ -681,7 +681,7 @@ def _outcome(row: Row) -> Outcome:
         row.state.value,
         row.outcome,
         row.upstream,
-        row.request,
+        row.body_digest,
         row.response,
         row.updated,
         row.client,

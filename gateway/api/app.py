@@ -96,7 +96,8 @@ class HisApi:
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(envelope.infno, "answered").inc()
         self.metrics.request_seconds.labels(envelope.infno).observe(elapsed)
-        self.metrics.upstream_seconds.labels(answer.upstream).observe(answer.latency)
+        if answer.latency is not None:
+            self.metrics.upstream_seconds.labels(answer.upstream).observe(answer.latency)
         self.recent.answer(elapsed)
         log.info(
             "request_answered",

@@ -13,7 +13,6 @@ Files are audit-NNNNNN.jsonl in one directory; a new file starts when the curren
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import structlog
 
 from gateway.audit.chain import GENESIS, seal
+from gateway.blocking import BlockingWorker
 from gateway.crypto import SM2PrivateKey, sm3
 
 log = structlog.get_logger("gateway.audit")
@@ -42,7 +42,7 @@ class Outcome:
     state: str
     outcome: str | None
     upstream: str | None
-    request: bytes
+    request_sm3: bytes  # the outbox's digest of the request: computed once, when it was accepted
     response: bytes | None
     finished: float  # when the outbox recorded the final state (its `updated`)
     client: str | None = None
@@ -94,7 +94,7 @@ class AuditLog:
         self._path: Path | None = None
         self._pending: list[bytes] = []
         self._flushing: asyncio.Task[None] | None = None
-        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit-fsync")
+        self._writer = BlockingWorker("audit-fsync")
         self.entries = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ class AuditLog:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._writer.shutdown(wait=True)
+        self._writer.stop()
 
     # -- writing --------------------------------------------------------------------------------------------
 
@@ -174,7 +174,7 @@ class AuditLog:
                     "outcome": o.outcome,
                     "upstream": o.upstream,
                     "client": o.client,
-                    "request_sm3": sm3(o.request).hex(),
+                    "request_sm3": o.request_sm3.hex(),
                     "response_sm3": sm3(o.response).hex() if o.response is not None else None,
                 }
             )
@@ -211,7 +211,7 @@ class AuditLog:
 
     async def _flush(self) -> None:
         data, self._pending = b"".join(self._pending), []
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, data)
+        await self._writer.run(lambda: self._write(data))
 
     def _write(self, data: bytes) -> None:
         assert self._file is not None and self._path is not None

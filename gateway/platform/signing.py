@@ -455,7 +455,16 @@ def _platform_time(envelope: ResponseEnvelope, headers: Mapping[str, str], profi
     if not isinstance(raw, str) or not _RESPOND_TIME.match(raw):
         return None
     try:
-        local = datetime.strptime(raw[:14], "%Y%m%d%H%M%S").replace(tzinfo=profile.utc_offset)
+        # Fields by position: strptime costs ~20 µs and takes a lock, on every answer's path.
+        local = datetime(
+            int(raw[0:4]),
+            int(raw[4:6]),
+            int(raw[6:8]),
+            int(raw[8:10]),
+            int(raw[10:12]),
+            int(raw[12:14]),
+            tzinfo=profile.utc_offset,
+        )
     except ValueError:
         return None
     return local.timestamp() + int(raw[14:]) / 1000

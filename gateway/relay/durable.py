@@ -93,7 +93,7 @@ class DurableRelay:
         done: asyncio.Future[Row] = loop.create_future()
         self._inflight[envelope.msgid] = done
         try:
-            row = await self._process(accepted.row, envelope, info, deadline)
+            row, fresh = await self._process(accepted.row, envelope, info, deadline)
         except BaseException as exc:
             done.set_exception(exc)
             done.exception()  # retrieved here, so a future nobody else awaits does not warn
@@ -102,6 +102,8 @@ class DurableRelay:
             done.set_result(row)
         finally:
             self._inflight.pop(envelope.msgid, None)
+        if fresh is not None:
+            return fresh  # the answer as it came (and its latency): no second decode of the stored copy
         return await self._answer(row, deadline)
 
     async def _replay(self, row: Row, deadline: float) -> RelayAnswer:
@@ -124,7 +126,7 @@ class DurableRelay:
                     row = await asyncio.shield(self._resolving[row.msgid])
         if row.state is State.ANSWERED:
             assert row.response is not None
-            return RelayAnswer(decode_response(row.response), row.upstream or "", 0.0)
+            return RelayAnswer(decode_response(row.response), row.upstream or "", None)
         if row.state is State.REVERSED:
             raise Reversed(
                 f"结算结果未知，已自动冲正，未扣费；可使用新的msgid重新办理 (outcome was unknown, reversed by "
@@ -156,16 +158,20 @@ class DurableRelay:
 
     # -- sending --------------------------------------------------------------------------------------------
 
-    async def _process(self, row: Row, envelope: RequestEnvelope, info: TxInfo, deadline: float) -> Row:
-        """Send `row` (accepted, or already claimed for its first attempt by accept) by its class's rules."""
+    async def _process(
+        self, row: Row, envelope: RequestEnvelope, info: TxInfo, deadline: float
+    ) -> tuple[Row, RelayAnswer | None]:
+        """Send `row` (accepted, or already claimed for its first attempt by accept) by its class's rules; the
+        final row, with the platform's answer when one came."""
         if row.state is State.ACCEPTED and info.tx_class is TxClass.MONEY_MOVING and envelope.psn_no:
             blocker = await self._wait_for_person(envelope.psn_no, envelope.msgid, deadline)
             if blocker is not None:
-                return await self.outbox.move(
+                failed = await self.outbox.move(
                     envelope.msgid,
                     State.FAILED,
                     outcome=(f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"),
                 )
+                return failed, None
         attempt = row.attempts
         first_cause = ""
         claimed = row.state is State.SENDING
@@ -182,7 +188,7 @@ class DurableRelay:
                 if info.may_resend and self._time_for_another(attempt, deadline):
                     await asyncio.sleep(self._pause(attempt))
                     continue
-                return await self._resolve(row, envelope, info)
+                return await self._resolve(row, envelope, info), None
             except UpstreamError as exc:
                 # Nothing was sent: any transaction may be tried again while there is time.
                 first_cause = first_cause or exc.message  # later attempts often only say "breaker open"
@@ -191,15 +197,17 @@ class DurableRelay:
                     await asyncio.sleep(self._pause(attempt))
                     continue
                 last = "" if exc.message == first_cause else f" (last attempt: {exc.message})"
-                return await self.outbox.move(envelope.msgid, State.FAILED, outcome=f"not sent: {first_cause}{last}")
+                failed = await self.outbox.move(envelope.msgid, State.FAILED, outcome=f"not sent: {first_cause}{last}")
+                return failed, None
             else:
-                return await self.outbox.move(
+                answered = await self.outbox.move(
                     envelope.msgid,
                     State.ANSWERED,
                     response=answer.response.body,
                     upstream=answer.upstream,
                     outcome=f"infcode {answer.response.infcode}",
                 )
+                return answered, answer
 
     def _attempt_deadline(self, info: TxInfo, deadline: float) -> float:
         """A resendable request gets part of the time per attempt, so a dead connection leaves time to retry

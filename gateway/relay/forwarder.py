@@ -42,7 +42,7 @@ class AmbiguousOutcome(UpstreamError):
 class RelayAnswer:
     response: ResponseEnvelope
     upstream: str
-    latency: float
+    latency: float | None  # seconds upstream; None for an answer read back from the outbox
 
 
 def never_reuse(_: RequestEnvelope) -> bool:

@@ -14,8 +14,8 @@ SM4 encryption at rest with a key from the key store, should a site require it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from gateway.blocking import BlockingWorker
 from gateway.errors import GatewayError
 from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, State
 
@@ -70,7 +71,7 @@ _COLUMNS = (
 )
 _COLS = ", ".join(_COLUMNS)
 # Column names are constants of this module; values always travel as parameters.
-_INSERT = f"INSERT INTO outbox ({_COLS}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
+_INSERT = f"INSERT INTO outbox ({_COLS}) VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT(msgid) DO NOTHING"  # noqa: S608
 
 
 _UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
@@ -177,7 +178,7 @@ class SqliteOutbox:
         # The fsync of a COMMIT is the only slow step; it runs on this one thread (SQLite releases the GIL
         # while it waits on the disk). Statements run on the event loop between commits: they take tens of
         # microseconds, and running them here avoids a thread handoff and a GIL contest per operation.
-        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._committer: BlockingWorker | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._group_task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -192,14 +193,14 @@ class SqliteOutbox:
             self._conn = self._connect()
         except sqlite3.Error as exc:
             raise OutboxUnavailable(f"cannot open the outbox: {exc}") from None
-        self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="outbox-commit")
+        self._committer = BlockingWorker("outbox-commit")
 
     async def stop(self) -> None:
         """Finish what was submitted (every caller gets its answer), then close."""
         while self._group_task is not None:
             await asyncio.shield(self._group_task)
         if self._committer is not None:
-            self._committer.shutdown(wait=True)
+            self._committer.stop()
             self._committer = None
         if self._conn is not None:
             self._conn.close()
@@ -247,7 +248,7 @@ class SqliteOutbox:
                     results.append((fut, True, op(conn)))
                 except (GatewayError, IllegalMove, KeyError) as exc:
                     results.append((fut, False, exc))
-            await self._loop.run_in_executor(self._committer, conn.execute, "COMMIT")
+            await self._committer.run(lambda: conn.execute("COMMIT"))
         except sqlite3.Error as exc:
             # Nothing of this group is on disk: every caller hears so, none is told "accepted".
             with contextlib.suppress(sqlite3.Error):
@@ -292,14 +293,6 @@ class SqliteOutbox:
         stored = self.codec.encode(body)
 
         def op(conn: sqlite3.Connection) -> Accepted:
-            existing = _select(conn, msgid)
-            if existing is not None:
-                if existing.body_digest != digest:
-                    raise MsgidConflict(
-                        f"msgid {msgid} was already used for a different request ({existing.infno}); "
-                        "a new request needs a new msgid"
-                    )
-                return Accepted(self._decoded(existing), new=False)
             blockers: tuple[str, ...] = ()
             if send and psn_no and tx_class == "money_moving":
                 blockers = tuple(r[0] for r in conn.execute(_PERSON_UNFINISHED, (psn_no, *_UNFINISHED_VALUES, msgid)))
@@ -322,8 +315,17 @@ class SqliteOutbox:
                 None,
                 client,
             )
-            conn.execute(_INSERT, values)
-            return Accepted(self._decoded(_row(values)), new=True, blockers=blockers)
+            # Insert first and look only on a conflict: a new msgid (nearly every request) costs one statement.
+            if conn.execute(_INSERT, values).rowcount:
+                return Accepted(self._decoded(_row(values)), new=True, blockers=blockers)
+            existing = _select(conn, msgid)
+            assert existing is not None
+            if existing.body_digest != digest:
+                raise MsgidConflict(
+                    f"msgid {msgid} was already used for a different request ({existing.infno}); "
+                    "a new request needs a new msgid"
+                )
+            return Accepted(self._decoded(existing), new=False)
 
         return await self._do(op)
 
@@ -336,13 +338,8 @@ class SqliteOutbox:
         values = dict(fields)
         if "response" in values and values["response"] is not None:
             values["response"] = self.codec.encode(values["response"])
-        sets = ", ".join(f"{k} = ?" for k in ("state", "updated", *values))
+        sql = _move_sql(to, tuple(values))
         sources = _SOURCES[to]
-        # The legal-move check is part of the UPDATE itself: one statement, no read-back.
-        sql = (
-            f"UPDATE outbox SET {sets} WHERE msgid = ? AND state IN ({', '.join('?' * len(sources))}) "  # noqa: S608
-            f"RETURNING {_COLS}"
-        )
 
         def op(conn: sqlite3.Connection) -> Row:
             new = conn.execute(sql, (to.value, time.time(), *values.values(), msgid, *sources)).fetchone()
@@ -470,10 +467,18 @@ def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             fut.set_exception(value)
 
 
-def _row(values: tuple[Any, ...]) -> Row:
-    d = dict(zip(_COLUMNS, values, strict=True))
-    d["state"] = State(d["state"])
-    return Row(**d)
+def _row(v: tuple[Any, ...]) -> Row:
+    # Positional, in _COLUMNS order: a row is built twice per request, and a dict round trip costs more.
+    return Row(v[0], v[1], v[2], v[3], State(v[4]), *v[5:])
+
+
+@functools.cache
+def _move_sql(to: State, fields: tuple[str, ...]) -> str:
+    """The UPDATE for a move; the legal-move check is part of it: one statement, no read-back. Built once per
+    target state and field set (a handful in all)."""
+    sets = ", ".join(f"{k} = ?" for k in ("state", "updated", *fields))
+    sources = ", ".join("?" * len(_SOURCES[to]))
+    return f"UPDATE outbox SET {sets} WHERE msgid = ? AND state IN ({sources}) RETURNING {_COLS}"  # noqa: S608
 
 
 def _select(conn: sqlite3.Connection, msgid: str) -> Row | None:

@@ -14,14 +14,14 @@ import pytest
 from gateway.audit.chain import GENESIS, canonical
 from gateway.audit.log import AuditLog, Outcome, audit_files
 from gateway.audit.verify import verify
-from gateway.crypto import SM2PrivateKey
+from gateway.crypto import SM2PrivateKey, sm3
 
 from conftest import Gateway, example, fresh, ybgate_output
 
 
 def outcome(i: int, state: str = "answered") -> Outcome:
     return Outcome(
-        f"H44030000001202611250800{i:06d}", "2207", state, "infcode 0", "sim", b"req%d" % i, b"resp", 1000.0 + i
+        f"H44030000001202611250800{i:06d}", "2207", state, "infcode 0", "sim", sm3(b"req%d" % i), b"resp", 1000.0 + i
     )
 
 
