@@ -8,15 +8,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.machinery
+import importlib.util
 import ipaddress
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK
+
+
+def _import_rtnetlink_only() -> None:
+    """pyroute2's package __init__ imports every netlink family it supports (conntrack, NDB, IPDB, nl80211,
+    plan9 …: 228 modules, 13 MiB resident in a bare interpreter); the link watch needs rtnetlink alone.
+
+    The package is registered bare while the modules used here load, then taken out of sys.modules again, so
+    a later ``import pyroute2`` anywhere else in the process runs the real __init__ and finds these modules
+    already loaded. tests/test_link.py runs the monitor against real netlink, so a pyroute2 release that
+    moves these modules fails there, not in the field."""
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("pyroute2 is not installed")
+    bare = importlib.util.module_from_spec(importlib.machinery.ModuleSpec("pyroute2", None, is_package=True))
+    bare.__path__ = list(spec.submodule_search_locations)
+    sys.modules["pyroute2"] = bare
+    try:
+        importlib.import_module("pyroute2.iproute.linux")
+    finally:
+        if sys.modules.get("pyroute2") is bare:
+            del sys.modules["pyroute2"]
+
+
+_import_rtnetlink_only()
+
+from pyroute2.iproute.linux import AsyncIPRoute  # noqa: E402 - after the bare-package import above
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK  # noqa: E402
 
 log = structlog.get_logger("gateway.link")
 
