@@ -29,6 +29,8 @@ BENCHES: dict[str, list[str]] = {
     "policy": ["--clients", "1000"],
     "idle": ["--seconds", "10"],
     "restart": ["--restarts", "3", "--clients", "4"],
+    # about half a minute: every upstream fault against every transaction class, checked against its contract
+    "faults": [],
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -40,7 +42,7 @@ def bench_dir() -> Path:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmarks against same-run baselines: crypto, tlcp, relay, policy, idle, restart, all",
+        help="benchmarks against same-run baselines: crypto, tlcp, relay, policy, idle, restart, faults, all",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

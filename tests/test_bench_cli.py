@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.cli_bench import BEGIN, END, markdown, table
+from gateway.cli_bench import BEGIN, BENCHES, END, bench_dir, markdown, table
 
 from conftest import ybgate_output
 
@@ -27,6 +27,10 @@ async def test_policy_bench_through_the_front_door(short_tmp: Path) -> None:
     text = readme.read_text(encoding="utf-8")
     assert "old table" not in text and "| policy decision µs, tcp peer (CIDR), allowed |" in text
     assert text.endswith(f"{END}\n\n## After\n")
+
+
+def test_every_benchmark_has_its_script() -> None:
+    assert [name for name in BENCHES if not (bench_dir() / f"{name}.py").is_file()] == []
 
 
 async def test_unknown_benchmark_is_refused() -> None:

@@ -48,6 +48,24 @@ def test_response_envelope_shape() -> None:
     assert doc["err_msg"] is None
 
 
+def test_registration_and_fee_upload() -> None:
+    """2201 (money-moving, no 冲正) and 2204 (check-first) answer, so the fault matrix has one of each class."""
+    p = platform()
+    base = example("2207_settle_request.json") | {"sign_no": sign_in(p)}
+    visit = {"psn_no": "44000000000000000012", "insutype": "310", "ipt_otp_no": "MZ00000001"}
+    registered = p.process(base | {"infno": "2201", "input": {"data": visit}})
+    assert int(registered["infcode"]) == 0 and registered["output"]["data"]["mdtrt_id"]
+    missing = p.process(base | {"infno": "2201", "input": {"data": visit | {"insutype": ""}}})
+    assert missing["err_msg"] == "输入参数[insutype]不能为空"
+    lines = [{"feedetl_sn": "1", "det_item_fee_sumamt": "12.00"}]
+    uploaded = p.process(base | {"infno": "2204", "input": {"feedetail": lines}})
+    assert int(uploaded["infcode"]) == 0 and uploaded["output"]["result"] == lines
+    assert p.process(base | {"infno": "2204", "input": {"feedetail": []}})["err_msg"] == "输入参数[feedetail]不能为空"
+    no_sn = p.process(base | {"infno": "2204", "input": {"feedetail": [{"det_item_fee_sumamt": "1"}]}})
+    assert no_sn["err_msg"] == "输入参数[feedetl_sn]不能为空"
+    assert p.ledger.settlements == []  # neither is a settlement
+
+
 def test_settlement_books_every_copy_and_reversal_undoes() -> None:
     p = platform()
     sign_no = sign_in(p)

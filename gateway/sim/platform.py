@@ -51,6 +51,8 @@ class SimPlatform:
             "9001": self._sign_in,
             "9002": self._sign_out,
             "1101": self._person,
+            "2201": self._register,
+            "2204": self._upload_fees,
             "2206": self._presettle,
             "2207": self._settle,
             "2208": self._cancel_settlement,
@@ -197,6 +199,26 @@ class SimPlatform:
         if amount <= 0:
             raise PlatformError("医疗费总额[medfee_sumamt]必须大于0")
         return amount
+
+    def _register(self, req: dict[str, Any]) -> Any:
+        """门诊挂号: opens a visit (and may charge a registration fee); 2601 cannot undo it, 2202 does."""
+        data = self._data(req, "psn_no", "insutype", "ipt_otp_no")
+        mdtrt_id = f"{self.region}{next(self._ids):020d}"
+        return {"data": {"mdtrt_id": mdtrt_id, "psn_no": data["psn_no"], "ipt_otp_no": data["ipt_otp_no"]}}
+
+    def _upload_fees(self, req: dict[str, Any]) -> Any:
+        """门诊费用明细上传 (check-first: a blind second copy may duplicate fee lines); answers the lines it took."""
+        lines = req["input"].get("feedetail")
+        if not isinstance(lines, list) or not lines or not all(isinstance(x, dict) for x in lines):
+            raise PlatformError("输入参数[feedetail]不能为空")
+        missing = next((x for x in lines if not x.get("feedetl_sn")), None)
+        if missing is not None:
+            raise PlatformError("输入参数[feedetl_sn]不能为空")
+        return {
+            "result": [
+                {"feedetl_sn": x["feedetl_sn"], "det_item_fee_sumamt": x.get("det_item_fee_sumamt")} for x in lines
+            ]
+        }
 
     def _presettle(self, req: dict[str, Any]) -> Any:
         data = self._data(req, "psn_no", "mdtrt_id", "medfee_sumamt")
