@@ -154,6 +154,9 @@ class Relay(_Strict):
     outbox_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: answered requests are kept this long (for replays by msgid, ops and reconciliation), then pruned
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    #: a 冲正 answered "not found" is believed only this long after the settlement went in doubt: before
+    #: then the original may still be on its way to the platform (held by a slow platform or a proxy)
+    reversal_settle: Annotated[float, Field(ge=0, le=3600)] = 60.0
 
 
 class Health(_Strict):

@@ -163,7 +163,9 @@ class Daemon:
                 forwarder, session_operator(cfg.session), max_age=cfg.session.max_age, on_event=self._relay_event
             )
             sender = self.session
-        self.relay = DurableRelay(self.outbox, sender, catalogue, on_event=self._relay_event)
+        self.relay = DurableRelay(
+            self.outbox, sender, catalogue, reversal_settle=cfg.relay.reversal_settle, on_event=self._relay_event
+        )
         # What a previous run left unfinished is settled before any new request is taken.
         await self.relay.recover()
         if cfg.recon.enabled and cfg.session is not None:

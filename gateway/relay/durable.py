@@ -55,9 +55,11 @@ class DurableRelay:
         backoff_max: float = 2.0,
         resolve_backoff_max: float = 30.0,
         min_attempt: float = 1.0,
+        reversal_settle: float = 60.0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.outbox = outbox
+        self.reversal_settle = reversal_settle
         self.sender = sender
         self.catalogue = catalogue
         self.max_attempts = max_attempts
@@ -321,6 +323,14 @@ class DurableRelay:
                 return final
             err = answer.response.err_msg or ""
             if any(marker in err for marker in NOT_FOUND_MARKERS):
+                # "Nothing to reverse" is only the truth once the original can no longer arrive: a slow
+                # platform or a proxy's queue may still deliver it after this 冲正, and it would be booked with
+                # the HIS told to retry. Until the settle time has passed since the row went in doubt, ask again.
+                early = row.updated + self.reversal_settle - time.time()
+                if early > 0:
+                    log.warning("reversal_found_nothing_yet", msgid=row.msgid, ask_again_in_s=round(early, 1))
+                    await asyncio.sleep(early)
+                    continue
                 final = await self.outbox.move(
                     row.msgid, State.FAILED, outcome=f"the platform never booked it (2601: {err})"
                 )

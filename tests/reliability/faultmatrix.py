@@ -36,6 +36,9 @@ SHORT_DELAY = 0.2
 LONG_DELAY = 2.2
 #: how long the simulator holds the request a restart cuts off: longer than stopping it takes
 RESTART_HOLD = 5.0
+#: a 冲正 that finds nothing is believed this long after the doubt began: past the late answer's landing
+#: (LONG_DELAY - DEADLINE after the doubt), and short of the deadline for the cells that find nothing at all
+REVERSAL_SETTLE = 0.95
 #: a cell waits at most this long for the gateway to finish resolving before it reads the end state
 SETTLE_LIMIT = 6.0
 
@@ -123,16 +126,9 @@ class Expect:
     booked: int
     #: "-" no 冲正 reached the platform; "reversed": it undid the booking; "none found": nothing to undo
     reversal: str
-    #: a known gateway bug this row pins as it is today (the test fails once the bug is fixed: then write
-    #: the contract into the row and drop this)
-    bug: str = ""
 
 
 Q, S, R, U = "query 1101", "settle 2207", "register 2201", "upload 2204"
-LATE_REVERSAL = (
-    "the 冲正 raced the late original: 2601 found nothing, then the platform booked it; the HIS hears "
-    "'not processed' and a retry would charge twice (gateway/relay/durable.py, _reverse)"
-)
 # fmt: off
 EXPECTED: tuple[Expect, ...] = tuple(Expect(*row) for row in (
     # Whatever the fault, a register (money-moving, no 冲正) or an upload (check-first) whose outcome is
@@ -148,7 +144,8 @@ EXPECTED: tuple[Expect, ...] = tuple(Expect(*row) for row in (
     ("delay",          U, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
     # A query is asked again within the deadline; the late first copy is booked too (harmless for a query).
     ("delay>deadline", Q, ANSWERED,      ANSWERED,      "answered",  2,      "-"),
-    ("delay>deadline", S, UNKNOWN,       NOT_PROCESSED, "failed",    1,      "none found", LATE_REVERSAL),
+    # The first 冲正 races the late original and finds nothing; asked again after the settle time, it undoes it.
+    ("delay>deadline", S, UNKNOWN,       REVERSED,      "reversed",  1,      "reversed"),
     ("delay>deadline", R, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
     ("delay>deadline", U, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
     # The request left and the connection closed: the gateway cannot tell this from drop_after, so only a
@@ -275,6 +272,7 @@ class Cell:
         relay = self.relay
         # Short pauses so a retry, or a 冲正 after a refused connection, fits in the cell's seconds.
         relay.backoff, relay.backoff_max, relay.resolve_backoff_max, relay.min_attempt = 0.05, 0.2, 0.2, 0.3
+        relay.reversal_settle = REVERSAL_SETTLE
         return self
 
     async def __aexit__(self, *_: object) -> None:

@@ -5,7 +5,7 @@ EXPECTED in faultmatrix.py (one row per cell); `python bench/faults.py` prints t
 from __future__ import annotations
 
 import pytest
-from faultmatrix import EXPECTED, FAULTS, TXS, differences, fault_named, run_cell, tx_named, violations
+from faultmatrix import EXPECTED, FAULTS, TXS, Expect, differences, fault_named, run_cell, tx_named, violations
 
 from gateway.platform.catalogue import national
 
@@ -24,14 +24,8 @@ def test_each_column_is_the_class_the_catalogue_gives() -> None:
 
 
 @pytest.mark.parametrize("row", EXPECTED, ids=[f"{e.fault}-{tx_named(e.tx).infno}" for e in EXPECTED])
-async def test_cell(row) -> None:
+async def test_cell(row: Expect) -> None:
     tx = tx_named(row.tx)
     obs = await run_cell(fault_named(row.fault), tx)
-    broken = violations(obs, tx)
-    if row.bug:
-        # Pinned as it behaves today, so the suite stays green and the table stays true; once the bug is fixed
-        # this fails first: write the contract into the row and drop the bug.
-        assert broken, f"{row.fault} × {row.tx} no longer shows the known bug ({row.bug}): update the row; {obs}"
-    else:
-        assert broken == [], f"{row.fault} × {row.tx}: {broken}; {obs}"
+    assert violations(obs, tx) == [], f"{row.fault} × {row.tx}: {obs}"
     assert differences(obs, row) == [], f"{row.fault} × {row.tx}: {obs}"
