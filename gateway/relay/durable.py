@@ -27,6 +27,7 @@ from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.platform.catalogue import Catalogue, TxClass, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
 from gateway.platform.msgids import MsgidMaker
+from gateway.relay.checking import Verdict, judge, query_envelope
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
 from gateway.relay.outbox import MsgidConflict, Row, SqliteOutbox
 from gateway.relay.outcomes import BookedWithoutAnswer, NothingToResolve, NotProcessed, OutcomeUnknown, Reversed
@@ -143,14 +144,15 @@ class DurableRelay:
             )
         if row.state is State.CONFIRMED:
             raise BookedWithoutAnswer(
-                "平台已办理（运维核实），但网关未收到平台应答；请勿重复提交，结果请向平台查询 "
-                "(booked, confirmed by ops; the platform's answer never arrived; do not resend; "
+                "平台已办理（经查询或运维核实），但网关未收到平台应答；请勿重复提交，结果请向平台查询 "
+                "(booked, confirmed by query or by ops; the platform's answer never arrived; do not resend; "
                 f"query the platform for details). "
                 f"{row.outcome or ''}".strip()
             )
         if row.msgid in self._resolving:
             raise OutcomeUnknown(
-                f"结果未知，网关正在冲正，请勿重复提交；稍后用同一msgid查询 (outcome unknown, being reversed; "
+                f"结果未知，网关正在冲正或查询核实，请勿重复提交；稍后用同一msgid查询 (outcome unknown, being "
+                "resolved by 冲正 or query; "
                 f"do not resend; ask again with the same msgid). {row.outcome or ''}".strip()
             )
         raise OutcomeUnknown(
@@ -252,6 +254,8 @@ class DurableRelay:
     async def _resolve(self, row: Row, envelope: RequestEnvelope, info: TxInfo) -> Row:
         if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
             self._start_reversal(row, envelope)
+        elif info.check is not None and info.tx_class is not TxClass.SAFE:
+            self._start_check(row, envelope, info)
         elif info.tx_class is TxClass.SAFE:
             # Repeating a query is harmless: a definite "no answer" lets the HIS simply ask again.
             return await self.outbox.move(row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: {row.outcome or ''}")
@@ -266,6 +270,87 @@ class DurableRelay:
         task = asyncio.create_task(self._reverse(row, envelope), name=f"reverse-{row.msgid}")
         self._resolving[row.msgid] = task
         task.add_done_callback(lambda _t, m=row.msgid: self._resolving.pop(m, None))
+
+    def _start_check(self, row: Row, envelope: RequestEnvelope, info: TxInfo) -> None:
+        if row.msgid in self._resolving:
+            return
+        task = asyncio.create_task(self._check(row, envelope, info), name=f"check-{row.msgid}")
+        self._resolving[row.msgid] = task
+        task.add_done_callback(lambda _t, m=row.msgid: self._resolving.pop(m, None))
+
+    async def _check(self, row: Row, original: RequestEnvelope, info: TxInfo) -> Row:
+        """Resolution by query: ask the platform whether it holds the request. Held: confirmed. Not held once
+        the settle time has passed: a check-first request is sent again (same msgid: the platform never had
+        it), a money-moving one is reported not processed. Anything else stays in doubt for ops."""
+        spec = info.check
+        assert spec is not None
+        loop = asyncio.get_running_loop()
+        attempt = resends = 0
+        while not self._stopping:
+            attempt += 1
+            # The same rule as a 冲正 that finds nothing: until the settle time has passed, the original may
+            # still reach the platform after the query, so "not held" would not yet be the truth.
+            early = row.updated + self.reversal_settle - time.time()
+            if early > 0:
+                await asyncio.sleep(early)
+            now = datetime.now()
+            code = str(original.fields.get("fixmedins_code") or original.msgid[:12])
+            query = query_envelope(spec, original, self._msgids.make(code, now), now)
+            try:
+                answer = await self.sender.submit(query, loop.time() + 30)
+            except UpstreamError as exc:
+                log.warning("check_unanswered", msgid=row.msgid, query=spec.infno, reason=exc.message, attempt=attempt)
+                await asyncio.sleep(min(self.resolve_backoff_max, self.backoff * 2**attempt))
+                continue
+            finding = judge(spec, original, answer.response)
+            log.warning(
+                "checked", msgid=row.msgid, infno=row.infno, verdict=finding.verdict.value, detail=finding.detail
+            )
+            if finding.verdict is Verdict.HELD:
+                final = await self.outbox.move(
+                    row.msgid, State.CONFIRMED, outcome=f"the platform holds it ({finding.detail}); its answer was lost"
+                )
+                self.on_event("confirmed_by_query", {"msgid": row.msgid, "infno": row.infno})
+                return final
+            if finding.verdict is not Verdict.ABSENT:
+                self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
+                return await self.outbox.move(row.msgid, State.IN_DOUBT, outcome=f"checked: {finding.detail}")
+            if info.tx_class is not TxClass.CHECK_FIRST:
+                final = await self.outbox.move(
+                    row.msgid, State.FAILED, outcome=f"the platform never booked it ({finding.detail})"
+                )
+                log.warning("never_booked", msgid=row.msgid, infno=row.infno)
+                return final
+            if resends >= self.max_attempts:
+                return await self.outbox.move(
+                    row.msgid, State.IN_DOUBT, outcome=f"checked: {finding.detail}; {resends} resends left no answer"
+                )
+            resends += 1
+            row = await self._resend(row, original)
+            if row.state.final:
+                return row
+        current = await self.outbox.get(row.msgid)
+        assert current is not None
+        return current
+
+    async def _resend(self, row: Row, original: RequestEnvelope) -> Row:
+        """Send a check-first request again once the platform has shown it never received it."""
+        attempt = row.attempts + 1
+        await self.outbox.move(row.msgid, State.SENDING, attempts=attempt)
+        try:
+            answer = await self.sender.submit(original, asyncio.get_running_loop().time() + 30)
+        except (AmbiguousOutcome, UpstreamTimeout) as exc:
+            return await self.outbox.move(row.msgid, State.IN_DOUBT, outcome=exc.message)
+        except UpstreamError as exc:
+            return await self.outbox.move(row.msgid, State.FAILED, outcome=f"not sent: {exc.message}")
+        log.warning("resent_after_check", msgid=row.msgid, infno=row.infno, attempt=attempt)
+        return await self.outbox.move(
+            row.msgid,
+            State.ANSWERED,
+            response=answer.response.body,
+            upstream=answer.upstream,
+            outcome=f"infcode {answer.response.infcode} (sent again after the platform showed it never had it)",
+        )
 
     def _reversal_envelope(self, original: RequestEnvelope) -> RequestEnvelope:
         now = datetime.now()
@@ -368,12 +453,15 @@ class DurableRelay:
         if action != "auto":
             raise NothingToResolve(f"unknown action {action!r}: auto, booked or not_booked")
         info = self.catalogue.classify(row.infno)
-        if not (info.tx_class is TxClass.MONEY_MOVING and info.reversible):
+        if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
+            self._start_reversal(row, decode_request(row.request))
+        elif info.check is not None:
+            self._start_check(row, decode_request(row.request), info)
+        else:
             raise NothingToResolve(
                 f"{msgid} ({row.infno}, {info.tx_class.value}) has no automatic resolution: check with the platform, "
                 "then resolve it as booked or not_booked with the reason"
             )
-        self._start_reversal(row, decode_request(row.request))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 return await asyncio.shield(self._resolving[msgid])
@@ -386,7 +474,7 @@ class DurableRelay:
     async def recover(self) -> dict[str, int]:
         """Settle what a previous run left unfinished, before new work: ACCEPTED was never sent (failed);
         SENDING may have left (in doubt); in-doubt reversible money-moving work is reversed."""
-        counts = {"not_sent": 0, "in_doubt": 0, "reversing": 0}
+        counts = {"not_sent": 0, "in_doubt": 0, "reversing": 0, "checking": 0}
         for found in await self.outbox.unfinished():
             row = found
             if row.tx_class == TxClass.RESOLVER.value:
@@ -406,6 +494,9 @@ class DurableRelay:
             if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
                 self._start_reversal(row, decode_request(row.request))
                 counts["reversing"] += 1
+            elif info.check is not None and info.tx_class is not TxClass.SAFE:
+                self._start_check(row, decode_request(row.request), info)
+                counts["checking"] += 1
             elif info.tx_class is TxClass.SAFE:
                 await self.outbox.move(
                     row.msgid,

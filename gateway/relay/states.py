@@ -23,7 +23,10 @@ MOVES: dict[State, frozenset[State]] = {
     State.ACCEPTED: frozenset({State.SENDING, State.FAILED}),
     # back to ACCEPTED when the attempt failed before anything was sent (connection refused)
     State.SENDING: frozenset({State.ANSWERED, State.ACCEPTED, State.IN_DOUBT, State.FAILED}),
-    State.IN_DOUBT: frozenset({State.SENDING, State.ANSWERED, State.REVERSED, State.FAILED, State.CONFIRMED}),
+    # IN_DOUBT to itself: a query found nothing decisive, and what it found is noted for ops
+    State.IN_DOUBT: frozenset(
+        {State.IN_DOUBT, State.SENDING, State.ANSWERED, State.REVERSED, State.FAILED, State.CONFIRMED}
+    ),
     State.ANSWERED: frozenset(),
     State.REVERSED: frozenset(),
     State.FAILED: frozenset(),

@@ -48,6 +48,9 @@ class Ledger:
     settlements: list[Settlement] = field(default_factory=list)
     #: refund lines booked by 撤销结算 (2208): what reconciliation lists next to the settlements they undo
     refunds: list[Settlement] = field(default_factory=list)
+    #: fee lines taken by 费用明细上传 (2204/2301) and visits opened by 挂号 (2201): what 5204 and 5201 list
+    fees: list[dict[str, Any]] = field(default_factory=list)
+    visits: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, msg: Message) -> None:
@@ -62,6 +65,10 @@ class Ledger:
         with self._lock:
             self.refunds.append(settlement)
 
+    def keep(self, into: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            into.extend(items)
+
     def by_msgid(self, msgid: str, infno: str | None = None) -> list[Settlement]:
         return [s for s in self.settlements if s.msgid == msgid and (infno is None or s.infno == infno)]
 
@@ -74,4 +81,6 @@ class Ledger:
                 "messages": [asdict(m) for m in self.messages],
                 "settlements": [asdict(s) for s in self.settlements],
                 "refunds": [asdict(s) for s in self.refunds],
+                "fees": list(self.fees),
+                "visits": list(self.visits),
             }

@@ -58,6 +58,8 @@ class SimPlatform:
             "2208": self._cancel_settlement,
             "2601": self._reverse,
             "5203": self._setl_query,
+            "5201": self._visit_query,
+            "5204": self._fee_query,
         }
         self.statements = SimStatements(ledger, clock=clock)
         self.handlers |= self.statements.handlers()
@@ -204,7 +206,22 @@ class SimPlatform:
         """门诊挂号: opens a visit (and may charge a registration fee); 2601 cannot undo it, 2202 does."""
         data = self._data(req, "psn_no", "insutype", "ipt_otp_no")
         mdtrt_id = f"{self.region}{next(self._ids):020d}"
-        return {"data": {"mdtrt_id": mdtrt_id, "psn_no": data["psn_no"], "ipt_otp_no": data["ipt_otp_no"]}}
+        visit = {"mdtrt_id": mdtrt_id, "psn_no": data["psn_no"], "ipt_otp_no": data["ipt_otp_no"]}
+        self.ledger.keep(self.ledger.visits, [visit | {"msgid": req["msgid"], "insutype": data["insutype"]}])
+        return {"data": visit}
+
+    def _visit_query(self, req: dict[str, Any]) -> Any:
+        """就诊信息查询: the visits a person has (what resolves a 挂号 whose answer was lost)."""
+        data = self._data(req, "psn_no")
+        keep = ("mdtrt_id", "psn_no", "ipt_otp_no", "insutype")
+        return {"mdtrtinfo": [{k: v[k] for k in keep} for v in self.ledger.visits if v["psn_no"] == data["psn_no"]]}
+
+    def _fee_query(self, req: dict[str, Any]) -> Any:
+        """费用明细查询: the fee lines held for a visit (what resolves an upload whose answer was lost)."""
+        data = self._data(req, "mdtrt_id")
+        keep = ("feedetl_sn", "mdtrt_id", "psn_no", "med_list_codg", "det_item_fee_sumamt")
+        lines = [{k: f.get(k) for k in keep} for f in self.ledger.fees if f["mdtrt_id"] == data["mdtrt_id"]]
+        return {"feedetail": lines}
 
     def _upload_fees(self, req: dict[str, Any]) -> Any:
         """门诊费用明细上传 (check-first: a blind second copy may duplicate fee lines); answers the lines it took."""
@@ -214,6 +231,7 @@ class SimPlatform:
         missing = next((x for x in lines if not x.get("feedetl_sn")), None)
         if missing is not None:
             raise PlatformError("输入参数[feedetl_sn]不能为空")
+        self.ledger.keep(self.ledger.fees, [x | {"msgid": req["msgid"], "mdtrt_id": x.get("mdtrt_id")} for x in lines])
         return {
             "result": [
                 {"feedetl_sn": x["feedetl_sn"], "det_item_fee_sumamt": x.get("det_item_fee_sumamt")} for x in lines

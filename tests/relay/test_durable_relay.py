@@ -115,6 +115,53 @@ async def test_recovery_after_a_crash_mid_settlement(sim: Simulator, short_tmp: 
         await daemon.stop(1)
 
 
+async def test_recovery_resolves_check_first_uploads_by_query(sim: Simulator, short_tmp: Path) -> None:
+    """Two fee uploads a killed gateway left mid-send: the platform took one, the other never arrived. On start
+    the platform is asked (5204) for each: the one it holds is confirmed, the other is sent again, once."""
+    assert sim.addresses is not None
+    config = demo_config(short_tmp, sim.addresses.platform)
+    config = config.model_copy(update={"relay": config.relay.model_copy(update={"reversal_settle": 0.2})})
+    sign_no = sim.platform.process(fresh("9001_signin_request.json"))["output"]["signinoutb"]["sign_no"]
+
+    def upload(sn: str) -> dict[str, object]:
+        line = {"feedetl_sn": sn, "mdtrt_id": "MD-RECOVERY-1", "psn_no": "44000000000000000012"}
+        return fresh("2207_settle_request.json", infno="2204", sign_no=sign_no, input={"feedetail": [line]})
+
+    taken, lost = upload("1"), upload("2")
+    box = SqliteOutbox(config.state_dir / "outbox.db", digest=sm3)
+    await box.start()
+    for doc in (taken, lost):
+        body = json.dumps(doc, ensure_ascii=False).encode()
+        await box.accept(
+            msgid=doc["msgid"], infno="2204", tx_class="check_first", psn_no=None, body=body, deadline=None
+        )
+        await box.move(doc["msgid"], State.SENDING, attempts=1)
+    sim.platform.process(taken)  # it reached the platform before the crash; `lost` did not
+    await box.stop()
+
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        assert daemon.outbox is not None
+        async with asyncio.timeout(10):
+            while True:
+                rows = [await daemon.outbox.get(str(d["msgid"])) for d in (taken, lost)]
+                if all(r is not None and r.state.final for r in rows):
+                    break
+                await asyncio.sleep(0.05)
+        confirmed, answered = rows
+        assert confirmed is not None and answered is not None
+        assert confirmed.state is State.CONFIRMED and "5204 lists" in (confirmed.outcome or "")
+        assert answered.state is State.ANSWERED
+        held = [f["feedetl_sn"] for f in sim.ledger.fees]
+        assert sorted(held) == ["1", "2"]  # each line once: the taken one was not sent again
+        assert infnos(sim).count("5204") == 2
+        answer = await Gateway(daemon, config, sim).post(taken)  # the HIS asks again: booked, do not resend
+        assert json.loads(answer.body)["gateway_error"] == "booked_no_answer"
+    finally:
+        await daemon.stop(1)
+
+
 async def test_outbox_cli_lists_and_shows_masked(gateway: Gateway, short_tmp: Path) -> None:
     sign_no = await gateway.sign_in()
     doc = fresh("1101_query_request.json", sign_no=sign_no)

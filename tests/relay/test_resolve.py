@@ -24,13 +24,14 @@ def cli_config(gateway: Gateway, directory: Path) -> Path:
 
 
 def upload(sign_no: str) -> dict[str, object]:
-    return fresh("2207_settle_request.json", infno="2204", sign_no=sign_no, input={"feedetail": [{"feedetl_sn": "1"}]})
+    # 就诊信息上传: check-first with no query in the catalogue to resolve it, so ops decide
+    return fresh("2207_settle_request.json", infno="2203", sign_no=sign_no, input={"mdtrtinfo": {"mdtrt_id": "1"}})
 
 
 async def test_check_first_in_doubt_is_resolved_by_what_ops_found(gateway: Gateway, short_tmp: Path) -> None:
     cfg = cli_config(gateway, short_tmp)
     sign_no = await gateway.sign_in()
-    gateway.sim.faults.set("2204", {"kind": "drop_after", "times": 1})
+    gateway.sim.faults.set("2203", {"kind": "drop_after", "times": 1})
     doc = upload(sign_no)
     first = json.loads((await gateway.post(doc)).body)
     assert first["gateway_error"] == "outcome_unknown" and f"ybgate outbox resolve {doc['msgid']}" in first["err_msg"]
@@ -45,17 +46,17 @@ async def test_check_first_in_doubt_is_resolved_by_what_ops_found(gateway: Gatew
         str(doc["msgid"]),
         "--booked",
         "--reason",
-        "5204 shows the fee details",
+        "5201 shows the visit information",
         "--config",
         str(cfg),
     )
-    assert code == 0 and "confirmed" in out and "5204 shows the fee details" in out
+    assert code == 0 and "confirmed" in out and "5201 shows the visit information" in out
 
     # The HIS asking again with the same msgid: booked, do not resend; the platform never sees it twice.
     again = await gateway.post(doc)
     body = json.loads(again.body)
     assert again.status == 200 and str(body["infcode"]) == "-1" and body["gateway_error"] == "booked_no_answer"
-    assert "请勿重复提交" in body["err_msg"] and "5204 shows the fee details" in body["err_msg"]
+    assert "请勿重复提交" in body["err_msg"] and "5201 shows the visit information" in body["err_msg"]
     assert [m.msgid for m in gateway.sim.ledger.messages].count(str(doc["msgid"])) == 1
 
     code, _, err = await ybgate_output("outbox", "resolve", str(doc["msgid"]), "--config", str(cfg))
@@ -65,7 +66,7 @@ async def test_check_first_in_doubt_is_resolved_by_what_ops_found(gateway: Gatew
 async def test_not_booked_lets_the_his_retry_with_a_new_msgid(gateway: Gateway, short_tmp: Path) -> None:
     cfg = cli_config(gateway, short_tmp)
     sign_no = await gateway.sign_in()
-    gateway.sim.faults.set("2204", {"kind": "drop_after", "times": 1})
+    gateway.sim.faults.set("2203", {"kind": "drop_after", "times": 1})
     doc = upload(sign_no)
     await gateway.post(doc)
     code, out, _ = await ybgate_output(

@@ -23,6 +23,7 @@ from typing import Any
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
 from gateway.http1.unix_client import request
+from gateway.platform.catalogue import national
 from gateway.relay.durable import DurableRelay
 from gateway.sim.server import Simulator
 
@@ -131,50 +132,52 @@ class Expect:
 Q, S, R, U = "query 1101", "settle 2207", "register 2201", "upload 2204"
 # fmt: off
 EXPECTED: tuple[Expect, ...] = tuple(Expect(*row) for row in (
-    # Whatever the fault, a register (money-moving, no 冲正) or an upload (check-first) whose outcome is
-    # unknown is never resent: it stays in doubt for ops (`ybgate outbox resolve`) and the HIS must not resend.
-    # fault            tx  first          final          outbox       booked  reversal
-    ("none",           Q, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("none",           S, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("none",           R, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("none",           U, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("delay",          Q, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("delay",          S, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("delay",          R, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("delay",          U, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
+    # A register (money-moving, no 冲正) or an upload (check-first) whose outcome is unknown is resolved by
+    # query (5201 / 5204) once the settle time has passed: held → confirmed booked (the HIS must not resend);
+    # not held → the register is not processed (new msgid), the upload is sent again and answered.
+    # fault            tx  first             final             outbox       booked  reversal
+    ("none",           Q, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("none",           S, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("none",           R, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("none",           U, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("delay",          Q, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("delay",          S, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("delay",          R, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("delay",          U, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
     # A query is asked again within the deadline; the late first copy is booked too (harmless for a query).
-    ("delay>deadline", Q, ANSWERED,      ANSWERED,      "answered",  2,      "-"),
+    ("delay>deadline", Q, ANSWERED,         ANSWERED,         "answered",  2,      "-"),
     # The first 冲正 races the late original and finds nothing; asked again after the settle time, it undoes it.
-    ("delay>deadline", S, UNKNOWN,       REVERSED,      "reversed",  1,      "reversed"),
-    ("delay>deadline", R, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
-    ("delay>deadline", U, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
-    # The request left and the connection closed: the gateway cannot tell this from drop_after, so only a
-    # query is resent and only a reversible settlement learns (from the 冲正) that nothing was booked.
-    ("drop_before",    Q, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("drop_before",    S, NOT_PROCESSED, NOT_PROCESSED, "failed",    0,      "none found"),
-    ("drop_before",    R, UNKNOWN,       UNKNOWN,       "in_doubt",  0,      "-"),
-    ("drop_before",    U, UNKNOWN,       UNKNOWN,       "in_doubt",  0,      "-"),
-    ("drop_after",     Q, ANSWERED,      ANSWERED,      "answered",  2,      "-"),
-    ("drop_after",     S, REVERSED,      REVERSED,      "reversed",  1,      "reversed"),
-    ("drop_after",     R, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
-    ("drop_after",     U, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
-    ("reset",          Q, ANSWERED,      ANSWERED,      "answered",  2,      "-"),
-    ("reset",          S, REVERSED,      REVERSED,      "reversed",  1,      "reversed"),
-    ("reset",          R, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
-    ("reset",          U, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
-    ("garbage",        Q, ANSWERED,      ANSWERED,      "answered",  2,      "-"),
-    ("garbage",        S, REVERSED,      REVERSED,      "reversed",  1,      "reversed"),
-    ("garbage",        R, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
-    ("garbage",        U, UNKNOWN,       UNKNOWN,       "in_doubt",  1,      "-"),
+    ("delay>deadline", S, UNKNOWN,          REVERSED,         "reversed",  1,      "reversed"),
+    # The query waits out the settle time, so the late original has landed when it looks.
+    ("delay>deadline", R, UNKNOWN,          BOOKED_NO_ANSWER, "confirmed", 1,      "-"),
+    ("delay>deadline", U, UNKNOWN,          BOOKED_NO_ANSWER, "confirmed", 1,      "-"),
+    # The request left and the connection closed: the gateway cannot tell this from drop_after by itself; the
+    # 冲正 or the query tells it that nothing was booked.
+    ("drop_before",    Q, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("drop_before",    S, NOT_PROCESSED,    NOT_PROCESSED,    "failed",    0,      "none found"),
+    ("drop_before",    R, NOT_PROCESSED,    NOT_PROCESSED,    "failed",    0,      "-"),
+    ("drop_before",    U, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("drop_after",     Q, ANSWERED,         ANSWERED,         "answered",  2,      "-"),
+    ("drop_after",     S, REVERSED,         REVERSED,         "reversed",  1,      "reversed"),
+    ("drop_after",     R, BOOKED_NO_ANSWER, BOOKED_NO_ANSWER, "confirmed", 1,      "-"),
+    ("drop_after",     U, BOOKED_NO_ANSWER, BOOKED_NO_ANSWER, "confirmed", 1,      "-"),
+    ("reset",          Q, ANSWERED,         ANSWERED,         "answered",  2,      "-"),
+    ("reset",          S, REVERSED,         REVERSED,         "reversed",  1,      "reversed"),
+    ("reset",          R, BOOKED_NO_ANSWER, BOOKED_NO_ANSWER, "confirmed", 1,      "-"),
+    ("reset",          U, BOOKED_NO_ANSWER, BOOKED_NO_ANSWER, "confirmed", 1,      "-"),
+    ("garbage",        Q, ANSWERED,         ANSWERED,         "answered",  2,      "-"),
+    ("garbage",        S, REVERSED,         REVERSED,         "reversed",  1,      "reversed"),
+    ("garbage",        R, BOOKED_NO_ANSWER, BOOKED_NO_ANSWER, "confirmed", 1,      "-"),
+    ("garbage",        U, BOOKED_NO_ANSWER, BOOKED_NO_ANSWER, "confirmed", 1,      "-"),
     # A 502 may come from a proxy that had already passed the request on: as unknown as a dropped connection.
-    ("http502",        Q, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("http502",        S, NOT_PROCESSED, NOT_PROCESSED, "failed",    0,      "none found"),
-    ("http502",        R, UNKNOWN,       UNKNOWN,       "in_doubt",  0,      "-"),
-    ("http502",        U, UNKNOWN,       UNKNOWN,       "in_doubt",  0,      "-"),
-    ("restart",        Q, ANSWERED,      ANSWERED,      "answered",  1,      "-"),
-    ("restart",        S, NOT_PROCESSED, NOT_PROCESSED, "failed",    0,      "none found"),
-    ("restart",        R, UNKNOWN,       UNKNOWN,       "in_doubt",  0,      "-"),
-    ("restart",        U, UNKNOWN,       UNKNOWN,       "in_doubt",  0,      "-"),
+    ("http502",        Q, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("http502",        S, NOT_PROCESSED,    NOT_PROCESSED,    "failed",    0,      "none found"),
+    ("http502",        R, NOT_PROCESSED,    NOT_PROCESSED,    "failed",    0,      "-"),
+    ("http502",        U, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("restart",        Q, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
+    ("restart",        S, NOT_PROCESSED,    NOT_PROCESSED,    "failed",    0,      "none found"),
+    ("restart",        R, NOT_PROCESSED,    NOT_PROCESSED,    "failed",    0,      "-"),
+    ("restart",        U, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
 ))
 # fmt: on
 
@@ -325,8 +328,10 @@ class Cell:
         assert row is not None
         if row.state.final:
             return True
-        # In doubt with no 冲正 to come: left for ops, as the class says.
-        return row.state.value == "in_doubt" and not (self.tx.tx_class == "money_moving" and self.tx.reversible)
+        # In doubt with no 冲正 or query to come: left for ops, as the catalogue says.
+        info = national().classify(self.tx.infno)
+        resolvable = (self.tx.tx_class == "money_moving" and self.tx.reversible) or info.check is not None
+        return row.state.value == "in_doubt" and not resolvable
 
     async def run(self) -> Observed:
         obs = Observed(self.fault.name, self.tx.name)
