@@ -26,7 +26,7 @@ from pathlib import Path
 
 import figures
 
-from gateway.http1.client import encode_request, exchange
+from gateway.http1.client import NoResponse, encode_request, exchange
 
 PATH = "/fsi/api/rsfComIfsService/callService"
 BODY = json.dumps(
@@ -53,9 +53,18 @@ class KeepAliveClient:
         self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def call(self) -> int:
+        fresh = self.conn is None
         if self.conn is None:
             self.conn = await self.opener()
-        reply = await exchange(*self.conn, next_request())
+        try:
+            reply = await exchange(*self.conn, next_request())
+        except (ConnectionError, NoResponse):
+            if fresh:
+                raise
+            # An idle keep-alive connection the server closed meanwhile: reconnect and send, as HTTP clients do.
+            self.conn[1].close()
+            self.conn = await self.opener()
+            reply = await exchange(*self.conn, next_request())
         if not reply.keep_alive:
             self.conn[1].close()
             self.conn = None
