@@ -16,6 +16,9 @@ from pydantic import ValidationError
 from gateway.errors import ConfigError, Position
 
 Loc = tuple[str | int, ...]
+#: values one document may expand to. Aliases are expanded, so ten lines of nested anchors can stand for 10⁹ values
+#: ("billion laughs"); a real policy or config holds a few thousand.
+MAX_VALUES = 200_000
 
 
 class Located:
@@ -47,6 +50,8 @@ def _convert(
     problems: list[tuple[Position | None, str, str]],
 ) -> Any:
     positions[loc] = _pos(file, node)
+    if len(positions) > MAX_VALUES:
+        raise ConfigError([(_pos(file, node), _dotted(loc), f"more than {MAX_VALUES} values (an alias expanding?)")])
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -70,7 +75,18 @@ def _convert(
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*loc, i), file, positions, problems) for i, item in enumerate(node.value)]
-    return _SCALAR_LOADER.construct_object(node, deep=True)
+    try:
+        return _SCALAR_LOADER.construct_object(node, deep=True)
+    except (ValueError, TypeError, LookupError, AttributeError):
+        # PyYAML's constructors fail with these where a value does not fit its tag: 2020-13-45 (read as a date),
+        # !!int x, an empty !!int, !!bool x, !!timestamp x.
+        tag = node.tag.rpartition(":")[2]
+        problems.append((_pos(file, node), _dotted(loc), f"{node.value!r} is not a valid {tag}"))
+        return None
+    finally:
+        # The constructor remembers every node it built, which would keep each document loaded alive for good.
+        _SCALAR_LOADER.constructed_objects.clear()
+        _SCALAR_LOADER.recursive_objects.clear()
 
 
 _SCALAR_LOADER = yaml.SafeLoader("")
@@ -93,6 +109,8 @@ def load_yaml(text: str, file: str) -> Located:
     """Parse one YAML document; syntax errors and duplicate keys raise ConfigError with positions."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError([(None, "", "YAML nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = Position(file, mark.line + 1, mark.column + 1) if mark else None
@@ -105,6 +123,10 @@ def load_yaml(text: str, file: str) -> Located:
         return Located({}, {(): Position(file, 1, 1)}, file)
     try:
         value = _convert(node, (), file, positions, problems)
+    except RecursionError:
+        raise ConfigError(
+            [(_pos(file, node), "", "YAML nested too deeply, or an alias inside its own anchor")]
+        ) from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         pos = Position(file, mark.line + 1, mark.column + 1) if mark else None

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import settings
 
 from gateway.config import Config
 from gateway.daemon import Daemon
@@ -25,6 +26,25 @@ from gateway.demo import demo_config
 from gateway.http1.client import ClientResponse
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
+
+# -- hypothesis profiles -------------------------------------------------------------------------------
+#
+# ci (the default): each property test runs the example count it declares with fuzz_examples(), from a seed
+# derived from the test itself and without the example database, so a CI failure replays identically anywhere.
+# deep (YBGATE_HYPOTHESIS=deep): 10⁵ random examples per property test, saved to the local database so a
+# failure found overnight replays on the next run. Loaded here because @settings decorators read the profile
+# when test modules are imported, which is after this file.
+HYPOTHESIS_PROFILE = os.environ.get("YBGATE_HYPOTHESIS", "ci")
+settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
+settings.register_profile("deep", max_examples=100_000, deadline=None, print_blob=True)
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def fuzz_examples(ci: int) -> int:
+    """A property test's example count: `ci` (what the CI run affords for it) under the ci profile, the profile's
+    own count under any other, so that an explicit @settings(max_examples=...) never caps a deep run."""
+    return ci if HYPOTHESIS_PROFILE == "ci" else settings.default.max_examples
+
 
 _skipped: list[str] = []
 

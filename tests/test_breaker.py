@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from gateway.net.breaker import Breaker, BreakerPolicy, BreakerState, IllegalTransition
 
+from conftest import fuzz_examples
+
 P = BreakerPolicy(failures_to_open=3, cooldown=5, cooldown_max=20, successes_to_close=2)
 
 
@@ -60,7 +62,7 @@ def test_illegal_moves_raise() -> None:
         b._move(BreakerState.HALF_OPEN, 0)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["allow", "ok", "fail"]), st.floats(0, 30)), max_size=60))
 def test_random_walks_keep_the_invariants(steps: list[tuple[str, float]]) -> None:
     b = Breaker("p", P)

@@ -161,3 +161,24 @@ def test_cli_check_loads_the_policy_as_the_daemon_would(tmp_path: Path) -> None:
     (policy / "20.yaml").write_text("upstreams: [{host: 127.0.0.1, port: 9443}]\n")
     result = run_cli("check", "--config", str(cfg))
     assert result.returncode == 0 and "1 client(s), 1 upstream(s)" in result.stdout, result.stderr
+
+
+def test_loading_keeps_nothing_alive() -> None:
+    # Each policy reload parses YAML: a loader that remembered the nodes it built grew the daemon by every file read.
+    import gc
+    import tracemalloc
+
+    from gateway.yamlpos import _SCALAR_LOADER, load_yaml
+
+    text = GOOD * 1 + "\n".join(f"k{i}: [a, 1, 2.5, true, 2026-11-25]" for i in range(200))
+    load_yaml(text, "c.yaml")
+    assert not _SCALAR_LOADER.constructed_objects and not _SCALAR_LOADER.recursive_objects
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(50):
+        load_yaml(text, "c.yaml")
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 64 * 1024, grown

@@ -7,13 +7,15 @@ import contextlib
 
 import httptools
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import RequestError
 from gateway.http1 import Limits, Request, Response
 from gateway.http1.client import BadUpstreamResponse, encode_request, exchange
 from gateway.http1.server import Http1Server, _Parse, encode_response
+
+from conftest import fuzz_examples
 
 REQ = encode_request("POST", "h", "/fsi/api/x", [("Content-Type", "application/json")], '{"a": "中"}'.encode())
 
@@ -22,10 +24,9 @@ def feed(data: bytes, chunk: int, limits: Limits | None = None) -> list[Request]
     state = _Parse(limits or Limits())
     for i in range(0, len(data), chunk):
         try:
-            state.parser.feed_data(data[i : i + chunk])
+            state.feed(data[i : i + chunk])
         except httptools.HttpParserCallbackError as exc:
-            assert isinstance(exc.__context__, RequestError)
-            raise exc.__context__ from None
+            raise AssertionError(f"a parser callback raised {exc.__context__!r}") from exc
     return state.done
 
 
@@ -52,14 +53,14 @@ def test_limits_trip_whatever_the_chunking() -> None:
         assert info.value.http_status == 413
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=fuzz_examples(300), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.binary(max_size=600), st.integers(min_value=1, max_value=50))
 def test_fuzzed_requests_raise_only_http_errors(data: bytes, chunk: int) -> None:
     with contextlib.suppress(RequestError, httptools.HttpParserError):
         feed(data, chunk, Limits(max_header_bytes=1024, max_headers=10, max_body_bytes=256))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=fuzz_examples(200), deadline=None)
 @given(st.binary(max_size=400))
 def test_fuzzed_request_after_valid_prefix(tail: bytes) -> None:
     try:
@@ -112,3 +113,95 @@ def _peer():
     from gateway.http1.messages import Peer
 
     return Peer(address="test")
+
+
+# Request grammar near misses: every target form, odd versions and methods, framing headers llhttp must weigh
+# against each other, and header bytes outside Latin-1 text.
+targets = st.sampled_from(
+    [b"/", b"/fsi/api/x?q=1#f", b"http://h", b"http://h:80/p?q", b"h:443", b"*", b"/%ff", b"//x", b"/\xe4\xb8\xad", b""]
+)
+versions = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.10", b"http/1.1", b""])
+framing = st.sampled_from(
+    [
+        b"Content-Length: 5", b"Content-Length: +5", b"Content-Length: 05", b"Content-Length: 5, 5",
+        b"Content-Length: \xb2", b"Content-Length: 99999999999999999999999", b"Content-Length: 300",
+        b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked", b"Transfer-Encoding: chunked, gzip",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5", b"Connection: close", b"Expect: 100-continue",
+        b"X: a\r\n b", b"X: \x00", b"X: \xe4\xb8\xad", b"Bad Name: x", b"Upgrade: h2c\r\nConnection: upgrade",
+    ]
+)  # fmt: skip
+payloads = st.sampled_from([b"", b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n"])
+structured_requests = st.builds(
+    lambda method, target, version, headers, payload: method + b" " + target + b" " + version + b"\r\n"
+    + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + payload,
+    st.sampled_from([b"GET", b"POST", b"HEAD", b"CONNECT", b"OPTIONS", b"get", b"PRI", b"X"]),
+    targets,
+    versions,
+    st.lists(framing, max_size=3),
+    payloads | st.binary(max_size=40),
+)  # fmt: skip
+
+
+@settings(max_examples=fuzz_examples(300), deadline=None)
+@given(st.lists(structured_requests, min_size=1, max_size=3).map(b"".join), st.integers(min_value=1, max_value=64))
+@example(b"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", 64)
+def test_structured_requests_parse_or_raise_http_errors(data: bytes, chunk: int) -> None:
+    try:
+        done = feed(data, chunk, Limits(max_header_bytes=1024, max_headers=10, max_body_bytes=256))
+    except (RequestError, httptools.HttpParserError):
+        return
+    for req in done:
+        assert isinstance(req.path, str) and len(req.body) <= 256 and len(req.headers.items) <= 10
+
+
+def test_absolute_form_without_a_path_is_the_root() -> None:
+    [req] = feed(b"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", 7)
+    assert req.path == "/"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"CONNECT / HTTP/1.1", b"POST / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c"],
+)
+def test_upgrades_are_refused_not_raised_past_the_server(head: bytes) -> None:
+    with pytest.raises(RequestError, match="Upgrade header") as info:
+        feed(head + b"\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}", 4096)
+    assert info.value.http_status == 400
+
+
+class _NullWriter:
+    def write(self, data: bytes) -> None:
+        return None
+
+    async def drain(self) -> None:
+        return None
+
+
+async def _exchange_with(answer: bytes) -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(answer)
+    reader.feed_eof()
+    try:
+        resp = await exchange(reader, _NullWriter(), REQ, max_body=256)  # type: ignore[arg-type]
+    except BadUpstreamResponse:
+        return
+    assert 100 <= resp.status <= 999 and len(resp.body) <= 256
+
+
+status_lines = st.sampled_from(
+    [b"HTTP/1.1 200 OK", b"HTTP/1.1 101 Switching Protocols", b"HTTP/1.1 100 Continue", b"HTTP/1.0 204 x",
+     b"HTTP/1.1 999 ?", b"HTTP/1.1 20 OK", b"HTTP/2 200", b"ICY 200 OK", b"HTTP/1.1 200"]
+)  # fmt: skip
+structured_answers = st.builds(
+    lambda line, headers, payload: line + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + payload,
+    status_lines,
+    st.lists(framing | st.sampled_from([b"Connection: upgrade\r\nUpgrade: x", b"Content-Length: 0"]), max_size=3),
+    payloads | st.binary(max_size=40),
+)
+
+
+@settings(max_examples=fuzz_examples(300), deadline=None)
+@given(st.lists(structured_answers, min_size=1, max_size=2).map(b"".join) | st.binary(max_size=300))
+@example(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n")
+def test_client_takes_any_answer_or_raises_bad_upstream_response(answer: bytes) -> None:
+    asyncio.run(_exchange_with(answer))

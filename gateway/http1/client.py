@@ -90,6 +90,9 @@ async def exchange(
             raise BadUpstreamResponse(f"upstream response refused: {exc}") from exc
         except httptools.HttpParserError as exc:
             raise BadUpstreamResponse(f"upstream sent malformed HTTP: {exc}") from exc
+        except httptools.HttpParserUpgrade:
+            # Not an HttpParserError: llhttp stops at a 101 (or an upgrade) answer, which is no answer to a request.
+            raise BadUpstreamResponse("upstream switched protocols instead of answering") from None
     return ClientResponse(
         status=state.parser.get_status_code(),
         headers=Headers(tuple(state.headers)),

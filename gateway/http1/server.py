@@ -50,6 +50,25 @@ class _Parse:
         self.header_bytes = 0
         self.body = bytearray()
 
+    def feed(self, data: bytes) -> None:
+        """Parse `data`. A limit tripped in a callback, or a request ybgate cannot serve, raises RequestError;
+        malformed HTTP raises httptools.HttpParserError."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            # A limit tripped inside a callback: httptools wraps it; surface the limit itself.
+            if isinstance(exc.__context__, RequestError):
+                raise exc.__context__ from None
+            raise
+        except httptools.HttpParserUpgrade:
+            # Not an HttpParserError: llhttp stops at CONNECT and at "Connection: upgrade" with an Upgrade header
+            # (Java's HttpClient sends "Upgrade: h2c" by default), and httptools has skipped any body as the new
+            # protocol's. ybgate speaks HTTP/1.1 only, so refuse rather than answer a request without its body.
+            raise RequestError(
+                "protocol upgrades and CONNECT are not supported: send plain HTTP/1.1 without an Upgrade header",
+                kind="bad_http",
+            ) from None
+
     def on_message_begin(self) -> None:
         self._reset()
         self.started = True
@@ -101,7 +120,9 @@ class _Parse:
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode("ascii")
         try:
-            path = httptools.parse_url(self.url).path.decode("utf-8")
+            # An absolute-form target without a path ("GET http://host HTTP/1.1") asks for "/" (RFC 9110 4.2.3);
+            # parse_url gives None for its path.
+            path = (httptools.parse_url(self.url).path or b"/").decode("utf-8")
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError) as exc:
             raise RequestError("request target is not a valid URL", kind="bad_url") from exc
         self.done.append(
@@ -234,13 +255,7 @@ class Http1Server:
                 return
             if not state.started:
                 header_deadline = loop.time() + self.limits.header_timeout
-            try:
-                state.parser.feed_data(chunk)
-            except httptools.HttpParserCallbackError as exc:
-                # A limit tripped inside a callback: httptools wraps it; surface the limit itself.
-                if isinstance(exc.__context__, RequestError):
-                    raise exc.__context__ from None
-                raise
+            state.feed(chunk)
 
     @staticmethod
     async def _abort(writer: asyncio.StreamWriter, abort: Abort) -> None:

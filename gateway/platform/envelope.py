@@ -14,11 +14,14 @@ from typing import Any
 
 from gateway.errors import EnvelopeError, RequestError
 
-_INFNO = re.compile(r"^[0-9]{4}[A-Z]?$")
-_MSGID = re.compile(r"^[A-Za-z0-9]{30}$")
-_ADMDVS = re.compile(r"^[0-9]{6}$")
-_STAMP14 = re.compile(r"^([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})$")
-_INF_TIME = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})$")
+# Used with fullmatch: `$` also matches before a final newline, which let "1101\n" through as an infno.
+_INFNO = re.compile(r"[0-9]{4}[A-Z]?")
+_MSGID = re.compile(r"[A-Za-z0-9]{30}")
+_ADMDVS = re.compile(r"[0-9]{6}")
+_STAMP14 = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})")
+_INF_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})")
+# A \u escape of a surrogate: the only way a lone surrogate gets into decoded JSON (see _loads_object).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 INF_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Fields of the standard envelope whose values are strings when present (null is tolerated: HIS code
 # generated from the specification sends null for empty optional fields).
@@ -117,8 +120,21 @@ def _loads_object(text: str) -> dict[str, Any]:
         raise RequestError(
             f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", kind="bad_json"
         ) from exc
+    except (ValueError, RecursionError) as exc:
+        # json raises these past its own checks: an integer of more than 4300 digits, nesting deeper than the
+        # interpreter's recursion limit.
+        raise RequestError(f"body is not JSON the gateway can read: {exc}", kind="bad_json") from None
     if not isinstance(value, dict):
         raise RequestError("body must be a JSON object (the platform envelope)", kind="bad_json")
+    if _SURROGATE_ESCAPE.search(text):
+        # A paired escape (an emoji as \ud83d\ude00) decodes to one character; an unpaired one leaves a string
+        # that no charset can encode, which would fail later, where the request is re-encoded for the platform.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                "body holds a \\u escape of an unpaired surrogate, which is not a character", kind="bad_json"
+            ) from None
     return value
 
 
@@ -138,7 +154,7 @@ def decode_request(body: bytes, *, charset: str = "utf-8", path_infno: str | Non
 
 
 def _check_infno(infno: Any, path_infno: str | None) -> str:
-    if not isinstance(infno, str) or not _INFNO.match(infno):
+    if not isinstance(infno, str) or not _INFNO.fullmatch(infno):
         raise EnvelopeError("infno", f"expected 4 digits and an optional capital letter, got {infno!r}")
     if path_infno is not None and path_infno != infno:
         raise EnvelopeError("infno", f"body says {infno!r} but the URL names {path_infno!r}")
@@ -146,16 +162,16 @@ def _check_infno(infno: Any, path_infno: str | None) -> str:
 
 
 def _check_msgid(msgid: Any) -> str:
-    if not isinstance(msgid, str) or not _MSGID.match(msgid):
+    if not isinstance(msgid, str) or not _MSGID.fullmatch(msgid):
         got = f"{len(msgid)} characters" if isinstance(msgid, str) else repr(msgid)
         raise EnvelopeError("msgid", f"expected 30 letters or digits, got {got}")
-    if _to_datetime(_STAMP14.match(msgid[12:26])) is None:
+    if _to_datetime(_STAMP14.fullmatch(msgid[12:26])) is None:
         raise EnvelopeError("msgid", f"characters 13-26 must be a time yyyyMMddHHmmss, got {msgid[12:26]!r}")
     return msgid
 
 
 def _check_inf_time(raw: Any) -> datetime:
-    value = _to_datetime(_INF_TIME.match(raw)) if isinstance(raw, str) else None
+    value = _to_datetime(_INF_TIME.fullmatch(raw)) if isinstance(raw, str) else None
     if value is None:
         raise EnvelopeError("inf_time", f"expected 'yyyy-MM-dd HH:mm:ss', got {raw!r}")
     return value
@@ -182,7 +198,7 @@ def _check_header_fields(fields: dict[str, Any], msgid: str) -> None:
         raise EnvelopeError("msgid", f"must start with fixmedins_code {fixmedins!r}")
     for name in ("mdtrtarea_admvs", "insuplc_admdvs"):
         value = fields.get(name)
-        if value and not _ADMDVS.match(value):
+        if value and not _ADMDVS.fullmatch(value):
             raise EnvelopeError(name, f"expected a 6-digit region code, got {value!r}")
     if fields.get("opter_type") not in (None, "", "1", "2", "3"):
         raise EnvelopeError("opter_type", f"expected '1', '2' or '3', got {fields['opter_type']!r}")
@@ -201,7 +217,9 @@ def decode_response(body: bytes) -> ResponseEnvelope:
     """Validate a platform response; raises ValueError with the reason if it is not an answer."""
     try:
         fields = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not UTF-8, not JSON, or an integer past json's digit limit; RecursionError: nesting deeper
+        # than the interpreter allows.
         raise ValueError(f"platform answer is not UTF-8 JSON: {exc}") from exc
     if not isinstance(fields, dict) or "infcode" not in fields:
         raise ValueError("platform answer has no infcode")

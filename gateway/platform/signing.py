@@ -300,13 +300,19 @@ class ProfileCodec:
             return self._with_skew(envelope, headers, now)
         try:
             fields = json.loads(body.decode(charset))
-        except (UnicodeDecodeError, LookupError, json.JSONDecodeError) as exc:
+        except (ValueError, LookupError, RecursionError) as exc:
+            # The charset is the platform's word: a codec that is no text encoding raises LookupError, and some
+            # (idna, undefined) a bare UnicodeError. json raises ValueError past 4300 digits, RecursionError past
+            # the nesting the interpreter allows.
             raise UntrustedAnswer(f"platform answer is not {charset} JSON: {exc}") from None
         if not isinstance(fields, dict):
             raise UntrustedAnswer("platform answer is not a JSON object")
-        self._open_output(fields)
         try:
+            self._open_output(fields)
             envelope = decode_plain_response(compact_json(fields))
+        except UnicodeEncodeError:
+            # a \u escape of an unpaired surrogate: no UTF-8 to sign, verify or pass on
+            raise UntrustedAnswer("platform answer holds an unpaired surrogate, which is not a character") from None
         except ValueError as exc:
             raise UntrustedAnswer(str(exc)) from None
         return self._with_skew(envelope, headers, now)
@@ -325,7 +331,7 @@ class ProfileCodec:
             try:
                 plain = sm4_open(k.sm4_key, output)
                 output = json.loads(plain.decode("utf-8"))
-            except (DecryptionError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except (DecryptionError, ValueError, RecursionError) as exc:
                 raise UntrustedAnswer(f"output does not decrypt with the profile's SM4 key: {exc}") from None
             fields["output"] = output
         if p.sign is None or not p.sign.verify_response or output is None:
@@ -364,7 +370,7 @@ class ProfileCodec:
             raise Refusal(f"报文字符集不正确，应为{p.charset.header}")
         try:
             fields = json.loads(body.decode(expected))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not the charset, not JSON, past json's digit or nesting limits
             raise Refusal(f"报文不是合法的{p.charset.header}编码JSON") from None
         if not isinstance(fields, dict):
             raise Refusal("报文格式错误，无法解析")
@@ -374,7 +380,10 @@ class ProfileCodec:
         sealed = fields.get("input") if p.encrypt is not None else None
         plain_input = self._open_input(fields) if p.encrypt is not None else None
         if p.sign is not None:
-            self._check_cainfo(fields, plain_input, sealed if isinstance(sealed, str) else None)
+            try:
+                self._check_cainfo(fields, plain_input, sealed if isinstance(sealed, str) else None)
+            except UnicodeEncodeError:  # an unpaired surrogate escape: nothing a signature can cover
+                raise Refusal("报文含有非法字符，签名验证失败") from None
         return fields
 
     def _open_input(self, fields: dict[str, Any]) -> bytes:
@@ -388,7 +397,7 @@ class ProfileCodec:
         try:
             plain = sm4_open(k.sm4_key, fields["input"])
             fields["input"] = json.loads(plain.decode("utf-8"))
-        except (DecryptionError, UnicodeDecodeError, json.JSONDecodeError):
+        except (DecryptionError, ValueError, RecursionError):
             raise Refusal("报文解密失败") from None
         return plain
 

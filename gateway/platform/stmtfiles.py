@@ -14,7 +14,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import lzma
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -45,6 +47,19 @@ RESULT_COLUMNS = (
 AMOUNTS = ("medfee_sumamt", "fund_pay_sumamt", "acct_pay")
 #: stmt_rslt in the result list
 VERDICTS = {"0": "一致", "1": "金额不一致", "2": "医院无此记录", "3": "平台无此记录"}
+#: what zipfile raises on a damaged or unreadable archive besides BadZipFile: an encrypted member (RuntimeError),
+#: an unsupported method or flag (NotImplementedError), corrupt compressed data (zlib.error, LZMAError, OSError
+#: from bz2, EOFError), impossible offsets (ValueError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    EOFError,
+    ValueError,
+)
 
 
 class StatementFileError(ValueError):
@@ -54,9 +69,12 @@ class StatementFileError(ValueError):
 def money(value: Any) -> Decimal:
     """An amount as the platform writes it (number or string) in cents; ValueError names the bad value."""
     try:
-        return Decimal(str(value)).quantize(CENT)
+        amount = Decimal(str(value)).quantize(CENT)
     except (InvalidOperation, ValueError):
         raise ValueError(f"not an amount: {value!r}") from None
+    if not amount.is_finite():  # Decimal reads "NaN" and "Infinity", and a NaN never equals itself in a comparison
+        raise ValueError(f"not an amount: {value!r}")
+    return amount
 
 
 @dataclass(frozen=True, order=True)
@@ -104,7 +122,10 @@ def _text(lines: Iterable[StatementLine], columns: tuple[str, ...]) -> str:
 
 def _parse(text: str, columns: tuple[str, ...], name: str) -> list[StatementLine]:
     out = []
-    for number, raw in enumerate(text.splitlines(), 1):
+    # Lines end at \n (with an optional \r) only: splitlines() would also split at \v, \f, \x1c-\x1e, \x85,
+    # \u2028 and \u2029, which _cell lets a field hold.
+    for number, line in enumerate(text.split("\n"), 1):
+        raw = line.removesuffix("\r")
         if not raw.strip():
             continue
         cells = raw.split("\t")
@@ -134,9 +155,11 @@ def unzipped(data: bytes, name: str) -> tuple[str, str]:
             members = [m for m in zf.namelist() if m.endswith(".txt")]
             if len(members) != 1:
                 raise StatementFileError(f"{name}: expected one .txt file in the zip, found {len(members)}")
-            return members[0], zf.read(members[0]).decode("utf-8")
-    except zipfile.BadZipFile as exc:
-        raise StatementFileError(f"{name}: not a zip file ({exc})") from None
+            raw = zf.read(members[0])
+    except _ZIP_ERRORS as exc:
+        raise StatementFileError(f"{name}: not a readable zip file ({exc.__class__.__name__}: {exc})") from None
+    try:
+        return members[0], raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise StatementFileError(f"{name}: not UTF-8 text (byte {exc.start})") from None
 

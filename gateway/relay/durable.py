@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.platform.catalogue import Catalogue, TxClass, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
 from gateway.platform.msgids import MsgidMaker
@@ -295,7 +295,11 @@ class DurableRelay:
                 await asyncio.sleep(early)
             now = datetime.now()
             code = str(original.fields.get("fixmedins_code") or original.msgid[:12])
-            query = query_envelope(spec, original, self._msgids.make(code, now), now)
+            try:
+                query = query_envelope(spec, original, self._msgids.make(code, now), now)
+            except GatewayError as exc:  # the original lacks what the query needs: nothing to ask
+                self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
+                return await self.outbox.move(row.msgid, State.IN_DOUBT, outcome=f"no query possible: {exc.message}")
             try:
                 answer = await self.sender.submit(query, loop.time() + 30)
             except UpstreamError as exc:

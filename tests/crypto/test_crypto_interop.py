@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from gateway.crypto import DecryptionError, InvalidSignature, SM2PrivateKey
 from gateway.crypto.sm2 import der_to_raw_ciphertext, der_to_raw_signature, raw_to_der_ciphertext
 
+from conftest import fuzz_examples
+
 DISTID = "distid:1234567812345678"
 
 
@@ -109,7 +111,7 @@ def test_gmssl_verifies_our_raw_signatures() -> None:
         assert not verifier.verify_with_sm3(raw.hex(), msg + b"!")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=fuzz_examples(60), deadline=None)
 @given(st.binary(max_size=300), st.binary(min_size=1, max_size=40))
 def test_sign_verify_round_trip(msg: bytes, uid: bytes) -> None:
     key = SM2PrivateKey.generate()
@@ -118,7 +120,7 @@ def test_sign_verify_round_trip(msg: bytes, uid: bytes) -> None:
         key.public_key().verify(sig, msg, uid, raw=raw)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=fuzz_examples(60), deadline=None)
 @given(st.binary(min_size=1, max_size=300))
 def test_encrypt_decrypt_round_trip(msg: bytes) -> None:
     key = SM2PrivateKey.generate()
@@ -128,7 +130,7 @@ def test_encrypt_decrypt_round_trip(msg: bytes) -> None:
     assert key.decrypt(key.public_key().encrypt(msg, raw=True), raw=True) == msg
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(st.binary(max_size=200))
 def test_garbage_ciphertexts_and_signatures_fail_cleanly(blob: bytes) -> None:
     key = _KEY

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from gateway.policy.engine import Caller, decide
 from gateway.policy.loader import PolicyError, load_policy_text
 
+from conftest import fuzz_examples
+
 INFNOS = ["1101", "1162", "2206", "2207", "2601", "5203", "5301", "9001"]
 PATTERNS = [*INFNOS, "5*", "52*", "2*", "*"]
 _ADDR = st.integers(0, 65535).map(lambda low: (10 << 24) | low)
@@ -74,7 +76,7 @@ def naive(clients: list[dict[str, object]], caller: Caller, infno: str) -> tuple
     return None, False
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=fuzz_examples(200), deadline=None)
 @given(policies(), st.lists(_ADDR, min_size=1, max_size=20), st.sampled_from(INFNOS))
 def test_indexed_decisions_equal_a_linear_walk(clients: list[dict[str, object]], addrs: list[int], infno: str) -> None:
     try:

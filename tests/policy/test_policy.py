@@ -7,7 +7,7 @@ import timeit
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.policy.engine import Caller, decide, find_client, upstream_allowed
@@ -15,6 +15,8 @@ from gateway.policy.gate import MaintenanceWindow, PolicyDenied, PolicyGate, Rat
 from gateway.policy.loader import PolicyError, load_policy, load_policy_text
 from gateway.policy.model import RateSpec
 from gateway.policy.ratelimit import RateLimiter
+
+from conftest import fuzz_examples
 
 REPO = Path(__file__).resolve().parents[2]
 MON, NOON = 0, 12 * 60
@@ -135,13 +137,39 @@ def test_files_merge_in_name_order_and_a_second_definition_names_both_places(tmp
         load_policy([empty])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(st.text(max_size=300))
 def test_random_text_never_crashes_the_loader(text: str) -> None:
     try:
         load_policy_text(text)
     except PolicyError as exc:
         assert exc.lines()
+
+
+# A valid policy with YAML spliced in at any point: anchors and aliases, tags, dates that are no dates.
+policy_splices = st.sampled_from(
+    ["&a ", "*a", "!!timestamp ", "!!int ", "!!set ", "2020-13-45", "<<: *a", "[", "{", "\n- ", ": ", "'", "&b [*b]"]
+)
+
+
+@st.composite
+def spliced_policies(draw: st.DrawFn) -> str:
+    text = BASE
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(policy_splices) + text[at:]
+    return text
+
+
+@settings(max_examples=fuzz_examples(300), deadline=None)
+@given(spliced_policies())
+@example(BASE.replace('"9001"]', '"9001", 2020-13-45]'))
+@example(BASE.replace("queries:", "queries: &q", 1).replace("[queries]", "[*q, *q, [*q]]"))
+def test_spliced_policies_never_crash_the_loader(text: str) -> None:
+    try:
+        load_policy_text(text, "p.yaml")
+    except PolicyError as exc:
+        assert exc.lines() and all(line.startswith("p.yaml:") or line.startswith("?:") for line in exc.lines())
 
 
 _item = st.sampled_from(["1101", "5*", "*", "q", "2207", "x", "", "22*"])
@@ -154,7 +182,7 @@ _client = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     st.fixed_dictionaries(
         {

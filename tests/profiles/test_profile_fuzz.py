@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from profilekit import new_pair
 
@@ -15,11 +15,13 @@ from gateway.platform.envelope import decode_request
 from gateway.platform.profile import Charset, bundled_profile, parse_profile
 from gateway.platform.signing import ProfileCodec, Refusal, RequestNotEncodable, UntrustedAnswer, compact_json
 
-from conftest import example
+from conftest import example as platform_example
+from conftest import fuzz_examples
 
 PAIR = new_pair()
 BY_NAME = {name: bundled_profile(name) for name in ("plain", "tif", "sm2sm4", "gbk")} | {
-    "encrypt-then-sign": parse_profile("sign: {over: ciphertext, content: sorted_kv}\nencrypt: {}\n", "ets.yaml")
+    "encrypt-then-sign": parse_profile("sign: {over: ciphertext, content: sorted_kv}\nencrypt: {}\n", "ets.yaml"),
+    "sign-only": parse_profile("sign: {content: json}\n", "so.yaml"),
 }
 PROFILES = tuple(BY_NAME)
 GATEWAY = {name: ProfileCodec(p, PAIR.gateway_keys()) for name, p in BY_NAME.items()}
@@ -40,6 +42,8 @@ headers = st.fixed_dictionaries(
     {},
     optional={
         "content-type": st.sampled_from(["application/json;charset=GBK", "application/json", "text/x;charset=zz"])
+        # codecs Python has that are no text charsets, or that fail with a bare UnicodeError
+        | st.sampled_from(["a/j;charset=idna", "a/j;charset=undefined", "a/j;charset=rot13", "a/j;charset=utf-16"])
         | header_values,
         "x-tif-paasid": header_values,
         "x-tif-timestamp": st.sampled_from(["1764000000", "²", "9" * 30]) | header_values,
@@ -60,15 +64,34 @@ doc_fields = st.fixed_dictionaries(
         "infno": st.sampled_from(["9001", "1101"]),
     },
 )
+# Raw JSON spliced into a document: unpaired surrogate escapes, integers past json's digit limit, nesting past the
+# recursion limit.
+splices = st.sampled_from(['"\\ud800"', '"\\udfff"', "1" * 4400, "[" * 3000, '{"a":' * 2000, "NaN"])
+
+
+@st.composite
+def spliced(draw: st.DrawFn) -> bytes:
+    text = json.dumps(draw(doc_fields), ensure_ascii=False)
+    at = draw(st.sampled_from([1, len(text) - 1]) | st.integers(0, len(text)))
+    return (text[:at] + draw(splices) + text[at:]).encode(draw(st.sampled_from(["utf-8", "gb18030"])))
+
+
 bodies = (
     st.binary(max_size=200)
     | doc_fields.map(compact_json)
     | doc_fields.map(lambda d: json.dumps(d, ensure_ascii=False).encode("gb18030"))
+    | spliced()
 )
+SURROGATE_ANSWER = b'{"infcode":0,"output":{"a":"\\ud800"},"cainfo":"AAAA"}'
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(PROFILES), bodies, headers)
+@example("gbk", SURROGATE_ANSWER, {})
+@example("plain", SURROGATE_ANSWER, {"content-type": "application/json;charset=GBK"})
+@example("plain", b"{}", {"content-type": "a/j;charset=undefined"})
+@example("sm2sm4", b'{"infcode":' + b"1" * 5000 + b"}", {})
+@example("sm2sm4", b"[" * 5000, {})
 def test_gateway_side_only_ever_says_untrusted(name: str, body: bytes, hdrs: dict[str, str]) -> None:
     try:
         got = GATEWAY[name].decode_response(body, hdrs, now=NOW)
@@ -77,8 +100,11 @@ def test_gateway_side_only_ever_says_untrusted(name: str, body: bytes, hdrs: dic
     assert isinstance(got.envelope.infcode, int)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(PROFILES), bodies, headers)
+@example("sign-only", b'{"infno":"1101","cainfo":"AAAA","signtype":"SM2","input":"\\ud800"}', {})
+@example("plain", b'{"infno":' + b"1" * 5000 + b"}", {})
+@example("plain", b"[" * 5000, {})
 def test_platform_side_only_ever_refuses(name: str, body: bytes, hdrs: dict[str, str]) -> None:
     try:
         fields = PLATFORM[name].decode_request("/p", hdrs, body, now=NOW)
@@ -94,10 +120,10 @@ names = st.text(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(PROFILES), names, st.dictionaries(st.text(max_size=6), json_values, max_size=4))
 def test_what_the_gateway_encodes_the_platform_opens(name: str, opter_name: str, extra: dict) -> None:
-    doc = example("2207_settle_request.json")
+    doc = platform_example("2207_settle_request.json")
     doc["opter_name"] = opter_name
     doc["input"]["data"] |= extra
     env = decode_request(json.dumps(doc, ensure_ascii=False).encode())
@@ -112,7 +138,7 @@ def test_what_the_gateway_encodes_the_platform_opens(name: str, opter_name: str,
     hdrs = {k.lower(): v for k, v in out.headers}
     fields = PLATFORM[name].decode_request(out.path, hdrs, out.body, now=NOW + 1)
     assert fields["input"] == env.input and fields["opter_name"] == opter_name
-    answer = example("2207_settle_response.json") | {"output": {"echo": env.input}}
+    answer = platform_example("2207_settle_response.json") | {"output": {"echo": env.input}}
     resp_headers, resp_body = PLATFORM[name].encode_response(answer, now=NOW + 2)
     back = GATEWAY[name].decode_response(resp_body, {k.lower(): v for k, v in resp_headers}, now=NOW + 3)
     assert back.envelope.output == {"echo": env.input}
