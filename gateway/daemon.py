@@ -104,7 +104,7 @@ class Daemon:
         self.api: HisApi | None = None
         self.http: Http1Server | None = None
         self.admin_address: tuple[str, int] | None = None
-        self.started_at = time.time()
+        self.started_at = time.monotonic()  # uptime: a wall-clock step must not move it
         self.host: HostSampler | None = None
         self.mqtt: HealthPublisher | None = None
         self.link: LinkMonitor | None = None
@@ -209,7 +209,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
-            "uptime_s": round(time.time() - self.started_at, 1),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
             "in_flight": self.http.in_flight if self.http else 0,
             "api_socket": str(self.config.api_socket),
             "link": None

@@ -46,7 +46,7 @@ class HisApi:
         self.metrics = metrics or Metrics()
         self.recent = recent or Recent()
         self.configure(paths, default_timeout, max_timeout)
-        self.started = time.time()
+        self.started = time.monotonic()
 
     def configure(self, paths: list[str], default_timeout: float, max_timeout: float) -> None:
         """Swap the HIS-facing settings (on reload); each request sees either the old set or the new one."""
@@ -58,7 +58,7 @@ class HisApi:
         if request.path == "/healthz":
             if request.method not in ("GET", "HEAD"):
                 return self.refuse(RequestError("use GET for /healthz", http_status=405, kind="bad_method"))
-            doc = {"status": "ok", "uptime_s": round(time.time() - self.started, 1)}
+            doc = {"status": "ok", "uptime_s": round(time.monotonic() - self.started, 1)}
             return Response(200, json.dumps(doc).encode())
         match = self.paths.match(request.path)
         if match is None:

@@ -27,6 +27,7 @@ from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.platform.catalogue import Catalogue, TxClass, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
 from gateway.platform.msgids import MsgidMaker
+from gateway.relay import settleclock
 from gateway.relay.checking import Verdict, judge, query_envelope
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
 from gateway.relay.outbox import MsgidConflict, Row, SqliteOutbox
@@ -73,6 +74,7 @@ class DurableRelay:
         self._resolving: dict[str, asyncio.Task[Row]] = {}
         self._msgids = MsgidMaker()
         self._stopping = False
+        self._born = time.monotonic()
 
     # -- the HIS-facing entry -------------------------------------------------------------------------------
 
@@ -187,7 +189,9 @@ class DurableRelay:
             try:
                 answer = await self.sender.submit(envelope, self._attempt_deadline(info, deadline))
             except (AmbiguousOutcome, UpstreamTimeout) as exc:
-                row = await self.outbox.move(envelope.msgid, State.IN_DOUBT, outcome=exc.message)
+                row = await self.outbox.move(
+                    envelope.msgid, State.IN_DOUBT, outcome=exc.message, doubt_clock=settleclock.stamp()
+                )
                 self.on_event("in_doubt", {"msgid": envelope.msgid, "infno": envelope.infno})
                 if info.may_resend and self._time_for_another(attempt, deadline):
                     await asyncio.sleep(self._pause(attempt))
@@ -271,6 +275,15 @@ class DurableRelay:
         self._resolving[row.msgid] = task
         task.add_done_callback(lambda _t, m=row.msgid: self._resolving.pop(m, None))
 
+    def _settle_left(self, row: Row) -> float:
+        """Seconds until the original of an in-doubt row can no longer reach the platform: relay.reversal_settle
+        after the doubt began, on a clock no wall-clock step moves (settleclock). A row with no usable stamp
+        (an earlier boot, an older outbox) is timed from this process's start."""
+        elapsed = settleclock.seconds_since(row.doubt_clock)
+        if elapsed is None:
+            elapsed = time.monotonic() - self._born
+        return self.reversal_settle - elapsed
+
     def _start_check(self, row: Row, envelope: RequestEnvelope, info: TxInfo) -> None:
         if row.msgid in self._resolving:
             return
@@ -290,7 +303,7 @@ class DurableRelay:
             attempt += 1
             # The same rule as a 冲正 that finds nothing: until the settle time has passed, the original may
             # still reach the platform after the query, so "not held" would not yet be the truth.
-            early = row.updated + self.reversal_settle - time.time()
+            early = self._settle_left(row)
             if early > 0:
                 await asyncio.sleep(early)
             now = datetime.now()
@@ -344,7 +357,10 @@ class DurableRelay:
         try:
             answer = await self.sender.submit(original, asyncio.get_running_loop().time() + 30)
         except (AmbiguousOutcome, UpstreamTimeout) as exc:
-            return await self.outbox.move(row.msgid, State.IN_DOUBT, outcome=exc.message)
+            # the settle time starts again from this send
+            return await self.outbox.move(
+                row.msgid, State.IN_DOUBT, outcome=exc.message, doubt_clock=settleclock.stamp()
+            )
         except UpstreamError as exc:
             return await self.outbox.move(row.msgid, State.FAILED, outcome=f"not sent: {exc.message}")
         log.warning("resent_after_check", msgid=row.msgid, infno=row.infno, attempt=attempt)
@@ -415,7 +431,7 @@ class DurableRelay:
                 # "Nothing to reverse" is only the truth once the original can no longer arrive: a slow
                 # platform or a proxy's queue may still deliver it after this 冲正, and it would be booked with
                 # the HIS told to retry. Until the settle time has passed since the row went in doubt, ask again.
-                early = row.updated + self.reversal_settle - time.time()
+                early = self._settle_left(row)
                 if early > 0:
                     log.warning("reversal_found_nothing_yet", msgid=row.msgid, ask_again_in_s=round(early, 1))
                     await asyncio.sleep(early)
@@ -493,7 +509,9 @@ class DurableRelay:
                 counts["not_sent"] += 1
                 continue
             if row.state is State.SENDING:
-                row = await self.outbox.move(row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send")
+                row = await self.outbox.move(
+                    row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send", doubt_clock=settleclock.stamp()
+                )
             info = self.catalogue.classify(row.infno)
             if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
                 self._start_reversal(row, decode_request(row.request))

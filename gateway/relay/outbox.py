@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     request BLOB NOT NULL,
     response BLOB,
     outcome TEXT,
-    client TEXT
+    client TEXT,
+    doubt_clock TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_unfinished ON outbox(state) WHERE state IN ('accepted', 'sending', 'in_doubt');
 CREATE INDEX IF NOT EXISTS outbox_person ON outbox(psn_no, state);
@@ -68,7 +69,10 @@ _COLUMNS = (
     "response",
     "outcome",
     "client",
+    "doubt_clock",
 )
+#: columns added after the first release, with their types: an older outbox gets them on open
+_ADDED = {"client": "TEXT", "doubt_clock": "TEXT"}
 _COLS = ", ".join(_COLUMNS)
 # Column names are constants of this module; values always travel as parameters.
 _INSERT = f"INSERT INTO outbox ({_COLS}) VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT(msgid) DO NOTHING"  # noqa: S608
@@ -127,6 +131,7 @@ class Row:
     response: bytes | None
     outcome: str | None
     client: str | None = None  # who sent it: the policy's client name (or the peer, without a policy)
+    doubt_clock: str | None = None  # when it last went in doubt, as settleclock.stamp() wrote it
 
 
 @dataclass(frozen=True)
@@ -217,9 +222,11 @@ class SqliteOutbox:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
-        # Outboxes written before the client column existed get it (rows kept from then have none).
-        if "client" not in {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}:
-            conn.execute("ALTER TABLE outbox ADD COLUMN client TEXT")
+        # Outboxes written before a column existed get it (rows kept from then have none).
+        have = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
+        for name, kind in _ADDED.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")  # constants of this module
         return conn
 
     async def _groups(self) -> None:
@@ -314,6 +321,7 @@ class SqliteOutbox:
                 None,
                 None,
                 client,
+                None,
             )
             # Insert first and look only on a conflict: a new msgid (nearly every request) costs one statement.
             if conn.execute(_INSERT, values).rowcount:
@@ -331,7 +339,7 @@ class SqliteOutbox:
 
     async def move(self, msgid: str, to: State, **fields: Any) -> Row:
         """Move a row to `to` (checked against the table of legal moves) and set fields; durable on return."""
-        allowed = {"attempts", "upstream", "response", "outcome", "deadline"}
+        allowed = {"attempts", "upstream", "response", "outcome", "deadline", "doubt_clock"}
         if set(fields) - allowed:
             raise ValueError(f"cannot set {sorted(set(fields) - allowed)}")
 

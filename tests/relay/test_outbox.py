@@ -194,10 +194,10 @@ async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path
     await box.stop()
 
 
-async def test_an_outbox_from_before_the_client_column_is_migrated_in_place(tmp_path: Path) -> None:
+async def test_an_outbox_from_before_the_added_columns_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    old_schema = SCHEMA.replace(",\n    client TEXT\n", "\n")
-    assert "client" not in old_schema
+    old_schema = SCHEMA.replace(",\n    client TEXT,\n    doubt_clock TEXT\n", "\n")
+    assert "client" not in old_schema and "doubt_clock" not in old_schema
     conn = sqlite3.connect(path)
     conn.executescript(old_schema)
     conn.execute(
@@ -210,9 +210,13 @@ async def test_an_outbox_from_before_the_client_column_is_migrated_in_place(tmp_
     box = await opened(path)
     try:
         old = await box.get(msgid(1))
-        assert old is not None and old.client is None and old.state is State.ANSWERED
+        assert old is not None and old.client is None and old.doubt_clock is None and old.state is State.ANSWERED
         await accept(box, msgid(2), client="his-cashier")
         new = await box.get(msgid(2))
         assert new is not None and new.client == "his-cashier"
+        await box.move(msgid(2), State.SENDING, attempts=1)
+        await box.move(msgid(2), State.IN_DOUBT, doubt_clock="b 1.0")
+        doubted = await box.get(msgid(2))
+        assert doubted is not None and doubted.doubt_clock == "b 1.0"
     finally:
         await box.stop()

@@ -13,10 +13,10 @@ import json
 import os
 import random
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 
+from daemonproc import free_port, ready, start, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.http1.unix_client import request
@@ -75,21 +75,14 @@ async def test_policy_reload_storm_under_load(sim: Simulator, short_tmp: Path) -
         for name, text in (("open", OPEN), ("closed", CLOSED), ("broken", BROKEN))
     }
     policy.write_text(texts["open"])
-    admin_port = _free_port()
-    cfg = short_tmp / "ybgate.yaml"
-    cfg.write_text(
-        f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\n"
-        f"admin: {{port: {admin_port}}}\nlogging: {{level: error}}\npolicy: {{paths: [{policy_dir}]}}\n"
-        f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\n"
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "--config", str(cfg), stdout=asyncio.subprocess.DEVNULL
-    )
+    admin_port = free_port()
+    cfg = write_config(short_tmp, (host, port), admin_port, f"policy: {{paths: [{policy_dir}]}}\n")
+    proc = await start(cfg)
     sock, control = str(short_tmp / "run/api.sock"), str(short_tmp / "run/control.sock")
     answers: Counter[str] = Counter()
     stop = asyncio.Event()
     try:
-        sign_no = await _ready(sock)
+        sign_no = await ready(sock)
 
         async def cashier() -> None:
             while not stop.is_set():
@@ -176,25 +169,3 @@ async def test_policy_reload_storm_under_load(sim: Simulator, short_tmp: Path) -
         stop.set()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
-
-
-async def _ready(sock: str) -> str:
-    """Wait for the daemon to answer; the sign_no of a sign-in through it."""
-    for _ in range(300):
-        try:
-            reply = await request(
-                "POST", PLATFORM_PATH, json.dumps(fresh("9001_signin_request.json")).encode(), unix_socket=sock
-            )
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        return str(json.loads(reply.body)["output"]["signinoutb"]["sign_no"])
-    raise AssertionError("the daemon did not start")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
