@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import figures
 
+from gateway.http1.client import BadUpstreamResponse
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
@@ -89,6 +91,7 @@ async def main(restarts: int, clients: int, json_path: str | None = None) -> Non
         ).encode()
 
     ok = failed = 0
+    why: collections.Counter[str] = collections.Counter()
     stop = asyncio.Event()
 
     async def client() -> None:
@@ -97,8 +100,11 @@ async def main(restarts: int, clients: int, json_path: str | None = None) -> Non
             try:
                 reply = await request("POST", PATH, body(), unix_socket=sock_path, time_limit=30)
                 ok, failed = (ok + 1, failed) if reply.status == 200 else (ok, failed + 1)
-            except (OSError, TimeoutError):
+                if reply.status != 200:
+                    why[f"HTTP {reply.status}: {reply.body[:120].decode(errors='replace')}"] += 1
+            except (OSError, TimeoutError, BadUpstreamResponse) as exc:  # refused, timed out, cut off unanswered
                 failed += 1
+                why[f"{type(exc).__name__}: {exc}"] += 1
 
     t0 = time.perf_counter()
     proc = await start(cfg, listener, work / "notify.sock")
@@ -134,6 +140,8 @@ async def main(restarts: int, clients: int, json_path: str | None = None) -> Non
     print(f"{'restarts':<34}{restarts:>12}")
     print(f"{'HIS requests answered':<34}{ok:>12}")
     print(f"{'HIS requests failed':<34}{failed:>12}")
+    for reason, n in why.most_common():
+        print(f"  {n} x {reason}")
     print(f"{'platform received (each once?)':<34}{received:>12}   {'yes' if received == ok else 'NO'}")
     figures.write(
         json_path,

@@ -87,6 +87,51 @@ async def test_server_answers_each_request_and_closes_on_connection_close() -> N
     srv.close()
 
 
+@pytest.mark.parametrize("turns", range(7))
+async def test_a_listener_handover_answers_every_connection(turns: int) -> None:
+    # A restart under load (bench restart) lost requests here. The listening socket is shared as under systemd
+    # socket activation: one server stops (close_listener, drain) and a second one takes the same socket over.
+    # `turns` loop turns pass between the clients' connects and the stop, so that each phase of asyncio's accept
+    # (queued, accepted, transport built, serve() started) is cut once. Every client gets its answer: from the
+    # first server if it accepted the connection, from the second if it was still queued.
+    import socket
+
+    from gateway.http1.listen import close_listener
+
+    async def handler(req: Request) -> Response:
+        await asyncio.sleep(0.02)
+        return Response(200, req.body[::-1])
+
+    def new_server() -> Http1Server:
+        return Http1Server(handler, lambda e: Response(e.http_status, e.message.encode()), Limits())
+
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # systemd's copy of the listening socket
+    held.bind(("127.0.0.1", 0))
+    held.listen(64)
+    first = new_server()
+    srv = await asyncio.start_server(lambda r, w: first.serve(r, w, _peer()), sock=held.dup())
+    # Plain sockets: their connect and send complete in the kernel, without the loop taking a turn.
+    clients = [socket.create_connection(held.getsockname()) for _ in range(8)]
+    for c in clients:
+        c.sendall(encode_request("POST", "h", "/", [], b"abc"))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await close_listener(srv)
+    assert await first.drain(asyncio.get_running_loop().time() + 5)
+    second = new_server()
+    srv2 = await asyncio.start_server(lambda r, w: second.serve(r, w, _peer()), sock=held.dup())
+    try:
+        loop = asyncio.get_running_loop()
+        for c in clients:
+            c.setblocking(False)
+            assert (await asyncio.wait_for(loop.sock_recv(c, 4096), 5)).startswith(b"HTTP/1.1 200"), turns
+            c.close()
+    finally:
+        await close_listener(srv2)
+        await second.drain(asyncio.get_running_loop().time() + 5)
+        held.close()
+
+
 async def test_client_refuses_truncated_and_malformed_answers() -> None:
     answers = [
         encode_response(Response(200, b"x" * 100), keep_alive=True)[:-10],

@@ -104,7 +104,21 @@ async def start_tcp(server: Http1Server, host: str, port: int) -> asyncio.Server
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
+#: loop turns for a connection accepted just before the listener stops to get its transport
+_ATTACH_TURNS = 3
+
+
 async def close_listener(srv: asyncio.Server, path: Path | None = None) -> None:
+    """Stop accepting, then close. asyncio (3.11) builds the transport of an accepted connection a loop turn
+    after the accept, and if the server is closed by then the build fails without a word: the connection stays
+    open with no one to answer it, and is reset when the process exits (a restart under load lost requests so).
+    So the listening sockets leave the selector first, the connections already accepted get their turns, and
+    only then is the server closed; under socket activation whatever is still queued waits for the next process."""
+    loop = asyncio.get_running_loop()
+    for sock in srv.sockets:
+        loop.remove_reader(sock.fileno())
+    for _ in range(_ATTACH_TURNS):
+        await asyncio.sleep(0)
     srv.close()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(srv.wait_closed(), 0.5)

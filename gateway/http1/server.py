@@ -290,12 +290,23 @@ class Http1Server:
         was cut off.
         """
         self._closing = True
-        for task, state in list(self._conns.items()):
-            if self._served.get(task) and not state.started and task not in self._busy:
-                task.cancel()
-        pending = list(self._conns)
-        if pending:
-            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        waited: set[asyncio.Task[None]] = set()
+        while True:
+            # A connection the listener accepted just before it closed reaches serve() a few loop turns later
+            # (accept, transport, protocol, task): give it those turns, or it is missed here and the loop's
+            # shutdown cancels it unanswered. Then wait for what is registered, and look again for late ones.
+            for _ in range(_ACCEPT_TURNS):
+                await asyncio.sleep(0)
+            for task, state in list(self._conns.items()):
+                if self._served.get(task) and not state.started and task not in self._busy:
+                    task.cancel()
+            pending = [t for t in self._conns if t not in waited]
+            if not pending:
+                break
+            waited.update(pending)
+            _, late = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+            if late:
+                break  # the deadline passed
         left = list(self._conns)
         owed = [t for t in left if t in self._busy or self._conns[t].started]
         for task in left:
@@ -303,6 +314,10 @@ class Http1Server:
         if left:
             await asyncio.wait(left, timeout=1.0)
         return not owed
+
+
+#: loop turns from a connection accepted by the listener to its serve() running
+_ACCEPT_TURNS = 5
 
 
 def _timeout_error(state: _Parse) -> RequestError:
