@@ -131,13 +131,29 @@ async def test_policy_reload_storm_under_load(sim: Simulator, short_tmp: Path) -
         await asyncio.sleep(0.5)  # the last SIGHUP, if any, is handled
         stop.set()
         await asyncio.gather(*clients)
+        # A SIGHUP reads whatever file is there when the loop gets to it, so the storm's own last valid file may
+        # have been replaced before it was read. The end is made definite: a valid policy through the control
+        # socket, then a broken file by SIGHUP, which must leave that policy in force.
+        last_valid = "closed" if last_valid == "open" else "open"
+        for name in (last_valid, "broken"):
+            staged = policy_dir / ".storm.yaml.new"
+            staged.write_text(texts[name])
+            staged.replace(policy)
+            if name == "broken":
+                proc.send_signal(signal.SIGHUP)
+                outcomes["sighup broken"] += 1
+                await asyncio.sleep(0.5)
+            else:
+                reply = await request("POST", "/policy/reload", b"", unix_socket=control, time_limit=10)
+                assert json.loads(reply.body)["result"] == "applied"
+                outcomes[f"control {name} applied"] += 1
 
         # Only the two policies' answers, never an error of a half-applied one or a dropped request.
         assert set(answers) <= {"answered", "denied"}, answers
         assert answers["answered"] > 0 and answers["denied"] > 0, answers
         # Denied requests never reached the platform; each answered one reached it once.
         assert sum(1 for m in sim.ledger.messages if m.infno == "1101") == answers["answered"]
-        # The policy in force is the last valid one written, whatever broken files came after it.
+        # The policy in force is the last valid one applied, whatever broken file came after it.
         probe = await request(
             "POST",
             PLATFORM_PATH,
