@@ -166,6 +166,7 @@ class DemoRun:
         self.out = out
         self.ids = MsgIds()
         self.steps: list[Step] = []
+        self._sent: dict[str, bytes] = {}  # msgid -> the bytes sent under it
 
     async def call(
         self,
@@ -179,7 +180,12 @@ class DemoRun:
     ) -> tuple[dict[str, Any], str]:
         """One request; `expect` is "ok" (infcode 0) or the gateway_error the step should end with."""
         msgid = msgid or self.ids.next()
-        body = json.dumps(envelope(infno, msgid, sign_no, payload), ensure_ascii=False).encode()
+        # A retry resends the same bytes, as a HIS does: the envelope's inf_time is stamped once, so a retry in
+        # the next second is not a different request under a used msgid.
+        body = (
+            self._sent.get(msgid) or json.dumps(envelope(infno, msgid, sign_no, payload), ensure_ascii=False).encode()
+        )
+        self._sent[msgid] = body
         started = time.perf_counter()
         reply = await request("POST", PLATFORM_PATH, body, unix_socket=str(self.socket_path))
         ms = (time.perf_counter() - started) * 1000

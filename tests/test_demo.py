@@ -44,3 +44,21 @@ async def test_ledger_check_fails_on_double_or_missing_booking(gateway: Gateway)
     rev["input"]["data"]["omsgid"] = reversed_once["msgid"]
     assert json.loads((await gateway.post(rev)).body)["infcode"] in (0, "0")
     assert await run.check_ledger(reversed_once["msgid"])
+
+
+async def test_a_retry_with_the_same_msgid_resends_the_same_bytes(gateway: Gateway, monkeypatch) -> None:
+    # The demo failed now and then: the retry rebuilt its envelope, whose inf_time had moved on by a second, and
+    # the gateway rightly refused a different body under a used msgid. Here every envelope built differs.
+    import itertools
+
+    from gateway import demo
+
+    assert gateway.sim.addresses is not None
+    stamps = itertools.count()
+    real = demo.envelope
+    monkeypatch.setattr(demo, "envelope", lambda *a: real(*a) | {"inf_time": f"2026-11-25 08:00:{next(stamps):02d}"})
+    run = DemoRun(gateway.config.api_socket, gateway.sim.addresses.admin, io.StringIO())
+    query = {"data": {"mdtrt_cert_type": "02", "mdtrt_cert_no": "440301199001011234", "psn_cert_type": "01"}}
+    _, msgid = await run.call("person query", "1101", await gateway.sign_in(), query)
+    await run.call("retry", "1101", "", query, msgid=msgid)
+    assert [s.ok for s in run.steps] == [True, True], run.out.getvalue()

@@ -161,4 +161,5 @@ class HealthPublisher:
                     next_health = loop.time() + self.s.interval
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_health - loop.time()))
+                    async with asyncio.timeout(max(0.0, next_health - loop.time())):  # not wait_for: see net/transport
+                        await self._wake.wait()

@@ -40,9 +40,10 @@ class TcpTransport:
 
     async def open(self, target: UpstreamTarget) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(target.host, target.port, limit=2**20), target.connect_timeout
-            )
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that arrives as the
+            # connect completes, and the probe loop then outlived the daemon's stop (a hang at shutdown).
+            async with asyncio.timeout(target.connect_timeout):
+                reader, writer = await asyncio.open_connection(target.host, target.port, limit=2**20)
         except TimeoutError:
             raise UpstreamUnreachable(
                 f"{target.name} ({target.host}:{target.port}): connect timed out after {target.connect_timeout}s"

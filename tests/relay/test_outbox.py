@@ -225,12 +225,13 @@ async def test_an_outbox_from_before_the_added_columns_is_migrated_in_place(tmp_
 async def test_checkpoints_keep_the_wal_bounded_under_steady_writes(tmp_path: Path, monkeypatch) -> None:
     # Checkpoints run beside the COMMITs (outbox docstring). Copying the WAL while groups keep committing never
     # catches up by itself, so the WAL would grow as long as the load lasts; the writer's catch-up between groups
-    # is what lets it start over. Without it this run leaves a WAL of about 7 MiB.
+    # is what lets it start over. Without it this run leaves a WAL of about 14 MiB; with it the WAL stays near
+    # what CHECKPOINT_COMMITS commits write (about 2 MiB here, more when the machine is busy), however long the run.
     from gateway.relay import outbox as module
 
     monkeypatch.setattr(module, "CHECKPOINT_COMMITS", 20)
     box = await opened(tmp_path / "o.db")
-    ids = iter(range(800))
+    ids = iter(range(1600))
 
     async def client() -> None:
         for i in ids:
@@ -240,10 +241,10 @@ async def test_checkpoints_keep_the_wal_bounded_under_steady_writes(tmp_path: Pa
             await box.move(f"M{i:05d}", State.ANSWERED, response=b'{"infcode": 0}' + b" " * 400, outcome="infcode 0")
 
     await asyncio.gather(*(client() for _ in range(8)))
-    assert box.commits >= 150 and box.checkpoints >= 5, (box.commits, box.checkpoints)
+    assert box.commits >= 300 and box.checkpoints >= 10, (box.commits, box.checkpoints)
     wal = (tmp_path / "o.db-wal").stat().st_size
-    assert wal < 2 * 2**20, f"WAL {wal} bytes after {box.commits} commits"
+    assert wal < 5 * 2**20, f"WAL {wal} bytes after {box.commits} commits"
     await box.stop()
     again = await opened(tmp_path / "o.db")
-    assert await again.counts() == {"answered": 800}
+    assert await again.counts() == {"answered": 1600}
     await again.stop()
