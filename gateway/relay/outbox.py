@@ -293,6 +293,14 @@ class SqliteOutbox:
                 conn.execute("ROLLBACK")
             error = OutboxUnavailable(f"the outbox could not store the request ({exc}); nothing was accepted")
             results = [(fut, False, error) for _, fut in group]
+        except Exception:
+            # A defect in an operation: the group is undone and every caller answered, so the outbox is not left
+            # inside an open transaction that would refuse every later group.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.exception("outbox_group_failed", operations=len(group))
+            error = OutboxUnavailable("the outbox failed on an internal error; nothing of this group was stored")
+            results = [(fut, False, error) for _, fut in group]
         else:
             self.commits += 1
             self.operations += len(group)
