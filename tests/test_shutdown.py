@@ -12,7 +12,7 @@ import time
 
 from structlog.testing import capture_logs
 
-from gateway.daemon import end_tasks
+from gateway.tasks import end_tasks
 
 
 async def test_a_task_whose_wait_for_swallowed_the_cancel_is_cancelled_again() -> None:

@@ -7,7 +7,6 @@ out. The monitor keeps the current state and calls back on every change; metrics
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.machinery
 import importlib.util
 import ipaddress
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+
+from gateway.tasks import end_tasks
 
 
 def _import_rtnetlink_only() -> None:
@@ -100,9 +101,7 @@ class LinkMonitor:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await end_tasks([self._task], 5.0)
         for sock in (self._ipr, self._events):
             if sock is not None:
                 sock.close()

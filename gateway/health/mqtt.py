@@ -23,6 +23,7 @@ import aiomqtt
 import structlog
 
 from gateway.health.metrics import Metrics
+from gateway.tasks import end_tasks
 
 log = structlog.get_logger("gateway.mqtt")
 
@@ -104,9 +105,7 @@ class HealthPublisher:
                 async with asyncio.timeout(2):
                     await client.publish(self.status_topic, self._status("offline", "stopped"), qos=1, retain=True)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await end_tasks([self._task], 5.0)
 
     async def _run(self) -> None:
         backoff = 1.0

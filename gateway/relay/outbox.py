@@ -319,15 +319,13 @@ class SqliteOutbox:
                 self._checkpoint_conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 self._checkpoint_conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn = self._checkpoint_conn
-            busy, frames, copied = await self._checkpointer.run(
-                lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            )
+            busy, frames, copied = await self._checkpointer.run(lambda: _passive_checkpoint(conn))
             self.checkpoints += 1
             if busy:
                 log.info("outbox_checkpoint_busy", wal_frames=frames, copied=copied)
             elif self._group_task is None:
                 # Nobody writing: copy what was committed meanwhile from here, without the writer's help.
-                await self._checkpointer.run(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+                await self._checkpointer.run(lambda: _passive_checkpoint(conn))
             else:
                 self._catch_up = True
         except sqlite3.Error as exc:
@@ -338,7 +336,7 @@ class SqliteOutbox:
     async def _finish_checkpoint(self, conn: sqlite3.Connection) -> None:
         assert self._committer is not None
         try:
-            await self._committer.run(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            await self._committer.run(lambda: _passive_checkpoint(conn))
         except sqlite3.Error as exc:
             log.warning("outbox_checkpoint_failed", error=str(exc), step="catch-up")
 
@@ -538,6 +536,12 @@ class SqliteOutbox:
                 "response": self.codec.decode(row.response) if row.response is not None else None,
             }
         )
+
+
+def _passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(busy, frames in the WAL, frames copied to the database)."""
+    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return busy, frames, copied
 
 
 def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
