@@ -4,15 +4,18 @@ Both are measured in the same run on the same machine with the same client code,
 something on a shared 2-core box where absolute numbers do not. Traffic stays on loopback and a Unix
 socket, bounded in time.
 
-    python bench/relay.py [--seconds 5] [--clients 8] [--rate 500]
+    python bench/relay.py [--seconds 5] [--clients 8] [--rate 500] [--transport tcp|tlcp]
 
---rate runs a paced phase as well (requests/s spread evenly) for latency at a fixed load.
+--rate runs a paced phase as well (requests/s spread evenly) for latency at a fixed load. --transport tlcp puts
+the gateway's upstream leg on TLCP with mutual authentication, as on a 前置机 (a throwaway test PKI; the
+HIS-direct baseline then speaks TLCP to the simulator too); --session-lifetime 0 turns session resumption off.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -26,7 +29,11 @@ from pathlib import Path
 
 import figures
 
+from gateway.crypto import Certificate, SM2PrivateKey
 from gateway.http1.client import NoResponse, encode_request, exchange
+from gateway.net.tlcp_stream import open_tlcp_connection
+from gateway.net.tlcp_transport import chain_verifier
+from gateway.tlcp import Credentials, TLCPConfig
 
 PATH = "/fsi/api/rsfComIfsService/callService"
 BODY = json.dumps(
@@ -36,6 +43,19 @@ BODY = json.dumps(
 
 _SEQ = itertools.count()
 TEMPLATE = json.loads(BODY)
+
+
+def his_tlcp_config(pki: Path) -> TLCPConfig:
+    """The HIS-direct baseline over TLCP: the client identity of the test PKI, a new full handshake per connection
+    (each load-generator connection is kept alive, so handshakes are rare on this side)."""
+    creds = Credentials(
+        SM2PrivateKey.from_pem((pki / "client_sign.key.pem").read_bytes()),
+        Certificate.from_pem((pki / "client_sign.crt.pem").read_bytes()),
+        SM2PrivateKey.from_pem((pki / "client_enc.key.pem").read_bytes()),
+        Certificate.from_pem((pki / "client_enc.crt.pem").read_bytes()),
+    )
+    roots = Certificate.load_pem_chain((pki / "ca.crt.pem").read_bytes())
+    return TLCPConfig(credentials=creds, verify_peer=chain_verifier(roots))
 
 
 def next_request() -> bytes:
@@ -70,6 +90,18 @@ class KeepAliveClient:
             self.conn = None
         return reply.status
 
+    async def warm(self) -> None:
+        """Connect ahead of the measured window (over TLCP a connection costs a full handshake)."""
+        if self.conn is None:
+            self.conn = await self.opener()
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.conn[1].wait_closed()
+            self.conn = None
+
 
 async def closed_loop(make: Callable[[], KeepAliveClient], clients: int, seconds: float) -> tuple[float, list[float]]:
     latencies: list[float] = []
@@ -77,11 +109,14 @@ async def closed_loop(make: Callable[[], KeepAliveClient], clients: int, seconds
 
     async def worker() -> None:
         c = make()
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            status = await c.call()
-            latencies.append(time.perf_counter() - t)
-            assert status == 200
+        try:
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                status = await c.call()
+                latencies.append(time.perf_counter() - t)
+                assert status == 200
+        finally:
+            await c.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
@@ -91,6 +126,7 @@ async def closed_loop(make: Callable[[], KeepAliveClient], clients: int, seconds
 async def paced(make: Callable[[], KeepAliveClient], rate: float, seconds: float) -> list[float]:
     latencies: list[float] = []
     pool = [make() for _ in range(64)]
+    await asyncio.gather(*(c.warm() for c in pool))
     free = list(pool)
 
     async def one(c: KeepAliveClient) -> None:
@@ -106,8 +142,11 @@ async def paced(make: Callable[[], KeepAliveClient], rate: float, seconds: float
         if delay > 0:
             await asyncio.sleep(delay)
         c = free.pop() if free else make()
+        if c not in pool:
+            pool.append(c)
         tasks.append(asyncio.create_task(one(c)))
     await asyncio.gather(*tasks)
+    await asyncio.gather(*(c.close() for c in pool))
     return latencies
 
 
@@ -144,27 +183,66 @@ async def wait_for(
     raise RuntimeError(f"{what} did not start")
 
 
-async def main(seconds: float, clients: int, rate: float, synchronous: str, json_path: str | None = None) -> None:
+async def main(
+    seconds: float,
+    clients: int,
+    rate: float,
+    synchronous: str,
+    json_path: str | None = None,
+    transport: str = "tcp",
+    session_lifetime: float = 300.0,
+) -> None:
     # Simulator, gateway and load generator each in their own process, as in the field: a single event
     # loop for all three would charge the gateway path for the simulator's work twice.
     work = Path(tempfile.mkdtemp(prefix="ybg-bench-"))
     host, port = "127.0.0.1", free_port()
     sock = work / "run/api.sock"
     cfg = work / "ybgate.yaml"
+    pki = work / "pki"
+    tlcp = transport == "tlcp"
+    upstream = f"{{name: sim, host: {host}, port: {port}, transport: {transport}"
+    upstream += f", tlcp: {{session_lifetime: {session_lifetime}}}}}" if tlcp else "}"
     cfg.write_text(
         f"development: true\nstate_dir: {work}/state\nruntime_dir: {work}/run\nadmin: {{enabled: false}}\n"
-        f"upstreams: [{{name: sim, host: {host}, port: {port}, transport: tcp}}]\nlogging: {{level: warning}}\n"
+        f"upstreams: [{upstream}]\nlogging: {{level: warning}}\n"
         f"relay: {{outbox_synchronous: {synchronous}}}\n"
+        + (
+            f"identity: {{sign_cert: {pki}/client_sign.crt.pem, sign_key: {pki}/client_sign.key.pem, "
+            f"enc_cert: {pki}/client_enc.crt.pem, enc_key: {pki}/client_enc.key.pem, ca_bundle: {pki}/ca.crt.pem}}\n"
+            if tlcp
+            else ""
+        )
     )
     quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
+    if tlcp:
+        gen = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "certs", "gen-test-pki", str(pki), **quiet
+        )
+        if await gen.wait():
+            raise RuntimeError("ybgate certs gen-test-pki failed")
     sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "sim", "--port", str(port), "--admin-port", str(free_port()), **quiet
+        sys.executable,
+        "-m",
+        "gateway",
+        "sim",
+        "--port",
+        str(port),
+        "--admin-port",
+        str(free_port()),
+        *(["--pki", str(pki)] if tlcp else []),
+        **quiet,
     )
     gw = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", "--config", str(cfg), **quiet)
-    direct = lambda: KeepAliveClient(lambda: asyncio.open_connection(host, port))  # noqa: E731
+    if tlcp:
+        his_tlcp = his_tlcp_config(pki)
+        direct = lambda: KeepAliveClient(  # noqa: E731
+            lambda: open_tlcp_connection(host, port, config=his_tlcp)  # type: ignore[arg-type, return-value]
+        )
+    else:
+        direct = lambda: KeepAliveClient(lambda: asyncio.open_connection(host, port))  # noqa: E731
     gateway = lambda: KeepAliveClient(lambda: asyncio.open_unix_connection(str(sock)))  # noqa: E731
     try:
-        await wait_for(lambda: asyncio.open_connection(host, port), "simulator")
+        await wait_for(lambda: asyncio.open_connection(host, port), "simulator")  # a bare connect: no handshake
         await wait_for(lambda: asyncio.open_unix_connection(str(sock)), "gateway")
         sim_before = cpu_seconds(sim.pid)
         d_rps, d_lat = await closed_loop(direct, clients, seconds)
@@ -200,7 +278,8 @@ async def main(seconds: float, clients: int, rate: float, synchronous: str, json
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {clients} clients, {seconds:.0f} s each; "
-        f"outbox synchronous={synchronous}"
+        f"outbox synchronous={synchronous}; upstream {transport}"
+        + (f" (session resumption {'off' if not session_lifetime else f'{session_lifetime:.0f} s'})" if tlcp else "")
     )
     print(f"{'figure':<28}{'direct':>12}{'ybgate':>12}{'ratio':>10}")
     for name, base, ours in rows:
@@ -212,6 +291,8 @@ async def main(seconds: float, clients: int, rate: float, synchronous: str, json
         f"{rig_cpu * 1e6:.0f} µs a request, leaving {budget * 1e6:.0f} µs for the gateway (it uses {gw_cpu * 1e6:.0f})"
     )
     mode = "" if synchronous == "FULL" else f" (synchronous={synchronous})"
+    if tlcp:
+        mode += " over TLCP" + ("" if session_lifetime else " without resumption")
     found = [
         figures.Figure(
             f"relay durable req/s{mode}", rows[0][2], rows[0][1], "HIS → simulator direct", target="min=2000"
@@ -243,7 +324,9 @@ async def main(seconds: float, clients: int, rate: float, synchronous: str, json
                 target="max=5",
             )
         )
-    figures.write(json_path, "relay", found, clients=clients, seconds=seconds, synchronous=synchronous)
+    figures.write(
+        json_path, "relay", found, clients=clients, seconds=seconds, synchronous=synchronous, transport=transport
+    )
 
 
 if __name__ == "__main__":
@@ -252,6 +335,8 @@ if __name__ == "__main__":
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rate", type=float, default=500)
     ap.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="the outbox's sync mode")
+    ap.add_argument("--transport", choices=["tcp", "tlcp"], default="tcp", help="the gateway's upstream leg")
+    ap.add_argument("--session-lifetime", type=float, default=300.0, help="TLCP session resumption window, s (0: off)")
     ap.add_argument("--json", help="also write the figures as JSON to this file")
     a = ap.parse_args()
-    asyncio.run(main(a.seconds, a.clients, a.rate, a.synchronous, a.json))
+    asyncio.run(main(a.seconds, a.clients, a.rate, a.synchronous, a.json, a.transport, a.session_lifetime))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Config
@@ -65,10 +66,11 @@ def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
     return configs
 
 
-def build_transport(config: Config) -> Transport:
+def build_transport(config: Config, on_handshake: Callable[[str, bool], None] | None = None) -> Transport:
     """TLCP to each upstream with its interop settings; plain TCP only where development allows it."""
     routes: dict[str, object] = {}
-    tlcp = TlcpTransport(tlcp_configs(config))
+    lifetimes = {u.name: u.tlcp.session_lifetime for u in config.upstreams}
+    tlcp = TlcpTransport(tlcp_configs(config), lifetimes, on_handshake=on_handshake)
     tcp = TcpTransport()
     for u in config.upstreams:
         routes[u.name] = tlcp if u.transport == "tlcp" else tcp

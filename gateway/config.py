@@ -179,6 +179,10 @@ class UpstreamTlcp(_Strict):
     server_name: str | None = None
     #: accept only a platform whose sign certificate has one of these subjects (RFC 4514); empty: any the CA signed
     pinned_subjects: list[str] = []
+    #: offer the session of the last full handshake for resumption (no SM2 work on either side) for this long
+    #: after it, in seconds; 0 turns resumption off. A platform that does not resume answers with a full
+    #: handshake, so the offer costs nothing there; keep it at or below the platform's own session timeout.
+    session_lifetime: Annotated[float, Field(ge=0, le=86400)] = 300.0
 
 
 def _secret_ref(v: str) -> str:

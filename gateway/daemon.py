@@ -127,7 +127,12 @@ class Daemon:
         self._start_firewall(cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         if self._given_transport is None:
-            self.transport = build_transport(cfg)
+            self.transport = build_transport(
+                cfg,
+                lambda upstream, resumed: self.metrics.tlcp_handshakes.labels(
+                    upstream, "resumed" if resumed else "full"
+                ).inc(),
+            )
         self.host = HostSampler(cfg.state_dir)
         self.metrics.add_host(self.host)
         if cfg.mqtt.enabled:

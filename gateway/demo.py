@@ -27,7 +27,7 @@ from gateway.http1.unix_client import request
 from gateway.net.tlcp_transport import chain_verifier
 from gateway.platform.envelope import decode_response
 from gateway.sim.server import SimAddresses, Simulator
-from gateway.tlcp import Credentials, TLCPConfig
+from gateway.tlcp import Credentials, MemorySessionCache, TLCPConfig
 
 FIXMEDINS_CODE = "H44030000001"
 PLATFORM_PATH = "/fsi/api/rsfComIfsService/callService"
@@ -101,7 +101,8 @@ def demo_config(state: Path, platform: tuple[str, int], level: str = "warning", 
 
 
 def sim_tlcp_config(pki: Path) -> TLCPConfig:
-    """The simulator as the platform: server sign/enc certificates, client certificates required."""
+    """The simulator as the platform: server sign/enc certificates, client certificates required, and a session
+    cache as Tongsuo servers keep by default (300 s), so clients may resume."""
     roots = Certificate.load_pem_chain((pki / "ca.crt.pem").read_bytes())
     creds = Credentials(
         SM2PrivateKey.from_pem((pki / "server_sign.key.pem").read_bytes()),
@@ -110,7 +111,11 @@ def sim_tlcp_config(pki: Path) -> TLCPConfig:
         Certificate.from_pem((pki / "server_enc.crt.pem").read_bytes()),
     )
     return TLCPConfig(
-        credentials=creds, verify_peer=chain_verifier(roots), request_client_cert=True, require_client_cert=True
+        credentials=creds,
+        verify_peer=chain_verifier(roots),
+        request_client_cert=True,
+        require_client_cert=True,
+        session_cache=MemorySessionCache(time.monotonic, lifetime=300.0),
     )
 
 

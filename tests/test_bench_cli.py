@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.cli_bench import BEGIN, BENCHES, END, bench_dir, markdown, table
+from gateway.cli_bench import BEGIN, BENCHES, END, bench_dir, markdown, script, table
 
 from conftest import ybgate_output
 
@@ -30,7 +30,7 @@ async def test_policy_bench_through_the_front_door(short_tmp: Path) -> None:
 
 
 def test_every_benchmark_has_its_script() -> None:
-    assert [name for name in BENCHES if not (bench_dir() / f"{name}.py").is_file()] == []
+    assert [name for name in BENCHES if not (bench_dir() / script(name)).is_file()] == []
 
 
 async def test_unknown_benchmark_is_refused() -> None:

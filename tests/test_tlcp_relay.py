@@ -58,6 +58,48 @@ async def test_settlement_over_mutual_tlcp(tlcp_sim: Simulator, pki: Path, short
         await gw.daemon.stop(1)
 
 
+def _handshakes(daemon: Daemon, kind: str) -> float:
+    value = daemon.metrics.registry.get_sample_value("ybgate_tlcp_handshakes_total", {"upstream": "sim", "kind": kind})
+    return value or 0.0
+
+
+async def test_settlements_resume_the_tunnel_session(tlcp_sim: Simulator, pki: Path, short_tmp: Path) -> None:
+    """Money-moving work never shares a connection (net/connections.py), so each settlement opens its own; only
+    the first pays the full SM2 handshake, the rest resume its session."""
+    gw = await start(tlcp_sim, short_tmp, pki)
+    try:
+        sign_no = await gw.sign_in()
+        for _ in range(3):
+            reply = await gw.post(fresh("2207_settle_request.json", sign_no=sign_no))
+            assert reply.status == 200 and str(json.loads(reply.body)["infcode"]) == "0"
+        assert len(tlcp_sim.ledger.settlements) == 3
+        # The upstream probe connects too, and may overlap the sign-in before any session is kept: two full
+        # handshakes at most, whatever the number of requests after them.
+        full, resumed = _handshakes(gw.daemon, "full"), _handshakes(gw.daemon, "resumed")
+        assert 1 <= full <= 2 and full + resumed >= 4 and resumed >= 2
+    finally:
+        await gw.daemon.stop(1)
+
+
+async def test_session_lifetime_zero_means_a_full_handshake_each_time(
+    tlcp_sim: Simulator, pki: Path, short_tmp: Path
+) -> None:
+    assert tlcp_sim.addresses is not None
+    config = demo_config(short_tmp, tlcp_sim.addresses.platform, pki=pki)
+    up = config.upstreams[0]
+    up = up.model_copy(update={"tlcp": up.tlcp.model_copy(update={"session_lifetime": 0.0})})
+    daemon = Daemon(config.model_copy(update={"upstreams": [up]}))
+    await daemon.start()
+    try:
+        gw = Gateway(daemon, config, tlcp_sim)
+        sign_no = await gw.sign_in()
+        for _ in range(2):
+            assert (await gw.post(fresh("2207_settle_request.json", sign_no=sign_no))).status == 200
+        assert _handshakes(daemon, "resumed") == 0 and _handshakes(daemon, "full") >= 3
+    finally:
+        await daemon.stop(1)
+
+
 async def test_platform_from_an_unknown_ca_is_never_sent_anything(pki: Path, short_tmp: Path) -> None:
     other = generate_test_pki(short_tmp / "other")["ca"].parent  # a platform certified by another CA
     impostor = Simulator()

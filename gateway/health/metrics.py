@@ -76,6 +76,12 @@ class Metrics:
         self.failovers = Counter(
             "ybgate_upstream_switches_total", "traffic moved from one upstream to another", ["from", "to"], registry=r
         )
+        self.tlcp_handshakes = Counter(
+            "ybgate_tlcp_handshakes_total",
+            "completed TLCP handshakes to the platform by upstream and kind (full: SM2 work; resumed: a kept session)",
+            ["upstream", "kind"],
+            registry=r,
+        )
         self.clock_skew = Gauge(
             "ybgate_platform_clock_skew_seconds",
             "platform clock minus ours at its last answer (TIF profiles refuse requests beyond their allowance)",

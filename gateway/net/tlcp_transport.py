@@ -2,19 +2,27 @@
 
 A failed handshake means nothing was sent, so it is reported as an unreachable upstream: the relay may then
 try the backup link for any transaction.
+
+Connections that carry money-moving work are never reused (net/connections.py), so the relay opens one per such
+request. Each would cost both sides a full handshake (SM2 signatures, an SM2 decryption, chain checks): the
+transport keeps the session of an upstream's last full handshake and offers it on the next connections, for a
+configured lifetime. The session was made under the settings in force then; after a certificate rotation the
+settings are new objects and the old session is not offered again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.crypto import Certificate, CertificateError, verify_chain
 from gateway.crypto.certs import ENC, SIGN
 from gateway.net.tlcp_stream import open_tlcp_connection
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
-from gateway.tlcp import AlertDescription, PeerVerifier, TLCPAlert, TLCPConfig
+from gateway.tlcp import AlertDescription, PeerVerifier, Session, TLCPAlert, TLCPConfig
 
 
 def chain_verifier(roots: list[Certificate], *, pins: frozenset[str] = frozenset()) -> PeerVerifier:
@@ -53,19 +61,57 @@ def _alert_for(message: str) -> int:
     return AlertDescription.bad_certificate
 
 
-class TlcpTransport:
-    """Opens TLCP connections; each upstream may have its own interop settings (client cert shape, SNI…)."""
+@dataclasses.dataclass(frozen=True)
+class _Kept:
+    config: TLCPConfig  # the settings the session was made under
+    session: Session
+    until: float  # monotonic
 
-    def __init__(self, configs: dict[str, TLCPConfig]) -> None:
+
+class TlcpTransport:
+    """Opens TLCP connections; each upstream may have its own interop settings (client cert shape, SNI…) and its
+    own session lifetime (0: never resume)."""
+
+    def __init__(
+        self,
+        configs: dict[str, TLCPConfig],
+        session_lifetimes: Mapping[str, float] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_handshake: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self.configs = configs
+        self.session_lifetimes = dict(session_lifetimes or {})
+        self.clock = clock
+        #: told (upstream name, resumed) after each completed handshake
+        self.on_handshake = on_handshake
+        self._kept: dict[str, _Kept] = {}
+
+    def _offer(self, name: str, config: TLCPConfig) -> TLCPConfig:
+        kept = self._kept.get(name)
+        if kept is None:
+            return config
+        if kept.config is not config or self.clock() >= kept.until:
+            del self._kept[name]
+            return config
+        return dataclasses.replace(config, session=kept.session)
+
+    def _keep(self, name: str, config: TLCPConfig, session: Session | None, resumed: bool) -> None:
+        lifetime = self.session_lifetimes.get(name, 0.0)
+        # A resumed session keeps the deadline of the full handshake that made it: a lifetime is not extended by use.
+        if resumed or lifetime <= 0 or session is None or not session.session_id:
+            return  # an empty session id: the server keeps no sessions, so there is nothing to offer it later
+        self._kept[name] = _Kept(config, session, self.clock() + lifetime)
 
     async def open(self, target: UpstreamTarget) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         config = self.configs[target.name]
+        offered = self._offer(target.name, config)
         try:
             reader, writer = await open_tlcp_connection(
-                target.host, target.port, config=config, timeout=target.connect_timeout
+                target.host, target.port, config=offered, timeout=target.connect_timeout
             )
         except TLCPAlert as alert:
+            self._kept.pop(target.name, None)  # whatever went wrong, the next attempt starts from a full handshake
             raise UpstreamUnreachable(
                 f"{target.name} ({target.host}:{target.port}): TLCP handshake failed: {alert.message}"
             ) from None
@@ -76,6 +122,10 @@ class TlcpTransport:
             ) from None
         except OSError as exc:
             raise UpstreamUnreachable(f"{target.name} ({target.host}:{target.port}): {exc.strerror or exc}") from None
+        done = writer.handshake
+        self._keep(target.name, config, done.session, done.resumed)
+        if self.on_handshake is not None:
+            self.on_handshake(target.name, done.resumed)
         return reader, writer  # type: ignore[return-value]  # TLCPStreamWriter is a StreamWriter in all we use
 
 
