@@ -71,12 +71,15 @@ from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import Row, SqliteOutbox
 from gateway.relay.session import SignInSession
 from gateway.tasks import end_tasks
-from gateway.tlcp import TLCPConfig
+from gateway.tlcp import MemorySessionCache, TLCPConfig
 
 if TYPE_CHECKING:
     from gateway.health.link import LinkMonitor, LinkState
 
 log = structlog.get_logger("gateway.daemon")
+
+#: seconds a callback session may be resumed after its full handshake
+CALLBACK_SESSION_LIFETIME = 300.0
 
 
 class Daemon:
@@ -400,6 +403,9 @@ class Daemon:
             verify_peer=chain_verifier(ident.roots, pins=pins),
             request_client_cert=True,
             require_client_cert=True,
+            # Each callback comes on a connection of its own; a session is kept only after the peer passed the
+            # chain and pin checks above, and only as long as a Tongsuo server keeps one by default.
+            session_cache=MemorySessionCache(time.monotonic, lifetime=CALLBACK_SESSION_LIFETIME, size=256),
         )
         cb = policy.callback
         listener = await start_tlcp_server(on_tlcp, cb.address, cb.port, config=config)

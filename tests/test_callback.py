@@ -4,6 +4,7 @@ the platform's certificates (pinned by the policy), and a local HIS endpoint the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from gateway.demo import demo_config
 from gateway.http1.client import encode_request, exchange
 from gateway.net.tlcp_stream import open_tlcp_connection
 from gateway.net.tlcp_transport import chain_verifier
-from gateway.tlcp import Credentials, TLCPAlert, TLCPConfig
+from gateway.tlcp import Credentials, HandshakeComplete, TLCPAlert, TLCPConfig
 
 CALLBACK_PATH = "/fsi/callback"
 
@@ -103,6 +104,13 @@ async def rig(short_tmp: Path) -> AsyncIterator[tuple[Daemon, His, Path]]:
 
 
 async def call(daemon: Daemon, config: TLCPConfig, body: bytes) -> tuple[int, dict[str, object]]:
+    status, answer, _ = await call_with_handshake(daemon, config, body)
+    return status, answer
+
+
+async def call_with_handshake(
+    daemon: Daemon, config: TLCPConfig, body: bytes
+) -> tuple[int, dict[str, object], HandshakeComplete]:
     assert daemon.callback_address is not None
     host, port = daemon.callback_address
     reader, writer = await open_tlcp_connection(host, port, config=config, timeout=10)
@@ -112,7 +120,7 @@ async def call(daemon: Daemon, config: TLCPConfig, body: bytes) -> tuple[int, di
         )
     finally:
         writer.close()
-    return reply.status, json.loads(reply.body)
+    return reply.status, json.loads(reply.body), writer.handshake
 
 
 async def test_the_pinned_platform_reaches_the_his(rig: tuple[Daemon, His, Path]) -> None:
@@ -123,6 +131,19 @@ async def test_the_pinned_platform_reaches_the_his(rig: tuple[Daemon, His, Path]
     status, answer = await call(daemon, platform_client(pki), notice)
     assert status == 200 and answer["output"] == {"ack": "已接收"}
     assert his.received == [(CALLBACK_PATH, notice)]  # handed over unchanged, once
+
+
+async def test_the_platform_may_resume_its_session(rig: tuple[Daemon, His, Path]) -> None:
+    """Each callback is a connection of its own: the listener keeps sessions (as Tongsuo servers do), so the
+    platform's next connections skip the SM2 work. Only a session from a pinned, verified peer is ever kept."""
+    daemon, his, pki = rig
+    notice = json.dumps({"infno": "4401", "input": {"data": {"setl_id": "S2"}}}).encode()
+    config = platform_client(pki)
+    status, _, first = await call_with_handshake(daemon, config, notice)
+    assert status == 200 and not first.resumed and len(first.session.session_id) == 32
+    status, _, second = await call_with_handshake(daemon, dataclasses.replace(config, session=first.session), notice)
+    assert status == 200 and second.resumed
+    assert his.received == [(CALLBACK_PATH, notice)] * 2
 
 
 async def test_a_certificate_the_policy_does_not_pin_is_refused_in_the_handshake(rig: tuple[Daemon, His, Path]) -> None:
