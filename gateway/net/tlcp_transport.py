@@ -110,23 +110,25 @@ class TlcpTransport:
             reader, writer = await open_tlcp_connection(
                 target.host, target.port, config=offered, timeout=target.connect_timeout
             )
-        except TLCPAlert as alert:
-            self._kept.pop(target.name, None)  # whatever went wrong, the next attempt starts from a full handshake
-            raise UpstreamUnreachable(
-                f"{target.name} ({target.host}:{target.port}): TLCP handshake failed: {alert.message}"
-            ) from None
-        except TimeoutError:
-            raise UpstreamUnreachable(
-                f"{target.name} ({target.host}:{target.port}): connect and handshake took "
-                f"over {target.connect_timeout}s"
-            ) from None
-        except OSError as exc:
-            raise UpstreamUnreachable(f"{target.name} ({target.host}:{target.port}): {exc.strerror or exc}") from None
+        except (TLCPAlert, TimeoutError, OSError) as exc:
+            # Whatever went wrong (a peer that chokes on the offer included), the next attempt starts afresh.
+            self._kept.pop(target.name, None)
+            raise _unreachable(target, exc) from None
         done = writer.handshake
         self._keep(target.name, config, done.session, done.resumed)
         if self.on_handshake is not None:
             self.on_handshake(target.name, done.resumed)
         return reader, writer  # type: ignore[return-value]  # TLCPStreamWriter is a StreamWriter in all we use
+
+
+def _unreachable(target: UpstreamTarget, exc: Exception) -> UpstreamUnreachable:
+    where = f"{target.name} ({target.host}:{target.port})"
+    if isinstance(exc, TLCPAlert):
+        return UpstreamUnreachable(f"{where}: TLCP handshake failed: {exc.message}")
+    if isinstance(exc, TimeoutError):
+        return UpstreamUnreachable(f"{where}: connect and handshake took over {target.connect_timeout}s")
+    assert isinstance(exc, OSError)
+    return UpstreamUnreachable(f"{where}: {exc.strerror or exc}")
 
 
 class RoutedTransport:

@@ -140,3 +140,23 @@ async def test_a_failed_handshake_forgets_the_session(
         await impostor.wait_closed()
     assert transport._kept == {}
     assert not await _roundtrip(transport, target)  # back at the real server: a full handshake first
+
+
+async def test_a_silent_peer_forgets_the_session_too(cached_server: tuple[int, MemorySessionCache]) -> None:
+    port, _ = cached_server
+    transport, target = _transport(300, Clock(), [])(port)
+    await _roundtrip(transport, target)
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the ClientHello with the offered session and never answers
+        writer.close()
+
+    silent = await asyncio.start_server(mute, "127.0.0.1", 0)
+    try:
+        stalled = dataclasses.replace(target, port=silent.sockets[0].getsockname()[1], connect_timeout=0.3)
+        with pytest.raises(UpstreamUnreachable, match=r"took over 0\.3s"):
+            await transport.open(stalled)
+    finally:
+        silent.close()
+        await silent.wait_closed()
+    assert transport._kept == {}
