@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.tlcp.alerts import TLCPAlert
@@ -193,6 +193,7 @@ def test_records_round_trip_through_fragmentation_and_protection(messages, kind:
 
 @FUZZ
 @given(payloads, st.sampled_from(["cbc", "gcm"]), st.integers(5, 10**6), st.integers(1, 255))
+@example(PATTERN[:16385], "gcm", 16420, 1)  # the deep run's case: two records, a byte of the second one changed
 def test_a_changed_protected_byte_is_an_alert(data: bytes, kind: str, pos: int, flip: int) -> None:
     pair = _protections(kind)
     assert pair is not None
