@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from gateway.config import load_config_text
+from gateway.config import Config, load_config_text
 from gateway.crypto.testpki import generate_test_pki
 from gateway.daemon import Daemon
 from gateway.demo import demo_config, demo_policy, sim_tlcp_config
@@ -58,6 +58,17 @@ async def test_settlement_over_mutual_tlcp(tlcp_sim: Simulator, pki: Path, short
         await gw.daemon.stop(1)
 
 
+async def start_with(sim: Simulator, state: Path, pki: Path, **tlcp: object) -> tuple[Config, Daemon]:
+    """A started daemon whose upstream has these `tlcp` settings changed; the demo config it came from."""
+    assert sim.addresses is not None
+    config = demo_config(state, sim.addresses.platform, pki=pki)
+    up = config.upstreams[0]
+    up = up.model_copy(update={"tlcp": up.tlcp.model_copy(update=tlcp)})
+    daemon = Daemon(config.model_copy(update={"upstreams": [up]}))
+    await daemon.start()
+    return config, daemon
+
+
 def _handshakes(daemon: Daemon, kind: str) -> float:
     value = daemon.metrics.registry.get_sample_value("ybgate_tlcp_handshakes_total", {"upstream": "sim", "kind": kind})
     return value or 0.0
@@ -84,12 +95,7 @@ async def test_settlements_resume_the_tunnel_session(tlcp_sim: Simulator, pki: P
 async def test_session_lifetime_zero_means_a_full_handshake_each_time(
     tlcp_sim: Simulator, pki: Path, short_tmp: Path
 ) -> None:
-    assert tlcp_sim.addresses is not None
-    config = demo_config(short_tmp, tlcp_sim.addresses.platform, pki=pki)
-    up = config.upstreams[0]
-    up = up.model_copy(update={"tlcp": up.tlcp.model_copy(update={"session_lifetime": 0.0})})
-    daemon = Daemon(config.model_copy(update={"upstreams": [up]}))
-    await daemon.start()
+    config, daemon = await start_with(tlcp_sim, short_tmp, pki, session_lifetime=0.0)
     try:
         gw = Gateway(daemon, config, tlcp_sim)
         sign_no = await gw.sign_in()
@@ -130,12 +136,7 @@ def test_own_identity_from_another_ca_stops_the_start(pki: Path, short_tmp: Path
 async def test_platform_refuses_a_gateway_without_client_certificate(
     tlcp_sim: Simulator, pki: Path, short_tmp: Path
 ) -> None:
-    assert tlcp_sim.addresses is not None
-    config = demo_config(short_tmp, tlcp_sim.addresses.platform, pki=pki)
-    up = config.upstreams[0]
-    up = up.model_copy(update={"tlcp": up.tlcp.model_copy(update={"client_auth": False})})
-    daemon = Daemon(config.model_copy(update={"upstreams": [up]}))
-    await daemon.start()
+    config, daemon = await start_with(tlcp_sim, short_tmp, pki, client_auth=False)
     try:
         reply = await Gateway(daemon, config, tlcp_sim).post(fresh("9001_signin_request.json"))
         assert reply.status == 502 and "handshake" in json.loads(reply.body)["err_msg"]
