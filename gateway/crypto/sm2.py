@@ -36,10 +36,16 @@ def z_value(point: bytes, uid: bytes = DEFAULT_SM2_ID) -> bytes:
 
 
 def der_to_raw_signature(der: bytes) -> bytes:
+    """DER -> r || s, 32 bytes each. asn1crypto's to_p1363 pads both to the longer of the two instead: when r and
+    s are both under 2^248 (one signature in 65,536) it gave 62 bytes, which a raw-form peer refuses."""
     try:
-        return DSASignature.load(der, strict=True).to_p1363()
+        sig = DSASignature.load(der, strict=True)
+        r, s = sig["r"].native, sig["s"].native
     except (ValueError, TypeError) as exc:
         raise InvalidSignature("malformed DER signature") from exc
+    if not (0 < r < curve.N and 0 < s < curve.N):
+        raise InvalidSignature("SM2 signature values out of range")
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def raw_to_der_signature(raw: bytes) -> bytes:

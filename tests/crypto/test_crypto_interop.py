@@ -111,6 +111,34 @@ def test_gmssl_verifies_our_raw_signatures() -> None:
         assert not verifier.verify_with_sm3(raw.hex(), msg + b"!")
 
 
+def test_raw_signature_is_64_bytes_when_r_and_s_are_short() -> None:
+    """One signature in 65,536 has r and s both under 2^248; the raw form must still be r || s in 32 bytes each
+    (asn1crypto's to_p1363 gave 62, which verifiers refuse; found by a 10^5-case profile fuzz run).
+
+    A valid such signature is built from the SM2 equations with a known key: choose r and s, take
+    k = s(1 + d) + r·d mod n, and sign the digest e = r - x(kG) mod n."""
+    from asn1crypto.algos import DSASignature
+    from gmssl import sm2 as gm_sm2
+
+    from gateway.crypto import curve
+
+    d = 0x3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8
+    key = SM2PrivateKey(d)
+    r, s = 0x1234 << 200, 0x5678 << 190
+    k = (s * (1 + d) + r * d) % curve.N
+    e = ((r - curve.mul(k, curve.G)[0]) % curve.N).to_bytes(32, "big")
+    der = DSASignature({"r": r, "s": s}).dump()
+    key.public_key().verify_digest(der, e)  # a valid signature (checked by Tongsuo)
+    raw = der_to_raw_signature(der)
+    assert len(raw) == 64 and raw[:5] == bytes(5) and raw[32:38] == bytes(6)
+    key.public_key().verify_digest(raw, e, raw=True)
+    verifier = gm_sm2.CryptSM2(private_key="", public_key="")
+    verifier.public_key = key.public_key().point[1:].hex()
+    assert verifier.verify(raw.hex(), e)  # gmssl takes the digest as given: an independent check of r || s
+    with pytest.raises(InvalidSignature, match="out of range"):
+        der_to_raw_signature(DSASignature({"r": curve.N, "s": s}).dump())
+
+
 @settings(max_examples=fuzz_examples(60), deadline=None)
 @given(st.binary(max_size=300), st.binary(min_size=1, max_size=40))
 def test_sign_verify_round_trip(msg: bytes, uid: bytes) -> None:
