@@ -113,7 +113,11 @@ class HealthChecks:
             if time.monotonic() >= next_cert:
                 self.check_certs()
                 next_cert = time.monotonic() + cert_interval
+            slept_from = time.monotonic()
             await asyncio.sleep(interval)
+            # A timer that fires late means the loop was busy or blocked: the same stall that, past
+            # WatchdogSec, gets the daemon killed by systemd. Reported so it is seen before that happens.
+            self.metrics.loop_lag.set(round(max(0.0, time.monotonic() - slept_from - interval), 4))
             await self.refresh_outbox()
 
     def status(self) -> dict[str, Any]:

@@ -139,6 +139,11 @@ class Metrics:
         self.recon_last_run = Gauge(
             "ybgate_recon_last_run_timestamp_seconds", "when the last reconciliation run finished", registry=r
         )
+        self.loop_lag = Gauge(
+            "ybgate_event_loop_lag_seconds",
+            "how late the health loop's last timer fired: a loop stalled past WatchdogSec is killed by systemd",
+            registry=r,
+        )
         self.cert_warnings = Counter(
             "ybgate_cert_expiry_warnings_total",
             "certificate expiry warnings raised, by threshold in days (0: expired)",
@@ -212,11 +217,18 @@ class _PoolCollector(Collector):
             "ybgate_breaker_state", "circuit breaker per upstream: 0 closed, 1 half-open, 2 open", labels=["upstream"]
         )
         active = GaugeMetricFamily("ybgate_upstream_active", "1 for the upstream taking traffic", labels=["upstream"])
+        # The role as a label of its own series, so alert rules can tell "the backup is active" (a failover)
+        # from "the primary is active" without the other series changing shape.
+        info = GaugeMetricFamily(
+            "ybgate_upstream_info", "1 per configured upstream, labelled with its role", labels=["upstream", "role"]
+        )
         for snap in self.pool.snapshot():
             state.add_metric([str(snap["name"])], _BREAKER_VALUE[str(snap["breaker"])])
             active.add_metric([str(snap["name"])], 1 if snap["active"] else 0)
+            info.add_metric([str(snap["name"]), str(snap["role"])], 1)
         yield state
         yield active
+        yield info
 
 
 class _HostCollector(Collector):
