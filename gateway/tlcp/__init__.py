@@ -10,9 +10,16 @@ Typical use (an adapter owns the socket)::
 
 from gateway.tlcp.alerts import AlertDescription, AlertLevel, TLCPAlert
 from gateway.tlcp.client import ClientConnection
-from gateway.tlcp.config import CertVerifyForm, ClientCertShape, Credentials, PeerVerifier, TLCPConfig
+from gateway.tlcp.config import (
+    AlertStyle,
+    CertVerifyForm,
+    ClientCertShape,
+    Credentials,
+    PeerVerifier,
+    TLCPConfig,
+)
 from gateway.tlcp.connection import State
-from gateway.tlcp.events import AlertReceived, ApplicationData, CloseNotify, Event, HandshakeComplete
+from gateway.tlcp.events import AlertReceived, ApplicationData, ClientAuth, CloseNotify, Event, HandshakeComplete
 from gateway.tlcp.server import ServerConnection
 from gateway.tlcp.session import MemorySessionCache, Session, SessionCache
 from gateway.tlcp.suites import (
@@ -33,9 +40,11 @@ __all__ = [
     "AlertDescription",
     "AlertLevel",
     "AlertReceived",
+    "AlertStyle",
     "ApplicationData",
     "CertVerifyForm",
     "CipherSuite",
+    "ClientAuth",
     "ClientCertShape",
     "ClientConnection",
     "CloseNotify",

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from gateway.crypto import Certificate, CryptoError, SM2PrivateKey, SM2PublicKey, sm2_key_exchange
 from gateway.tlcp import keyschedule
 from gateway.tlcp.alerts import AlertDescription, TLCPAlert
-from gateway.tlcp.config import ClientCertShape
+from gateway.tlcp.config import ClientCertShape, Credentials
 from gateway.tlcp.connection import Connection, State, check_usage, load_certificate
-from gateway.tlcp.events import HandshakeComplete
+from gateway.tlcp.events import ClientAuth, HandshakeComplete
 from gateway.tlcp.messages import (
     CertificateMessage,
     CertificateRequest,
@@ -31,6 +31,8 @@ from gateway.tlcp.session import Session
 from gateway.tlcp.suites import BY_CODE, KeyExchange
 
 H = HandshakeType
+#: GmSSL servers ask for ecdsa_sign alone, and take a second certificate for a CA certificate
+GMSSL_CERTIFICATE_TYPES = b"\x40"
 
 
 def ske_ecc_payload(client_random: bytes, server_random: bytes, enc_cert_der: bytes) -> bytes:
@@ -47,6 +49,9 @@ class ClientConnection(Connection):
         self._server_point: bytes | None = None
         self._cert_request: CertificateRequest | None = None
         self.session: Session | None = None
+        #: what this handshake did about client authentication, known once ServerHelloDone is answered; read
+        #: it after a failed handshake to tell a refused client certificate from other failures
+        self.client_auth = ClientAuth()
 
     def start(self) -> None:
         """Queue the ClientHello."""
@@ -54,7 +59,9 @@ class ClientConnection(Connection):
         self._move(State.CLIENT_WAIT_SERVER_HELLO)
         self.client_random = self._random(32)
         offered = cfg.session
-        if offered is not None and offered.cipher_suite in {s.code for s in cfg.cipher_suites}:
+        # An empty id offers nothing: a server that keeps no sessions answers with an empty id too, and that
+        # must not read as a resumption.
+        if offered is not None and offered.session_id and offered.cipher_suite in {s.code for s in cfg.cipher_suites}:
             self._offered = offered
         extensions = (server_name_extension(cfg.server_name),) if cfg.server_name else ()
         hello = ClientHello(
@@ -87,7 +94,7 @@ class ClientConnection(Connection):
         self.suite = BY_CODE[hello.cipher_suite]
         self.server_random = hello.random
         offered = self._offered
-        if offered is not None and hello.session_id == offered.session_id:
+        if offered is not None and hello.session_id and hello.session_id == offered.session_id:
             if hello.cipher_suite != offered.cipher_suite:
                 raise TLCPAlert(AlertDescription.illegal_parameter, "resumed session with another suite")
             self._resumed = True
@@ -139,25 +146,19 @@ class ClientConnection(Connection):
         ecdhe = self.suite.key_exchange is KeyExchange.ECDHE
         if ecdhe and (self._cert_request is None or creds is None):
             raise TLCPAlert(AlertDescription.handshake_failure, "ECDHE needs client sign and enc certificates")
-        authenticate = self._cert_request is not None and creds is not None
-        if self._cert_request is not None:
-            certs: tuple[bytes, ...] = ()
-            if creds is not None:
-                shape = self.config.client_cert_shape
-                pair = (
-                    (creds.sign_cert, creds.enc_cert)
-                    if ecdhe or shape is ClientCertShape.SIGN_ENC
-                    else (creds.sign_cert,)
-                )
-                certs = tuple(c.der for c in (*pair, *creds.chain))
+        request = self._cert_request
+        authenticate = request is not None and creds is not None
+        if request is not None:
+            shape = self._cert_shape(request, ecdhe) if creds is not None else None
+            self.client_auth = ClientAuth(
+                True, request.certificate_types, shape, self.config.cert_verify_form if authenticate else None
+            )
+            certs = _certificates(creds, shape) if creds is not None and shape is not None else ()
             self._send_handshake(H.certificate, CertificateMessage(certs).encode())
         server_enc = self._server_certs[1].public_key
         if not ecdhe:
             pre_master = TLCP_VERSION.to_bytes(2, "big") + self._random(46)
-            try:
-                encrypted = server_enc.encrypt(pre_master)
-            except CryptoError:
-                raise TLCPAlert(AlertDescription.bad_certificate, "server enc key unusable") from None
+            encrypted = self._encrypt_pre_master(server_enc, pre_master)
             self._send_handshake(H.client_key_exchange, ClientKeyExchangeECC(encrypted).encode())
         else:
             assert creds is not None and self._server_point is not None
@@ -170,6 +171,21 @@ class ClientConnection(Connection):
         self._send_ccs()
         self._send_finished()
         self._move(State.WAIT_CCS)
+
+    def _encrypt_pre_master(self, server_enc: SM2PublicKey, pre_master: bytes) -> bytes:
+        try:
+            return server_enc.encrypt(pre_master)
+        except CryptoError:
+            raise TLCPAlert(AlertDescription.bad_certificate, "server enc key unusable") from None
+
+    def _cert_shape(self, request: CertificateRequest, ecdhe: bool) -> ClientCertShape:
+        shape = self.config.client_cert_shape
+        if ecdhe:
+            return ClientCertShape.SIGN_ENC  # the server needs our enc key for the key exchange
+        if shape is ClientCertShape.AUTO:
+            gmssl = request.certificate_types == GMSSL_CERTIFICATE_TYPES
+            return ClientCertShape.SIGN_ONLY if gmssl else ClientCertShape.SIGN_ENC
+        return shape
 
     def _ecdhe(self, own_static: SM2PrivateKey, server_enc: SM2PublicKey) -> bytes:
         assert self._server_point is not None
@@ -215,5 +231,17 @@ class ClientConnection(Connection):
             )
         self._move(State.ESTABLISHED)
         self._events.append(
-            HandshakeComplete(self.suite, self.session, self._resumed, self._server_certs, self.config.server_name)
+            HandshakeComplete(
+                self.suite,
+                self.session,
+                self._resumed,
+                self._server_certs,
+                self.config.server_name,
+                client_auth=self.client_auth,
+            )
         )
+
+
+def _certificates(creds: Credentials, shape: ClientCertShape) -> tuple[bytes, ...]:
+    pair = (creds.sign_cert, creds.enc_cert) if shape is ClientCertShape.SIGN_ENC else (creds.sign_cert,)
+    return tuple(c.der for c in (*pair, *creds.chain))

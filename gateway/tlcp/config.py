@@ -16,6 +16,9 @@ PeerVerifier = Callable[[Sequence[Certificate]], None]
 
 
 class ClientCertShape(enum.Enum):
+    #: what the CertificateRequest shows: GmSSL servers ask for ecdsa_sign only and take [sign]; anything else
+    #: (Tongsuo, ybgate) gets [sign, enc]
+    AUTO = "auto"
     SIGN_ENC = "sign_enc"  # Tongsuo; a Tongsuo server demands both
     SIGN_ONLY = "sign"  # GmSSL
 
@@ -23,6 +26,13 @@ class ClientCertShape(enum.Enum):
 class CertVerifyForm(enum.Enum):
     SM3 = "sm3"  # sign SM3(handshake): Tongsuo, GmSSL 3.1.1, the standard
     RAW = "raw"  # sign the handshake messages themselves: GmSSL 3.2.0
+
+
+class AlertStyle(enum.Enum):
+    #: encrypted after CCS until the peer sends an alert of its own in the clear (GmSSL 3.1.1), then clear
+    AUTO = "auto"
+    ENCRYPTED = "encrypted"  # the standard; Tongsuo, GmSSL 3.2.0
+    CLEAR = "clear"  # what a GmSSL 3.1.1 peer can parse
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,7 @@ class TLCPConfig:
     # -- client side --------------------------------------------------------------------------------------
     #: sent as an SNI extension only when set: GmSSL servers reject extensions they do not know
     server_name: str | None = None
-    client_cert_shape: ClientCertShape = ClientCertShape.SIGN_ENC
+    client_cert_shape: ClientCertShape = ClientCertShape.AUTO
     cert_verify_form: CertVerifyForm = CertVerifyForm.SM3
     #: a session from an earlier connection to offer for resumption
     session: Session | None = None
@@ -56,8 +66,8 @@ class TLCPConfig:
     client_ca_names: tuple[bytes, ...] = ()
     session_cache: SessionCache | None = None
     # -- both ---------------------------------------------------------------------------------------------
-    #: send alerts as clear records even after CCS (what a GmSSL 3.1.1 peer can parse)
-    clear_alerts: bool = False
+    #: alerts after CCS: encrypted, in the clear (what a GmSSL 3.1.1 peer can parse), or as the peer does
+    alerts: AlertStyle = AlertStyle.AUTO
     #: without a verifier a client (or a server asking for client certificates) refuses to start, unless
     #: this is set: certificate checks are never skipped by leaving a field out
     insecure_no_verify: bool = False

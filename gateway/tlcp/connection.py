@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from gateway.crypto import Certificate, CryptoError, SM2PrivateKey, SM2PublicKey, random_bytes, sm3
 from gateway.tlcp import keyschedule
 from gateway.tlcp.alerts import AlertDescription, AlertLevel, TLCPAlert
-from gateway.tlcp.config import CertVerifyForm, TLCPConfig
+from gateway.tlcp.config import AlertStyle, CertVerifyForm, TLCPConfig
 from gateway.tlcp.events import AlertReceived, ApplicationData, CloseNotify, Event, is_close_notify
 from gateway.tlcp.messages import Finished, HandshakeReader, HandshakeType, RawHandshake, encode_handshake
 from gateway.tlcp.record import ContentType, RecordLayer, RecordProtection, protection_for
@@ -113,6 +113,8 @@ class Connection:
         self.server_random = b""
         self._master = b""
         self._sent_close = False
+        #: the peer sent an alert in the clear after its ChangeCipherSpec (GmSSL 3.1.1 does, for every alert)
+        self.peer_sends_clear_alerts = False
         if config.verify_peer is None and not config.insecure_no_verify and self._verifies_peer():
             raise ValueError("TLCPConfig.verify_peer is required (or set insecure_no_verify)")
         self._init_role()
@@ -146,6 +148,8 @@ class Connection:
         self._records.feed(data)
         try:
             while self._state is not State.CLOSED and (record := self._records.next_record()) is not None:
+                if record.unprotected:
+                    self.peer_sends_clear_alerts = True
                 self._on_record(record.content_type, record.fragment)
         except TLCPAlert as exc:
             self._fail(exc)
@@ -200,6 +204,11 @@ class Connection:
         if len(fragment) != 2:
             raise TLCPAlert(AlertDescription.decode_error, f"alert of {len(fragment)} bytes")
         level, description = fragment[0], fragment[1]
+        if is_close_notify(description) and self._state in _HANDSHAKING:
+            # The peer gave up on the handshake: it ends here, like a fatal alert, rather than waiting for more.
+            self._state = State.CLOSED
+            self._events.append(AlertReceived(level, description))
+            return
         if is_close_notify(description):
             # GmSSL 3.1.1 sends close_notify at fatal level; it is still a clean close.
             if not self._sent_close:
@@ -247,9 +256,9 @@ class Connection:
 
     # -- records out ---------------------------------------------------------------------------------------
     def _send_alert(self, level: AlertLevel, description: int) -> None:
-        self._out += self._records.encode(
-            ContentType.alert, bytes([level, description]), clear=self.config.clear_alerts
-        )
+        style = self.config.alerts
+        clear = style is AlertStyle.CLEAR or (style is AlertStyle.AUTO and self.peer_sends_clear_alerts)
+        self._out += self._records.encode(ContentType.alert, bytes([level, description]), clear=clear)
 
     def _send_handshake(self, msg_type: HandshakeType, body: bytes) -> None:
         raw = encode_handshake(msg_type, body)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gateway.crypto import Certificate
 from gateway.tlcp.alerts import AlertDescription, AlertLevel, TLCPAlert
+from gateway.tlcp.config import CertVerifyForm, ClientCertShape
 from gateway.tlcp.session import Session
 from gateway.tlcp.suites import CipherSuite
 
@@ -13,6 +14,20 @@ from gateway.tlcp.suites import CipherSuite
 @dataclass(frozen=True)
 class Event:
     pass
+
+
+@dataclass(frozen=True)
+class ClientAuth:
+    """What a client did about authenticating itself in one handshake."""
+
+    #: the server sent a CertificateRequest
+    requested: bool = False
+    #: its certificate_types (GmSSL: ecdsa_sign only; Tongsuo and ybgate: rsa_sign, ecdsa_sign)
+    certificate_types: bytes = b""
+    #: what went into our Certificate message; None: no certificate (not asked, or none configured)
+    shape: ClientCertShape | None = None
+    #: how our CertificateVerify was signed; None: none sent
+    form: CertVerifyForm | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,8 @@ class HandshakeComplete(Event):
     peer_cert_verify_form: str | None = None
     #: whether the client's ECDHE point came with the ECParameters prefix, server side only
     peer_ecdhe_with_params: bool | None = None
+    #: client side only: whether the server asked for our certificate and what we sent (nothing on resumption)
+    client_auth: ClientAuth | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +58,8 @@ class CloseNotify(Event):
 
 @dataclass(frozen=True)
 class AlertReceived(Event):
-    """Any alert but close_notify. A fatal one ends the connection."""
+    """Any alert but a close_notify after the handshake. A fatal one ends the connection, and any alert (a
+    close_notify too) ends a handshake in progress."""
 
     level: int
     description: int

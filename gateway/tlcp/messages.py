@@ -269,7 +269,8 @@ class ServerKeyExchangeECDHE:
 
 @dataclass(frozen=True)
 class CertificateRequest:
-    certificate_types: bytes = b"\x01\x40"  # rsa_sign, ecdsa_sign: what both reference stacks send
+    #: rsa_sign, ecdsa_sign as Tongsuo sends them (GmSSL: ecdsa_sign only); clients of both stacks accept it
+    certificate_types: bytes = b"\x01\x40"
     authorities: tuple[bytes, ...] = ()  # DER-encoded distinguished names
 
     msg_type = HandshakeType.certificate_request

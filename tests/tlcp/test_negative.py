@@ -8,7 +8,7 @@ import pytest
 
 from gateway.tlcp.alerts import AlertDescription, AlertLevel, TLCPAlert
 from gateway.tlcp.client import ClientConnection
-from gateway.tlcp.config import ClientCertShape, Credentials
+from gateway.tlcp.config import AlertStyle, ClientCertShape, Credentials
 from gateway.tlcp.connection import State
 from gateway.tlcp.events import AlertReceived, ApplicationData, CloseNotify, HandshakeComplete
 from gateway.tlcp.keyschedule import TrafficKeys
@@ -64,7 +64,7 @@ def test_fatal_alert_is_encrypted_after_ccs_unless_configured_clear() -> None:
     wire[-1] ^= 1
     sent = refuses(server, bytes(wire), AlertDescription.bad_record_mac)
     assert len(sent) > 7  # protected
-    client, server, _ce, _se = connect(CLIENT, replace(SERVER, clear_alerts=True))
+    client, server, _ce, _se = connect(CLIENT, replace(SERVER, alerts=AlertStyle.CLEAR))
     client.send_data(b"x")
     wire = bytearray(client.data_to_send())
     wire[-1] ^= 1

@@ -67,3 +67,27 @@ async def test_handshake_timeout_against_a_silent_server() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_close_notify_during_the_handshake_ends_it_at_once() -> None:
+    # A peer that takes the ClientHello, answers with close_notify and keeps the socket open: the handshake
+    # ends on the alert (the old code waited for the rest of the handshake until the timeout).
+    got_hello = asyncio.Event()
+
+    async def closer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(5)
+        got_hello.set()
+        writer.write(bytes([21, 1, 1, 0, 2, 1, 0]))  # warning close_notify, in the clear
+        await writer.drain()
+        await reader.read()  # hold the connection until the client leaves
+
+    server = await asyncio.start_server(closer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TLCPAlert) as info:
+            await open_tlcp_connection("127.0.0.1", port, config=CLIENT, timeout=60)
+        assert info.value.remote and info.value.description == AlertDescription.close_notify
+        assert got_hello.is_set()
+    finally:
+        server.close()
+        await server.wait_closed()
