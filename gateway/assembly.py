@@ -13,13 +13,14 @@ from gateway.config import Config
 from gateway.config import Session as SessionConfig
 from gateway.health.mqtt import MqttSettings
 from gateway.http1 import Limits
+from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.signing import ProfileCodec
 from gateway.profiles import load_codec, resolve_profile, upstream_path
 from gateway.relay.session import Operator
 from gateway.secretfile import read_secret
-from gateway.tlcp import ClientCertShape, TLCPConfig
+from gateway.tlcp import AlertStyle, CertVerifyForm, ClientCertShape, TLCPConfig
 
 
 def upstream_targets(config: Config) -> list[UpstreamTarget]:
@@ -62,15 +63,33 @@ def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
                 verify_peer=chain_verifier(ident.roots, pins=frozenset(u.tlcp.pinned_subjects)),
                 server_name=u.tlcp.server_name,
                 client_cert_shape=ClientCertShape(u.tlcp.client_cert_shape),
+                cert_verify_form=CertVerifyForm.SM3
+                if u.tlcp.certificate_verify == "auto"
+                else CertVerifyForm(u.tlcp.certificate_verify),
+                alerts=AlertStyle(u.tlcp.alerts),
             )
     return configs
 
 
-def build_transport(config: Config, on_handshake: Callable[[str, bool], None] | None = None) -> Transport:
+def auto_settings(config: Config) -> dict[str, AutoSettings]:
+    """Per upstream: which client-auth choices are left for the gateway to find."""
+    return {
+        u.name: AutoSettings(shape=u.tlcp.client_cert_shape == "auto", form=u.tlcp.certificate_verify == "auto")
+        for u in config.upstreams
+    }
+
+
+def build_transport(
+    config: Config,
+    on_handshake: Callable[[str, bool], None] | None = None,
+    on_learned: Callable[[str, AuthChoice], None] | None = None,
+) -> Transport:
     """TLCP to each upstream with its interop settings; plain TCP only where development allows it."""
     routes: dict[str, object] = {}
     lifetimes = {u.name: u.tlcp.session_lifetime for u in config.upstreams}
-    tlcp = TlcpTransport(tlcp_configs(config), lifetimes, on_handshake=on_handshake)
+    tlcp = TlcpTransport(
+        tlcp_configs(config), lifetimes, on_handshake=on_handshake, auto=auto_settings(config), on_learned=on_learned
+    )
     tcp = TcpTransport()
     for u in config.upstreams:
         routes[u.name] = tlcp if u.transport == "tlcp" else tcp

@@ -116,7 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         "that ended it. With --config, uses the configured identity and CA.",
     )
     probe.add_argument("target", help="HOST:PORT")
-    probe.add_argument("--config", type=Path, default=None, help="take --ca and the client identity from this config")
+    probe.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="take --ca, the client identity and (for an upstream at HOST:PORT) its tlcp settings from this config",
+    )
     probe.add_argument("--ca", type=Path, help="CA bundle to verify the peer with (without it: shown, not verified)")
     probe.add_argument("--sign-cert", type=Path)
     probe.add_argument("--sign-key", type=Path)
@@ -410,13 +415,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         print(f"ybgate probe: target must be HOST:PORT, got {args.target!r}", file=sys.stderr)
         return 2
-    ca, creds = args.ca, None
+    ca, creds, tlcp = args.ca, None, None
     try:
         if args.config is not None:
             config = _load(args.config)
             if config is None:
                 return 1
-            if config.identity is not None:
+            tlcp = next((u.tlcp for u in config.upstreams if (u.host, str(u.port)) == (host, port)), None)
+            if config.identity is not None and (tlcp is None or tlcp.client_auth):
                 from gateway.identity import load_identity
 
                 ca = ca or config.identity.ca_bundle
@@ -437,8 +443,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
                     ca=ca,
                     credentials=creds,
                     suites=tuple(args.suite),
-                    server_name=args.server_name,
+                    server_name=args.server_name or (tlcp.server_name if tlcp else None),
                     request=request,
+                    **(tlcp.model_dump(include={"client_cert_shape", "certificate_verify", "alerts"}) if tlcp else {}),
                 )
             )
         )

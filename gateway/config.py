@@ -173,8 +173,15 @@ class UpstreamTlcp(_Strict):
 
     #: present our sign/enc certificates when the platform asks (mutual authentication)
     client_auth: bool = True
-    #: Tongsuo servers demand [sign, enc]; GmSSL sends and expects [sign] only
-    client_cert_shape: Literal["sign_enc", "sign"] = "sign_enc"
+    #: Tongsuo servers demand [sign, enc]; GmSSL sends and expects [sign] only. auto: from the server's
+    #: CertificateRequest, and on a refused handshake the other shape (what worked is remembered per upstream)
+    client_cert_shape: Literal["auto", "sign_enc", "sign"] = "auto"
+    #: what our CertificateVerify signs: sm3 = SM3(handshake) (the standard, Tongsuo, GmSSL 3.1.1), raw = the
+    #: handshake messages (GmSSL 3.2.0); auto: sm3, and raw when the server refuses it (remembered per upstream)
+    certificate_verify: Literal["auto", "sm3", "raw"] = "auto"
+    #: alerts after ChangeCipherSpec: encrypted (the standard), clear (GmSSL 3.1.1 cannot parse encrypted ones), or
+    #: auto: encrypted until the upstream sends an alert in the clear itself
+    alerts: Literal["auto", "encrypted", "clear"] = "auto"
     #: sent as SNI only when set (GmSSL servers reject extensions they do not know)
     server_name: str | None = None
     #: accept only a platform whose sign certificate has one of these subjects (RFC 4514); empty: any the CA signed
@@ -309,6 +316,9 @@ class CallbackSection(_Strict):
 
     enabled: bool = False
     forward: CallbackForward
+    #: the CAs named in the CertificateRequest (GmSSL clients present a certificate only if theirs is named);
+    #: default: the identity's ca_bundle
+    client_ca_bundle: Path | None = None
 
 
 class Audit(_Strict):

@@ -35,7 +35,7 @@ from gateway.assembly import (
 )
 from gateway.audit.log import AuditLog, Outcome
 from gateway.config import Config, load_config
-from gateway.crypto import sm3
+from gateway.crypto import Certificate, sm3
 from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
@@ -52,7 +52,7 @@ from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_stream import start_tlcp_server
-from gateway.net.tlcp_transport import TlcpTransport, chain_verifier
+from gateway.net.tlcp_transport import TlcpTransport, ca_names, chain_verifier
 from gateway.net.transport import TcpTransport, Transport
 from gateway.platform.stmtfiles import GroupKey
 from gateway.policy.engine import upstream_allowed
@@ -134,6 +134,9 @@ class Daemon:
                 cfg,
                 lambda upstream, resumed: self.metrics.tlcp_handshakes.labels(
                     upstream, "resumed" if resumed else "full"
+                ).inc(),
+                lambda upstream, choice: self.metrics.tlcp_client_auth_learned.labels(
+                    upstream, choice.shape.value, choice.form.value
                 ).inc(),
             )
         self.host = HostSampler(cfg.state_dir)
@@ -403,6 +406,11 @@ class Daemon:
             verify_peer=chain_verifier(ident.roots, pins=pins),
             request_client_cert=True,
             require_client_cert=True,
+            client_ca_names=ca_names(
+                Certificate.load_pem_chain(cfg.callback.client_ca_bundle.read_bytes())
+                if cfg.callback.client_ca_bundle is not None
+                else ident.roots
+            ),
             # Each callback comes on a connection of its own; a session is kept only after the peer passed the
             # chain and pin checks above, and only as long as a Tongsuo server keeps one by default.
             session_cache=MemorySessionCache(time.monotonic, lifetime=CALLBACK_SESSION_LIFETIME, size=256),

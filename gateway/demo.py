@@ -24,7 +24,7 @@ from gateway.crypto import Certificate, SM2PrivateKey
 from gateway.crypto.testpki import generate_test_pki
 from gateway.daemon import Daemon
 from gateway.http1.unix_client import request
-from gateway.net.tlcp_transport import chain_verifier
+from gateway.net.tlcp_transport import ca_names, chain_verifier
 from gateway.platform.envelope import decode_response
 from gateway.sim.server import SimAddresses, Simulator
 from gateway.tlcp import Credentials, MemorySessionCache, TLCPConfig
@@ -115,6 +115,7 @@ def sim_tlcp_config(pki: Path) -> TLCPConfig:
         verify_peer=chain_verifier(roots),
         request_client_cert=True,
         require_client_cert=True,
+        client_ca_names=ca_names(roots),
         session_cache=MemorySessionCache(time.monotonic, lifetime=300.0),
     )
 

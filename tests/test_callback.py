@@ -21,7 +21,7 @@ from gateway.demo import demo_config
 from gateway.http1.client import encode_request, exchange
 from gateway.net.tlcp_stream import open_tlcp_connection
 from gateway.net.tlcp_transport import chain_verifier
-from gateway.tlcp import Credentials, HandshakeComplete, TLCPAlert, TLCPConfig
+from gateway.tlcp import CertVerifyForm, ClientCertShape, Credentials, HandshakeComplete, TLCPAlert, TLCPConfig
 
 CALLBACK_PATH = "/fsi/callback"
 
@@ -144,6 +144,23 @@ async def test_the_platform_may_resume_its_session(rig: tuple[Daemon, His, Path]
     status, _, second = await call_with_handshake(daemon, dataclasses.replace(config, session=first.session), notice)
     assert status == 200 and second.resumed
     assert his.received == [(CALLBACK_PATH, notice)] * 2
+
+
+async def test_the_request_names_the_ca_bundle_and_a_gmssl_shaped_platform_gets_through(
+    rig: tuple[Daemon, His, Path],
+) -> None:
+    """GmSSL clients present a certificate only when the CertificateRequest names their CA, then send [sign]
+    alone and (3.2.0) sign the raw handshake messages: the listener names the identity's CA bundle and takes
+    both (an empty list made every GmSSL-based platform fail with unsupported_certificate)."""
+    daemon, his, pki = rig
+    ca = Certificate.from_pem((pki / "ca.crt.pem").read_bytes())
+    gmssl_like = dataclasses.replace(
+        platform_client(pki), client_cert_shape=ClientCertShape.SIGN_ONLY, cert_verify_form=CertVerifyForm.RAW
+    )
+    status, _, done = await call_with_handshake(daemon, gmssl_like, b'{"infno": "4401", "input": {}}')
+    assert status == 200
+    assert done.client_auth is not None and done.client_auth.authorities == (ca.subject_der,)
+    assert done.client_auth.shape is ClientCertShape.SIGN_ONLY and len(his.received) == 1
 
 
 async def test_a_certificate_the_policy_does_not_pin_is_refused_in_the_handshake(rig: tuple[Daemon, His, Path]) -> None:

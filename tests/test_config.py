@@ -182,3 +182,11 @@ def test_loading_keeps_nothing_alive() -> None:
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert grown < 64 * 1024, grown
+
+
+def test_tlcp_client_auth_choices_default_to_auto_and_refuse_unknown_values() -> None:
+    tlcp = load_config_text(GOOD).upstreams[0].tlcp
+    assert (tlcp.client_cert_shape, tlcp.certificate_verify, tlcp.alerts) == ("auto", "auto", "auto")
+    text = GOOD + "    tlcp: {certificate_verify: sm2}\n"
+    (line,) = problems(text)
+    assert "upstreams[0].tlcp.certificate_verify" in line and "c.yaml:7" in line

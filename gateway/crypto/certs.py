@@ -113,6 +113,22 @@ class Certificate:
             raise CertificateError(f"not PEM certificates ({exc})") from None
         return out
 
+    @property
+    def subject_der(self) -> bytes:
+        """The subject Name as DER: what a CertificateRequest lists for a CA."""
+        return x509.load_der_x509_certificate(self.der).subject.public_bytes()
+
+    @property
+    def extended_key_usage(self) -> frozenset[str] | None:
+        """Dotted OIDs of the extendedKeyUsage extension; None when there is none (no restriction)."""
+        try:
+            eku = x509.load_der_x509_certificate(self.der).extensions.get_extension_for_oid(
+                ExtensionOID.EXTENDED_KEY_USAGE
+            )
+        except x509.ExtensionNotFound:
+            return None
+        return frozenset(oid.dotted_string for oid in eku.value)
+
     def verify_signed_by(self, issuer: Certificate) -> None:
         if self.signature_algorithm != SM2_WITH_SM3:
             raise InvalidSignature(f"{self.subject}: signed with {self.signature_algorithm}, not SM2-with-SM3")

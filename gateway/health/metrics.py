@@ -82,6 +82,12 @@ class Metrics:
             ["upstream", "kind"],
             registry=r,
         )
+        self.tlcp_client_auth_learned = Counter(
+            "ybgate_tlcp_client_auth_learned_total",
+            "an upstream refused the client-auth form first tried and accepted this one (now used first for it)",
+            ["upstream", "client_cert_shape", "certificate_verify"],
+            registry=r,
+        )
         self.clock_skew = Gauge(
             "ybgate_platform_clock_skew_seconds",
             "platform clock minus ours at its last answer (TIF profiles refuse requests beyond their allowance)",

@@ -78,7 +78,7 @@ async def _handshake(
                 await raw_writer.drain()
                 return event, events[i + 1 :]
             if isinstance(event, AlertReceived):
-                raise event.error()
+                raise event.error()  # a close_notify too: the peer gave up on the handshake
 
 
 def _deliver(events: list[Event], reader: asyncio.StreamReader) -> bool:
@@ -100,6 +100,7 @@ async def _pump(
     raw_reader: asyncio.StreamReader,
     raw_writer: asyncio.StreamWriter,
     reader: asyncio.StreamReader,
+    on_clear_alerts: Callable[[], None] | None,
 ) -> None:
     while True:
         data = await raw_reader.read(READ_SIZE)
@@ -114,6 +115,9 @@ async def _pump(
                 raw_writer.write(conn.data_to_send())
                 raw_writer.close()
             return
+        if on_clear_alerts is not None and conn.peer_sends_clear_alerts:
+            on_clear_alerts()
+            on_clear_alerts = None
         out = conn.data_to_send()
         if out:
             with contextlib.suppress(ConnectionError, RuntimeError):
@@ -123,7 +127,11 @@ async def _pump(
 
 
 async def _wrap(
-    conn: Connection, raw_reader: asyncio.StreamReader, raw_writer: asyncio.StreamWriter, limit_s: float
+    conn: Connection,
+    raw_reader: asyncio.StreamReader,
+    raw_writer: asyncio.StreamWriter,
+    limit_s: float,
+    on_clear_alerts: Callable[[], None] | None = None,
 ) -> tuple[asyncio.StreamReader, TLCPStreamWriter]:
     try:
         async with asyncio.timeout(limit_s):
@@ -134,7 +142,7 @@ async def _wrap(
     reader = asyncio.StreamReader()
     writer = TLCPStreamWriter(conn, raw_writer, done)
     if _deliver(rest, reader):
-        writer._pump = asyncio.create_task(_pump(conn, raw_reader, raw_writer, reader))
+        writer._pump = asyncio.create_task(_pump(conn, raw_reader, raw_writer, reader, on_clear_alerts))
     return reader, writer
 
 
@@ -146,11 +154,23 @@ async def open_tlcp_connection(
     timeout: float = 10.0,  # noqa: ASYNC109 - one deadline for connect + handshake, the caller's budget
 ) -> tuple[asyncio.StreamReader, TLCPStreamWriter]:
     """Connect and complete the TLCP handshake within ``timeout`` seconds."""
+    return await connect_client(host, port, ClientConnection(config), timeout=timeout)
+
+
+async def connect_client(
+    host: str,
+    port: int,
+    conn: ClientConnection,
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 - one deadline for connect + handshake, the caller's budget
+    on_clear_alerts: Callable[[], None] | None = None,
+) -> tuple[asyncio.StreamReader, TLCPStreamWriter]:
+    """As :func:`open_tlcp_connection` with a connection the caller keeps (to read ``client_auth`` after a
+    failure); ``on_clear_alerts`` is called once if the peer sends an alert in the clear after its CCS."""
     async with asyncio.timeout(timeout):
         raw_reader, raw_writer = await asyncio.open_connection(host, port)
-    conn = ClientConnection(config)
     conn.start()
-    return await _wrap(conn, raw_reader, raw_writer, timeout)
+    return await _wrap(conn, raw_reader, raw_writer, timeout, on_clear_alerts)
 
 
 async def start_tlcp_server(

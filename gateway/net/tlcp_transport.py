@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from gateway.crypto import Certificate, CertificateError, verify_chain
 from gateway.crypto.certs import ENC, SIGN
-from gateway.net.tlcp_stream import open_tlcp_connection
+from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, UpstreamMemory, open_adaptive
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
 from gateway.tlcp import AlertDescription, PeerVerifier, Session, TLCPAlert, TLCPConfig
 
@@ -51,6 +51,13 @@ def chain_verifier(roots: list[Certificate], *, pins: frozenset[str] = frozenset
     return verify
 
 
+def ca_names(roots: Sequence[Certificate]) -> tuple[bytes, ...]:
+    """The certificate-authorities list of a CertificateRequest: the subjects of the CAs client certificates may
+    chain to. GmSSL clients present a certificate only when its CA is listed (unsupported_certificate otherwise);
+    Tongsuo clients do not mind either way."""
+    return tuple(dict.fromkeys(root.subject_der for root in roots))
+
+
 def _alert_for(message: str) -> int:
     if "expired" in message or "not valid before" in message:
         return AlertDescription.certificate_expired
@@ -70,7 +77,8 @@ class _Kept:
 
 class TlcpTransport:
     """Opens TLCP connections; each upstream may have its own interop settings (client cert shape, SNI…) and its
-    own session lifetime (0: never resume)."""
+    own session lifetime (0: never resume). What ``auto`` leaves to find (tlcp_adaptive) is remembered per
+    upstream in ``memories``."""
 
     def __init__(
         self,
@@ -79,6 +87,8 @@ class TlcpTransport:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_handshake: Callable[[str, bool], None] | None = None,
+        auto: Mapping[str, AutoSettings] | None = None,
+        on_learned: Callable[[str, AuthChoice], None] | None = None,
     ) -> None:
         self.configs = configs
         self.session_lifetimes = dict(session_lifetimes or {})
@@ -86,6 +96,10 @@ class TlcpTransport:
         #: told (upstream name, resumed) after each completed handshake
         self.on_handshake = on_handshake
         self._kept: dict[str, _Kept] = {}
+        self.auto = dict(auto or {})
+        #: told (upstream name, what worked) when a client-auth form other than the first tried was accepted
+        self.on_learned = on_learned
+        self.memories: dict[str, UpstreamMemory] = {}
 
     def _offer(self, name: str, config: TLCPConfig) -> TLCPConfig:
         kept = self._kept.get(name)
@@ -107,8 +121,15 @@ class TlcpTransport:
         config = self.configs[target.name]
         offered = self._offer(target.name, config)
         try:
-            reader, writer = await open_tlcp_connection(
-                target.host, target.port, config=offered, timeout=target.connect_timeout
+            reader, writer = await open_adaptive(
+                target.host,
+                target.port,
+                config=offered,
+                memory=self.memories.setdefault(target.name, UpstreamMemory()),
+                auto=self.auto.get(target.name, AutoSettings()),
+                timeout=target.connect_timeout,
+                upstream=target.name,
+                on_learned=(lambda choice: self.on_learned(target.name, choice)) if self.on_learned else None,
             )
         except (TLCPAlert, TimeoutError, OSError) as exc:
             # Whatever went wrong (a peer that chokes on the offer included), the next attempt starts afresh.

@@ -151,7 +151,11 @@ class ClientConnection(Connection):
         if request is not None:
             shape = self._cert_shape(request, ecdhe) if creds is not None else None
             self.client_auth = ClientAuth(
-                True, request.certificate_types, shape, self.config.cert_verify_form if authenticate else None
+                True,
+                request.certificate_types,
+                request.authorities,
+                shape,
+                self.config.cert_verify_form if authenticate else None,
             )
             certs = _certificates(creds, shape) if creds is not None and shape is not None else ()
             self._send_handshake(H.certificate, CertificateMessage(certs).encode())

@@ -24,6 +24,8 @@ class ClientAuth:
     requested: bool = False
     #: its certificate_types (GmSSL: ecdsa_sign only; Tongsuo and ybgate: rsa_sign, ecdsa_sign)
     certificate_types: bytes = b""
+    #: its certificate-authorities list (DER names; GmSSL clients present a certificate only if its CA is here)
+    authorities: tuple[bytes, ...] = ()
     #: what went into our Certificate message; None: no certificate (not asked, or none configured)
     shape: ClientCertShape | None = None
     #: how our CertificateVerify was signed; None: none sent

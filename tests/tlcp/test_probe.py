@@ -29,7 +29,8 @@ async def ybgate(*args: str) -> tuple[int, str]:
 async def test_probe_prints_suite_and_both_certificates() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = asyncio.create_task(asyncio.to_thread(run_server, listener, ECC_SM4_GCM_SM3.code, 0))
+    # two connections: the probe's second handshake offers the first one's session
+    server = asyncio.create_task(asyncio.to_thread(run_server, listener, ECC_SM4_GCM_SM3.code, 0, connections=2))
     try:
         code, out = await ybgate("probe", f"127.0.0.1:{port}", "--ca", str(PKI / "ca.crt.pem"))
     finally:
@@ -38,12 +39,16 @@ async def test_probe_prints_suite_and_both_certificates() -> None:
     assert code == 0, out
     assert "handshake ok in" in out and "ECC_SM4_GCM_SM3" in out
     assert "sign cert: CN=localhost" in out and "enc cert:  CN=localhost" in out and "valid until 2036" in out
+    assert "client certificate: not asked for" in out
+    assert "resumption: yes" in out
 
 
 async def test_probe_with_client_certificates_for_ecdhe() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = asyncio.create_task(asyncio.to_thread(run_server, listener, ECDHE_SM4_CBC_SM3.code, 0, verify_client=True))
+    server = asyncio.create_task(
+        asyncio.to_thread(run_server, listener, ECDHE_SM4_CBC_SM3.code, 0, verify_client=True, connections=2)
+    )
     keys = [PKI / f"client_{k}.key.plain.pem" for k in ("sign", "enc")]
     tmp = Path(tempfile.mkdtemp())
     for k in keys:  # git keeps no modes: the probe refuses keys others can read, as the daemon does
@@ -71,7 +76,10 @@ async def test_probe_with_client_certificates_for_ecdhe() -> None:
         listener.close()
         shutil.rmtree(tmp)
     assert code == 0, out
-    assert "ECDHE_SM4_CBC_SM3" in out and "client certificate sent: yes" in out
+    assert "ECDHE_SM4_CBC_SM3" in out
+    assert "client certificate sent: sign + enc; CertificateVerify over SM3 of the handshake (sm3)" in out
+    # a Tongsuo server verifying clients without a session id context issues an id but never resumes it
+    assert "resumption: no (session id issued, but the second handshake was a full one)" in out
 
 
 async def test_probe_reports_the_alert_for_an_untrusted_platform(tmp_path: Path) -> None:
