@@ -390,6 +390,7 @@ def cmd_certs_check(path: Path) -> int:
         enc_key=ident.enc_key,
         ca_bundle=ident.ca_bundle,
         password=password,
+        serves_callbacks=config.callback is not None and config.callback.enabled,
     )
     for f in findings:
         print(f)

@@ -12,6 +12,10 @@ from gateway.crypto.keyfile import read_key_file
 from gateway.crypto.sm2 import SM2PrivateKey
 
 EXPIRY_WARNING_DAYS = 30
+SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
+CLIENT_AUTH = "1.3.6.1.5.5.7.3.2"
+ANY_EKU = "2.5.29.37.0"
+_EKU_NAMES = {SERVER_AUTH: "serverAuth", CLIENT_AUTH: "clientAuth", ANY_EKU: "anyExtendedKeyUsage"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ def check_pair(
     roots: list[Certificate],
     now: dt.datetime,
     password: bytes | None = None,
+    serves_callbacks: bool = False,
 ) -> list[Finding]:
     findings: list[Finding] = []
     chain = _load_certs(cert_path, findings)
@@ -65,6 +70,7 @@ def check_pair(
                     f"{role} certificate {leaf.subject} valid, {days:.0f} days to expiry ({leaf.not_after:%Y-%m-%d})",
                 )
             )
+        findings += check_roles(role, cert_path, leaf, serves_callbacks=serves_callbacks)
     try:
         key = SM2PrivateKey(read_key_file(key_path, password))
     except CryptoError as exc:
@@ -77,6 +83,49 @@ def check_pair(
     return findings
 
 
+def check_roles(role: str, cert_path: Path, cert: Certificate, *, serves_callbacks: bool) -> list[Finding]:
+    """The identity is a TLCP client towards the upstreams and, with the callback listener on, a TLCP server to
+    the platform. A certificate without extendedKeyUsage may be both; one with it must name each role it plays:
+    peers refuse a clientAuth-only certificate as a server's, and a serverAuth-only one as a client's."""
+    eku = cert.extended_key_usage
+    if eku is None or ANY_EKU in eku:
+        return []
+    names = ", ".join(sorted(_EKU_NAMES.get(oid, oid) for oid in eku)) or "nothing"
+    where = str(cert_path)
+    findings = []
+    if CLIENT_AUTH in eku:
+        findings.append(Finding("ok", where, f"{role} certificate usable as TLCP client (upstreams)"))
+    else:
+        findings.append(
+            Finding(
+                "error",
+                where,
+                f"{role} certificate extendedKeyUsage ({names}) lacks clientAuth: the platform refuses it as "
+                "the hospital's TLCP client certificate (upstreams)",
+            )
+        )
+    if SERVER_AUTH in eku:
+        findings.append(Finding("ok", where, f"{role} certificate usable as TLCP server (callback listener)"))
+    elif serves_callbacks:
+        findings.append(
+            Finding(
+                "error",
+                where,
+                f"{role} certificate extendedKeyUsage ({names}) lacks serverAuth: the platform refuses it as the "
+                "callback listener's server certificate",
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "ok",
+                where,
+                f"{role} certificate lacks serverAuth: not usable for the callback listener (which is off)",
+            )
+        )
+    return findings
+
+
 def check_identity(
     *,
     sign_cert: Path,
@@ -86,6 +135,7 @@ def check_identity(
     ca_bundle: Path,
     password: bytes | None = None,
     now: dt.datetime | None = None,
+    serves_callbacks: bool = False,
 ) -> list[Finding]:
     now = now or dt.datetime.now(dt.UTC)
     findings: list[Finding] = []
@@ -93,6 +143,14 @@ def check_identity(
     for root in roots:
         if not root.is_ca:
             findings.append(Finding("error", str(ca_bundle), f"{root.subject} is not a CA certificate"))
-    findings += check_pair(SIGN, cert_path=sign_cert, key_path=sign_key, roots=roots, now=now, password=password)
-    findings += check_pair(ENC, cert_path=enc_cert, key_path=enc_key, roots=roots, now=now, password=password)
+    for role, cert_path, key_path in ((SIGN, sign_cert, sign_key), (ENC, enc_cert, enc_key)):
+        findings += check_pair(
+            role,
+            cert_path=cert_path,
+            key_path=key_path,
+            roots=roots,
+            now=now,
+            password=password,
+            serves_callbacks=serves_callbacks,
+        )
     return findings

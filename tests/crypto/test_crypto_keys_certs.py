@@ -253,3 +253,33 @@ def test_a_peer_sending_its_own_untrusted_root_is_an_unknown_ca() -> None:
     other = cert(NEG / "other_ca.crt.pem")
     with pytest.raises(CertificateError, match="is not a trusted CA"):
         verify_chain(cert(PKI / "server_sign.crt.pem"), [CA], [other], NOW, "sign")
+
+
+def _recorded_identity(tmp_path: Path, side: str) -> dict[str, Path]:
+    """The recorded sessions' PKI: client certificates carry extendedKeyUsage clientAuth only, server ones
+    serverAuth only."""
+    return {
+        "sign_cert": PKI / f"{side}_sign.crt.pem",
+        "sign_key": private_copy(PKI / f"{side}_sign.key.plain.pem", tmp_path),
+        "enc_cert": PKI / f"{side}_enc.crt.pem",
+        "enc_key": private_copy(PKI / f"{side}_enc.key.plain.pem", tmp_path),
+        "ca_bundle": PKI / "ca.crt.pem",
+    }
+
+
+def test_check_identity_names_the_role_an_extended_key_usage_rules_out(tmp_path: Path) -> None:
+    client = _recorded_identity(tmp_path, "client")
+    # clientAuth only: fine towards the upstreams; with the callback listener on it must also serve
+    assert errors(check_identity(**client)) == []
+    assert any("lacks serverAuth: not usable for the callback listener" in f.message for f in check_identity(**client))
+    found = errors(check_identity(**client, serves_callbacks=True))
+    assert len(found) == 2  # sign and enc
+    assert all("lacks serverAuth" in m and "callback listener's server certificate" in m for m in found)
+    # serverAuth only: refused as the hospital's client certificate, whatever the callback setting
+    found = errors(check_identity(**_recorded_identity(tmp_path, "server")))
+    assert len(found) == 2 and all("lacks clientAuth" in m for m in found)
+
+
+def test_check_identity_without_extended_key_usage_adds_no_role_lines(tmp_path: Path) -> None:
+    findings = check_identity(**identity(tmp_path), serves_callbacks=True)
+    assert errors(findings) == [] and not any("TLCP" in f.message for f in findings)
