@@ -10,10 +10,12 @@ from dataclasses import replace
 import pytest
 
 from gateway.net.tlcp_stream import open_tlcp_connection, start_tlcp_server
+from gateway.net.tlcp_transport import ca_names
+from gateway.tlcp import CertVerifyForm, ClientCertShape
 from gateway.tlcp.session import MemorySessionCache
 from gateway.tlcp.suites import ALL_SUITES, KeyExchange
 
-from .peers import CLIENT, SERVER, cert, client_with_certs
+from .peers import CA, CLIENT, SERVER, cert, client_with_certs
 from .tongsuo_peer import run_client, run_server
 
 SUITE_IDS = [s.name for s in ALL_SUITES]
@@ -35,6 +37,10 @@ async def test_our_client_to_tongsuo_server(suite, mutual) -> None:
     try:
         reader, writer = await open_tlcp_connection("127.0.0.1", port, config=cfg, timeout=10)
         assert writer.handshake.cipher_suite == suite
+        auth = writer.handshake.client_auth
+        assert auth is not None and auth.requested == mutual
+        if mutual:  # the default shape (auto) reads Tongsuo's CertificateRequest: [sign, enc], as it demands
+            assert (auth.shape, auth.form) == (ClientCertShape.SIGN_ENC, CertVerifyForm.SM3)
         writer.write(message)
         await writer.drain()
         echoed = await asyncio.wait_for(reader.readexactly(len(message)), 10)
@@ -60,7 +66,8 @@ async def test_tongsuo_client_to_our_server(suite, mutual) -> None:
         writer.write(data)
         await writer.drain()
 
-    cfg = replace(SERVER, request_client_cert=mutual, require_client_cert=mutual)
+    # the CA list the daemon's callback listener sends (from its CA bundle)
+    cfg = replace(SERVER, request_client_cert=mutual, require_client_cert=mutual, client_ca_names=ca_names([CA]))
     server = await start_tlcp_server(echo, "127.0.0.1", 0, config=cfg)
     port = server.sockets[0].getsockname()[1]
     message = f"hello ybgate over {suite.name}".encode()

@@ -107,3 +107,24 @@ async def test_probe_unreachable() -> None:
         port = s.getsockname()[1]
     code, out = await ybgate("probe", f"127.0.0.1:{port}")
     assert code == 1 and "cannot connect" in out
+
+
+async def test_probe_does_not_claim_a_certificate_the_server_never_asked_for() -> None:
+    # the old probe printed "client certificate sent: yes" whenever certificates were given
+    from gateway.probe import ProbeOptions, probe
+
+    from .peers import credentials
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = asyncio.create_task(asyncio.to_thread(run_server, listener, ECC_SM4_GCM_SM3.code, 0, connections=2))
+    try:
+        code, lines = await probe(
+            ProbeOptions("127.0.0.1", port, ca=PKI / "ca.crt.pem", credentials=credentials("client"), timeout=10)
+        )
+    finally:
+        await asyncio.wait_for(server, 20)
+        listener.close()
+    assert code == 0, lines
+    assert "  client certificate: not asked for (ours not sent)" in lines
+    assert not any("client certificate sent" in line for line in lines)
