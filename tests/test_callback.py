@@ -72,8 +72,13 @@ def platform_client(pki: Path, *, role: str = "server") -> TLCPConfig:
     return TLCPConfig(credentials=creds, verify_peer=chain_verifier(roots))
 
 
+OTHER_CA = Path(__file__).resolve().parent / "data" / "crypto" / "vectors" / "certs" / "other_ca.crt.pem"
+
+
 @pytest_asyncio.fixture
-async def rig(short_tmp: Path) -> AsyncIterator[tuple[Daemon, His, Path]]:
+async def rig(short_tmp: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Daemon, His, Path]]:
+    """The daemon with its callback listener; ``request.param`` (indirect parametrization) adds callback
+    settings."""
     pki = generate_test_pki(short_tmp / "pki")["ca"].parent
     his = His()
     await his.start()
@@ -91,7 +96,9 @@ async def rig(short_tmp: Path) -> AsyncIterator[tuple[Daemon, His, Path]]:
         update={
             "policy": PolicySection(paths=[policy_dir]),
             "callback": CallbackSection(
-                enabled=True, forward=CallbackForward(host="127.0.0.1", port=his.port, path=CALLBACK_PATH)
+                enabled=True,
+                forward=CallbackForward(host="127.0.0.1", port=his.port, path=CALLBACK_PATH),
+                **getattr(request, "param", {}),
             ),
         }
     )
@@ -161,6 +168,16 @@ async def test_the_request_names_the_ca_bundle_and_a_gmssl_shaped_platform_gets_
     assert status == 200
     assert done.client_auth is not None and done.client_auth.authorities == (ca.subject_der,)
     assert done.client_auth.shape is ClientCertShape.SIGN_ONLY and len(his.received) == 1
+
+
+@pytest.mark.parametrize("rig", [{"client_ca_bundle": OTHER_CA}], indirect=True)
+async def test_callback_client_ca_bundle_overrides_the_named_cas(rig: tuple[Daemon, His, Path]) -> None:
+    daemon, _his, pki = rig
+    other = Certificate.from_pem(OTHER_CA.read_bytes())
+    # our client presents its certificate whatever the list says; the pinned platform still gets through
+    status, _, done = await call_with_handshake(daemon, platform_client(pki), b'{"infno": "4401", "input": {}}')
+    assert status == 200
+    assert done.client_auth is not None and done.client_auth.authorities == (other.subject_der,)
 
 
 async def test_a_certificate_the_policy_does_not_pin_is_refused_in_the_handshake(rig: tuple[Daemon, His, Path]) -> None:

@@ -22,7 +22,7 @@ from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, UpstreamMemory, 
 from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.net.tlcp_transport import TlcpTransport
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
-from gateway.tlcp import AlertDescription, CertVerifyForm, ClientCertShape, TLCPAlert
+from gateway.tlcp import AlertDescription, AlertStyle, CertVerifyForm, ClientCertShape, TLCPAlert
 from gateway.tlcp.connection import State
 from gateway.tlcp.messages import CertificateVerify, RawHandshake
 from gateway.tlcp.server import ServerConnection
@@ -189,3 +189,39 @@ async def test_transport_reports_an_upstream_refusing_every_form_as_unreachable(
         server.close()
         await server.wait_closed()
     assert raw_only == [None]
+
+
+async def test_an_upstream_that_sends_clear_alerts_gets_clear_alerts_from_the_next_connection_on() -> None:
+    # A server that sends its alerts in the clear after CCS, as GmSSL 3.1.1 does (ours, told to).
+    seen: list[bool] = []
+    watched = asyncio.Event()
+
+    async def close_first(reader: asyncio.StreamReader, writer) -> None:
+        await reader.read(4)
+        writer.close()  # our server's close_notify, in the clear
+        await writer.wait_closed()
+
+    async def watch(reader: asyncio.StreamReader, writer) -> None:
+        assert await reader.read() == b""  # the client's close_notify
+        seen.append(writer._conn.peer_sends_clear_alerts)
+        watched.set()
+
+    memory = UpstreamMemory()
+    for handler, expect_clear in ((close_first, None), (watch, True)):
+        config = dataclasses.replace(SERVER, alerts=AlertStyle.CLEAR)
+        server = await start_tlcp_server(handler, "127.0.0.1", 0, config=config)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await open_adaptive("127.0.0.1", port, config=client_with_certs(), memory=memory)
+            if expect_clear is None:
+                writer.write(b"ping")
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # the clear close_notify arrived
+                assert memory.clear_alerts
+            writer.close()
+            await writer.wait_closed()
+            if expect_clear:
+                await asyncio.wait_for(watched.wait(), 10)
+        finally:
+            server.close()
+            await server.wait_closed()
+    assert seen == [True]  # the second connection's own close_notify went out in the clear
