@@ -13,14 +13,14 @@ from gateway.config import Config
 from gateway.config import Session as SessionConfig
 from gateway.health.mqtt import MqttSettings
 from gateway.http1 import Limits
-from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings
+from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, configured
 from gateway.net.tlcp_transport import RoutedTransport, TlcpTransport, chain_verifier
 from gateway.net.transport import TcpTransport, Transport, UpstreamTarget
 from gateway.platform.signing import ProfileCodec
 from gateway.profiles import load_codec, resolve_profile, upstream_path
 from gateway.relay.session import Operator
 from gateway.secretfile import read_secret
-from gateway.tlcp import AlertStyle, CertVerifyForm, ClientCertShape, TLCPConfig
+from gateway.tlcp import AlertStyle, TLCPConfig
 
 
 def upstream_targets(config: Config) -> list[UpstreamTarget]:
@@ -58,14 +58,13 @@ def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
         for u in config.upstreams:
             if u.transport != "tlcp":
                 continue
+            shape, form, _auto = configured(u.tlcp.client_cert_shape, u.tlcp.certificate_verify)
             configs[u.name] = TLCPConfig(
                 credentials=ident.credentials if u.tlcp.client_auth else None,
                 verify_peer=chain_verifier(ident.roots, pins=frozenset(u.tlcp.pinned_subjects)),
                 server_name=u.tlcp.server_name,
-                client_cert_shape=ClientCertShape(u.tlcp.client_cert_shape),
-                cert_verify_form=CertVerifyForm.SM3
-                if u.tlcp.certificate_verify == "auto"
-                else CertVerifyForm(u.tlcp.certificate_verify),
+                client_cert_shape=shape,
+                cert_verify_form=form,
                 alerts=AlertStyle(u.tlcp.alerts),
             )
     return configs
@@ -73,10 +72,7 @@ def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
 
 def auto_settings(config: Config) -> dict[str, AutoSettings]:
     """Per upstream: which client-auth choices are left for the gateway to find."""
-    return {
-        u.name: AutoSettings(shape=u.tlcp.client_cert_shape == "auto", form=u.tlcp.certificate_verify == "auto")
-        for u in config.upstreams
-    }
+    return {u.name: configured(u.tlcp.client_cert_shape, u.tlcp.certificate_verify)[2] for u in config.upstreams}
 
 
 def build_transport(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.crypto import Certificate
 from gateway.http1.client import BadUpstreamResponse, encode_request, exchange
-from gateway.net.tlcp_adaptive import AutoSettings, UpstreamMemory, open_adaptive
+from gateway.net.tlcp_adaptive import AuthChoice, UpstreamMemory, configured, open_adaptive
 from gateway.net.tlcp_stream import open_tlcp_connection
 from gateway.net.tlcp_transport import chain_verifier
 from gateway.tlcp import AlertStyle, CertVerifyForm, ClientAuth, ClientCertShape, Credentials, TLCPAlert, TLCPConfig
@@ -49,19 +49,17 @@ async def probe(opts: ProbeOptions) -> tuple[int, list[str]]:
     """(exit code, lines to print)."""
     roots = Certificate.load_pem_chain(opts.ca.read_bytes()) if opts.ca else []
     suites = tuple(BY_NAME[s] for s in opts.suites) if opts.suites else ALL_SUITES
+    shape, form, auto = configured(opts.client_cert_shape, opts.certificate_verify)
     config = TLCPConfig(
         credentials=opts.credentials,
         cipher_suites=suites,
         verify_peer=chain_verifier(roots) if roots else None,
         insecure_no_verify=not roots,
         server_name=opts.server_name,
-        client_cert_shape=ClientCertShape(opts.client_cert_shape),
-        cert_verify_form=CertVerifyForm.SM3
-        if opts.certificate_verify == "auto"
-        else CertVerifyForm(opts.certificate_verify),
+        client_cert_shape=shape,
+        cert_verify_form=form,
         alerts=AlertStyle(opts.alerts),
     )
-    auto = AutoSettings(shape=opts.client_cert_shape == "auto", form=opts.certificate_verify == "auto")
     memory = UpstreamMemory()
     lines = [f"probing {opts.host}:{opts.port} (TLCP, suites {', '.join(s.name for s in suites)})"]
     if not roots:
@@ -78,7 +76,7 @@ async def probe(opts: ProbeOptions) -> tuple[int, list[str]]:
             upstream=f"{opts.host}:{opts.port}",
         )
     except TLCPAlert as alert:
-        lines += _refused(memory)
+        lines += _refused(memory.tried)
         lines.append(f"FAILED: TLCP alert {alert.message}")
         return 1, lines
     except TimeoutError:
@@ -97,7 +95,7 @@ async def probe(opts: ProbeOptions) -> tuple[int, list[str]]:
     if len(certs) > 1:
         lines.append(f"  enc cert:  {_describe(certs[1], now)}")
     lines += _client_auth(hs.client_auth, opts.credentials is not None)
-    lines += _refused(memory)[:-1] if len(memory.tried) > 1 else []
+    lines += _refused(memory.tried[:-1])  # the last one tried is the one that worked
     code = 0
     if opts.request is not None:
         try:
@@ -135,8 +133,8 @@ def _client_auth(auth: ClientAuth | None, have_certs: bool) -> list[str]:
     return [f"  client certificate sent: {shape}; CertificateVerify over {form} ({auth.form.value})"]
 
 
-def _refused(memory: UpstreamMemory) -> list[str]:
-    return [f"  refused: client certificate {c.shape.value}, CertificateVerify {c.form.value}" for c in memory.tried]
+def _refused(choices: list[AuthChoice]) -> list[str]:
+    return [f"  refused: client certificate {c.shape.value}, CertificateVerify {c.form.value}" for c in choices]
 
 
 async def _resumption(opts: ProbeOptions, config: TLCPConfig, memory: UpstreamMemory) -> str:

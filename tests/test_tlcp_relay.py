@@ -173,3 +173,30 @@ def test_daemon_refuses_to_start_with_a_readable_key(pki: Path, tmp_path: Path) 
     assert result.returncode == 1
     assert "not starting" in result.stderr and "client_sign.key.pem" in result.stderr and "chmod 600" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_upstream_tlcp_client_auth_settings_reach_the_transport(pki: Path, short_tmp: Path) -> None:
+    from gateway.assembly import auto_settings, tlcp_configs
+    from gateway.tlcp import AlertStyle, CertVerifyForm, ClientCertShape
+
+    config = demo_config(short_tmp, ("127.0.0.1", 9), pki=pki)
+    (name,) = [u.name for u in config.upstreams]
+    built = tlcp_configs(config)[name]
+    assert (built.client_cert_shape, built.cert_verify_form, built.alerts) == (
+        ClientCertShape.AUTO,
+        CertVerifyForm.SM3,  # the standard form first; raw only after a refusal
+        AlertStyle.AUTO,
+    )
+    assert auto_settings(config)[name].shape and auto_settings(config)[name].form
+    fixed = {"client_cert_shape": "sign", "certificate_verify": "raw", "alerts": "clear"}
+    upstream = config.upstreams[0]
+    config = config.model_copy(
+        update={"upstreams": [upstream.model_copy(update={"tlcp": upstream.tlcp.model_copy(update=fixed)})]}
+    )
+    built = tlcp_configs(config)[name]
+    assert (built.client_cert_shape, built.cert_verify_form, built.alerts) == (
+        ClientCertShape.SIGN_ONLY,
+        CertVerifyForm.RAW,
+        AlertStyle.CLEAR,
+    )
+    assert not auto_settings(config)[name].shape and not auto_settings(config)[name].form

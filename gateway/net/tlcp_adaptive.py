@@ -48,6 +48,15 @@ class AutoSettings:
     form: bool = True
 
 
+def configured(client_cert_shape: str, certificate_verify: str) -> tuple[ClientCertShape, CertVerifyForm, AutoSettings]:
+    """The configuration's words (auto | sign_enc | sign, auto | sm3 | raw) as what the first handshake uses and
+    what is left to find: the shape's auto is the sans-IO client's own (from the CertificateRequest), the form's
+    starts with the standard SM3."""
+    form = CertVerifyForm.SM3 if certificate_verify == "auto" else CertVerifyForm(certificate_verify)
+    auto = AutoSettings(shape=client_cert_shape == "auto", form=certificate_verify == "auto")
+    return ClientCertShape(client_cert_shape), form, auto
+
+
 @dataclasses.dataclass
 class UpstreamMemory:
     """What was learned about one upstream; lives as long as the process (a restart finds it again)."""
