@@ -63,7 +63,7 @@ class UpstreamMemory:
 
     choice: AuthChoice | None = None
     clear_alerts: bool = False
-    #: every handshake tried, in order, by the last open (what the probe prints)
+    #: what the last open that finished tried, in order (what the probe prints)
     tried: list[AuthChoice] = dataclasses.field(default_factory=list)
 
 
@@ -90,51 +90,83 @@ async def open_adaptive(
     config: TLCPConfig,
     memory: UpstreamMemory,
     auto: AutoSettings = AutoSettings(),
-    timeout: float = 10.0,  # noqa: ASYNC109 - per handshake, the caller's budget
+    timeout: float = 10.0,  # noqa: ASYNC109 - one deadline for every handshake tried, the caller's budget
     upstream: str = "",
     on_learned: Callable[[AuthChoice], None] | None = None,
 ) -> tuple[asyncio.StreamReader, TLCPStreamWriter]:
     """Connect and complete a TLCP handshake, finding the client-auth form the server accepts."""
-    memory.tried = []
-    pending: list[AuthChoice] | None = None
-    from_memory = memory.choice is not None
-    attempt = _prepared(config, memory)
-    while True:
-        conn = ClientConnection(attempt)
-        try:
-            reader, writer = await connect_client(
-                host, port, conn, timeout=timeout, on_clear_alerts=lambda: _clear(memory, upstream)
-            )
-        except (TLCPAlert, ConnectionError):
-            # GmSSL 3.2.0 answers a CertificateVerify it cannot verify with a reset, not an alert
-            sent = _sent(conn)
-            if sent is None:
-                raise  # refused before we authenticated: another certificate form would not help
-            memory.tried.append(sent)
-            if from_memory:
-                from_memory = False
-                memory.choice = None
-                attempt = _prepared(config, memory)
-                log.info("tlcp_client_auth_retry", upstream=upstream, refused=_label(sent), trying="configured")
+    search = _Search(host, port, config, memory, auto, upstream, on_learned)
+    try:
+        return await search.run(timeout)
+    finally:
+        memory.tried = search.tried
+
+
+@dataclasses.dataclass
+class _Search:
+    """One open's search; its own ``tried`` list, as the pool opens several connections to an upstream at once."""
+
+    host: str
+    port: int
+    config: TLCPConfig
+    memory: UpstreamMemory
+    auto: AutoSettings
+    upstream: str
+    on_learned: Callable[[AuthChoice], None] | None
+    tried: list[AuthChoice] = dataclasses.field(default_factory=list)
+
+    async def run(self, timeout: float) -> tuple[asyncio.StreamReader, TLCPStreamWriter]:  # noqa: ASYNC109
+        memory = self.memory
+        deadline = asyncio.get_running_loop().time() + timeout
+        pending: list[AuthChoice] | None = None
+        from_memory = memory.choice is not None
+        attempt = _prepared(self.config, memory)
+        while True:
+            conn = ClientConnection(attempt)
+            try:
+                reader, writer = await connect_client(
+                    self.host,
+                    self.port,
+                    conn,
+                    timeout=max(deadline - asyncio.get_running_loop().time(), 0.0),
+                    on_clear_alerts=lambda: _clear(memory, self.upstream),
+                )
+            except (TLCPAlert, ConnectionError):
+                # GmSSL 3.2.0 answers a CertificateVerify it cannot verify with a reset, not an alert
+                sent = _sent(conn)
+                if sent is None:
+                    raise  # refused before we authenticated: another certificate form would not help
+                self.tried.append(sent)
+                if from_memory:
+                    from_memory = False
+                    memory.choice = None
+                    attempt = _prepared(self.config, memory)
+                    self._retry(sent, "configured")
+                    continue
+                if pending is None:
+                    pending = _next_choices(sent, self.auto)
+                pending = [c for c in pending if c not in self.tried]
+                if not pending:
+                    raise
+                nxt = pending.pop(0)
+                self._retry(sent, _label(nxt))
+                attempt = dataclasses.replace(attempt, client_cert_shape=nxt.shape, cert_verify_form=nxt.form)
                 continue
-            if pending is None:
-                pending = _next_choices(sent, auto)
-            pending = [c for c in pending if c not in memory.tried]
-            if not pending:
-                raise
-            nxt = pending.pop(0)
-            log.info("tlcp_client_auth_retry", upstream=upstream, refused=_label(sent), trying=_label(nxt))
-            attempt = dataclasses.replace(attempt, client_cert_shape=nxt.shape, cert_verify_form=nxt.form)
-            continue
-        sent = _sent(conn)
-        if sent is not None:
-            memory.tried.append(sent)
-            if sent != memory.choice and len(memory.tried) > 1:
-                log.warning("tlcp_client_auth_learned", upstream=upstream, **_fields(sent))
-                if on_learned is not None:
-                    on_learned(sent)
-            memory.choice = sent
-        return reader, writer
+            self._succeeded(_sent(conn))
+            return reader, writer
+
+    def _retry(self, refused: AuthChoice, trying: str) -> None:
+        log.info("tlcp_client_auth_retry", upstream=self.upstream, refused=_label(refused), trying=trying)
+
+    def _succeeded(self, sent: AuthChoice | None) -> None:
+        if sent is None:
+            return  # not asked for a certificate: nothing learned
+        self.tried.append(sent)
+        if sent != self.memory.choice and len(self.tried) > 1:
+            log.warning("tlcp_client_auth_learned", upstream=self.upstream, **_fields(sent))
+            if self.on_learned is not None:
+                self.on_learned(sent)
+        self.memory.choice = sent
 
 
 def _sent(conn: ClientConnection) -> AuthChoice | None:

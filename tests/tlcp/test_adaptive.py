@@ -74,13 +74,18 @@ async def _serve() -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_transport_finds_the_raw_form_and_uses_it_first_from_then_on(raw_only) -> None:
-    server, port = await _serve()
+def _learning_transport(port: int) -> tuple[TlcpTransport, UpstreamTarget, list[tuple[str, AuthChoice]]]:
     learned: list[tuple[str, AuthChoice]] = []
     transport = TlcpTransport(
         {"p": client_with_certs()}, on_learned=lambda name, choice: learned.append((name, choice))
     )
     target = UpstreamTarget(name="p", host="127.0.0.1", port=port, role="primary", connect_timeout=10)
+    return transport, target, learned
+
+
+async def test_transport_finds_the_raw_form_and_uses_it_first_from_then_on(raw_only) -> None:
+    server, port = await _serve()
+    transport, target, learned = _learning_transport(port)
     try:
         for _ in range(2):
             reader, writer = await transport.open(target)
@@ -225,3 +230,18 @@ async def test_an_upstream_that_sends_clear_alerts_gets_clear_alerts_from_the_ne
             server.close()
             await server.wait_closed()
     assert seen == [True]  # the second connection's own close_notify went out in the clear
+
+
+async def test_concurrent_opens_each_search_and_the_finding_is_counted_once(raw_only) -> None:
+    server, port = await _serve()
+    transport, target, learned = _learning_transport(port)
+    try:
+        opened = await asyncio.gather(*(transport.open(target) for _ in range(3)))
+        for _reader, writer in opened:
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert raw_only.count("raw") == 3
+    assert learned == [("p", RAW_ENC)] and transport.memories["p"].choice == RAW_ENC
