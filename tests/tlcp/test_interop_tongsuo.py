@@ -13,7 +13,7 @@ from gateway.net.tlcp_stream import open_tlcp_connection, start_tlcp_server
 from gateway.net.tlcp_transport import ca_names
 from gateway.tlcp import CertVerifyForm, ClientCertShape
 from gateway.tlcp.session import MemorySessionCache
-from gateway.tlcp.suites import ALL_SUITES, KeyExchange
+from gateway.tlcp.suites import ALL_SUITES, CipherSuite, KeyExchange
 
 from .peers import CA, CLIENT, SERVER, cert, client_with_certs
 from .tongsuo_peer import run_client, run_server
@@ -23,24 +23,44 @@ TONGSUO_NAMES = {0xE013: "ECC-SM2-SM4-CBC-SM3", 0xE053: "ECC-SM2-SM4-GCM-SM3",
                  0xE011: "ECDHE-SM2-SM4-CBC-SM3", 0xE051: "ECDHE-SM2-SM4-GCM-SM3"}  # fmt: skip
 
 
+MODES = ["server-auth", "optional", "required"]
+
+
+def _client_certs(suite: CipherSuite, mode: str) -> bool:
+    """Whether the client holds certificates: for a required client auth, and always for ECDHE (its enc key is
+    part of the exchange); an optional request is answered without one."""
+    return mode == "required" or suite.key_exchange is KeyExchange.ECDHE
+
+
 @pytest.mark.parametrize("suite", ALL_SUITES, ids=SUITE_IDS)
-@pytest.mark.parametrize("mutual", [False, True], ids=["server-auth", "mutual"])
-async def test_our_client_to_tongsuo_server(suite, mutual) -> None:
-    mutual = mutual or suite.key_exchange is KeyExchange.ECDHE
+@pytest.mark.parametrize("mode", MODES)
+async def test_our_client_to_tongsuo_server(suite, mode) -> None:
+    with_certs = _client_certs(suite, mode)
+    asks = mode != "server-auth" or suite.key_exchange is KeyExchange.ECDHE
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     message = f"hello tongsuo over {suite.name}\n".encode() * 50
     peer = asyncio.create_task(
-        asyncio.to_thread(run_server, listener, suite.code, len(message), verify_client=mutual, ticket=True)
+        asyncio.to_thread(
+            run_server,
+            listener,
+            suite.code,
+            len(message),
+            verify_client=asks,
+            require_client=mode == "required",
+            ticket=True,
+        )
     )
-    cfg = client_with_certs(cipher_suites=(suite,)) if mutual else replace(CLIENT, cipher_suites=(suite,))
+    cfg = client_with_certs(cipher_suites=(suite,)) if with_certs else replace(CLIENT, cipher_suites=(suite,))
     try:
         reader, writer = await open_tlcp_connection("127.0.0.1", port, config=cfg, timeout=10)
         assert writer.handshake.cipher_suite == suite
         auth = writer.handshake.client_auth
-        assert auth is not None and auth.requested == mutual
-        if mutual:  # the default shape (auto) reads Tongsuo's CertificateRequest: [sign, enc], as it demands
+        assert auth is not None and auth.requested == asks
+        if with_certs:  # the default shape (auto) reads Tongsuo's CertificateRequest: [sign, enc], as it demands
             assert (auth.shape, auth.form) == (ClientCertShape.SIGN_ENC, CertVerifyForm.SM3)
+        else:
+            assert auth.shape is None and auth.form is None
         writer.write(message)
         await writer.drain()
         echoed = await asyncio.wait_for(reader.readexactly(len(message)), 10)
@@ -55,9 +75,9 @@ async def test_our_client_to_tongsuo_server(suite, mutual) -> None:
 
 
 @pytest.mark.parametrize("suite", ALL_SUITES, ids=SUITE_IDS)
-@pytest.mark.parametrize("mutual", [False, True], ids=["server-auth", "mutual"])
-async def test_tongsuo_client_to_our_server(suite, mutual) -> None:
-    mutual = mutual or suite.key_exchange is KeyExchange.ECDHE
+@pytest.mark.parametrize("mode", MODES)
+async def test_tongsuo_client_to_our_server(suite, mode) -> None:
+    mutual = _client_certs(suite, mode)
     seen = []
 
     async def echo(reader, writer) -> None:
@@ -67,7 +87,12 @@ async def test_tongsuo_client_to_our_server(suite, mutual) -> None:
         await writer.drain()
 
     # the CA list the daemon's callback listener sends (from its CA bundle)
-    cfg = replace(SERVER, request_client_cert=mutual, require_client_cert=mutual, client_ca_names=ca_names([CA]))
+    cfg = replace(
+        SERVER,
+        request_client_cert=mode != "server-auth",
+        require_client_cert=mode == "required",
+        client_ca_names=ca_names([CA]),
+    )
     server = await start_tlcp_server(echo, "127.0.0.1", 0, config=cfg)
     port = server.sockets[0].getsockname()[1]
     message = f"hello ybgate over {suite.name}".encode()

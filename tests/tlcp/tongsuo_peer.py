@@ -84,7 +84,7 @@ class PeerResult:
     resumed: bool = False
 
 
-def _context(*, server: bool, suite: int, side: str | None, verify: bool, ticket: bool) -> int:
+def _context(*, server: bool, suite: int, side: str | None, verify: bool, ticket: bool, require: bool = True) -> int:
     ctx = LIB.SSL_CTX_new(LIB.NTLS_server_method() if server else LIB.NTLS_client_method())
     LIB.SSL_CTX_enable_ntls(ctx)
     _check(LIB.SSL_CTX_set_cipher_list(ctx, CIPHER_NAMES[suite]), "cipher list")
@@ -98,7 +98,8 @@ def _context(*, server: bool, suite: int, side: str | None, verify: bool, ticket
             _check(getattr(LIB, f"SSL_CTX_use_{kind}_PrivateKey_file")(ctx, key, PEM), f"{kind} key")
     _check(LIB.SSL_CTX_load_verify_locations(ctx, str(PKI / "ca.crt.pem").encode(), None), "CA")
     if verify:
-        LIB.SSL_CTX_set_verify(ctx, VERIFY_PEER | (VERIFY_FAIL_IF_NO_PEER_CERT if server else 0), None)
+        # a server with require=False asks for a client certificate but takes a client without one
+        LIB.SSL_CTX_set_verify(ctx, VERIFY_PEER | (VERIFY_FAIL_IF_NO_PEER_CERT if server and require else 0), None)
     return ctx
 
 
@@ -177,11 +178,12 @@ def run_server(
     expect: int,
     *,
     verify_client: bool = False,
+    require_client: bool = True,
     ticket: bool = False,
     connections: int = 1,
 ) -> list[PeerResult]:
     """Accept ``connections`` connections (one context, so one session cache), echo ``expect`` bytes each."""
-    ctx = _context(server=True, suite=suite, side="server", verify=verify_client, ticket=ticket)
+    ctx = _context(server=True, suite=suite, side="server", verify=verify_client, ticket=ticket, require=require_client)
     results = []
     try:
         for _ in range(connections):
