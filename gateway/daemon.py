@@ -54,6 +54,7 @@ from gateway.net.pool import UpstreamPool
 from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.net.tlcp_transport import TlcpTransport, ca_names, chain_verifier
 from gateway.net.transport import TcpTransport, Transport
+from gateway.platform.msgids import MsgidMaker
 from gateway.platform.stmtfiles import GroupKey
 from gateway.policy.engine import upstream_allowed
 from gateway.policy.firewall import FirewallError
@@ -120,6 +121,7 @@ class Daemon:
         self.audit: AuditLog | None = None
         self.relay: DurableRelay | None = None
         self.session: SignInSession | None = None
+        self.msgids = MsgidMaker()
         self.recon: Reconciler | None = None
         self.connections: ConnectionPool | None = None
 
@@ -169,13 +171,27 @@ class Daemon:
         await self.outbox.start()
         await self._start_audit(cfg)
         sender: Sender = forwarder
+        # One minter for every message the gateway sends itself, its position kept across restarts.
+        try:
+            self.msgids = MsgidMaker(high_water=cfg.state_dir / "msgid.seq")
+        except ValueError as exc:
+            raise GatewayError(str(exc)) from None
         if cfg.session is not None and cfg.session.sign_in:
             self.session = SignInSession(
-                forwarder, session_operator(cfg.session), max_age=cfg.session.max_age, on_event=self._relay_event
+                forwarder,
+                session_operator(cfg.session),
+                max_age=cfg.session.max_age,
+                on_event=self._relay_event,
+                msgids=self.msgids,
             )
             sender = self.session
         self.relay = DurableRelay(
-            self.outbox, sender, catalogue, reversal_settle=cfg.relay.reversal_settle, on_event=self._relay_event
+            self.outbox,
+            sender,
+            catalogue,
+            reversal_settle=cfg.relay.reversal_settle,
+            on_event=self._relay_event,
+            msgids=self.msgids,
         )
         # What a previous run left unfinished is settled before any new request is taken.
         await self.relay.recover()
@@ -519,6 +535,7 @@ class Daemon:
             cfg.recon_dir,
             ReconSettings(detail=r.detail, timeout=r.timeout, extra_groups=extra),
             on_finished=self._recon_finished,
+            msgids=self.msgids,
         )
         schedule = ReconSchedule(
             self.recon,

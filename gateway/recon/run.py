@@ -78,6 +78,7 @@ class Reconciler:
         settings: ReconSettings | None = None,
         *,
         on_finished: Callable[[reports.Report], None] | None = None,
+        msgids: MsgidMaker | None = None,
     ) -> None:
         self.outbox = outbox
         self.relay = relay
@@ -85,7 +86,7 @@ class Reconciler:
         self.directory = directory
         self.settings = settings or ReconSettings()
         self.on_finished = on_finished or (lambda report: None)
-        self._msgids = MsgidMaker()
+        self._msgids = msgids or MsgidMaker()
         self._lock = asyncio.Lock()
 
     async def run(self, day: date) -> reports.Report:

@@ -59,6 +59,7 @@ class DurableRelay:
         min_attempt: float = 1.0,
         reversal_settle: float = 60.0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        msgids: MsgidMaker | None = None,
     ) -> None:
         self.outbox = outbox
         self.reversal_settle = reversal_settle
@@ -72,7 +73,7 @@ class DurableRelay:
         self.on_event = on_event or (lambda kind, detail: None)
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         self._resolving: dict[str, asyncio.Task[Row]] = {}
-        self._msgids = MsgidMaker()
+        self._msgids = msgids or MsgidMaker()
         self._stopping = False
         self._born = time.monotonic()
 

@@ -94,6 +94,10 @@ _INSERT = f"INSERT INTO outbox ({_COLS}) VALUES ({', '.join('?' * len(_COLUMNS))
 _UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
 _MARKS = ", ".join("?" * len(UNFINISHED))
 _PERSON_UNFINISHED = f"SELECT msgid FROM outbox WHERE psn_no = ? AND tx_class = 'money_moving' AND state IN ({_MARKS}) AND msgid != ? ORDER BY created"  # noqa: S608, E501 - placeholders only
+# Only work accepted before the request waits for it (rowid: the order of acceptance, whatever the wall clock
+# did); a later request for the same person waiting in turn must not block an earlier one, or both wait until
+# their deadlines.
+_PERSON_EARLIER = f"SELECT {_COLS} FROM outbox WHERE psn_no = ? AND tx_class = 'money_moving' AND state IN ({_MARKS}) AND rowid < (SELECT rowid FROM outbox WHERE msgid = ?) ORDER BY rowid"  # noqa: S608, E501 - placeholders only
 #: for each state, the states a row may be moved from into it
 _SOURCES: dict[State, tuple[str, ...]] = {
     to: tuple(src.value for src, targets in MOVES.items() if to in targets) for to in State
@@ -448,11 +452,9 @@ class SqliteOutbox:
         )
 
     async def in_doubt_for(self, psn_no: str, *, before: str) -> list[Row]:
-        """Unfinished money-moving rows of a person other than `before` (which is the new request itself)."""
-        return await self._rows(
-            f"SELECT {_COLS} FROM outbox WHERE msgid IN ({_PERSON_UNFINISHED}) ORDER BY created",  # noqa: S608
-            (psn_no, *_UNFINISHED_VALUES, before),
-        )
+        """Unfinished money-moving rows of a person accepted before `before` (the request that waits), oldest
+        first."""
+        return await self._rows(_PERSON_EARLIER, (psn_no, *_UNFINISHED_VALUES, before))
 
     async def recent(self, limit: int = 50, state: State | None = None) -> list[Row]:
         if state is None:

@@ -100,6 +100,7 @@ class SignInSession:
         max_age: float = 12 * 3600,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         clock: Callable[[], float] = time.time,
+        msgids: MsgidMaker | None = None,
     ) -> None:
         self.sender = sender
         self.operator = operator
@@ -110,7 +111,7 @@ class SignInSession:
         self.signed_at = 0.0
         self.sign_ins = 0
         self._lock = asyncio.Lock()
-        self._msgids = MsgidMaker()
+        self._msgids = msgids or MsgidMaker()
 
     async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer:
         if envelope.infno in SESSION_INFNOS or envelope.fields.get("sign_no"):

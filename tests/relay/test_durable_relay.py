@@ -184,3 +184,30 @@ async def test_outbox_cli_lists_and_shows_masked(gateway: Gateway, short_tmp: Pa
     assert "李四" not in out
     code, _, err = await cli("show", "H" * 30)
     assert code == 1 and "no request with msgid" in err
+
+
+async def wait_for_state(gateway: Gateway, msgid: str, state: State) -> None:
+    assert gateway.daemon.outbox is not None
+    async with asyncio.timeout(10):
+        while (row := await gateway.daemon.outbox.get(msgid)) is None or row.state is not state:  # noqa: ASYNC110 - polling the outbox another task writes
+            await asyncio.sleep(0.02)
+
+
+async def test_queued_settlements_for_a_person_go_in_order(gateway: Gateway) -> None:
+    """Two settlements queued behind a 冲正 in progress wait for the earlier work only, not for each other: both
+    are booked in the order they came (on the old code they blocked each other until the deadline)."""
+    sign_no = await gateway.sign_in()
+    gateway.sim.faults.set("2207", {"kind": "drop_after", "times": 1})
+    gateway.sim.faults.set("2601", {"kind": "delay", "delay": 0.8, "times": 1})
+    first, second, third = (fresh("2207_settle_request.json", sign_no=sign_no) for _ in range(3))
+    task1 = asyncio.create_task(gateway.post(first))
+    await wait_for_state(gateway, first["msgid"], State.IN_DOUBT)
+    task2 = asyncio.create_task(gateway.post(second))
+    await wait_for_state(gateway, second["msgid"], State.ACCEPTED)
+    reply3 = await gateway.post(third)
+    reply1, reply2 = await task1, await task2
+    assert json.loads(reply1.body)["gateway_error"] == "reversed"
+    for reply in (reply2, reply3):
+        assert reply.status == 200 and str(json.loads(reply.body)["infcode"]) == "0", reply.body
+    order = [m.msgid for m in gateway.sim.ledger.messages if m.infno == "2207"]
+    assert order == [first["msgid"], second["msgid"], third["msgid"]]

@@ -102,6 +102,22 @@ async def test_group_commit_batches_concurrent_accepts(tmp_path: Path) -> None:
     await again.stop()
 
 
+async def test_only_earlier_work_of_a_person_blocks(tmp_path: Path) -> None:
+    """Two requests queued behind a third do not wait for each other: only work accepted before a request
+    blocks it (#20: "…8841 blocked by …8842, …8842 by …8843" until their deadlines)."""
+    box = await opened(tmp_path / "o.db")
+    first, second, third = "A" * 30, "B" * 30, "C" * 30
+    assert (await accept(box, first, send=True)).blockers == ()
+    assert (await accept(box, second, send=True)).blockers == (first,)
+    assert (await accept(box, third, send=True)).blockers == (first, second)
+    assert [r.msgid for r in await box.in_doubt_for("P1", before=second)] == [first]
+    await box.move(first, State.IN_DOUBT)
+    await box.move(first, State.REVERSED)
+    assert await box.in_doubt_for("P1", before=second) == []  # the old code: [third]
+    assert [r.msgid for r in await box.in_doubt_for("P1", before=third)] == [second]
+    await box.stop()
+
+
 async def test_queries_and_pruning(tmp_path: Path) -> None:
     box = await opened(tmp_path / "o.db")
     await accept(box, "A" * 30, psn_no="P1")
