@@ -256,7 +256,7 @@ async def test_lost_settlement_answer_is_resolved_by_reversal(
     sign_no = await gateway.sign_in()
     # The simulator answers at once or never: a 冲正 finding nothing 0.3 s after the doubt is the truth here.
     assert gateway.daemon.relay is not None
-    gateway.daemon.relay.reversal_settle = 0.3
+    gateway.daemon.relay.timing.reversal_settle = 0.3
     gateway.sim.faults.set("2207", {"kind": fault, "times": 1})
     doc = fresh("2207_settle_request.json", sign_no=sign_no)
     reply = await gateway.post(doc)

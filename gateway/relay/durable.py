@@ -7,18 +7,18 @@
 - a request that was not sent may be tried again (any class); one whose outcome is unknown is re-sent only
   when its class is safe. A reversible money-moving transaction with an unknown outcome is undone by
   冲正 (2601, omsgid = its msgid) in a background task that outlives the HIS's deadline; anything else stays
-  in doubt for ops (`ybgate outbox`), and the HIS is told so.
+  in doubt for ops (`ybgate outbox`), and the HIS is told so (gateway/relay/resolution.py).
+- once a request may have left, the HIS never hears "not accepted": an outcome the outbox cannot store (a full
+  or read-only state disk) is "outcome unknown", kept in memory and stored as soon as the outbox writes again,
+  without a restart; asking again with the same msgid waits for that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import random
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -28,17 +28,17 @@ from gateway.platform.catalogue import Catalogue, TxClass, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
 from gateway.platform.msgids import MsgidMaker
 from gateway.relay import settleclock
-from gateway.relay.checking import Verdict, judge, query_envelope
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
-from gateway.relay.outbox import MsgidConflict, Row, SqliteOutbox
+from gateway.relay.outbox import NotInDoubt, OutboxUnavailable, Row, SqliteOutbox
 from gateway.relay.outcomes import BookedWithoutAnswer, NothingToResolve, NotProcessed, OutcomeUnknown, Reversed
+from gateway.relay.resolution import NO_ANSWER, Plan, Resolver, plan_for
 from gateway.relay.states import State
+from gateway.relay.timing import RelayTiming
 
 log = structlog.get_logger("gateway.relay")
 
-#: the platform's words for "the original transaction does not exist" in a 2601 answer
-NOT_FOUND_MARKERS = ("不存在", "未找到", "无需冲正")
-NO_ANSWER = "no answer in time (safe to ask again with a new msgid)"
+#: pauses between tries to store an outcome the outbox refused (disk full, read-only), seconds
+STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.5, 5.0
 
 
 class Sender(Protocol):
@@ -62,20 +62,23 @@ class DurableRelay:
         msgids: MsgidMaker | None = None,
     ) -> None:
         self.outbox = outbox
-        self.reversal_settle = reversal_settle
         self.sender = sender
         self.catalogue = catalogue
-        self.max_attempts = max_attempts
-        self.backoff = backoff
-        self.backoff_max = backoff_max
-        self.resolve_backoff_max = resolve_backoff_max
-        self.min_attempt = min_attempt
+        self.timing = RelayTiming(max_attempts, backoff, backoff_max, resolve_backoff_max, min_attempt, reversal_settle)
         self.on_event = on_event or (lambda kind, detail: None)
         self._inflight: dict[str, asyncio.Future[Row]] = {}
-        self._resolving: dict[str, asyncio.Task[Row]] = {}
+        #: outcomes the outbox could not store yet, each retried by a task of its own until it can
+        self._unstored: dict[str, asyncio.Task[Row | None]] = {}
         self._msgids = msgids or MsgidMaker()
+        self.resolver = Resolver(
+            outbox,
+            sender,
+            catalogue,
+            self._msgids,
+            self.timing,
+            on_event=self.on_event,
+        )
         self._stopping = False
-        self._born = time.monotonic()
 
     # -- the HIS-facing entry -------------------------------------------------------------------------------
 
@@ -100,6 +103,11 @@ class DurableRelay:
         self._inflight[envelope.msgid] = done
         try:
             row, fresh = await self._process(accepted.row, envelope, info, deadline)
+        except OutboxUnavailable as exc:
+            # Accepted, and possibly sent: never "nothing was accepted" from here on.
+            done.set_exception(exc)
+            done.exception()
+            raise self._not_stored(envelope.msgid, exc) from None
         except BaseException as exc:
             done.set_exception(exc)
             done.exception()  # retrieved here, so a future nobody else awaits does not warn
@@ -116,20 +124,49 @@ class DurableRelay:
         """The same msgid again: its stored outcome, or the one in flight — never a second send."""
         log.info("msgid_replayed", msgid=row.msgid, state=row.state.value)
         if not row.state.final:
-            waiting = self._inflight.get(row.msgid) or self._resolving.get(row.msgid)
-            if waiting is not None:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(deadline):
-                        row = await asyncio.shield(waiting)
-            fresh = await self.outbox.get(row.msgid)
-            row = fresh or row
+            await self._wait_for(row.msgid, deadline)
+            try:
+                row = await self.outbox.get(row.msgid) or row
+            except OutboxUnavailable as exc:
+                raise self._not_stored(row.msgid, exc) from None
         return await self._answer(row, deadline)
 
+    async def _wait_for(self, msgid: str, deadline: float) -> None:
+        """Until the deadline, for whatever is still deciding `msgid`: its first send, its resolution, an ops
+        decision being made, or the storing of an outcome the outbox refused."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                while (waiting := self._deciding(msgid)) is not None:
+                    with contextlib.suppress(GatewayError):
+                        await asyncio.shield(waiting)
+
+    def _deciding(self, msgid: str) -> asyncio.Future[Any] | None:
+        for candidate in (
+            self._inflight.get(msgid),
+            self.resolver.deciding.get(msgid),
+            self.resolver.tasks.get(msgid),
+            self._unstored.get(msgid),
+        ):
+            if candidate is not None and not candidate.done():
+                return candidate
+        return None
+
+    def _not_stored(self, msgid: str, exc: GatewayError) -> OutcomeUnknown:
+        log.error("outcome_not_stored", msgid=msgid, error=exc.message)
+        return OutcomeUnknown(
+            "结果未知：网关暂时无法保存结果（状态目录写入失败），请勿重复提交，稍后用同一msgid再次查询 "
+            "(outcome unknown: the gateway could not store it yet; do not resend; ask again with the same msgid)"
+        )
+
     async def _answer(self, row: Row, deadline: float) -> RelayAnswer:
-        if row.state is State.IN_DOUBT and row.msgid in self._resolving:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    row = await asyncio.shield(self._resolving[row.msgid])
+        if row.state is State.IN_DOUBT and row.msgid in self.resolver.tasks:
+            await self._wait_for(row.msgid, deadline)
+            try:
+                row = await self.outbox.get(row.msgid) or row
+            except OutboxUnavailable as exc:
+                raise self._not_stored(row.msgid, exc) from None
+        if row.msgid in self._unstored and not row.state.final:
+            raise self._not_stored(row.msgid, OutboxUnavailable("the outcome is not stored yet"))
         if row.state is State.ANSWERED:
             assert row.response is not None
             return RelayAnswer(decode_response(row.response), row.upstream or "", None)
@@ -152,7 +189,7 @@ class DurableRelay:
                 f"query the platform for details). "
                 f"{row.outcome or ''}".strip()
             )
-        if row.msgid in self._resolving:
+        if row.msgid in self.resolver.tasks:
             raise OutcomeUnknown(
                 f"结果未知，网关正在冲正或查询核实，请勿重复提交；稍后用同一msgid查询 (outcome unknown, being "
                 "resolved by 冲正 or query; "
@@ -169,48 +206,50 @@ class DurableRelay:
         self, row: Row, envelope: RequestEnvelope, info: TxInfo, deadline: float
     ) -> tuple[Row, RelayAnswer | None]:
         """Send `row` (accepted, or already claimed for its first attempt by accept) by its class's rules; the
-        final row, with the platform's answer when one came."""
+        final row, with the platform's answer when one came. OutboxUnavailable from here on means an outcome
+        waits to be stored (see _store)."""
+        msgid = envelope.msgid
         if row.state is State.ACCEPTED and info.tx_class is TxClass.MONEY_MOVING and envelope.psn_no:
-            blocker = await self._wait_for_person(envelope.psn_no, envelope.msgid, deadline)
+            blocker = await self._wait_for_person(envelope.psn_no, msgid, deadline)
             if blocker is not None:
-                failed = await self.outbox.move(
-                    envelope.msgid,
-                    State.FAILED,
-                    outcome=(f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"),
-                )
-                return failed, None
+                cause = f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"
+                return await self._store(msgid, State.FAILED, outcome=cause), None
         attempt = row.attempts
         first_cause = ""
         claimed = row.state is State.SENDING
         while True:
             if not claimed:
                 attempt += 1
-                await self.outbox.move(envelope.msgid, State.SENDING, attempts=attempt)
+                # Never sent without this record: a failure to store it stops here, the row to end not sent.
+                await self._store(msgid, State.SENDING, attempts=attempt, instead=State.FAILED)
             claimed = False
             try:
                 answer = await self.sender.submit(envelope, self._attempt_deadline(info, deadline))
             except (AmbiguousOutcome, UpstreamTimeout) as exc:
-                row = await self.outbox.move(
-                    envelope.msgid, State.IN_DOUBT, outcome=exc.message, doubt_clock=settleclock.stamp()
+                row = await self._store(
+                    msgid,
+                    State.IN_DOUBT,
+                    outcome=exc.message,
+                    doubt_clock=settleclock.stamp(),
+                    then=self._settler(envelope, info),
                 )
-                self.on_event("in_doubt", {"msgid": envelope.msgid, "infno": envelope.infno})
+                self.on_event("in_doubt", {"msgid": msgid, "infno": envelope.infno})
                 if info.may_resend and self._time_for_another(attempt, deadline):
-                    await asyncio.sleep(self._pause(attempt))
+                    await asyncio.sleep(self.timing.pause(attempt))
                     continue
-                return await self._resolve(row, envelope, info), None
+                return await self.resolver.settle(row, envelope, info), None
             except UpstreamError as exc:
                 # Nothing was sent: any transaction may be tried again while there is time.
                 first_cause = first_cause or exc.message  # later attempts often only say "breaker open"
                 if self._time_for_another(attempt, deadline):
-                    await self.outbox.move(envelope.msgid, State.ACCEPTED, outcome=exc.message)
-                    await asyncio.sleep(self._pause(attempt))
+                    await self._store(msgid, State.ACCEPTED, outcome=exc.message, instead=State.FAILED)
+                    await asyncio.sleep(self.timing.pause(attempt))
                     continue
                 last = "" if exc.message == first_cause else f" (last attempt: {exc.message})"
-                failed = await self.outbox.move(envelope.msgid, State.FAILED, outcome=f"not sent: {first_cause}{last}")
-                return failed, None
+                return await self._store(msgid, State.FAILED, outcome=f"not sent: {first_cause}{last}"), None
             else:
-                answered = await self.outbox.move(
-                    envelope.msgid,
+                answered = await self._store(
+                    msgid,
                     State.ANSWERED,
                     response=answer.response.body,
                     upstream=answer.upstream,
@@ -218,21 +257,62 @@ class DurableRelay:
                 )
                 return answered, answer
 
+    # -- outcomes the outbox refused to store ---------------------------------------------------------------
+
+    def _settler(self, envelope: RequestEnvelope, info: TxInfo) -> Callable[[Row], Awaitable[Row]]:
+        return lambda row: self.resolver.settle(row, envelope, info)
+
+    async def _store(
+        self,
+        msgid: str,
+        to: State,
+        *,
+        instead: State | None = None,
+        then: Callable[[Row], Awaitable[Row]] | None = None,
+        **fields: Any,
+    ) -> Row:
+        """Move a row; when the outbox cannot store it (disk full, read-only), keep trying in the background and
+        raise OutboxUnavailable for the HIS to hear "outcome unknown". `instead`: the state to store in the
+        background when this move was a step before a send that must not happen now (the request ends not sent);
+        `then`: what follows once the background store succeeded (resolution of an in-doubt row)."""
+        try:
+            return await self.outbox.move(msgid, to, **fields)
+        except OutboxUnavailable:
+            if instead is not None:
+                to, fields = instead, {"outcome": f"not sent: the outbox could not record the attempt ({to.value})"}
+            if msgid not in self._unstored:
+                task = asyncio.create_task(self._keep_storing(msgid, to, fields, then), name=f"store-{msgid}")
+                self._unstored[msgid] = task
+                task.add_done_callback(lambda _t: self._unstored.pop(msgid, None))
+            raise
+
+    async def _keep_storing(
+        self, msgid: str, to: State, fields: dict[str, Any], then: Callable[[Row], Awaitable[Row]] | None
+    ) -> Row | None:
+        pause = STORE_RETRY_FIRST
+        while not self._stopping:
+            await asyncio.sleep(pause)
+            pause = min(STORE_RETRY_MAX, pause * 2)
+            try:
+                row = await self.outbox.move(msgid, to, **fields)
+            except OutboxUnavailable:
+                continue
+            log.warning("outcome_stored_late", msgid=msgid, state=to.value)
+            return await then(row) if then is not None else row
+        return None  # stopping: the row stays as the outbox has it, and the next start settles it
+
     def _attempt_deadline(self, info: TxInfo, deadline: float) -> float:
         """A resendable request gets part of the time per attempt, so a dead connection leaves time to retry
         elsewhere; anything else waits the whole deadline for its one send."""
         if not info.may_resend:
             return deadline
         now = asyncio.get_running_loop().time()
-        return min(deadline, now + max(self.min_attempt, (deadline - now) / 2))
+        return min(deadline, now + max(self.timing.min_attempt, (deadline - now) / 2))
 
     def _time_for_another(self, attempt: int, deadline: float) -> bool:
         remaining = deadline - asyncio.get_running_loop().time()
-        return attempt < self.max_attempts and remaining > self._pause(attempt) + 0.05
-
-    def _pause(self, attempt: int) -> float:
-        # Exponential backoff with full jitter: retries from many cashier stations do not arrive in step.
-        return min(self.backoff_max, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+        # the longest pause the jitter could give, so a retry is only planned when it can still be made
+        return attempt < self.timing.max_attempts and remaining > self.timing.pause(attempt) + 0.05
 
     async def _wait_for_person(self, psn_no: str, msgid: str, deadline: float) -> str | None:
         """Wait until this person's earlier unfinished money-moving rows are final; the msgid still blocking
@@ -242,7 +322,7 @@ class DurableRelay:
             if not earlier:
                 return None
             first = earlier[0]
-            waiting = self._inflight.get(first.msgid) or self._resolving.get(first.msgid)
+            waiting = self._inflight.get(first.msgid) or self.resolver.tasks.get(first.msgid)
             remaining = deadline - asyncio.get_running_loop().time() - 0.05
             if waiting is None or remaining <= 0:
                 return first.msgid
@@ -254,252 +334,57 @@ class DurableRelay:
             except BaseException:  # noqa: BLE001 - only waiting for it to end, however it ended
                 await asyncio.sleep(0)
 
-    # -- resolution -----------------------------------------------------------------------------------------
-
-    async def _resolve(self, row: Row, envelope: RequestEnvelope, info: TxInfo) -> Row:
-        if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
-            self._start_reversal(row, envelope)
-        elif info.check is not None and info.tx_class is not TxClass.SAFE:
-            self._start_check(row, envelope, info)
-        elif info.tx_class is TxClass.SAFE:
-            # Repeating a query is harmless: a definite "no answer" lets the HIS simply ask again.
-            return await self.outbox.move(row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: {row.outcome or ''}")
-        else:
-            log.warning("left_in_doubt", msgid=row.msgid, infno=row.infno, tx_class=info.tx_class.value)
-            self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
-        return row
-
-    def _start_reversal(self, row: Row, envelope: RequestEnvelope) -> None:
-        if row.msgid in self._resolving:
-            return
-        task = asyncio.create_task(self._reverse(row, envelope), name=f"reverse-{row.msgid}")
-        self._resolving[row.msgid] = task
-        task.add_done_callback(lambda _t, m=row.msgid: self._resolving.pop(m, None))
-
-    def _settle_left(self, row: Row) -> float:
-        """Seconds until the original of an in-doubt row can no longer reach the platform: relay.reversal_settle
-        after the doubt began, on a clock no wall-clock step moves (settleclock). A row with no usable stamp
-        (an earlier boot, an older outbox) is timed from this process's start."""
-        elapsed = settleclock.seconds_since(row.doubt_clock)
-        if elapsed is None:
-            elapsed = time.monotonic() - self._born
-        return self.reversal_settle - elapsed
-
-    def _start_check(self, row: Row, envelope: RequestEnvelope, info: TxInfo) -> None:
-        if row.msgid in self._resolving:
-            return
-        task = asyncio.create_task(self._check(row, envelope, info), name=f"check-{row.msgid}")
-        self._resolving[row.msgid] = task
-        task.add_done_callback(lambda _t, m=row.msgid: self._resolving.pop(m, None))
-
-    async def _check(self, row: Row, original: RequestEnvelope, info: TxInfo) -> Row:
-        """Resolution by query: ask the platform whether it holds the request. Held: confirmed. Not held once
-        the settle time has passed: a check-first request is sent again (same msgid: the platform never had
-        it), a money-moving one is reported not processed. Anything else stays in doubt for ops."""
-        spec = info.check
-        assert spec is not None
-        loop = asyncio.get_running_loop()
-        attempt = resends = 0
-        while not self._stopping:
-            attempt += 1
-            # The same rule as a 冲正 that finds nothing: until the settle time has passed, the original may
-            # still reach the platform after the query, so "not held" would not yet be the truth.
-            early = self._settle_left(row)
-            if early > 0:
-                await asyncio.sleep(early)
-            now = datetime.now()
-            code = str(original.fields.get("fixmedins_code") or original.msgid[:12])
-            try:
-                query = query_envelope(spec, original, self._msgids.make(code, now), now)
-            except GatewayError as exc:  # the original lacks what the query needs: nothing to ask
-                self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
-                return await self.outbox.move(row.msgid, State.IN_DOUBT, outcome=f"no query possible: {exc.message}")
-            try:
-                answer = await self.sender.submit(query, loop.time() + 30)
-            except UpstreamError as exc:
-                log.warning("check_unanswered", msgid=row.msgid, query=spec.infno, reason=exc.message, attempt=attempt)
-                await asyncio.sleep(min(self.resolve_backoff_max, self.backoff * 2**attempt))
-                continue
-            finding = judge(spec, original, answer.response)
-            log.warning(
-                "checked", msgid=row.msgid, infno=row.infno, verdict=finding.verdict.value, detail=finding.detail
-            )
-            if finding.verdict is Verdict.HELD:
-                final = await self.outbox.move(
-                    row.msgid, State.CONFIRMED, outcome=f"the platform holds it ({finding.detail}); its answer was lost"
-                )
-                self.on_event("confirmed_by_query", {"msgid": row.msgid, "infno": row.infno})
-                return final
-            if finding.verdict is not Verdict.ABSENT:
-                self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
-                return await self.outbox.move(row.msgid, State.IN_DOUBT, outcome=f"checked: {finding.detail}")
-            if info.tx_class is not TxClass.CHECK_FIRST:
-                final = await self.outbox.move(
-                    row.msgid, State.FAILED, outcome=f"the platform never booked it ({finding.detail})"
-                )
-                log.warning("never_booked", msgid=row.msgid, infno=row.infno)
-                return final
-            if resends >= self.max_attempts:
-                return await self.outbox.move(
-                    row.msgid, State.IN_DOUBT, outcome=f"checked: {finding.detail}; {resends} resends left no answer"
-                )
-            resends += 1
-            row = await self._resend(row, original)
-            if row.state.final:
-                return row
-        current = await self.outbox.get(row.msgid)
-        assert current is not None
-        return current
-
-    async def _resend(self, row: Row, original: RequestEnvelope) -> Row:
-        """Send a check-first request again once the platform has shown it never received it."""
-        attempt = row.attempts + 1
-        await self.outbox.move(row.msgid, State.SENDING, attempts=attempt)
-        try:
-            answer = await self.sender.submit(original, asyncio.get_running_loop().time() + 30)
-        except (AmbiguousOutcome, UpstreamTimeout) as exc:
-            # the settle time starts again from this send
-            return await self.outbox.move(
-                row.msgid, State.IN_DOUBT, outcome=exc.message, doubt_clock=settleclock.stamp()
-            )
-        except UpstreamError as exc:
-            return await self.outbox.move(row.msgid, State.FAILED, outcome=f"not sent: {exc.message}")
-        log.warning("resent_after_check", msgid=row.msgid, infno=row.infno, attempt=attempt)
-        return await self.outbox.move(
-            row.msgid,
-            State.ANSWERED,
-            response=answer.response.body,
-            upstream=answer.upstream,
-            outcome=f"infcode {answer.response.infcode} (sent again after the platform showed it never had it)",
-        )
-
-    def _reversal_envelope(self, original: RequestEnvelope) -> RequestEnvelope:
-        now = datetime.now()
-        msgid = self._msgids.make(str(original.fields.get("fixmedins_code") or original.msgid[:12]), now)
-        fields = dict(original.fields) | {
-            "infno": self.catalogue.reversal_infno,
-            "msgid": msgid,
-            "inf_time": f"{now:%Y-%m-%d %H:%M:%S}",
-            "input": {"data": {"psn_no": original.psn_no or "", "omsgid": original.msgid, "oinfno": original.infno}},
-        }
-        body = json.dumps(fields, ensure_ascii=False).encode("utf-8")
-        return decode_request(body)
-
-    async def _reverse(self, row: Row, original: RequestEnvelope) -> Row:
-        """冲正 until the platform gives a definite answer; survives the HIS's deadline, bounded by stop()."""
-        attempt = 0
-        while not self._stopping:
-            attempt += 1
-            rev = self._reversal_envelope(original)
-            loop = asyncio.get_running_loop()
-            try:
-                await self.outbox.accept(
-                    msgid=rev.msgid,
-                    infno=rev.infno,
-                    tx_class=TxClass.RESOLVER.value,
-                    psn_no=rev.psn_no,
-                    body=rev.body,
-                    deadline=None,
-                    client=f"ybgate:reversal of {row.msgid}",
-                )
-            except MsgidConflict:
-                continue  # that msgid is taken: the next one
-            await self.outbox.move(rev.msgid, State.SENDING, attempts=1)
-            try:
-                answer = await self.sender.submit(rev, loop.time() + 30)
-            except UpstreamError as exc:
-                await self.outbox.move(
-                    rev.msgid,
-                    State.FAILED if not isinstance(exc, (AmbiguousOutcome, UpstreamTimeout)) else State.IN_DOUBT,
-                    outcome=exc.message,
-                )
-                await asyncio.sleep(min(self.resolve_backoff_max, self.backoff * 2**attempt))
-                continue
-            await self.outbox.move(
-                rev.msgid,
-                State.ANSWERED,
-                response=answer.response.body,
-                upstream=answer.upstream,
-                outcome=f"infcode {answer.response.infcode}",
-            )
-            if answer.response.ok:
-                final = await self.outbox.move(row.msgid, State.REVERSED, outcome=f"reversed by 2601 msgid {rev.msgid}")
-                log.warning("reversed", msgid=row.msgid, infno=row.infno, reversal=rev.msgid)
-                self.on_event("reversed", {"msgid": row.msgid, "infno": row.infno})
-                return final
-            err = answer.response.err_msg or ""
-            if any(marker in err for marker in NOT_FOUND_MARKERS):
-                # "Nothing to reverse" is only the truth once the original can no longer arrive: a slow
-                # platform or a proxy's queue may still deliver it after this 冲正, and it would be booked with
-                # the HIS told to retry. Until the settle time has passed since the row went in doubt, ask again.
-                early = self._settle_left(row)
-                if early > 0:
-                    log.warning("reversal_found_nothing_yet", msgid=row.msgid, ask_again_in_s=round(early, 1))
-                    await asyncio.sleep(early)
-                    continue
-                final = await self.outbox.move(
-                    row.msgid, State.FAILED, outcome=f"the platform never booked it (2601: {err})"
-                )
-                log.warning("never_booked", msgid=row.msgid, infno=row.infno)
-                return final
-            log.warning("reversal_refused", msgid=row.msgid, err_msg=err, attempt=attempt)
-            await asyncio.sleep(min(self.resolve_backoff_max, self.backoff * 2**attempt))
-        current = await self.outbox.get(row.msgid)
-        assert current is not None
-        return current
-
     # -- ops ------------------------------------------------------------------------------------------------
 
     async def resolve(self, msgid: str, action: str, reason: str = "", wait: float = 30.0) -> Row:
         """Resolve an in-doubt row for ops (`ybgate outbox resolve`).
 
-        auto: by the class rules now — a reversible money-moving transaction is reversed by 冲正 (waiting up
-        to `wait` for the platform's answer); anything else has no automatic resolution.
-        not_booked / booked: ops checked with the platform and state the outcome, with a reason kept in the
-        row. not_booked tells the HIS to retry with a new msgid; booked tells it not to resend."""
+        auto: by the class rule now — a reversible money-moving transaction is reversed by 冲正 (waiting up
+        to `wait` for the platform's answer), one with a check query is looked up; anything else has no
+        automatic resolution. not_booked / booked: ops checked with the platform and state the outcome, with a
+        reason kept in the row; that decision stops a resolution in progress first (resolution.py)."""
         row = await self.outbox.get(msgid)
         if row is None:
             raise NothingToResolve(f"no request with msgid {msgid} in the outbox")
+        if msgid in self._unstored:
+            raise NothingToResolve(
+                f"{msgid}: its outcome is waiting to be stored (the outbox cannot write: is the state disk full or "
+                "read-only?); it is stored as soon as the outbox writes again"
+            )
         if row.state is not State.IN_DOUBT:
             raise NothingToResolve(f"{msgid} is {row.state.value}, not in doubt: nothing to resolve ({row.outcome})")
         if action in ("booked", "not_booked"):
-            if not reason.strip():
-                raise NothingToResolve("say why (what the platform showed): --reason is required")
-            to = State.CONFIRMED if action == "booked" else State.FAILED
-            words = "booked" if action == "booked" else "not booked"
-            final = await self.outbox.move(msgid, to, outcome=f"resolved by ops as {words}: {reason.strip()}")
-            log.warning("resolved_by_ops", msgid=msgid, infno=row.infno, outcome=words)
-            self.on_event("resolved_by_ops", {"msgid": msgid, "infno": row.infno, "outcome": words})
-            return final
+            try:
+                return await self.resolver.decide(row, action, reason, wait)
+            except NotInDoubt as exc:
+                raise NothingToResolve(exc.message) from None
         if action != "auto":
             raise NothingToResolve(f"unknown action {action!r}: auto, booked or not_booked")
         info = self.catalogue.classify(row.infno)
-        if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
-            self._start_reversal(row, decode_request(row.request))
-        elif info.check is not None:
-            self._start_check(row, decode_request(row.request), info)
-        else:
+        if plan_for(info) is Plan.OPS:
             raise NothingToResolve(
                 f"{msgid} ({row.infno}, {info.tx_class.value}) has no automatic resolution: check with the platform, "
                 "then resolve it as booked or not_booked with the reason"
             )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                return await asyncio.shield(self._resolving[msgid])
-        current = await self.outbox.get(msgid)
-        assert current is not None
-        return current
+        row = await self.resolver.settle(row, decode_request(row.request), info)
+        task = self.resolver.tasks.get(msgid)
+        if task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    return await asyncio.shield(task)
+        return await self.outbox.get(msgid) or row
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def recover(self) -> dict[str, int]:
         """Settle what a previous run left unfinished, before new work: ACCEPTED was never sent (failed);
-        SENDING may have left (in doubt); in-doubt reversible money-moving work is reversed."""
+        SENDING may have left (in doubt); in-doubt work is resolved by its class rule."""
         counts = {"not_sent": 0, "in_doubt": 0, "reversing": 0, "checking": 0}
         for found in await self.outbox.unfinished():
             row = found
             if row.tx_class == TxClass.RESOLVER.value:
-                # A 冲正 cut short: its original is still in doubt and gets a fresh 2601 below.
+                # A 冲正 cut short: its original is still in doubt and gets a fresh 2601 below, whose answer
+                # settles this one too.
                 if row.state is State.ACCEPTED:
                     await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
                 elif row.state is State.SENDING:
@@ -514,31 +399,19 @@ class DurableRelay:
                     row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send", doubt_clock=settleclock.stamp()
                 )
             info = self.catalogue.classify(row.infno)
-            if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
-                self._start_reversal(row, decode_request(row.request))
-                counts["reversing"] += 1
-            elif info.check is not None and info.tx_class is not TxClass.SAFE:
-                self._start_check(row, decode_request(row.request), info)
-                counts["checking"] += 1
-            elif info.tx_class is TxClass.SAFE:
-                await self.outbox.move(
-                    row.msgid,
-                    State.FAILED,
-                    outcome=f"{NO_ANSWER}: the gateway restarted",
-                )
-            else:
-                counts["in_doubt"] += 1
+            plan = plan_for(info)
+            if plan is Plan.ASK_AGAIN:
+                await self.outbox.move(row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: the gateway restarted")
+                continue
+            await self.resolver.settle(row, decode_request(row.request), info)
+            counts[{Plan.REVERSE: "reversing", Plan.CHECK: "checking", Plan.OPS: "in_doubt"}[plan]] += 1
+        await self.resolver.settle_orphaned_reversals()
         if any(counts.values()):
             log.warning("recovered", **counts)
         return counts
 
     async def stop(self, grace: float = 5.0) -> None:
         self._stopping = True
-        tasks = list(self._resolving.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, UpstreamError):
-                    await task
+        for task in list(self._unstored.values()):
+            task.cancel()  # the outbox keeps what it has; the next start settles those rows
+        await self.resolver.stop(grace)

@@ -118,6 +118,22 @@ class OutboxUnavailable(GatewayError):
     kind = "outbox_unavailable"
 
 
+class NotInDoubt(GatewayError):
+    """A resolution step found its row no longer in doubt (decided meanwhile), or an ops decision found a 冲正 of
+    the row unfinished: the step is refused before anything is written."""
+
+    http_status = 409
+    kind = "not_in_doubt"
+
+
+def reversal_client(msgid: str) -> str:
+    """The `client` of a 2601 the gateway sends to undo `msgid`: how a 冲正 row names its original."""
+    return f"ybgate:reversal of {msgid}"
+
+
+_UNFINISHED_REVERSALS = f"SELECT msgid FROM outbox WHERE client = ? AND state IN ({_MARKS})"  # noqa: S608
+
+
 class BodyCodec(Protocol):
     def encode(self, body: bytes) -> bytes: ...
     def decode(self, stored: bytes) -> bytes: ...
@@ -366,17 +382,26 @@ class SqliteOutbox:
         deadline: float | None,
         send: bool = False,
         client: str | None = None,
+        only_while_in_doubt: str | None = None,
     ) -> Accepted:
         """Store a new request, or find the stored one with the same msgid.
 
         With `send`, a new row goes straight to SENDING (attempt 1) in the same transaction, unless it is
         money-moving work for a person with earlier unfinished money-moving rows: then it stays ACCEPTED and
         `blockers` names them. One commit instead of two for the common case, and the check and the claim
-        cannot be separated by another request for the same person."""
+        cannot be separated by another request for the same person.
+
+        With `only_while_in_doubt` (a 冲正's original), the row is stored only while that original is still in
+        doubt, checked in the same transaction: once ops decided, no 2601 is stored, so none is sent."""
         digest = self.digest(body)
         stored = self.codec.encode(body)
 
         def op(conn: sqlite3.Connection) -> Accepted:
+            if only_while_in_doubt is not None:
+                original = _select(conn, only_while_in_doubt)
+                if original is None or original.state is not State.IN_DOUBT:
+                    state = original.state.value if original else "gone"
+                    raise NotInDoubt(f"{only_while_in_doubt} is {state}: no 冲正 for it is stored")
             blockers: tuple[str, ...] = ()
             if send and psn_no and tx_class == "money_moving":
                 blockers = tuple(r[0] for r in conn.execute(_PERSON_UNFINISHED, (psn_no, *_UNFINISHED_VALUES, msgid)))
@@ -439,6 +464,39 @@ class SqliteOutbox:
         if row.state.final and self.on_final is not None:
             self.on_final([row])  # committed: the audit log may record it
         return row
+
+    async def decide(self, msgid: str, to: State, outcome: str) -> Row:
+        """Ops' decision on an in-doubt row, refused (NotInDoubt, nothing written) when the row is no longer in
+        doubt or a 冲正 of it is unfinished: that 2601 may have reversed it, and only its answer can tell."""
+        sql = _move_sql(to, ("outcome",))
+
+        def op(conn: sqlite3.Connection) -> Row:
+            row = _select(conn, msgid)
+            if row is None or row.state is not State.IN_DOUBT:
+                state = row.state.value if row else "not in the outbox"
+                raise NotInDoubt(f"{msgid} is {state} meanwhile: nothing to decide ({row.outcome if row else ''})")
+            open_reversals = [
+                r[0] for r in conn.execute(_UNFINISHED_REVERSALS, (reversal_client(msgid), *_UNFINISHED_VALUES))
+            ]
+            if open_reversals:
+                raise NotInDoubt(
+                    f"{msgid}: 冲正 {', '.join(open_reversals)} went out and its answer was lost, so the platform may "
+                    "have reversed it; the gateway asks again (same omsgid) and settles it: decide after that"
+                )
+            new = conn.execute(sql, (to.value, time.time(), outcome, msgid, *_SOURCES[to])).fetchone()
+            return self._decoded(_row(new))
+
+        row = await self._do(op)
+        if self.on_final is not None:
+            self.on_final([row])
+        return row
+
+    async def reversals_of(self, msgid: str) -> list[Row]:
+        """The 2601 rows the gateway stored to undo `msgid`, oldest first."""
+        return await self._rows(
+            f"SELECT {_COLS} FROM outbox WHERE client = ? ORDER BY rowid",  # noqa: S608
+            (reversal_client(msgid),),
+        )
 
     async def get(self, msgid: str) -> Row | None:
         row = await self._do(lambda conn: _select(conn, msgid))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("delay", "drop_before", "drop_after", "reset", "garbage", "http502")
+KINDS = ("delay", "drop_before", "drop_after", "reset", "garbage", "http502", "refuse")
+#: the kinds that keep a request from being processed
+UNPROCESSED = ("drop_before", "http502", "refuse")
 
 
 @dataclass
@@ -18,6 +20,8 @@ class Fault:
     - reset: process, then reset the connection (RST)
     - garbage: process, then send bytes that are not HTTP
     - http502: do not process; answer HTTP 502 as a failing proxy in front of the platform would
+    - refuse: do not process; answer a definite business refusal (infcode -1, "系统繁忙"), as a platform under
+      load does
     `times` bounds how often it fires (None: until cleared).
     """
 

@@ -17,7 +17,7 @@ from gateway.http1.messages import Peer
 from gateway.http1.server import Abort, Http1Server
 from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.platform.signing import TIF_NONCE, ProfileCodec, Refusal
-from gateway.sim.faults import FaultTable
+from gateway.sim.faults import UNPROCESSED, FaultTable
 from gateway.sim.ledger import Ledger, Message
 from gateway.sim.platform import SimPlatform
 from gateway.sim.statements import FileAnswer
@@ -116,11 +116,8 @@ class Simulator:
         fault = self.faults.take(infno)
         if fault is not None and fault.kind == "delay":
             await asyncio.sleep(fault.delay)
-        if fault is not None and fault.kind in ("drop_before", "http502"):
-            self.ledger.record(Message(len(self.ledger.messages) + 1, infno, msgid, None, fault.kind, time.time()))
-            if fault.kind == "http502":
-                return Response(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
-            raise Abort()
+        if fault is not None and fault.kind in UNPROCESSED:
+            return self._unprocessed(fault.kind, infno, msgid)
         answer = self.platform.process(doc)
         code = answer["infcode"]
         self.ledger.record(
@@ -140,6 +137,18 @@ class Simulator:
         if fault is not None and fault.kind == "garbage":
             raise Abort(GARBAGE)
         return self._answer(answer)
+
+    def _unprocessed(self, kind: str, infno: str, msgid: str) -> Response:
+        """A fault that keeps the request from being processed: the message is recorded, nothing booked."""
+        refused = kind == "refuse"
+        self.ledger.record(
+            Message(len(self.ledger.messages) + 1, infno, msgid, -1 if refused else None, kind, time.time())
+        )
+        if refused:
+            return self._answer({"infcode": -1, "err_msg": "系统繁忙，请稍后重试", "output": None})
+        if kind == "http502":
+            return Response(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        raise Abort()
 
     def _open(self, request: Request) -> dict[str, Any]:
         """The plain envelope of a request that meets the profile; a TIF nonce is good once per window."""

@@ -274,8 +274,9 @@ class Cell:
         await self.daemon.start()
         relay = self.relay
         # Short pauses so a retry, or a 冲正 after a refused connection, fits in the cell's seconds.
-        relay.backoff, relay.backoff_max, relay.resolve_backoff_max, relay.min_attempt = 0.05, 0.2, 0.2, 0.3
-        relay.reversal_settle = REVERSAL_SETTLE
+        t = relay.timing
+        t.backoff, t.backoff_max, t.resolve_backoff_max, t.min_attempt = 0.05, 0.2, 0.2, 0.3
+        t.reversal_settle = REVERSAL_SETTLE
         return self
 
     async def __aexit__(self, *_: object) -> None:

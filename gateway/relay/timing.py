@@ -1,0 +1,24 @@
+"""The relay's timing: attempts, backoff and the settle time, shared by the live path and the resolution."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass
+class RelayTiming:
+    max_attempts: int = 4
+    backoff: float = 0.2  # the first pause between attempts, seconds
+    backoff_max: float = 2.0  # the longest pause within the HIS's deadline
+    resolve_backoff_max: float = 30.0  # the longest pause of a resolution (冲正, query) that outlives it
+    min_attempt: float = 1.0  # the least time an attempt of a resendable request gets
+    reversal_settle: float = 60.0  # until then after a doubt began, "nothing there" may not be the truth yet
+
+    def pause(self, attempt: int, ceiling: float | None = None) -> float:
+        """Exponential backoff with full jitter, so retries from many cashier stations do not arrive in step."""
+        top = self.backoff_max if ceiling is None else ceiling
+        return min(top, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+
+    def resolve_pause(self, attempt: int) -> float:
+        return self.pause(attempt, self.resolve_backoff_max)
