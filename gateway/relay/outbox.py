@@ -235,8 +235,10 @@ class SqliteOutbox:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         try:
             self._conn = self._connect()
-        except sqlite3.Error as exc:
-            raise OutboxUnavailable(f"cannot open the outbox: {exc}") from None
+        except (sqlite3.Error, OSError) as exc:
+            # SQLite reports a full or read-only disk as a plain "disk I/O error" while opening the WAL.
+            cause = disk_trouble(self.path.parent) or str(exc)
+            raise OutboxUnavailable(f"cannot open the outbox {self.path}: {cause}") from None
         self._committer = BlockingWorker("outbox-commit")
         self._checkpointer = BlockingWorker("outbox-checkpoint")
 
@@ -311,7 +313,9 @@ class SqliteOutbox:
             # Nothing of this group is on disk: every caller hears so, none is told "accepted".
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            error = OutboxUnavailable(f"the outbox could not store the request ({exc}); nothing was accepted")
+            cause = disk_trouble(self.path.parent) or str(exc)
+            log.error("outbox_write_failed", operations=len(group), cause=cause)  # noqa: TRY400 - no traceback: the cause says it
+            error = OutboxUnavailable(f"the outbox could not store the request ({cause}); nothing was accepted")
             results = [(fut, False, error) for _, fut in group]
         except Exception:
             # A defect in an operation: the group is undone and every caller answered, so the outbox is not left
@@ -596,6 +600,20 @@ class SqliteOutbox:
                 "response": self.codec.decode(row.response) if row.response is not None else None,
             }
         )
+
+
+def disk_trouble(directory: Path, need: int = 1024 * 1024) -> str | None:
+    """Why a state directory cannot take writes, in words ops can act on; None when it looks writable."""
+    try:
+        fs = os.statvfs(directory)
+    except OSError as exc:
+        return f"{directory}: {exc.strerror}"
+    if fs.f_flag & os.ST_RDONLY:
+        return f"the state disk holding {directory} is mounted read-only"
+    free = fs.f_bavail * fs.f_frsize
+    if free < need:
+        return f"no space left on the state disk holding {directory} ({free} bytes free): free space, then start"
+    return None
 
 
 def _passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:

@@ -1,0 +1,118 @@
+"""A state disk that fills up while a settlement is at the platform (#20): the HIS never hears "nothing was
+accepted" for a request that may have left, and the outcome is stored as soon as space returns, without a restart.
+
+The state directory is a real tmpfs of a few MiB the test mounts (root), filled with a real file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from gateway.daemon import Daemon
+from gateway.demo import demo_config
+from gateway.relay.outbox import OutboxUnavailable
+from gateway.relay.states import State
+from gateway.sim.server import Simulator
+
+from conftest import Gateway, fresh
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def small_disk(short_tmp: Path) -> Iterator[Path]:
+    where = short_tmp / "st"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0750", "tmpfs", str(where)], check=True, timeout=15)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, timeout=15)
+
+
+@pytest_asyncio.fixture
+async def gateway_on_small_disk(sim: Simulator, small_disk: Path) -> AsyncIterator[Gateway]:
+    assert sim.addresses is not None
+    config = demo_config(small_disk, sim.addresses.platform, level="warning")
+    daemon = Daemon(config)
+    await daemon.start()
+    yield Gateway(daemon, config, sim)
+    await daemon.stop(grace=1.0)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of the disk; the file to delete to give them back."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 4096, 1):  # until even one more byte does not fit
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    probe = disk / "probe"
+    with pytest.raises(OSError) as full:
+        probe.write_bytes(b"\0" * 4096)
+    assert full.value.errno == errno.ENOSPC
+    probe.unlink(missing_ok=True)
+    return filler
+
+
+async def test_a_full_disk_while_the_settlement_is_out_is_outcome_unknown(
+    gateway_on_small_disk: Gateway, small_disk: Path
+) -> None:
+    gateway = gateway_on_small_disk
+    sign_no = await gateway.sign_in()
+    gateway.sim.faults.set("2207", {"kind": "delay", "delay": 0.5, "times": 1})
+    doc = fresh("2207_settle_request.json", sign_no=sign_no)
+    his = asyncio.create_task(gateway.post(doc))
+    outbox = gateway.daemon.outbox
+    assert outbox is not None
+
+    async def at_the_platform() -> bool:
+        return any(m.msgid == doc["msgid"] for m in gateway.sim.ledger.messages) or (
+            (row := await outbox.get(str(doc["msgid"]))) is not None and row.state is State.SENDING
+        )
+
+    async with asyncio.timeout(10):
+        while not await at_the_platform():  # noqa: ASYNC110 - polling what other tasks write
+            await asyncio.sleep(0.01)
+    filler = fill(small_disk)
+    body = json.loads((await his).body)
+    # The old code: 503 outbox_unavailable, "nothing was accepted", for a settlement the platform booked.
+    assert body["gateway_error"] == "outcome_unknown", body
+    assert "同一msgid" in body["err_msg"]
+    assert [s.state for s in gateway.sim.ledger.by_msgid(str(doc["msgid"]))] == ["booked"]
+
+    again = json.loads((await gateway.post(doc)).body)
+    assert again["gateway_error"] == "outcome_unknown"  # still not stored: the same truthful answer
+    os.unlink(filler)  # space returns; no restart
+    async with asyncio.timeout(15):
+        while (await outbox.get(str(doc["msgid"]))).state is not State.ANSWERED:  # type: ignore[union-attr]  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    answered = await gateway.post(doc)
+    assert answered.status == 200 and str(json.loads(answered.body)["infcode"]) == "0"
+    assert [m.infno for m in gateway.sim.ledger.messages].count("2601") == 0  # nothing to undo: it was answered
+    assert [s.state for s in gateway.sim.ledger.by_msgid(str(doc["msgid"]))] == ["booked"]
+
+
+async def test_a_full_state_disk_refuses_the_start_in_plain_words(sim: Simulator, small_disk: Path) -> None:
+    assert sim.addresses is not None
+    config = demo_config(small_disk, sim.addresses.platform, level="warning")
+    daemon = Daemon(config)
+    await daemon.start()
+    await daemon.stop(grace=1.0)
+    fill(small_disk)
+    with pytest.raises(OutboxUnavailable, match="no space left on the state disk") as refused:
+        await Daemon(config).start()
+    assert "disk I/O error" not in refused.value.message  # what SQLite says, and what ops saw before
