@@ -169,6 +169,8 @@ class Daemon:
         )
         self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
         await self.outbox.start()
+        outbox = self.outbox
+        self.metrics.add_outbox_writes(lambda: outbox.write_failures)
         await self._start_audit(cfg)
         sender: Sender = forwarder
         # One minter for every message the gateway sends itself, its position kept across restarts.

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -162,6 +162,11 @@ class Metrics:
         summaries, as they do in reality)."""
         self.registry.register(_OutboxCollector(view))
 
+    def add_outbox_writes(self, failures: Callable[[], int]) -> None:
+        """Outbox write failures, read from the outbox at scrape time: after a request was accepted they are
+        answered "outcome unknown", not outbox_unavailable, so only this counter shows them all."""
+        self.registry.register(_CountCollector("ybgate_outbox_write_failures", _WRITE_FAILURES_HELP, failures))
+
     def add_host(self, sampler: HostSampler) -> None:
         """Sample host figures at scrape time (no background task, no stale values)."""
         self.registry.register(_HostCollector(sampler))
@@ -205,6 +210,17 @@ class _OutboxCollector(Collector):
         ):
             age = 0.0 if since is None else max(0.0, now - since)
             yield GaugeMetricFamily(name, f"age of the oldest {what} outbox row (0: none)", value=age)
+
+
+_WRITE_FAILURES_HELP = "outbox commit groups the disk refused (full, read-only, I/O error)"
+
+
+class _CountCollector(Collector):
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())
 
 
 class PoolView(Protocol):

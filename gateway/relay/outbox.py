@@ -226,6 +226,7 @@ class SqliteOutbox:
         self._catch_up = False
         self.commits = 0
         self.operations = 0
+        self.write_failures = 0  # groups the disk refused (full, read-only, I/O error)
         self.checkpoints = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -313,6 +314,7 @@ class SqliteOutbox:
             # Nothing of this group is on disk: every caller hears so, none is told "accepted".
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            self.write_failures += 1
             cause = disk_trouble(self.path.parent) or str(exc)
             log.error("outbox_write_failed", operations=len(group), cause=cause)  # noqa: TRY400 - no traceback: the cause says it
             error = OutboxUnavailable(f"the outbox could not store the request ({cause}); nothing was accepted")

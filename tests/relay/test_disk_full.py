@@ -93,6 +93,7 @@ async def test_a_full_disk_while_the_settlement_is_out_is_outcome_unknown(
     assert body["gateway_error"] == "outcome_unknown", body
     assert "同一msgid" in body["err_msg"]
     assert [s.state for s in gateway.sim.ledger.by_msgid(str(doc["msgid"]))] == ["booked"]
+    assert (gateway.daemon.metrics.registry.get_sample_value("ybgate_outbox_write_failures_total") or 0) >= 1
 
     again = json.loads((await gateway.post(doc)).body)
     assert again["gateway_error"] == "outcome_unknown"  # still not stored: the same truthful answer
