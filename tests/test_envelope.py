@@ -166,3 +166,34 @@ def test_error_body_is_platform_shaped() -> None:
     assert doc["output"] is None
     assert doc["err_msg"].startswith("[ybgate] msgid")
     assert doc["gateway_error"] == "bad_envelope"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        # the bypass: classed and policed as the last infno, while a parser that keeps the first books a 2207
+        (b'{"infno": "2207", "infno": "1101"}', "infno"),
+        (b'{"msgid": "a", "msgid": "b"}', "msgid"),
+        # anywhere in the envelope, not only at the top: the payload is what the platform books
+        (b'{"input": {"data": {"psn_no": "1", "medfee_sumamt": 1, "medfee_sumamt": 100}}}', "medfee_sumamt"),
+        (b'{"input": {"feedetail": [{"a": 1}, {"fee": 1, "fee": 2}]}}', "fee"),
+        # an escaped spelling is the same key once decoded
+        (b'{"infno": "2207", "inf\\u006eo": "1101"}', "infno"),
+    ],
+)
+def test_a_key_named_twice_is_refused(raw: bytes, key: str) -> None:
+    # splice the fragment into a valid envelope, in place of the fields it names, so nothing else is wrong
+    fragment_keys = {k for k, _ in json.loads(raw, object_pairs_hook=list)}
+    rest = body({k: v for k, v in example("1101_query_request.json").items() if k not in fragment_keys})
+    spliced = rest[:-1] + b", " + raw[1:-1] + b"}"
+    assert json.loads(spliced)  # Python's own parser takes it, keeping the last value
+    with pytest.raises(RequestError) as info:
+        decode_request(spliced)
+    assert info.value.kind == "duplicate_key"
+    assert f"names the key {key!r} twice" in info.value.message
+
+
+def test_the_same_key_in_different_objects_is_not_a_duplicate() -> None:
+    doc = example("2207_settle_request.json")
+    doc["input"]["extra"] = {"infno": "x", "msgid": "y"}
+    assert decode_request(body(doc)).infno == "2207"

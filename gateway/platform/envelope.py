@@ -113,9 +113,35 @@ def decode_text(body: bytes, charset: str) -> str:
         ) from exc
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook for json.loads that refuses a key named twice. Python keeps the last value, other parsers
+    (the platform's among them) may keep the first: the gateway would police and class one request while the
+    platform books another."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return value
+
+
 def _loads_object(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        # The key is a field name the HIS wrote, not a value; cut to keep a hostile one from filling the log.
+        raise RequestError(
+            f"body names the key {exc.key[:40]!r} twice in one object: send each key once",
+            kind="duplicate_key",
+        ) from None
     except json.JSONDecodeError as exc:
         raise RequestError(
             f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", kind="bad_json"

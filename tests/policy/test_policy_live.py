@@ -34,12 +34,17 @@ async def metric(gateway: Gateway, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def test_denial_names_the_rule_and_never_reaches_the_outbox(gateway: Gateway) -> None:
+def allow_only_sign_in_and_queries(gateway: Gateway) -> None:
+    """A policy whose one client (this process's uid, line 2) may call 9001 and 1101 only."""
     policy_file(gateway).write_text(
         f'clients:\n  - name: cashier\n    unix: {{uids: [{os.getuid()}]}}\n    allow: ["9001", "1101"]\n'
         f"upstreams: [{{host: {gateway.config.upstreams[0].host}, port: {gateway.config.upstreams[0].port}}}]\n"
     )
     assert gateway.daemon.reload_policy()["result"] == "applied"
+
+
+async def test_denial_names_the_rule_and_never_reaches_the_outbox(gateway: Gateway) -> None:
+    allow_only_sign_in_and_queries(gateway)
     sign_no = await gateway.sign_in()
     doc = fresh("2207_settle_request.json", sign_no=sign_no)
     reply = await gateway.post(doc)
@@ -50,6 +55,22 @@ async def test_denial_names_the_rule_and_never_reaches_the_outbox(gateway: Gatew
     assert gateway.daemon.outbox is not None and await gateway.daemon.outbox.get(str(doc["msgid"])) is None
     assert [m.infno for m in gateway.sim.ledger.messages] == ["9001"]
     assert await metric(gateway, "ybgate_policy_denials_total", kind="policy_denied", client="cashier") == 1
+
+
+async def test_a_duplicate_infno_cannot_pass_a_settlement_as_a_query(gateway: Gateway) -> None:
+    """(#20) A client allowed 1101 only sends a settlement with a second "infno": "1101" after the first: classed and
+    policed by the last key it passed as a query and was forwarded as sent, to a platform that may read the first."""
+    allow_only_sign_in_and_queries(gateway)
+    sign_no = await gateway.sign_in()
+    doc = fresh("2207_settle_request.json", sign_no=sign_no)
+    raw = json.dumps(doc, ensure_ascii=False).encode()
+    raw = raw[:-1] + b', "infno": "1101"}'
+    reply = await gateway.post(raw)
+    body = json.loads(reply.body)
+    assert body["gateway_error"] == "duplicate_key" and str(body["infcode"]) == "-1"
+    assert "names the key 'infno' twice" in body["err_msg"]
+    assert gateway.daemon.outbox is not None and await gateway.daemon.outbox.get(str(doc["msgid"])) is None
+    assert [m.infno for m in gateway.sim.ledger.messages] == ["9001"]
 
 
 async def test_bad_policy_under_traffic_is_refused_and_the_old_one_stays(gateway: Gateway, short_tmp: Path) -> None:
