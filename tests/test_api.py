@@ -104,6 +104,23 @@ async def test_keep_alive_serves_several_requests(gateway: Gateway) -> None:
     assert len(gateway.sim.ledger.messages) == 1  # the repeated msgid is answered from the outbox
 
 
+async def test_pipelined_requests_before_a_malformed_one_are_answered_first(gateway: Gateway) -> None:
+    """(#20) valid + malformed + valid in one write: the first request was complete and is owed its answer, in
+    order, before the refusal; the connection then closes (nothing after bad bytes can be framed)."""
+
+    def post(doc: dict) -> bytes:
+        body = json.dumps(doc).encode()
+        return f"POST {PLATFORM_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+    first = fresh("9001_signin_request.json")
+    bad = b"POST " + PLATFORM_PATH.encode() + b" HTTP/1.1\r\nContent-Length: zz\r\n\r\n"
+    data = await raw_exchange(gateway.socket, post(first) + bad + post(fresh("9001_signin_request.json")))
+    answered, _, refused = data.partition(b"HTTP/1.1 400 Bad Request")
+    assert answered.startswith(b"HTTP/1.1 200 OK") and b"sign_no" in answered
+    assert refused and b'"gateway_error": "bad_http"' in refused and b"HTTP/1.1" not in refused
+    assert [m.msgid for m in gateway.sim.ledger.messages] == [first["msgid"]]
+
+
 async def test_gbk_his_gets_gbk_answer(gateway: Gateway) -> None:
     raw = json.dumps(example("9001_signin_request.json"), ensure_ascii=False).encode("gbk")
     reply = await gateway.post(raw, headers=[("Content-Type", "application/json; charset=GBK")])

@@ -189,19 +189,17 @@ class Http1Server:
         task = asyncio.current_task()
         assert task is not None
         while not (self._closing and self._served[task]):
+            refusal: RequestError | None = None
             try:
                 await self._read_request(reader, state)
             except RequestError as err:
-                log.warning("http_request_refused", peer=peer.describe(), kind=err.kind, reason=err.message)
-                await self._write(writer, self.error_responder(err), keep_alive=False)
-                return
+                refusal = err
             except httptools.HttpParserError as exc:
-                err = RequestError(f"malformed HTTP request: {exc}", kind="bad_http")
-                log.warning("http_request_refused", peer=peer.describe(), kind=err.kind, reason=err.message)
-                await self._write(writer, self.error_responder(err), keep_alive=False)
-                return
-            if not state.done:
+                refusal = RequestError(f"malformed HTTP request: {exc}", kind="bad_http")
+            if refusal is None and not state.done:
                 return  # clean EOF or idle timeout between requests
+            # Requests that were complete before the bad bytes in the same read are owed their answers first,
+            # in order: their client did nothing wrong, and a pipelining client matches answers by position.
             while state.done:
                 req = state.done.pop(0)
                 request = Request(req.method, req.path, req.headers, req.body, peer, req.keep_alive)
@@ -215,6 +213,10 @@ class Http1Server:
                 await self._write(writer, response, keep_alive=keep)
                 if not keep:
                     return
+            if refusal is not None:
+                log.warning("http_request_refused", peer=peer.describe(), kind=refusal.kind, reason=refusal.message)
+                await self._write(writer, self.error_responder(refusal), keep_alive=False)
+                return
 
     async def _handle(self, request: Request) -> Response:
         task = asyncio.current_task()
