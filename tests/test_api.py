@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import socket
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import structlog
 
 from gateway.config import Limits
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
 from gateway.http1.unix_client import request
+from gateway.logging import configure
 from gateway.sim.server import Simulator
 
 from conftest import PLATFORM_PATH, Gateway, example, fresh
@@ -119,6 +122,33 @@ async def test_pipelined_requests_before_a_malformed_one_are_answered_first(gate
     assert answered.startswith(b"HTTP/1.1 200 OK") and b"sign_no" in answered
     assert refused and b'"gateway_error": "bad_http"' in refused and b"HTTP/1.1" not in refused
     assert [m.msgid for m in gateway.sim.ledger.messages] == [first["msgid"]]
+
+
+async def test_personal_values_in_wrong_fields_never_reach_log_or_status_page(gateway: Gateway) -> None:
+    """(#20) A patient name sent as opter_type and an ID number (wrong check digit, so no mask knows its shape)
+    sent as mdtrtarea_admvs: refused with the field and the value's shape, and neither value appears in the log,
+    the answer, or the recent errors on the admin listener's /status."""
+    out = io.StringIO()
+    configure("info", "json", stream=out)
+    name, number = "欧阳娜娜", "440301198001011235"
+    try:
+        answers = [
+            await gateway.post(fresh("1101_query_request.json", opter_type=name)),
+            await gateway.post(fresh("1101_query_request.json", mdtrtarea_admvs=number)),
+        ]
+    finally:
+        structlog.reset_defaults()
+    assert gateway.daemon.admin_address is not None
+    host, port = gateway.daemon.admin_address
+    status = (await request("GET", "/status", host=host, port=port)).body.decode()
+    errors = json.loads(status)["recent"]["errors"]
+    assert [e["message"] for e in errors[:2]] == [
+        "mdtrtarea_admvs: expected a 6-digit region code, got 18 characters (digits)",
+        "opter_type: expected '1', '2' or '3', got 4 characters (non-ASCII)",
+    ]
+    seen = out.getvalue() + status + "".join(a.body.decode() for a in answers)
+    assert "opter_type" in out.getvalue() and "mdtrtarea_admvs" in out.getvalue()
+    assert name not in seen and number not in seen and number[:-1] not in seen
 
 
 async def test_gbk_his_gets_gbk_answer(gateway: Gateway) -> None:

@@ -12,6 +12,7 @@ from gateway.platform.envelope import (
     charset_of,
     decode_request,
     decode_response,
+    describe,
     error_body,
     parse_infcode,
 )
@@ -60,8 +61,8 @@ def test_the_examples_are_valid() -> None:
         ("msgid", "H44030000001202611240815020002X", "got 31 characters"),
         ("msgid", "H4403000000120261124081502000-", "30 letters or digits"),
         ("msgid", "H44030000001202613240815020002", "must be a time"),
-        ("msgid", "H44030000009202611240815020002", "must start with fixmedins_code"),
-        ("msgid", None, "None"),
+        ("msgid", "H44030000009202611240815020002", "must start with the 12 characters of fixmedins_code"),
+        ("msgid", None, "got null"),
         ("inf_time", "2026-11-24T08:15:02", "yyyy-MM-dd HH:mm:ss"),
         ("inf_time", "2026-02-30 08:15:02", "yyyy-MM-dd HH:mm:ss"),
         ("inf_time", 1732436102, "yyyy-MM-dd HH:mm:ss"),
@@ -197,3 +198,41 @@ def test_the_same_key_in_different_objects_is_not_a_duplicate() -> None:
     doc = example("2207_settle_request.json")
     doc["input"]["extra"] = {"infno": "x", "msgid": "y"}
     assert decode_request(body(doc)).infno == "2207"
+
+
+# Personal values a HIS may put in the wrong field: a name, an ID number whose check digit is wrong (so no
+# shape-based mask recognises it), the same as a JSON number, a phone number with spaces.
+PERSONAL = ("欧阳娜娜", "440301198001011235", 440301198001011234, "138 0013 8000")
+
+
+@pytest.mark.parametrize("value", PERSONAL)
+@pytest.mark.parametrize(
+    "field", [*example("1101_query_request.json"), "infno", "msgid", "inf_time", "unknown_extra_field"]
+)
+def test_a_refusal_describes_a_value_and_never_echoes_it(field: str, value: Any) -> None:
+    """(#20) A refusal's reason goes to the log, the admin /status page's recent errors and the HIS: whatever
+    field holds a personal value, the reason names the field and the value's shape, never the value."""
+    try:
+        decode_request(with_field(field, value))
+    except RequestError as err:
+        for part in str(value).split():
+            assert part not in err.message
+        assert not any("\u4e00" <= c <= "\u9fff" for c in err.message)  # no Chinese characters of a name
+    # an accepted value is forwarded, and only the platform judges it
+
+
+@pytest.mark.parametrize(
+    ("value", "shape"),
+    [
+        (None, "null"),
+        (True, "true/false"),
+        (4, "a number"),
+        ("", "an empty string"),
+        ("张三", "2 characters (non-ASCII)"),
+        ("4403 01-X", "9 characters (digits, letters, spaces, other ASCII)"),
+        ({"a": 1}, "an object"),
+        ([1], "a list"),
+    ],
+)
+def test_describe_says_the_shape(value: Any, shape: str) -> None:
+    assert describe(value) == shape

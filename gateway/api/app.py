@@ -13,7 +13,7 @@ from gateway.errors import GatewayError, RequestError
 from gateway.health.metrics import Metrics
 from gateway.health.recent import Recent
 from gateway.http1 import Request, Response
-from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, error_body
+from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, describe, error_body
 from gateway.policy.engine import Caller
 from gateway.policy.gate import PolicyDenied, PolicyGate
 from gateway.relay.forwarder import RelayAnswer
@@ -128,11 +128,9 @@ class HisApi:
         try:
             value = float(raw)
         except ValueError:
-            raise RequestError(f"{TIMEOUT_HEADER} must be seconds, got {raw!r}", kind="bad_timeout") from None
+            raise RequestError(f"{TIMEOUT_HEADER} must be seconds, got {describe(raw)}", kind="bad_timeout") from None
         if not 0 < value <= self.max_timeout:
-            raise RequestError(
-                f"{TIMEOUT_HEADER} must be in (0, {self.max_timeout}] seconds, got {raw}", kind="bad_timeout"
-            )
+            raise RequestError(f"{TIMEOUT_HEADER} must be in (0, {self.max_timeout}] seconds", kind="bad_timeout")
         return value
 
     @staticmethod

@@ -181,16 +181,16 @@ def decode_request(body: bytes, *, charset: str = "utf-8", path_infno: str | Non
 
 def _check_infno(infno: Any, path_infno: str | None) -> str:
     if not isinstance(infno, str) or not _INFNO.fullmatch(infno):
-        raise EnvelopeError("infno", f"expected 4 digits and an optional capital letter, got {infno!r}")
+        raise EnvelopeError("infno", f"expected 4 digits and an optional capital letter, got {describe(infno)}")
     if path_infno is not None and path_infno != infno:
-        raise EnvelopeError("infno", f"body says {infno!r} but the URL names {path_infno!r}")
+        named = repr(path_infno) if _INFNO.fullmatch(path_infno) else "something else"
+        raise EnvelopeError("infno", f"body says {infno!r} but the URL names {named}")
     return infno
 
 
 def _check_msgid(msgid: Any) -> str:
     if not isinstance(msgid, str) or not _MSGID.fullmatch(msgid):
-        got = f"{len(msgid)} characters" if isinstance(msgid, str) else repr(msgid)
-        raise EnvelopeError("msgid", f"expected 30 letters or digits, got {got}")
+        raise EnvelopeError("msgid", f"expected 30 letters or digits, got {describe(msgid)}")
     if _to_datetime(_STAMP14.fullmatch(msgid[12:26])) is None:
         raise EnvelopeError("msgid", f"characters 13-26 must be a time yyyyMMddHHmmss, got {msgid[12:26]!r}")
     return msgid
@@ -199,7 +199,7 @@ def _check_msgid(msgid: Any) -> str:
 def _check_inf_time(raw: Any) -> datetime:
     value = _to_datetime(_INF_TIME.fullmatch(raw)) if isinstance(raw, str) else None
     if value is None:
-        raise EnvelopeError("inf_time", f"expected 'yyyy-MM-dd HH:mm:ss', got {raw!r}")
+        raise EnvelopeError("inf_time", f"expected 'yyyy-MM-dd HH:mm:ss', got {describe(raw)}")
     return value
 
 
@@ -221,13 +221,45 @@ def _check_header_fields(fields: dict[str, Any], msgid: str) -> None:
             raise EnvelopeError(name, f"expected a string, got {type(value).__name__}")
     fixmedins = fields.get("fixmedins_code")
     if fixmedins and len(fixmedins) == 12 and not msgid.startswith(fixmedins):
-        raise EnvelopeError("msgid", f"must start with fixmedins_code {fixmedins!r}")
+        raise EnvelopeError("msgid", "must start with the 12 characters of fixmedins_code")
     for name in ("mdtrtarea_admvs", "insuplc_admdvs"):
         value = fields.get(name)
         if value and not _ADMDVS.fullmatch(value):
-            raise EnvelopeError(name, f"expected a 6-digit region code, got {value!r}")
+            raise EnvelopeError(name, f"expected a 6-digit region code, got {describe(value)}")
     if fields.get("opter_type") not in (None, "", "1", "2", "3"):
-        raise EnvelopeError("opter_type", f"expected '1', '2' or '3', got {fields['opter_type']!r}")
+        raise EnvelopeError("opter_type", f"expected '1', '2' or '3', got {describe(fields['opter_type'])}")
+
+
+def describe(value: Any) -> str:
+    """What a refused value is, never the value itself: a HIS that fills the wrong field may put a patient's name
+    or ID number there, and a refusal's reason reaches the log, the admin /status page and metrics. The shape
+    (type, length, which kinds of characters) is what a developer needs to find the mistake."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if not isinstance(value, str):
+        return type(value).__name__
+    if not value:
+        return "an empty string"
+    kinds = [
+        name
+        for name, present in (
+            ("digits", any(c.isascii() and c.isdigit() for c in value)),
+            ("letters", any(c.isascii() and c.isalpha() for c in value)),
+            ("spaces", any(c.isspace() for c in value)),
+            ("other ASCII", any(c.isascii() and not (c.isalnum() or c.isspace()) for c in value)),
+            ("non-ASCII", any(not c.isascii() for c in value)),
+        )
+        if present
+    ]
+    return f"{len(value)} characters ({', '.join(kinds)})"
 
 
 def parse_infcode(value: Any) -> int:
