@@ -64,6 +64,9 @@ class Api(_Strict):
     socket_mode: int = 0o660
     socket_group: str | None = None
     tcp: list[TcpListen] = []
+    #: connections the kernel queues for the API listeners before it refuses more (a HIS burst, a restart);
+    #: as the socket unit's Backlog=, and capped by the kernel's net.core.somaxconn (a warning says so)
+    backlog: Annotated[int, Field(ge=16, le=65535)] = 1024
     paths: list[str] = list(DEFAULT_PLATFORM_PATHS)
     limits: Limits = Limits()
     #: deadline for a HIS request when the HIS does not send X-Ybgate-Timeout

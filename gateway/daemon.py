@@ -44,7 +44,7 @@ from gateway.health.mqtt import HealthPublisher
 from gateway.health.recent import Recent
 from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
-from gateway.http1.listen import close_listener, start_tcp, start_unix
+from gateway.http1.listen import close_listener, somaxconn, start_tcp, start_unix
 from gateway.http1.messages import Peer
 from gateway.http1.server import Http1Server
 from gateway.identity import identity_cert_figures
@@ -348,13 +348,22 @@ class Daemon:
         await self._start_control(cfg)
         await self._start_callback(cfg)
         self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
+        backlog = cfg.api.backlog
+        cap = somaxconn()
+        if cap is not None and cap < backlog:
+            log.warning("api_backlog_capped", backlog=backlog, somaxconn=cap, fix="raise sysctl net.core.somaxconn")
         unix = await start_unix(
-            self.http, cfg.api_socket, mode=cfg.api.socket_mode, group=cfg.api.socket_group, sock=self._api_socket
+            self.http,
+            cfg.api_socket,
+            mode=cfg.api.socket_mode,
+            group=cfg.api.socket_group,
+            sock=self._api_socket,
+            backlog=backlog,
         )
         # A handed-over socket belongs to systemd: never unlink it on stop.
         self._listeners.append((unix, None if self._api_socket else cfg.api_socket))
         for tcp in cfg.api.tcp:
-            self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port), None))
+            self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port, backlog=backlog), None))
 
     async def _start_audit(self, cfg: Config) -> None:
         """Open the chain (cutting a torn tail), append what the outbox finished after its last entry (a crash

@@ -151,6 +151,89 @@ async def test_personal_values_in_wrong_fields_never_reach_log_or_status_page(ga
     assert name not in seen and number not in seen and number[:-1] not in seen
 
 
+async def burst(path: str, n: int) -> tuple[int, list[bytes]]:
+    """Open `n` connections at once, holding the event loop so the daemon can accept none meanwhile; then a
+    /healthz on each. How many connects were refused (EAGAIN), and the answers of the others."""
+    loop = asyncio.get_running_loop()
+    clients: list[socket.socket] = []
+    refused = 0
+    try:
+        for _ in range(n):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                refused += 1
+                c.close()
+                continue
+            clients.append(c)
+        for c in clients:
+            c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+        async def answer(c: socket.socket) -> bytes:
+            data = b""
+            while chunk := await loop.sock_recv(c, 4096):
+                data += chunk
+            return data
+
+        return refused, await asyncio.wait_for(asyncio.gather(*(answer(c) for c in clients)), 60)
+    finally:
+        for c in clients:
+            c.close()
+
+
+async def test_a_burst_of_connects_waits_in_the_backlog(gateway: Gateway) -> None:
+    """(#20) 1,000 HIS connections at once on the Unix socket: each is queued by the kernel, none is refused with
+    EAGAIN, each gets its answer. The listen backlog was asyncio's default of 100: 899 of these were refused."""
+    assert gateway.config.api.backlog == 1024
+    refused, answers = await burst(gateway.socket, 1000)
+    assert refused == 0 and len(answers) == 1000
+    assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers)
+
+
+async def test_a_socket_from_systemd_keeps_a_large_backlog(sim: Simulator, short_tmp: Path) -> None:
+    """(#20) Under socket activation the unit's socket (Backlog=1024) was listened on again by asyncio with 100,
+    so the unit's figure never held. The daemon now listens with api.backlog on a handed-over socket too."""
+    assert sim.addresses is not None
+    config = demo_config(short_tmp, sim.addresses.platform, level="warning")
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # as systemd's api.socket hands it over
+    config.api_socket.parent.mkdir(parents=True, exist_ok=True)
+    held.bind(str(config.api_socket))
+    held.listen(1024)
+    daemon = Daemon(config, api_socket=held)
+    await daemon.start()
+    try:
+        refused, answers = await burst(str(config.api_socket), 1000)
+        assert refused == 0 and all(a.startswith(b"HTTP/1.1 200 OK") for a in answers)
+    finally:
+        await daemon.stop(grace=1.0)
+        held.close()
+
+
+async def test_a_backlog_over_the_kernel_cap_is_warned_about(
+    sim: Simulator, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """listen() silently lowers a backlog to net.core.somaxconn (128 on older kernels): ops hear of it at start.
+    The kernel's figure is read from a file standing in for /proc/sys/net/core/somaxconn."""
+    from gateway.http1 import listen
+
+    cap = short_tmp / "somaxconn"
+    cap.write_text("128\n")
+    monkeypatch.setattr(listen, "_SOMAXCONN", cap)
+    assert sim.addresses is not None
+    out = io.StringIO()
+    configure("info", "json", stream=out)
+    daemon = Daemon(demo_config(short_tmp, sim.addresses.platform, level="warning"))
+    try:
+        await daemon.start()
+        await daemon.stop(grace=1.0)
+    finally:
+        structlog.reset_defaults()
+    [line] = [json.loads(x) for x in out.getvalue().splitlines() if "api_backlog_capped" in x]
+    assert (line["backlog"], line["somaxconn"]) == (1024, 128)
+
+
 async def test_gbk_his_gets_gbk_answer(gateway: Gateway) -> None:
     raw = json.dumps(example("9001_signin_request.json"), ensure_ascii=False).encode("gbk")
     reply = await gateway.post(raw, headers=[("Content-Type", "application/json; charset=GBK")])

@@ -16,6 +16,17 @@ from gateway.http1.messages import Peer
 from gateway.http1.server import Http1Server
 
 _UCRED = struct.Struct("3i")
+#: asyncio's own default: too small for a burst of HIS connections, kept for listeners nobody bursts on
+DEFAULT_BACKLOG = 100
+_SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def somaxconn() -> int | None:
+    """The kernel's cap on a listen backlog (listen() silently lowers a larger one), or None if unknown."""
+    try:
+        return int(_SOMAXCONN.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class ListenError(GatewayError):
@@ -67,20 +78,22 @@ async def start_unix(
     mode: int = 0o660,
     group: str | None = None,
     sock: socket.socket | None = None,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> asyncio.Server:
-    """Listen on a Unix socket. With `sock` (systemd socket activation) the socket is used as handed over."""
+    """Listen on a Unix socket. With `sock` (systemd socket activation) the socket is used as handed over,
+    except its backlog: asyncio calls listen() again, so `backlog` applies to it too."""
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.serve(reader, writer, unix_peer(writer))
 
     if sock is not None:
-        return await asyncio.start_unix_server(on_client, sock=sock, limit=2**20)
+        return await asyncio.start_unix_server(on_client, sock=sock, limit=2**20, backlog=backlog)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_socket(path)
     # Bind under a restrictive umask so the socket is never briefly reachable by everyone.
     old = os.umask(0o177)
     try:
-        srv = await asyncio.start_unix_server(on_client, path=str(path), limit=2**20)
+        srv = await asyncio.start_unix_server(on_client, path=str(path), limit=2**20, backlog=backlog)
     finally:
         os.umask(old)
     if group is not None:
@@ -94,12 +107,12 @@ async def start_unix(
     return srv
 
 
-async def start_tcp(server: Http1Server, host: str, port: int) -> asyncio.Server:
+async def start_tcp(server: Http1Server, host: str, port: int, *, backlog: int = DEFAULT_BACKLOG) -> asyncio.Server:
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.serve(reader, writer, tcp_peer(writer))
 
     try:
-        return await asyncio.start_server(on_client, host, port, limit=2**20, reuse_address=True)
+        return await asyncio.start_server(on_client, host, port, limit=2**20, reuse_address=True, backlog=backlog)
     except OSError as exc:
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
