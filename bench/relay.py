@@ -88,7 +88,8 @@ class KeepAliveClient:
         if not reply.keep_alive:
             self.conn[1].close()
             self.conn = None
-        return reply.status
+        # A gateway failure comes as HTTP 200 (platform-shaped) by default: its header tells it from an answer.
+        return 599 if reply.headers.get("x-ybgate-error") else reply.status
 
     async def warm(self) -> None:
         """Connect ahead of the measured window (over TLCP a connection costs a full handshake)."""

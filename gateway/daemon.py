@@ -347,7 +347,7 @@ class Daemon:
             self._listeners.append((srv, None))
         await self._start_control(cfg)
         await self._start_callback(cfg)
-        self.http = Http1Server(api.handle, api.refuse, http_limits(cfg))
+        self.http = Http1Server(api.handle, api.refuse, http_limits(cfg), peer_error_responder=api.refuse_peer)
         backlog = cfg.api.backlog
         cap = somaxconn()
         if cap is not None and cap < backlog:

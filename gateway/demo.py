@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.api.answers import AnswerMode
 from gateway.config import Config, load_config_text
 from gateway.crypto import Certificate, SM2PrivateKey
 from gateway.crypto.testpki import generate_test_pki
@@ -66,6 +67,7 @@ clients:
   - name: demo-user
     unix: {{uids: [{uid}]}}
     allow: [everything]
+    answer: {answer}
 upstreams:
   - {{host: {host}, port: {port}}}
 """
@@ -81,18 +83,27 @@ identity:                    # the throwaway test PKI the demo generates (NOT fo
 """
 
 
-def demo_policy(state: Path, platform: tuple[str, int]) -> str:
+def demo_policy(state: Path, platform: tuple[str, int], answer: AnswerMode = "http_status") -> str:
     """Write the demo's policy file under `state` and return the config lines that name it."""
     (state / "policy").mkdir(parents=True, exist_ok=True)
-    (state / "policy" / "demo.yaml").write_text(DEMO_POLICY.format(uid=os.getuid(), host=platform[0], port=platform[1]))
+    text = DEMO_POLICY.format(uid=os.getuid(), host=platform[0], port=platform[1], answer=answer)
+    (state / "policy" / "demo.yaml").write_text(text)
     return POLICY_PART.format(state=state)
 
 
-def demo_config(state: Path, platform: tuple[str, int], level: str = "warning", pki: Path | None = None) -> Config:
+def demo_config(
+    state: Path,
+    platform: tuple[str, int],
+    level: str = "warning",
+    pki: Path | None = None,
+    answer: AnswerMode = "http_status",
+) -> Config:
     """The embedded default. With `pki` the upstream is TLCP with mutual authentication, as on a 前置机;
-    without, plain TCP under the development flag (the fast path most tests use)."""
+    without, plain TCP under the development flag (the fast path most tests use). `answer` is the demo client's
+    answer mode: `ybgate demo` shows the product's default (platform); the suite's relay and limit tests read
+    each outcome from the HTTP status, so they ask for http_status (the HIS-face tests use both)."""
     text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level) + demo_policy(
-        state, platform
+        state, platform, answer
     )
     if pki is not None:
         text = text.replace("development: true            # plain TCP to the simulator; a 前置机 uses TLCP\n", "")
@@ -288,7 +299,7 @@ async def run_demo(*, once: bool, out: TextIO, state_dir: Path | None = None, le
     generate_test_pki(pki)
     sim = Simulator()
     addrs: SimAddresses = await sim.start(tlcp=sim_tlcp_config(pki))
-    config = demo_config(state, addrs.platform, level, pki=pki)
+    config = demo_config(state, addrs.platform, level, pki=pki, answer="platform")
     daemon = Daemon(config)
     await daemon.start()
     try:

@@ -13,11 +13,14 @@ from gateway.errors import GatewayError, RequestError
 from gateway.health.metrics import Metrics
 from gateway.health.recent import Recent
 from gateway.http1 import Request, Response
-from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, describe, error_body
+from gateway.http1.messages import Peer
+from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, describe
 from gateway.policy.engine import Caller
 from gateway.policy.gate import PolicyDenied, PolicyGate
+from gateway.policy.model import ClientRule
 from gateway.relay.forwarder import RelayAnswer
 
+from .answers import DEFAULT_MODE, AnswerMode, failure_response
 from .routes import PathTable
 
 log = structlog.get_logger("gateway.api")
@@ -55,27 +58,31 @@ class HisApi:
         self.max_timeout = max_timeout
 
     async def handle(self, request: Request) -> Response:
+        caller = _caller(request.peer)
+        client = self.gate.client_of(caller)
+        mode: AnswerMode = _mode(client)
         if request.path == "/healthz":
             if request.method not in ("GET", "HEAD"):
-                return self.refuse(RequestError("use GET for /healthz", http_status=405, kind="bad_method"))
+                return self.refuse(RequestError("use GET for /healthz", http_status=405, kind="bad_method"), mode)
             doc = {"status": "ok", "uptime_s": round(time.monotonic() - self.started, 1)}
             return Response(200, json.dumps(doc).encode())
         match = self.paths.match(request.path)
         if match is None:
-            return self.refuse(RequestError(f"no platform service at {request.path}", http_status=404, kind="bad_path"))
+            err = RequestError(f"no platform service at {request.path}", http_status=404, kind="bad_path")
+            return self.refuse(err, mode)
         if request.method != "POST":
-            return self.refuse(RequestError(f"use POST for {request.path}", http_status=405, kind="bad_method"))
+            return self.refuse(RequestError(f"use POST for {request.path}", http_status=405, kind="bad_method"), mode)
         started = time.perf_counter()
         envelope: RequestEnvelope | None = None
         try:
             timeout = self._timeout(request)
             charset = charset_of(request.headers.get("content-type"))
             envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
-            client = self._admit(request, envelope)
+            name = self._admit(request, caller, envelope)
             deadline = asyncio.get_running_loop().time() + timeout
             self.metrics.in_flight.inc()
             try:
-                answer = await self.relay.submit(envelope, deadline, client=client)
+                answer = await self.relay.submit(envelope, deadline, client=name)
             finally:
                 self.metrics.in_flight.dec()
         except GatewayError as err:
@@ -91,8 +98,8 @@ class HisApi:
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
             if envelope is None:
-                return self.refuse(err)
-            return self.refuse(err, charset=envelope.charset, infno=envelope.infno, msgid=envelope.msgid)
+                return self.refuse(err, mode)
+            return self.refuse(err, mode, charset=envelope.charset, infno=envelope.infno, msgid=envelope.msgid)
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(envelope.infno, "answered").inc()
         self.metrics.request_seconds.labels(envelope.infno).observe(elapsed)
@@ -110,10 +117,9 @@ class HisApi:
         )
         return self._answer(answer.response.body, envelope.charset)
 
-    def _admit(self, request: Request, envelope: RequestEnvelope) -> str:
+    def _admit(self, request: Request, caller: Caller, envelope: RequestEnvelope) -> str:
         """Who the caller is (its policy client name, or its peer without a policy); raises if refused."""
         peer = request.peer
-        caller = Caller(peer.uid, peer.gid, peer.address.rpartition(":")[0].strip("[]") if peer.address else None)
         try:
             named = self.gate.check(caller, envelope.infno)
         except PolicyDenied as err:
@@ -141,13 +147,29 @@ class HisApi:
         return Response(200, body.decode("utf-8").encode(charset), content_type="application/json; charset=GBK")
 
     def refuse(
-        self, err: GatewayError, charset: str = "utf-8", infno: str | None = None, msgid: str | None = None
+        self,
+        err: GatewayError,
+        mode: AnswerMode = DEFAULT_MODE,
+        charset: str = "utf-8",
+        infno: str | None = None,
+        msgid: str | None = None,
     ) -> Response:
         """Answer a failure in platform shape. The HIS's own mistakes (4xx) are counted by kind here; upstream
         failures are counted per transaction where the relay was called."""
         if err.http_status < 500:
             self.metrics.refusals.labels(err.kind).inc()
         self.recent.error(err.kind, err.message, infno, msgid)
-        body = error_body(err.message, infcode=err.infcode, kind=err.kind)
-        resp = HisApi._answer(body, charset)
-        return Response(err.http_status, resp.body, resp.content_type)
+        return failure_response(err, mode, charset)
+
+    def refuse_peer(self, err: RequestError, peer: Peer) -> Response:
+        """A refusal found before a request could be read (bad HTTP, limits): in the shape the peer's client
+        asked for."""
+        return self.refuse(err, _mode(self.gate.client_of(_caller(peer))))
+
+
+def _caller(peer: Peer) -> Caller:
+    return Caller(peer.uid, peer.gid, peer.address.rpartition(":")[0].strip("[]") if peer.address else None)
+
+
+def _mode(client: ClientRule | None) -> AnswerMode:
+    return "http_status" if client is not None and client.answer == "http_status" else DEFAULT_MODE

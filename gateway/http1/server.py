@@ -21,6 +21,8 @@ log = structlog.get_logger("gateway.http1")
 Handler = Callable[[Request], Awaitable[Response]]
 #: builds the body for errors found before a handler runs (the API answers in the platform's shape)
 ErrorResponder = Callable[[RequestError], Response]
+#: the same, for a server whose answer depends on who the peer is (the HIS API: each client's answer mode)
+PeerErrorResponder = Callable[[RequestError, Peer], Response]
 
 
 class Abort(Exception):
@@ -156,9 +158,17 @@ def encode_response(response: Response, *, keep_alive: bool) -> bytes:
 class Http1Server:
     """Serves HTTP/1.1 connections; tracks them so a stop can drain in-flight requests."""
 
-    def __init__(self, handler: Handler, error_responder: ErrorResponder, limits: Limits) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        error_responder: ErrorResponder,
+        limits: Limits,
+        *,
+        peer_error_responder: PeerErrorResponder | None = None,
+    ) -> None:
         self.handler = handler
         self.error_responder = error_responder
+        self.peer_error_responder = peer_error_responder
         self.limits = limits
         self._busy: set[asyncio.Task[None]] = set()
         # connection task -> its parse state; the state tells an idle keep-alive connection from a new one
@@ -215,7 +225,11 @@ class Http1Server:
                     return
             if refusal is not None:
                 log.warning("http_request_refused", peer=peer.describe(), kind=refusal.kind, reason=refusal.message)
-                await self._write(writer, self.error_responder(refusal), keep_alive=False)
+                if self.peer_error_responder is not None:
+                    answer = self.peer_error_responder(refusal, peer)
+                else:
+                    answer = self.error_responder(refusal)
+                await self._write(writer, answer, keep_alive=False)
                 return
 
     async def _handle(self, request: Request) -> Response:

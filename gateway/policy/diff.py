@@ -50,6 +50,8 @@ def _changed(name: str, a: ClientRule, b: ClientRule) -> list[str]:
         out.append(f"+ client {name} is no longer denied {', '.join(sorted(undenied))}")
     if a.rate != b.rate:
         out.append(f"~ client {name} rate limit {_rate(a)} -> {_rate(b)}")
+    if a.answer != b.answer:
+        out.append(f"~ client {name} answers {a.answer} -> {b.answer}")
     return out
 
 

@@ -9,8 +9,8 @@ import time
 from datetime import datetime
 
 from gateway.errors import GatewayError
-from gateway.policy.engine import Caller, Decision, decide
-from gateway.policy.model import Policy
+from gateway.policy.engine import Caller, Decision, decide, find_client
+from gateway.policy.model import ClientRule, Policy
 from gateway.policy.ratelimit import RateLimiter
 
 
@@ -41,6 +41,11 @@ class PolicyGate:
 
     def swap(self, policy: Policy) -> None:
         self.policy = policy  # one assignment: a request sees the old policy or the new one, never a mix
+
+    def client_of(self, caller: Caller) -> ClientRule | None:
+        """The policy client the caller is, before anything else is known (its answer shape and charset)."""
+        policy = self.policy
+        return None if policy is None else find_client(policy, caller)
 
     def check(
         self, caller: Caller, infno: str, *, now: float | None = None, local: datetime | None = None

@@ -198,6 +198,7 @@ class _Compiler:
                 deny=self.items(client.deny, located, (*loc, "deny")),
                 allow_words=tuple(client.allow),
                 rate=_rate(client.rate.per_second, client.rate.burst) if client.rate else None,
+                answer=client.answer,
             )
         )
 

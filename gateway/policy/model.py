@@ -48,6 +48,8 @@ class ClientRule:
     deny: InfnoSet
     allow_words: tuple[str, ...]  # as written (group names kept), for messages and diffs
     rate: RateSpec | None
+    #: platform | http_status: the shape of the gateway's own failure answers to this client
+    answer: str = "platform"
 
     def describe_match(self) -> str:
         parts = [f"uid {', '.join(map(str, sorted(self.uids)))}"] if self.uids else []
@@ -120,6 +122,7 @@ class Policy:
                         c.allow.describe(),
                         c.deny.describe(),
                         c.rate,
+                        c.answer,
                     )
                     for c in self.clients
                 ],

@@ -71,6 +71,10 @@ class Client(_Strict):
     allow: Annotated[list[Item], Field(min_length=1)]
     deny: list[Item] = []
     rate: Rate | None = None
+    #: how the gateway's own refusals and relay outcomes reach this client: platform (HTTP 200, infcode -1,
+    #: as the platform answers business failures; the only shape most HIS HTTP stacks can read) or http_status
+    #: (the HTTP status says the kind: 400, 403, 502, 504 …)
+    answer: Literal["platform", "http_status"] = "platform"
     note: str | None = None
 
 

@@ -109,6 +109,11 @@ def test_upstreams_are_ip_literals_only() -> None:
         ("clientz: []\n", "<policy>:1:1", "unknown field"),
         ("maintenance:\n  - {name: m, from: '25:00', to: '01:00', deny: ['2207']}\n", "<policy>:2:21", "HH:MM"),
         ("groups:\n  g: ['1101']\n  g: ['1102']\n", "<policy>:3:3", "duplicate"),
+        (
+            'clients:\n  - name: a\n    unix: {uids: [1]}\n    allow: ["1101"]\n    answer: http\n',
+            "<policy>:5:13",
+            "'platform' or 'http_status'",
+        ),
     ],
 )
 def test_errors_name_the_line_and_field(text: str, where: str, message: str) -> None:

@@ -35,6 +35,7 @@ clients:
   - name: cashier
     unix: {{uids: [{uid}]}}
     allow: [queries]
+    answer: http_status
 upstreams:
   - {{host: {host}, port: {port}}}
 """

@@ -1,0 +1,135 @@
+"""The HIS face as each family of real HIS clients meets it: the exact bytes each sends, over the LAN's TCP
+listener and the local Unix socket, and what the HIS code on that stack gets back (tests/hisface/hisclients.py).
+
+Every gateway refusal and relay outcome must reach these clients as the platform's own failure shape (HTTP 200,
+infcode -1, err_msg saying what to do), since their stacks throw on a status of 400 or more without reading it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from hisclients import FAMILIES, Answer, Family, call
+
+from gateway.config import TcpListen
+from gateway.daemon import Daemon
+from gateway.demo import demo_config
+from gateway.sim.server import Simulator
+
+from conftest import fresh
+
+TRANSPORTS = ("tcp", "unix")
+LAN_POLICY = """\
+clients:
+  - name: his-lan
+    tcp: {cidrs: [127.0.0.0/8]}
+    allow: ["*"]
+"""
+
+
+@dataclass
+class Lan:
+    daemon: Daemon
+    sim: Simulator
+    unix: str
+    tcp: tuple[str, int]
+
+    async def call(self, family: Family, transport: str, body: bytes, **kw: object) -> Answer:
+        where = {"unix": self.unix} if transport == "unix" else {"tcp": self.tcp}
+        return await call(family, body, **where, **kw)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest_asyncio.fixture
+async def lan(sim: Simulator, short_tmp: Path) -> AsyncIterator[Lan]:
+    """A gateway as a hospital runs it: a LAN HIS on TCP (policy by CIDR) and a local one on the Unix socket,
+    both with the product's default answers."""
+    assert sim.addresses is not None
+    config = demo_config(short_tmp, sim.addresses.platform, answer="platform")
+    port = free_port()
+    api = config.api.model_copy(update={"tcp": [TcpListen(host="127.0.0.1", port=port)]})
+    config = config.model_copy(update={"api": api})
+    (short_tmp / "policy" / "lan.yaml").write_text(LAN_POLICY)
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        yield Lan(daemon, sim, str(config.api_socket), ("127.0.0.1", port))
+    finally:
+        await daemon.stop(grace=1.0)
+
+
+def raw(doc: dict[str, object]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+
+
+def refusal(answer: Answer, family: Family, kind: str) -> str:
+    """The failure as the family's HIS code reads it; returns err_msg."""
+    doc = answer.sees(family)
+    assert doc is not None, f"{family.name} throws on HTTP {answer.status} and never reads the body"
+    assert answer.status == 200 and str(doc["infcode"]) == "-1" and doc["output"] is None
+    assert doc["gateway_error"] == kind and answer.headers.get("x-ybgate-error") == kind
+    err = str(doc["err_msg"])
+    assert err.startswith("[ybgate] ")
+    return err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+async def test_a_sign_in_and_a_refused_envelope(lan: Lan, family: Family, transport: str) -> None:
+    ok = await lan.call(family, transport, raw(fresh("9001_signin_request.json")))
+    doc = ok.sees(family)
+    assert doc is not None and str(doc["infcode"]) == "0" and doc["output"]["signinoutb"]["sign_no"]
+    bad = await lan.call(family, transport, raw(fresh("9001_signin_request.json", msgid="short")))
+    err = refusal(bad, family, "bad_envelope")
+    # the cashier's instruction first, in Chinese, then the detail for the HIS developer
+    assert "本次请求未发送到医保平台，未产生费用" in err and "msgid: expected 30 letters or digits" in err
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+async def test_http_level_refusals_are_platform_shaped_too(lan: Lan, family: Family) -> None:
+    """Refusals decided before the envelope is read (a path that is no platform service, an oversized body)
+    also reach a LAN client as HTTP 200."""
+    wrong_path = await lan.call(family, "tcp", raw(fresh("1101_query_request.json")), path="/fsi/api/nothing")
+    assert "未发送到医保平台" in refusal(wrong_path, family, "bad_path")
+    big = await lan.call(family, "tcp", b"{" + b" " * (2 * 1024 * 1024) + b"}")
+    refusal(big, family, "body_too_large")
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+async def test_relay_outcomes_reach_the_cashier(lan: Lan, family: Family) -> None:
+    """A settlement whose answer is lost is reversed: the cashier reads "nothing charged, retry with a new msgid";
+    with the platform down a sign-in is "not processed". Both as HTTP 200 the HIS code reads."""
+    sign_no = json.loads((await lan.call(family, "tcp", raw(fresh("9001_signin_request.json")))).body)["output"][
+        "signinoutb"
+    ]["sign_no"]
+    assert lan.daemon.relay is not None
+    lan.daemon.relay.reversal_settle = 0.3  # the simulator answers at once or never
+    lan.sim.faults.set("2207", {"kind": "drop_after", "times": 1})
+    reversed_ = await lan.call(family, "tcp", raw(fresh("2207_settle_request.json", sign_no=sign_no)))
+    assert "已自动冲正，未扣费" in refusal(reversed_, family, "reversed")
+    await lan.sim.stop()
+    down = await lan.call(family, "tcp", raw(fresh("9001_signin_request.json")))
+    assert "未被医保平台处理" in refusal(down, family, "not_processed")
+
+
+async def test_a_client_may_ask_for_http_statuses(lan: Lan, short_tmp: Path) -> None:
+    """`answer: http_status` in a client's policy entry: the kind in the HTTP status, as before (for tools that
+    read statuses). A Java HttpURLConnection client would then see an exception and no err_msg."""
+    (short_tmp / "policy" / "lan.yaml").write_text(LAN_POLICY + "    answer: http_status\n")
+    assert lan.daemon.reload_policy()["result"] == "applied"
+    java = FAMILIES[0]
+    bad = await lan.call(java, "tcp", raw(fresh("9001_signin_request.json", msgid="short")))
+    assert bad.status == 400 and bad.headers.get("x-ybgate-error") == "bad_envelope"
+    assert bad.sees(java) is None
+    assert json.loads(bad.body)["gateway_error"] == "bad_envelope"  # the body is the same document
