@@ -347,7 +347,9 @@ class Daemon:
             self._listeners.append((srv, None))
         await self._start_control(cfg)
         await self._start_callback(cfg)
-        self.http = Http1Server(api.handle, api.refuse, http_limits(cfg), peer_error_responder=api.refuse_peer)
+        self.http = Http1Server(
+            api.handle, api.refuse, http_limits(cfg), peer_error_responder=api.refuse_peer, early_responder=api.early
+        )
         backlog = cfg.api.backlog
         cap = somaxconn()
         if cap is not None and cap < backlog:

@@ -21,7 +21,7 @@ from gateway.policy.model import ClientRule
 from gateway.relay.forwarder import RelayAnswer
 
 from .answers import DEFAULT_MODE, AnswerMode, failure_response
-from .routes import PathTable
+from .routes import PathMatch, PathTable
 
 log = structlog.get_logger("gateway.api")
 
@@ -67,11 +67,10 @@ class HisApi:
             doc = {"status": "ok", "uptime_s": round(time.monotonic() - self.started, 1)}
             return Response(200, json.dumps(doc).encode())
         match = self.paths.match(request.path)
-        if match is None:
-            err = RequestError(f"no platform service at {request.path}", http_status=404, kind="bad_path")
-            return self.refuse(err, mode)
-        if request.method != "POST":
-            return self.refuse(RequestError(f"use POST for {request.path}", http_status=405, kind="bad_method"), mode)
+        refused = self._misrouted(request, match, mode)
+        if refused is not None:
+            return refused
+        assert match is not None
         started = time.perf_counter()
         envelope: RequestEnvelope | None = None
         try:
@@ -116,6 +115,21 @@ class HisApi:
             ms=round(elapsed * 1000, 1),
         )
         return self._answer(answer.response.body, envelope.charset)
+
+    def early(self, head: Request) -> Response | None:
+        """The final answer to a request refused by its head alone (a client waiting on Expect: 100-continue)."""
+        if head.path == "/healthz":
+            return None
+        mode = _mode(self.gate.client_of(_caller(head.peer)))
+        return self._misrouted(head, self.paths.match(head.path), mode)
+
+    def _misrouted(self, request: Request, match: PathMatch | None, mode: AnswerMode) -> Response | None:
+        if match is None:
+            err = RequestError(f"no platform service at {request.path}", http_status=404, kind="bad_path")
+            return self.refuse(err, mode)
+        if request.method != "POST":
+            return self.refuse(RequestError(f"use POST for {request.path}", http_status=405, kind="bad_method"), mode)
+        return None
 
     def _admit(self, request: Request, caller: Caller, envelope: RequestEnvelope) -> str:
         """Who the caller is (its policy client name, or its peer without a policy); raises if refused."""

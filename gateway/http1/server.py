@@ -23,6 +23,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 ErrorResponder = Callable[[RequestError], Response]
 #: the same, for a server whose answer depends on who the peer is (the HIS API: each client's answer mode)
 PeerErrorResponder = Callable[[RequestError, Peer], Response]
+#: decides from a request's head alone (its body not read yet, empty here) whether it is refused: the final
+#: answer to a client waiting on "Expect: 100-continue", or None to let the body come
+EarlyResponder = Callable[[Request], Response | None]
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Abort(Exception):
@@ -44,6 +48,8 @@ class _Parse:
         self.done: list[Request] = []
         self.started = False
         self.headers_complete = False
+        #: the request being read waits for "100 Continue" (or a final answer) before it sends its body
+        self.expect_continue = False
         self._reset()
 
     def _reset(self) -> None:
@@ -75,6 +81,7 @@ class _Parse:
         self._reset()
         self.started = True
         self.headers_complete = False
+        self.expect_continue = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -102,7 +109,13 @@ class _Parse:
 
     def on_headers_complete(self) -> None:
         self.headers_complete = True
-        length = Headers(tuple(self.headers)).get("content-length")
+        headers = Headers(tuple(self.headers))
+        # .NET Framework sends it on every POST and waits 350 ms for the interim answer before the body.
+        expect = headers.get("expect")
+        self.expect_continue = (
+            expect is not None and expect.lower() == "100-continue" and self.parser.get_http_version() == "1.1"
+        )
+        length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
             raise RequestError(
                 f"body of {length} bytes exceeds the limit of {self.limits.max_body_bytes}",
@@ -119,7 +132,16 @@ class _Parse:
                 kind="body_too_large",
             )
 
+    def head(self) -> Request:
+        """The request being read, as far as its headers: for a decision before its body."""
+        try:
+            path = (httptools.parse_url(self.url).path or b"/").decode("utf-8")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            path = ""  # no platform path: the API refuses it as such
+        return Request(self.parser.get_method().decode("ascii"), path, Headers(tuple(self.headers)), b"")
+
     def on_message_complete(self) -> None:
+        self.expect_continue = False  # the body came without waiting: no interim answer is owed
         method = self.parser.get_method().decode("ascii")
         try:
             # An absolute-form target without a path ("GET http://host HTTP/1.1") asks for "/" (RFC 9110 4.2.3);
@@ -165,10 +187,12 @@ class Http1Server:
         limits: Limits,
         *,
         peer_error_responder: PeerErrorResponder | None = None,
+        early_responder: EarlyResponder | None = None,
     ) -> None:
         self.handler = handler
         self.error_responder = error_responder
         self.peer_error_responder = peer_error_responder
+        self.early_responder = early_responder
         self.limits = limits
         self._busy: set[asyncio.Task[None]] = set()
         # connection task -> its parse state; the state tells an idle keep-alive connection from a new one
@@ -201,7 +225,10 @@ class Http1Server:
         while not (self._closing and self._served[task]):
             refusal: RequestError | None = None
             try:
-                await self._read_request(reader, state)
+                await self._read_request(reader, writer, peer, state)
+            except _AnsweredEarly as early:
+                await self._write(writer, early.response, keep_alive=False)
+                return
             except RequestError as err:
                 refusal = err
             except httptools.HttpParserError as exc:
@@ -241,8 +268,11 @@ class Http1Server:
         finally:
             self._busy.discard(task)
 
-    async def _read_request(self, reader: asyncio.StreamReader, state: _Parse) -> None:
+    async def _read_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer, state: _Parse
+    ) -> None:
         """Feed bytes until at least one request is complete, EOF, or a limit trips."""
+        self._answer_expect(writer, peer, state)
         loop = asyncio.get_running_loop()
         header_deadline: float | None = None
         body_deadline: float | None = None
@@ -272,6 +302,22 @@ class Http1Server:
             if not state.started:
                 header_deadline = loop.time() + self.limits.header_timeout
             state.feed(chunk)
+            if not state.done:
+                self._answer_expect(writer, peer, state)
+
+    def _answer_expect(self, writer: asyncio.StreamWriter, peer: Peer, state: _Parse) -> None:
+        """A client waits for "100 Continue" before its body: send it, or the final answer when the head alone
+        decides (no such path, wrong method: why make it send a body to be refused). Answers to requests before
+        it go first, so this waits while any is owed."""
+        if not (state.expect_continue and state.started and state.headers_complete) or state.done:
+            return
+        state.expect_continue = False
+        if self.early_responder is not None:
+            head = state.head()
+            final = self.early_responder(Request(head.method, head.path, head.headers, b"", peer, False))
+            if final is not None:
+                raise _AnsweredEarly(final)
+        writer.write(CONTINUE)
 
     @staticmethod
     async def _abort(writer: asyncio.StreamWriter, abort: Abort) -> None:
@@ -330,6 +376,12 @@ class Http1Server:
         if left:
             await asyncio.wait(left, timeout=1.0)
         return not owed
+
+
+class _AnsweredEarly(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__("answered from the request head")
+        self.response = response
 
 
 #: loop turns from a connection accepted by the listener to its serve() running

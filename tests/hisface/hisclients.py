@@ -97,6 +97,8 @@ class Answer:
     body: bytes
     #: an interim "100 Continue" came before the body was sent
     continued: bool
+    #: the client sent its body (not when a final answer came while it waited for "100 Continue")
+    body_sent: bool = True
 
     def sees(self, family: Family) -> dict[str, Any] | None:
         """The JSON the HIS code gets, or None where its stack throws before the body is read."""
@@ -147,7 +149,7 @@ async def call(
                 pass  # the stall this models: the client gives up waiting and sends the body
             else:
                 if status != 100:  # a final answer before the body: the client sends no body
-                    return Answer(status, headers, payload, False)
+                    return Answer(status, headers, payload, continued=False, body_sent=False)
                 continued = True
         writer.write(body)
         await writer.drain()

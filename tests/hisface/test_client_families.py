@@ -7,6 +7,7 @@ infcode -1, err_msg saying what to do), since their stacks throw on a status of 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -133,3 +134,48 @@ async def test_a_client_may_ask_for_http_statuses(lan: Lan, short_tmp: Path) -> 
     assert bad.status == 400 and bad.headers.get("x-ybgate-error") == "bad_envelope"
     assert bad.sees(java) is None
     assert json.loads(bad.body)["gateway_error"] == "bad_envelope"  # the body is the same document
+
+
+DOTNET = [f for f in FAMILIES if f.expect_continue]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("family", DOTNET, ids=lambda f: f.name)
+async def test_expect_100_continue_is_answered(lan: Lan, family: Family, transport: str) -> None:
+    """.NET sends its head with Expect: 100-continue and holds the body until "100 Continue" or 350 ms: the
+    gateway answers at once, so no call stalls. (The wait here is long only so a loaded machine cannot make the
+    interim answer late; on the old code it never came and every .NET call paid the 350 ms.)"""
+    answer = await lan.call(family, transport, raw(fresh("9001_signin_request.json")), continue_wait=10)
+    assert answer.continued
+    doc = answer.sees(family)
+    assert doc is not None and str(doc["infcode"]) == "0"
+
+
+@pytest.mark.parametrize("family", DOTNET, ids=lambda f: f.name)
+async def test_a_head_that_decides_gets_the_final_answer_instead(lan: Lan, family: Family) -> None:
+    """A path that is no platform service is refused from the head: the final answer comes instead of
+    "100 Continue" and the client never sends its body."""
+    answer = await lan.call(
+        family, "tcp", raw(fresh("1101_query_request.json")), path="/fsi/api/nothing", continue_wait=10
+    )
+    assert not answer.continued and not answer.body_sent
+    assert "未发送到医保平台" in refusal(answer, family, "bad_path")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # the body came with the head: nothing is waiting, no interim answer is sent
+        b"POST /fsi/api/rsfComIfsService/callService HTTP/1.1\r\nExpect: 100-continue\r\nConnection: close\r\n"
+        b"Content-Length: {n}\r\n\r\n",
+        # HTTP/1.0 has no interim answers
+        b"POST /fsi/api/rsfComIfsService/callService HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: {n}\r\n\r\n",
+    ],
+)
+async def test_no_interim_answer_when_nothing_waits_for_it(lan: Lan, head: bytes) -> None:
+    body = raw(fresh("9001_signin_request.json"))
+    reader, writer = await asyncio.open_connection(*lan.tcp)
+    writer.write(head.replace(b"{n}", str(len(body)).encode()) + body)
+    data = await asyncio.wait_for(reader.read(), 30)  # the gateway closes: Connection: close, or HTTP/1.0
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 200 OK") and b"100 Continue" not in data
