@@ -14,7 +14,7 @@ from gateway.health.metrics import Metrics
 from gateway.health.recent import Recent
 from gateway.http1 import Request, Response
 from gateway.http1.messages import Peer
-from gateway.platform.envelope import RequestEnvelope, charset_of, decode_request, describe
+from gateway.platform.envelope import GBK, RequestEnvelope, charset_of, decode_request, describe
 from gateway.policy.engine import Caller
 from gateway.policy.gate import PolicyDenied, PolicyGate
 from gateway.policy.model import ClientRule
@@ -26,6 +26,7 @@ from .routes import PathMatch, PathTable
 log = structlog.get_logger("gateway.api")
 
 TIMEOUT_HEADER = "x-ybgate-timeout"
+UTF8 = "utf-8"
 
 
 class Relay(Protocol):
@@ -75,7 +76,8 @@ class HisApi:
         envelope: RequestEnvelope | None = None
         try:
             timeout = self._timeout(request)
-            charset = charset_of(request.headers.get("content-type"))
+            undeclared = GBK if client is not None and client.charset == "gbk" else UTF8
+            charset = charset_of(request.headers.get("content-type"), undeclared)
             envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
             name = self._admit(request, caller, envelope)
             deadline = asyncio.get_running_loop().time() + timeout

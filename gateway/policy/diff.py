@@ -52,6 +52,8 @@ def _changed(name: str, a: ClientRule, b: ClientRule) -> list[str]:
         out.append(f"~ client {name} rate limit {_rate(a)} -> {_rate(b)}")
     if a.answer != b.answer:
         out.append(f"~ client {name} answers {a.answer} -> {b.answer}")
+    if a.charset != b.charset:
+        out.append(f"~ client {name} undeclared charset {a.charset or 'utf-8'} -> {b.charset or 'utf-8'}")
     return out
 
 

@@ -199,6 +199,7 @@ class _Compiler:
                 allow_words=tuple(client.allow),
                 rate=_rate(client.rate.per_second, client.rate.burst) if client.rate else None,
                 answer=client.answer,
+                charset=client.charset,
             )
         )
 

@@ -50,6 +50,8 @@ class ClientRule:
     rate: RateSpec | None
     #: platform | http_status: the shape of the gateway's own failure answers to this client
     answer: str = "platform"
+    #: utf-8 | gbk | None: the charset of bodies whose Content-Type names none
+    charset: str | None = None
 
     def describe_match(self) -> str:
         parts = [f"uid {', '.join(map(str, sorted(self.uids)))}"] if self.uids else []
@@ -123,6 +125,7 @@ class Policy:
                         c.deny.describe(),
                         c.rate,
                         c.answer,
+                        c.charset,
                     )
                     for c in self.clients
                 ],

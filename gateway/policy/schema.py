@@ -75,6 +75,9 @@ class Client(_Strict):
     #: as the platform answers business failures; the only shape most HIS HTTP stacks can read) or http_status
     #: (the HTTP status says the kind: 400, 403, 502, 504 …)
     answer: Literal["platform", "http_status"] = "platform"
+    #: the charset of this client's bodies when its Content-Type does not say (a declared charset wins): gbk
+    #: for a Windows HIS whose JSON is marshalled in the ANSI code page; its answers go back in GBK
+    charset: Literal["utf-8", "gbk"] | None = None
     note: str | None = None
 
 

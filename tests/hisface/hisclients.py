@@ -68,6 +68,18 @@ def _dotnet(content_type: str) -> Callable[[str, int], bytes]:
     return head
 
 
+def _text_plain(path: str, length: int) -> bytes:
+    # a client that posts the JSON as text/plain without a charset, as the bureau's sample front-service client
+    # does; it closes the connection after each call
+    return (
+        f"POST {path} HTTP/1.1\r\n"
+        "Content-Type: text/plain\r\n"
+        f"Host: {HOST}\r\n"
+        f"Content-Length: {length}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("latin-1")
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -87,6 +99,8 @@ FAMILIES = (
     Family("dotnet-httpwebrequest", _dotnet("application/json"), True, lambda s: s < 400),
     # EnsureSuccessStatusCode() throws HttpRequestException outside 2xx
     Family("dotnet-httpclient", _dotnet("application/json; charset=utf-8"), True, lambda s: 200 <= s < 300),
+    # the sample client throws on any status other than 200
+    Family("text-plain-sample", _text_plain, False, lambda s: s == 200),
 )
 
 
@@ -101,10 +115,12 @@ class Answer:
     body_sent: bool = True
 
     def sees(self, family: Family) -> dict[str, Any] | None:
-        """The JSON the HIS code gets, or None where its stack throws before the body is read."""
+        """The JSON the HIS code gets, or None where its stack throws before the body is read. The text is
+        decoded in the charset the answer declares (as .NET's readers and HIS code using it do)."""
         if not family.readable(self.status):
             return None
-        doc = json.loads(self.body.decode("utf-8"))
+        declared = (self.headers.get("content-type") or "").lower()
+        doc = json.loads(self.body.decode("gbk" if "charset=gbk" in declared else "utf-8"))
         assert isinstance(doc, dict)
         return doc
 

@@ -179,3 +179,23 @@ async def test_no_interim_answer_when_nothing_waits_for_it(lan: Lan, head: bytes
     data = await asyncio.wait_for(reader.read(), 30)  # the gateway closes: Connection: close, or HTTP/1.0
     writer.close()
     assert data.startswith(b"HTTP/1.1 200 OK") and b"100 Continue" not in data
+
+
+async def test_a_gbk_client_declared_in_the_policy(lan: Lan, short_tmp: Path) -> None:
+    """A Windows HIS marshals its JSON in the ANSI code page (GBK) and says only application/json. Unknown to
+    the policy, it is refused as not UTF-8, never guessed; with `charset: gbk` in its client entry it works, and
+    its answers come back in GBK. A charset the request declares still wins."""
+    webrequest = next(f for f in FAMILIES if f.name == "dotnet-httpwebrequest")
+    doc = fresh("9001_signin_request.json", opter_name="张三")
+    gbk = json.dumps(doc, ensure_ascii=False).encode("gbk")
+    refused = await lan.call(webrequest, "tcp", gbk)
+    assert "charset: gbk" in refusal(refused, webrequest, "bad_encoding")
+    (short_tmp / "policy" / "lan.yaml").write_text(LAN_POLICY + "    charset: gbk\n")
+    assert lan.daemon.reload_policy()["result"] == "applied"
+    ok = await lan.call(webrequest, "tcp", gbk)  # the same bytes: refused before, a fresh msgid still
+    assert ok.headers.get("content-type") == "application/json; charset=GBK"
+    answer = ok.sees(webrequest)
+    assert answer is not None and str(answer["infcode"]) == "0"
+    declared = await lan.call(FAMILIES[0], "tcp", raw(fresh("9001_signin_request.json", opter_name="张三")))
+    assert declared.headers.get("content-type") == "application/json; charset=utf-8"
+    assert str(json.loads(declared.body)["infcode"]) == "0"

@@ -114,6 +114,11 @@ def test_upstreams_are_ip_literals_only() -> None:
             "<policy>:5:13",
             "'platform' or 'http_status'",
         ),
+        (
+            'clients:\n  - name: a\n    unix: {uids: [1]}\n    allow: ["1101"]\n    charset: latin1\n',
+            "<policy>:5:14",
+            "'utf-8' or 'gbk'",
+        ),
     ],
 )
 def test_errors_name_the_line_and_field(text: str, where: str, message: str) -> None:
