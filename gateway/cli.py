@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run a scripted cashier session, check the simulator ledger, exit 0 only if all is well",
     )
+    demo.add_argument(
+        "--tcp",
+        default="127.0.0.1:8097",
+        metavar="HOST:PORT",
+        help="also listen on TCP for LAN HIS workstations (default %(default)s, where the bureau's sample front "
+        "service listens; port 0: any free port; 'off': the Unix socket only)",
+    )
     demo.add_argument("--log-level", default="error", choices=["debug", "info", "warning", "error"])
 
     status = sub.add_parser(
@@ -483,8 +490,15 @@ def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, prof
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import main_demo
 
+    tcp: tuple[str, int] | None = None
+    if args.tcp != "off":
+        host, _, port = args.tcp.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"ybgate demo: --tcp wants HOST:PORT (an IP literal), got {args.tcp!r}", file=sys.stderr)
+            return 2
+        tcp = (host.strip("[]"), int(port))
     try:
-        return main_demo(args.once, sys.stdout, args.log_level)
+        return main_demo(args.once, sys.stdout, args.log_level, tcp)
     except KeyboardInterrupt:
         return 0
 

@@ -56,7 +56,8 @@ IpLiteral = Annotated[str, AfterValidator(_ip_literal)]
 
 class TcpListen(_Strict):
     host: IpLiteral
-    port: Port
+    #: 0: any free port (demos and tests side by side; the daemon logs the one it got)
+    port: Annotated[int, Field(ge=0, le=65535)]
 
 
 class Api(_Strict):

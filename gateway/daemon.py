@@ -108,6 +108,8 @@ class Daemon:
         self.api: HisApi | None = None
         self.http: Http1Server | None = None
         self.admin_address: tuple[str, int] | None = None
+        #: where the HIS API's TCP listeners are (the port the kernel chose for a configured 0)
+        self.api_tcp_addresses: list[tuple[str, int]] = []
         self.started_at = time.monotonic()  # uptime: a wall-clock step must not move it
         self.host: HostSampler | None = None
         self.mqtt: HealthPublisher | None = None
@@ -364,8 +366,12 @@ class Daemon:
         )
         # A handed-over socket belongs to systemd: never unlink it on stop.
         self._listeners.append((unix, None if self._api_socket else cfg.api_socket))
+        self.api_tcp_addresses = []
         for tcp in cfg.api.tcp:
-            self._listeners.append((await start_tcp(self.http, tcp.host, tcp.port, backlog=backlog), None))
+            srv = await start_tcp(self.http, tcp.host, tcp.port, backlog=backlog)
+            self.api_tcp_addresses.append(srv.sockets[0].getsockname()[:2])
+            log.info("api_tcp_listening", address=f"{tcp.host}:{self.api_tcp_addresses[-1][1]}")
+            self._listeners.append((srv, None))
 
     async def _start_audit(self, cfg: Config) -> None:
         """Open the chain (cutting a torn tail), append what the outbox finished after its last entry (a crash

@@ -2,12 +2,14 @@
 
 `--once` plays a cashier's session through the real Unix socket — sign-in, person query, pre-settlement,
 settlement, reversal — and then checks the simulator's ledger: the settlement must have been booked exactly
-once and reversed. The exit status says whether every step did what it should.
+once and reversed; with a TCP listener, a LAN HIS's sign-in over it too. The exit status says whether every
+step did what it should.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import os
@@ -83,10 +85,33 @@ identity:                    # the throwaway test PKI the demo generates (NOT fo
 """
 
 
-def demo_policy(state: Path, platform: tuple[str, int], answer: AnswerMode = "http_status") -> str:
+LAN_CLIENT = """\
+  - name: lan-his               # HIS workstations on the LAN call the TCP listener; allowed by source network
+    tcp: {{cidrs: [{cidrs}]}}
+    allow: [everything]
+"""
+#: where the bureau's sample front service listens, so a HIS configured for it works unchanged
+DEFAULT_TCP = ("127.0.0.1", 8097)
+
+
+def lan_cidrs(host: str) -> list[str]:
+    """Who may call the demo's TCP listener: loopback, and the listening address's /24 when it is a LAN one."""
+    cidrs = ["127.0.0.0/8"]
+    address = ipaddress.ip_address(host)
+    if address.version == 4 and not (address.is_loopback or address.is_unspecified):
+        cidrs.append(str(ipaddress.ip_network(f"{host}/24", strict=False)))
+    return cidrs
+
+
+def demo_policy(
+    state: Path, platform: tuple[str, int], answer: AnswerMode = "http_status", tcp: tuple[str, int] | None = None
+) -> str:
     """Write the demo's policy file under `state` and return the config lines that name it."""
     (state / "policy").mkdir(parents=True, exist_ok=True)
     text = DEMO_POLICY.format(uid=os.getuid(), host=platform[0], port=platform[1], answer=answer)
+    if tcp is not None:
+        lan = LAN_CLIENT.format(cidrs=", ".join(lan_cidrs(tcp[0])))
+        text = text.replace("upstreams:\n", lan + "upstreams:\n", 1)
     (state / "policy" / "demo.yaml").write_text(text)
     return POLICY_PART.format(state=state)
 
@@ -96,15 +121,20 @@ def demo_config(
     platform: tuple[str, int],
     level: str = "warning",
     pki: Path | None = None,
+    *,
     answer: AnswerMode = "http_status",
+    tcp: tuple[str, int] | None = None,
 ) -> Config:
     """The embedded default. With `pki` the upstream is TLCP with mutual authentication, as on a 前置机;
     without, plain TCP under the development flag (the fast path most tests use). `answer` is the demo client's
     answer mode: `ybgate demo` shows the product's default (platform); the suite's relay and limit tests read
     each outcome from the HTTP status, so they ask for http_status (the HIS-face tests use both)."""
     text = DEMO_CONFIG.format(state=state, host=platform[0], port=platform[1], level=level) + demo_policy(
-        state, platform, answer
+        state, platform, answer, tcp
     )
+    if tcp is not None:
+        listen = f"  tcp: [{{host: {tcp[0]}, port: {tcp[1]}}}]\n"
+        text = text.replace("  socket_mode: 0660\n", "  socket_mode: 0660\n" + listen)
     if pki is not None:
         text = text.replace("development: true            # plain TCP to the simulator; a 前置机 uses TLCP\n", "")
         text = text.replace("    transport: tcp\n", "    transport: tlcp\n") + TLCP_PART.format(pki=pki)
@@ -276,6 +306,19 @@ class DemoRun:
         await self.call("HIS retries same msgid", "2207", sign_no, {"data": visit}, msgid=msgid, expect="reversed")
         return await self.check_ledger(msgid)
 
+    async def lan_sign_in(self, host: str, port: int) -> bool:
+        """A LAN HIS's sign-in over the TCP listener, as its workstation makes it."""
+        body = json.dumps(
+            envelope("9001", self.ids.next(), "", {"signIn": {"opter_no": "0012"}}), ensure_ascii=False
+        ).encode()
+        reply = await request("POST", PLATFORM_PATH, body, host=host, port=port)
+        try:
+            ok = reply.status == 200 and decode_response(reply.body).infcode == 0
+        except ValueError:
+            ok = False
+        self.out.write(f"  {'ok ' if ok else 'BAD'} sign-in over TCP (LAN HIS) http://{host}:{port}{PLATFORM_PATH}\n")
+        return ok
+
     async def check_ledger(self, settle_msgid: str) -> bool:
         reply = await request("GET", "/_sim/ledger", host=self.admin[0], port=self.admin[1])
         ledger = json.loads(reply.body)
@@ -289,7 +332,14 @@ class DemoRun:
         return ok
 
 
-async def run_demo(*, once: bool, out: TextIO, state_dir: Path | None = None, level: str = "warning") -> int:
+async def run_demo(
+    *,
+    once: bool,
+    out: TextIO,
+    state_dir: Path | None = None,
+    level: str = "warning",
+    tcp: tuple[str, int] | None = DEFAULT_TCP,
+) -> int:
     from gateway.logging import configure
 
     configure(level=level, fmt="console")
@@ -299,12 +349,16 @@ async def run_demo(*, once: bool, out: TextIO, state_dir: Path | None = None, le
     generate_test_pki(pki)
     sim = Simulator()
     addrs: SimAddresses = await sim.start(tlcp=sim_tlcp_config(pki))
-    config = demo_config(state, addrs.platform, level, pki=pki, answer="platform")
+    config = demo_config(state, addrs.platform, level, pki=pki, answer="platform", tcp=tcp)
     daemon = Daemon(config)
     await daemon.start()
     try:
+        lan = [f"http://{host}:{port}{PLATFORM_PATH}" for host, port in daemon.api_tcp_addresses]
         if once:
-            ok = await DemoRun(config.api_socket, addrs.admin, out).cashier_session()
+            run = DemoRun(config.api_socket, addrs.admin, out)
+            ok = await run.cashier_session()
+            for host, port in daemon.api_tcp_addresses:
+                ok = await run.lan_sign_in(host, port) and ok
             out.write("demo: PASS\n" if ok else "demo: FAIL\n")
             return 0 if ok else 1
         sample = state / "signin.json"
@@ -314,9 +368,16 @@ async def run_demo(*, once: bool, out: TextIO, state_dir: Path | None = None, le
             ),
             encoding="utf-8",
         )
+        tcp_lines = "".join(
+            f"  LAN HIS (TCP, policy client lan-his from {', '.join(lan_cidrs(tcp[0]))}): {url}\n"
+            f"  try:  curl -sS -H 'Content-Type: application/json' --data-binary @{sample} {url}\n"
+            for url in lan
+            if tcp is not None
+        )
         out.write(
             f"ybgate demo: gateway on {config.api_socket}, simulator admin {addrs.admin_url}\n"
-            f"  try:  curl -sS --unix-socket {config.api_socket} -H 'Content-Type: application/json' "
+            + tcp_lines
+            + f"  try:  curl -sS --unix-socket {config.api_socket} -H 'Content-Type: application/json' "
             f"--data-binary @{sample} http://localhost{PLATFORM_PATH}\n"
             f"  ledger: curl {addrs.admin_url}ledger\n"
             f"  gateway metrics: curl http://{daemon.admin_address[0]}:{daemon.admin_address[1]}/metrics\n"
@@ -333,5 +394,5 @@ async def run_demo(*, once: bool, out: TextIO, state_dir: Path | None = None, le
             shutil.rmtree(state, ignore_errors=True)
 
 
-def main_demo(once: bool, out: TextIO, level: str = "warning") -> int:
-    return asyncio.run(run_demo(once=once, out=out, level=level))
+def main_demo(once: bool, out: TextIO, level: str = "warning", tcp: tuple[str, int] | None = DEFAULT_TCP) -> int:
+    return asyncio.run(run_demo(once=once, out=out, level=level, tcp=tcp))
