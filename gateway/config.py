@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.api.routes import template_problem
 from gateway.errors import ConfigError
 from gateway.yamlpos import Located, load_yaml, load_yaml_file, validation_problems
 
@@ -19,10 +20,22 @@ if TYPE_CHECKING:
     from gateway.profiles import SecretRefs
 
 DEFAULT_CONFIG_PATH = Path("/etc/ybgate/ybgate.yaml")
+#: the path families of the province gateways HIS code is written for (api.paths; see gateway.api.routes for the
+#: placeholders). A HIS keeps its path and changes only its base URL.
 DEFAULT_PLATFORM_PATHS = (
+    # the national interface: one path for every transaction, or the infno appended
     "/fsi/api/rsfComIfsService/callService",
     "/fsi/api/rsfComIfsService/callService/{infno}",
-    "/ebus/fsi/api/hsa/hgs/{infno}",
+    # TIF-fronted provinces: /ebus/fsi/api/hsa/hgs/{infno}, /ebus/<paasid>/hsa/hgs/{infno},
+    # /ebus/<env>/poc/hsa/hgs/{infno}: the middle segments vary
+    "/ebus/{**}/hsa/hgs/{infno}",
+    # Hunan
+    "/power-csb/powercsb/{infno}",
+    # Jiangxi: the infno inside the segment
+    "/CSB/hsa-fsi-{infno}",
+    # file upload (9101) and download (9102)
+    "/fsi/api/fileupload/upload",
+    "/fsi/api/fileupload/download",
 )
 
 
@@ -94,8 +107,9 @@ class Api(_Strict):
     @classmethod
     def _paths(cls, v: list[str]) -> list[str]:
         for p in v:
-            if not p.startswith("/") or p.count("{infno}") > 1 or ("{" in p.replace("{infno}", "")):
-                raise ValueError(f"{p!r}: a path starts with / and may hold one {{infno}} placeholder")
+            problem = template_problem(p)
+            if problem is not None:
+                raise ValueError(f"{p!r}: {problem}")
         return v
 
 
