@@ -79,6 +79,9 @@ class HisApi:
             undeclared = GBK if client is not None and client.charset == "gbk" else UTF8
             charset = charset_of(request.headers.get("content-type"), undeclared)
             envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
+            if envelope.normalised:
+                # names only: the values may be personal
+                log.info("envelope_normalised", msgid=envelope.msgid, fields=list(envelope.normalised))
             name = self._admit(request, caller, envelope)
             deadline = asyncio.get_running_loop().time() + timeout
             self.metrics.in_flight.inc()

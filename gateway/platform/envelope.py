@@ -58,6 +58,8 @@ class RequestEnvelope:
     body: bytes
     #: the charset the HIS spoke, so the answer goes back the way it came
     charset: str = "utf-8"
+    #: fields brought from a loose shape to the specification's (see _normalise)
+    normalised: tuple[str, ...] = ()
 
     @property
     def input(self) -> Any:
@@ -171,6 +173,7 @@ def _loads_object(text: str) -> dict[str, Any]:
 def decode_request(body: bytes, *, charset: str = "utf-8", path_infno: str | None = None) -> RequestEnvelope:
     """Validate a HIS request envelope. `path_infno` is the infno a per-transaction URL names, if any."""
     fields = _loads_object(decode_text(body, charset))
+    normalised = _normalise(fields)
     infno = _check_infno(fields.get("infno"), path_infno)
     msgid = _check_msgid(fields.get("msgid"))
     inf_time = _check_inf_time(fields.get("inf_time"))
@@ -178,9 +181,44 @@ def decode_request(body: bytes, *, charset: str = "utf-8", path_infno: str | Non
     if "input" not in fields:
         raise EnvelopeError("input", "missing; the business payload goes in input")
     if not isinstance(fields["input"], dict):
-        raise EnvelopeError("input", f"expected a JSON object, got {type(fields['input']).__name__}")
-    utf8 = body if charset == "utf-8" else json.dumps(fields, ensure_ascii=False).encode("utf-8")
-    return RequestEnvelope(infno=infno, msgid=msgid, inf_time=inf_time, fields=fields, body=utf8, charset=charset)
+        raise EnvelopeError("input", f"expected a JSON object, got {describe(fields['input'])}")
+    # What the outbox stores, the msgid identifies and the platform receives is the normalised envelope: the
+    # same raw body always normalises to the same bytes, so a replay still finds its stored answer.
+    same = charset == "utf-8" and not normalised
+    utf8 = body if same else json.dumps(fields, ensure_ascii=False).encode("utf-8")
+    return RequestEnvelope(
+        infno=infno, msgid=msgid, inf_time=inf_time, fields=fields, body=utf8, charset=charset, normalised=normalised
+    )
+
+
+def _normalise(fields: dict[str, Any]) -> tuple[str, ...]:
+    """Bring the loose shapes real HIS code sends, and the platform accepts, to the specification's; in place.
+    The names of the fields changed (never their values: they may be personal).
+
+    - `input` as a JSON string holding the object (the specification types it 字符型);
+    - a number where a header field is a string (`opter_type: 1`);
+    - `inf_time` with a `T` between date and time (ISO 8601 from a date library).
+    What the platform refuses stays refused: a string input that is no JSON object, an infno or msgid of the
+    wrong shape, a missing field."""
+    changed: list[str] = []
+    raw_input = fields.get("input")
+    if isinstance(raw_input, str):
+        try:
+            inner = _loads_object(raw_input)
+        except RequestError as err:
+            raise EnvelopeError("input", f"a string that is not a JSON object ({err.message})") from None
+        fields["input"] = inner
+        changed.append("input")
+    for name in _STRING_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            fields[name] = str(value)
+            changed.append(name)
+    stamp = fields.get("inf_time")
+    if isinstance(stamp, str) and len(stamp) == 19 and stamp[10] == "T":
+        fields["inf_time"] = stamp[:10] + " " + stamp[11:]
+        changed.append("inf_time")
+    return tuple(changed)
 
 
 def _check_infno(infno: Any, path_infno: str | None) -> str:
