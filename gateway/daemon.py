@@ -209,6 +209,8 @@ class Daemon:
             metrics=self.metrics,
             recent=self.recent,
             gate=self.gate,
+            completion_values=completion_values(cfg),
+            signs_in=cfg.session is not None and cfg.session.sign_in,
         )
         await self._start_listeners(cfg, api)
         self._tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
@@ -691,7 +693,13 @@ class Daemon:
         if self.http is not None:
             self.http.limits = http_limits(new)
         if self.api is not None:
-            self.api.configure(new.api.paths, new.api.default_timeout, new.api.max_timeout)
+            self.api.configure(
+                new.api.paths,
+                new.api.default_timeout,
+                new.api.max_timeout,
+                completion_values(new),
+                signs_in=new.session is not None and new.session.sign_in,
+            )
         if new.logging != old.logging:
             from gateway.logging import configure
 
@@ -726,6 +734,23 @@ class Daemon:
             await self.wait_for_signal()
         finally:
             await self.stop()
+
+
+def completion_values(cfg: Config) -> dict[str, str]:
+    """What envelopes are completed with for clients that ask: the sign-in operator's identity (session:)."""
+    s = cfg.session
+    if s is None:
+        return {}
+    return {
+        "fixmedins_code": s.fixmedins_code,
+        "fixmedins_name": s.fixmedins_name,
+        "mdtrtarea_admvs": s.mdtrtarea_admvs,
+        "recer_sys_code": s.recer_sys_code,
+        "infver": "V1.0",
+        "opter": s.opter,
+        "opter_name": s.opter_name,
+        "opter_type": s.opter_type,
+    }
 
 
 def _outcome(row: Row) -> Outcome:

@@ -168,3 +168,14 @@ def gateway_operator() -> Any:
         mac="52-54-00-00-00-99",
         ip="10.0.0.99",
     )
+
+
+@pytest_asyncio.fixture
+async def signing(sim: Simulator, short_tmp: Path) -> AsyncIterator[Gateway]:
+    """A gateway that signs in on the HIS's behalf (session: with sign_in), as gateway_operator()."""
+    assert sim.addresses is not None
+    config = demo_config(short_tmp, sim.addresses.platform).model_copy(update={"session": gateway_operator()})
+    daemon = Daemon(config)
+    await daemon.start()
+    yield Gateway(daemon, config, sim)
+    await daemon.stop(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 import structlog
@@ -14,6 +15,7 @@ from gateway.health.metrics import Metrics
 from gateway.health.recent import Recent
 from gateway.http1 import Request, Response
 from gateway.http1.messages import Peer
+from gateway.platform.completion import Completion
 from gateway.platform.envelope import GBK, RequestEnvelope, charset_of, decode_request, describe
 from gateway.policy.engine import Caller
 from gateway.policy.gate import PolicyDenied, PolicyGate
@@ -44,19 +46,32 @@ class HisApi:
         metrics: Metrics | None = None,
         recent: Recent | None = None,
         gate: PolicyGate | None = None,
+        completion_values: Mapping[str, str] | None = None,
+        signs_in: bool = False,
     ) -> None:
         self.relay = relay
         self.gate = gate or PolicyGate(None)
         self.metrics = metrics or Metrics()
         self.recent = recent or Recent()
-        self.configure(paths, default_timeout, max_timeout)
+        self.configure(paths, default_timeout, max_timeout, completion_values, signs_in=signs_in)
         self.started = time.monotonic()
 
-    def configure(self, paths: list[str], default_timeout: float, max_timeout: float) -> None:
+    def configure(
+        self,
+        paths: list[str],
+        default_timeout: float,
+        max_timeout: float,
+        completion_values: Mapping[str, str] | None = None,
+        *,
+        signs_in: bool = False,
+    ) -> None:
         """Swap the HIS-facing settings (on reload); each request sees either the old set or the new one."""
         self.paths = PathTable(paths)
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
+        #: what the gateway completes envelopes with, for clients that ask (platform.completion)
+        self.completion_values: Mapping[str, str] = dict(completion_values or {})
+        self.signs_in = signs_in
 
     async def handle(self, request: Request) -> Response:
         caller = _caller(request.peer)
@@ -78,10 +93,21 @@ class HisApi:
             timeout = self._timeout(request)
             undeclared = GBK if client is not None and client.charset == "gbk" else UTF8
             charset = charset_of(request.headers.get("content-type"), undeclared)
-            envelope = decode_request(request.body, charset=charset, path_infno=match.infno)
+            completion = (
+                Completion(client.complete, self.completion_values, self.signs_in)
+                if client is not None and client.complete
+                else None
+            )
+            envelope = decode_request(request.body, charset=charset, path_infno=match.infno, completion=completion)
+            # names only: the values may be personal
             if envelope.normalised:
-                # names only: the values may be personal
                 log.info("envelope_normalised", msgid=envelope.msgid, fields=list(envelope.normalised))
+            if envelope.completed:
+                assert client is not None
+                log.info(
+                    "envelope_completed", msgid=envelope.msgid, client=client.name, fields=list(envelope.completed)
+                )
+                self.metrics.envelope_completions.labels(client.name).inc(len(envelope.completed))
             name = self._admit(request, caller, envelope)
             deadline = asyncio.get_running_loop().time() + timeout
             self.metrics.in_flight.inc()

@@ -105,6 +105,12 @@ class Metrics:
             ["kind", "client"],
             registry=r,
         )
+        self.envelope_completions = Counter(
+            "ybgate_envelope_completions_total",
+            "envelope fields the gateway filled for policy clients that ask for completion",
+            ["client"],
+            registry=r,
+        )
         self.policy_reloads = Counter(
             "ybgate_policy_reloads_total", "policy reloads by result (applied, refused)", ["result"], registry=r
         )

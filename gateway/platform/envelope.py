@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.errors import EnvelopeError, RequestError
+from gateway.platform.completion import Completion, complete
 
 # Used with fullmatch: `$` also matches before a final newline, which let "1101\n" through as an infno.
 _INFNO = re.compile(r"[0-9]{4}[A-Z]?")
@@ -60,6 +61,8 @@ class RequestEnvelope:
     charset: str = "utf-8"
     #: fields brought from a loose shape to the specification's (see _normalise)
     normalised: tuple[str, ...] = ()
+    #: fields the gateway filled for a client that asks for completion (platform.completion)
+    completed: tuple[str, ...] = ()
 
     @property
     def input(self) -> Any:
@@ -170,10 +173,14 @@ def _loads_object(text: str) -> dict[str, Any]:
     return value
 
 
-def decode_request(body: bytes, *, charset: str = "utf-8", path_infno: str | None = None) -> RequestEnvelope:
-    """Validate a HIS request envelope. `path_infno` is the infno a per-transaction URL names, if any."""
+def decode_request(
+    body: bytes, *, charset: str = "utf-8", path_infno: str | None = None, completion: Completion | None = None
+) -> RequestEnvelope:
+    """Validate a HIS request envelope. `path_infno` is the infno a per-transaction URL names, if any;
+    `completion` the fields the gateway fills for this client where they are missing."""
     fields = _loads_object(decode_text(body, charset))
     normalised = _normalise(fields)
+    completed = complete(fields, completion) if completion is not None else ()
     infno = _check_infno(fields.get("infno"), path_infno)
     msgid = _check_msgid(fields.get("msgid"))
     inf_time = _check_inf_time(fields.get("inf_time"))
@@ -184,10 +191,17 @@ def decode_request(body: bytes, *, charset: str = "utf-8", path_infno: str | Non
         raise EnvelopeError("input", f"expected a JSON object, got {describe(fields['input'])}")
     # What the outbox stores, the msgid identifies and the platform receives is the normalised envelope: the
     # same raw body always normalises to the same bytes, so a replay still finds its stored answer.
-    same = charset == "utf-8" and not normalised
+    same = charset == "utf-8" and not normalised and not completed
     utf8 = body if same else json.dumps(fields, ensure_ascii=False).encode("utf-8")
     return RequestEnvelope(
-        infno=infno, msgid=msgid, inf_time=inf_time, fields=fields, body=utf8, charset=charset, normalised=normalised
+        infno=infno,
+        msgid=msgid,
+        inf_time=inf_time,
+        fields=fields,
+        body=utf8,
+        charset=charset,
+        normalised=normalised,
+        completed=completed,
     )
 
 

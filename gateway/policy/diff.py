@@ -52,6 +52,9 @@ def _changed(name: str, a: ClientRule, b: ClientRule) -> list[str]:
         out.append(f"~ client {name} rate limit {_rate(a)} -> {_rate(b)}")
     if a.answer != b.answer:
         out.append(f"~ client {name} answers {a.answer} -> {b.answer}")
+    if a.complete != b.complete:
+        before, after = ", ".join(a.complete) or "nothing", ", ".join(b.complete) or "nothing"
+        out.append(f"~ client {name} completes {before} -> {after}")
     if a.charset != b.charset:
         out.append(f"~ client {name} undeclared charset {a.charset or 'utf-8'} -> {b.charset or 'utf-8'}")
     return out

@@ -200,6 +200,7 @@ class _Compiler:
                 rate=_rate(client.rate.per_second, client.rate.burst) if client.rate else None,
                 answer=client.answer,
                 charset=client.charset,
+                complete=tuple(dict.fromkeys(client.complete)),
             )
         )
 

@@ -52,6 +52,8 @@ class ClientRule:
     answer: str = "platform"
     #: utf-8 | gbk | None: the charset of bodies whose Content-Type names none
     charset: str | None = None
+    #: envelope fields the gateway fills when this client leaves them out
+    complete: tuple[str, ...] = ()
 
     def describe_match(self) -> str:
         parts = [f"uid {', '.join(map(str, sorted(self.uids)))}"] if self.uids else []
@@ -126,6 +128,7 @@ class Policy:
                         c.rate,
                         c.answer,
                         c.charset,
+                        c.complete,
                     )
                     for c in self.clients
                 ],

@@ -44,6 +44,21 @@ Name = Annotated[str, Field(pattern=_NAME)]
 Item = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+#: the fields a client may ask the gateway to complete (the gateway's own values: see platform.completion)
+Completable = Literal[
+    "inf_time",
+    "sign_no",
+    "fixmedins_code",
+    "fixmedins_name",
+    "mdtrtarea_admvs",
+    "recer_sys_code",
+    "infver",
+    "opter",
+    "opter_name",
+    "opter_type",
+]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -78,6 +93,8 @@ class Client(_Strict):
     #: the charset of this client's bodies when its Content-Type does not say (a declared charset wins): gbk
     #: for a Windows HIS whose JSON is marshalled in the ANSI code page; its answers go back in GBK
     charset: Literal["utf-8", "gbk"] | None = None
+    #: envelope fields the gateway fills when this client leaves them out (platform.completion)
+    complete: list[Completable] = []
     note: str | None = None
 
 

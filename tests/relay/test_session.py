@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest_asyncio
 
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
@@ -18,16 +15,6 @@ from gateway.sim.server import Simulator
 from conftest import Gateway, fresh, gateway_operator
 
 OPERATOR = gateway_operator()
-
-
-@pytest_asyncio.fixture
-async def signing(sim: Simulator, short_tmp: Path) -> AsyncIterator[Gateway]:
-    assert sim.addresses is not None
-    config = demo_config(short_tmp, sim.addresses.platform).model_copy(update={"session": OPERATOR})
-    daemon = Daemon(config)
-    await daemon.start()
-    yield Gateway(daemon, config, sim)
-    await daemon.stop(1)
 
 
 def gateway_sign_ins(sim: Simulator) -> list[str]:
