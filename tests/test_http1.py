@@ -250,3 +250,15 @@ structured_answers = st.builds(
 @example(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n")
 def test_client_takes_any_answer_or_raises_bad_upstream_response(answer: bytes) -> None:
     asyncio.run(_exchange_with(answer))
+
+
+@pytest.mark.parametrize("name", ["stmt_result_01_2026-11-01.zip", "明细_202611.zip", 'a"b\\c.txt', "对账 结果;v2.zip"])
+def test_content_disposition_round_trip(name: str) -> None:
+    """A file answer's name survives the header (Latin-1 only) however it is spelt: what the simulator and the
+    HIS face write, the relay reads back; a Chinese name made the simulator's 9102 answer fail to encode."""
+    from gateway.http1.messages import attachment, attachment_filename
+
+    header = attachment(name)
+    header.encode("latin-1")
+    assert attachment_filename(header) == name
+    assert attachment_filename('attachment; filename="plain.zip"') == "plain.zip"

@@ -9,11 +9,15 @@ policy entry) gets it there. Either way the body carries `gateway_error` and the
 
 from __future__ import annotations
 
-from typing import Literal
+import base64
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from gateway.errors import GatewayError
 from gateway.http1 import Response
+from gateway.http1.messages import attachment
 from gateway.platform.envelope import error_body
+from gateway.platform.stmtfiles import DOWNLOAD_INFNO
 
 AnswerMode = Literal["platform", "http_status"]
 DEFAULT_MODE: AnswerMode = "platform"
@@ -73,6 +77,21 @@ def cashier_message(err: GatewayError) -> str:
     if err.message[:1] >= "\u2e80":  # CJK radicals and above: the message already speaks to the cashier
         return err.message
     return f"{advice(err.kind)}。{err.message}"
+
+
+def file_response(infno: str, fields: Mapping[str, Any]) -> Response | None:
+    """A 9102 (文件下载) answer as the platform sends it: the file's bytes as application/octet-stream, which HIS
+    code writes straight to disk. The relay keeps the file Base64-encoded in an envelope (output.file) so that the
+    outbox holds one shape of answer; a failure stays JSON (None here)."""
+    out = fields.get("output")
+    if infno != DOWNLOAD_INFNO or fields.get("infcode") not in (0, "0") or not isinstance(out, dict):
+        return None
+    data, name = out.get("file"), out.get("filename")
+    if not isinstance(data, str) or not isinstance(name, str):
+        return None
+    return Response(
+        200, base64.b64decode(data), "application/octet-stream", (("Content-Disposition", attachment(name)),)
+    )
 
 
 def failure_response(err: GatewayError, mode: AnswerMode, charset: str = "utf-8") -> Response:

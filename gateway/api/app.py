@@ -22,7 +22,7 @@ from gateway.policy.gate import PolicyDenied, PolicyGate
 from gateway.policy.model import ClientRule
 from gateway.relay.forwarder import RelayAnswer
 
-from .answers import DEFAULT_MODE, AnswerMode, failure_response
+from .answers import DEFAULT_MODE, AnswerMode, failure_response, file_response
 from .routes import PathMatch, PathTable
 
 log = structlog.get_logger("gateway.api")
@@ -145,7 +145,9 @@ class HisApi:
             upstream=answer.upstream,
             ms=round(elapsed * 1000, 1),
         )
-        return self._answer(answer.response.body, envelope.charset)
+        return file_response(envelope.infno, answer.response.fields) or self._answer(
+            answer.response.body, envelope.charset
+        )
 
     def early(self, head: Request) -> Response | None:
         """The final answer to a request refused by its head alone (a client waiting on Expect: 100-continue)."""

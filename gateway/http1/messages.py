@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,28 @@ class Limits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: float = 75.0
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for a file answer. Header values are Latin-1, and file names here are often Chinese:
+    an ASCII fallback, and the name itself percent-encoded as RFC 6266 / RFC 5987 say."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def attachment_filename(disposition: str | None) -> str | None:
+    """The file name a Content-Disposition gives: the RFC 5987 form (filename*) over the plain one."""
+    plain = None
+    for part in (disposition or "").split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        key = key.strip().lower()
+        if key == "filename*":
+            charset, _, rest = value.strip().partition("'")
+            _, _, encoded = rest.partition("'")
+            try:
+                return unquote(encoded, encoding=charset or "utf-8", errors="strict") or None
+            except (LookupError, UnicodeDecodeError):
+                continue
+        if key == "filename":
+            plain = value.strip().strip('"') or None
+    return plain

@@ -17,6 +17,7 @@ import structlog
 
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.http1.client import BadUpstreamResponse, ClientResponse, NoResponse, encode_request, exchange
+from gateway.http1.messages import attachment_filename
 from gateway.net.connections import Connection, ConnectionPool
 from gateway.net.pool import UpstreamPool
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
@@ -143,7 +144,7 @@ class Forwarder:
         headers = dict(reply.headers.items)
         if envelope.infno == DOWNLOAD_INFNO and is_file_answer(_header(headers, "content-type")):
             # 9102 answers with the file itself: outside any profile's signing, and not an envelope.
-            return file_answer(reply.body, _filename(_header(headers, "content-disposition")) or "download")
+            return file_answer(reply.body, attachment_filename(_header(headers, "content-disposition")) or "download")
         try:
             answer = self._codec(conn.target).decode_response(reply.body, headers, now=self.clock())
         except UntrustedAnswer as exc:
@@ -206,11 +207,3 @@ class Forwarder:
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name), None)
-
-
-def _filename(disposition: str | None) -> str | None:
-    for part in (disposition or "").split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.strip().lower() == "filename":
-            return value.strip().strip('"') or None
-    return None

@@ -13,7 +13,7 @@ import structlog
 
 from gateway.http1 import Limits, Request, Response
 from gateway.http1.listen import close_listener, start_tcp
-from gateway.http1.messages import Peer
+from gateway.http1.messages import Peer, attachment
 from gateway.http1.server import Abort, Http1Server
 from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.platform.signing import TIF_NONCE, ProfileCodec, Refusal
@@ -169,7 +169,7 @@ class Simulator:
         out = answer.get("output")
         if isinstance(out, FileAnswer):
             # 9102: the file itself, outside the profile's envelope and signing
-            disposition = ("Content-Disposition", f'attachment; filename="{out.filename}"')
+            disposition = ("Content-Disposition", attachment(out.filename))
             return Response(200, out.data, content_type="application/octet-stream", headers=(disposition,))
         if self.profile is None:
             return _json(200, answer)

@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
@@ -21,6 +22,7 @@ from hisclients import FAMILIES, Answer, Family, call
 from gateway.config import TcpListen
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
+from gateway.platform.stmtfiles import download_input, upload_input
 from gateway.sim.server import Simulator
 
 from conftest import fresh
@@ -199,3 +201,30 @@ async def test_a_gbk_client_declared_in_the_policy(lan: Lan, short_tmp: Path) ->
     declared = await lan.call(FAMILIES[0], "tcp", raw(fresh("9001_signin_request.json", opter_name="张三")))
     assert declared.headers.get("content-type") == "application/json; charset=utf-8"
     assert str(json.loads(declared.body)["infcode"]) == "0"
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+async def test_a_file_round_trip(lan: Lan, family: Family) -> None:
+    """9101 uploads a file (Base64 in fsUploadIn.in, on the file-upload path); 9102 downloads it, and the answer is
+    the file's bytes as application/octet-stream, which HIS code writes to disk as it is. A download the platform
+    refuses stays a JSON answer."""
+    sign_no = json.loads((await lan.call(family, "tcp", raw(fresh("9001_signin_request.json")))).body)["output"][
+        "signinoutb"
+    ]["sign_no"]
+    content = "对账明细\tH44030000001\n".encode() + bytes(range(256))
+    up = fresh("9001_signin_request.json", infno="9101", sign_no=sign_no)
+    up["input"] = upload_input("明细_202611.zip", content, "H44030000001")
+    uploaded = await lan.call(family, "tcp", raw(up), path="/fsi/api/fileupload/upload")
+    file_qury_no = json.loads(uploaded.body)["output"]["file_qury_no"]
+    down = fresh("9001_signin_request.json", infno="9102", sign_no=sign_no)
+    down["input"] = download_input(file_qury_no, "明细_202611.zip", "H44030000001")
+    got = await lan.call(family, "tcp", raw(down), path="/fsi/api/fileupload/download")
+    assert got.status == 200 and got.headers.get("content-type") == "application/octet-stream"
+    assert got.body == content
+    disposition = got.headers.get("content-disposition") or ""
+    assert disposition.startswith("attachment; ") and quote("明细_202611.zip") in disposition
+    down["msgid"] = fresh("9001_signin_request.json")["msgid"]
+    down["input"] = download_input("F0000000000", "x.zip", "H44030000001")
+    missing = await lan.call(family, "tcp", raw(down), path="/fsi/api/fileupload/download")
+    doc = missing.sees(family)
+    assert doc is not None and str(doc["infcode"]) != "0" and "不存在" in doc["err_msg"]
