@@ -42,6 +42,7 @@ ADVICE: dict[str, str] = {
             "bad_path",
             "bad_method",
             "bad_request",
+            "bad_multipart",
             "body_too_large",
             "headers_too_large",
         ),

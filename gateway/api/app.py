@@ -23,6 +23,7 @@ from gateway.policy.model import ClientRule
 from gateway.relay.forwarder import RelayAnswer
 
 from .answers import DEFAULT_MODE, AnswerMode, failure_response, file_response
+from .multipart import is_multipart, multipart_envelope
 from .routes import PathMatch, PathTable
 
 log = structlog.get_logger("gateway.api")
@@ -92,13 +93,18 @@ class HisApi:
         try:
             timeout = self._timeout(request)
             undeclared = GBK if client is not None and client.charset == "gbk" else UTF8
-            charset = charset_of(request.headers.get("content-type"), undeclared)
+            content_type = request.headers.get("content-type")
+            body = request.body
+            if is_multipart(content_type):
+                assert content_type is not None
+                body, content_type = multipart_envelope(body, content_type), "application/json; charset=utf-8"
+            charset = charset_of(content_type, undeclared)
             completion = (
                 Completion(client.complete, self.completion_values, self.signs_in)
                 if client is not None and client.complete
                 else None
             )
-            envelope = decode_request(request.body, charset=charset, path_infno=match.infno, completion=completion)
+            envelope = decode_request(body, charset=charset, path_infno=match.infno, completion=completion)
             # names only: the values may be personal
             if envelope.normalised:
                 log.info("envelope_normalised", msgid=envelope.msgid, fields=list(envelope.normalised))

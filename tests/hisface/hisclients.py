@@ -23,61 +23,57 @@ from gateway.http1 import Headers
 HOST = "127.0.0.1:8097"
 
 
+def _head(path: str, *fields: str) -> bytes:
+    """A POST's request line and header fields, in the order given."""
+    return (f"POST {path} HTTP/1.1\r\n" + "".join(f"{f}\r\n" for f in fields) + "\r\n").encode("latin-1")
+
+
 def _java_urlconnection(path: str, length: int) -> bytes:
     # conn.setRequestProperty("Content-Type", "application/json;charset=UTF-8") is what HIS code sets; the JDK
     # adds User-Agent, Host, Accept and Connection, then Content-Length for a fixed-length body.
-    return (
-        f"POST {path} HTTP/1.1\r\n"
-        "Content-Type: application/json;charset=UTF-8\r\n"
-        "User-Agent: Java/1.8.0_291\r\n"
-        f"Host: {HOST}\r\n"
-        "Accept: text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2\r\n"
-        "Connection: keep-alive\r\n"
-        f"Content-Length: {length}\r\n\r\n"
-    ).encode("latin-1")
+    return _head(
+        path,
+        "Content-Type: application/json;charset=UTF-8",
+        "User-Agent: Java/1.8.0_291",
+        f"Host: {HOST}",
+        "Accept: text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2",
+        "Connection: keep-alive",
+        f"Content-Length: {length}",
+    )
 
 
-def _apache_httpclient(path: str, length: int) -> bytes:
-    # new StringEntity(json, ContentType.APPLICATION_JSON): "application/json; charset=UTF-8"
-    return (
-        f"POST {path} HTTP/1.1\r\n"
-        f"Content-Length: {length}\r\n"
-        "Content-Type: application/json; charset=UTF-8\r\n"
-        f"Host: {HOST}\r\n"
-        "Connection: Keep-Alive\r\n"
-        "User-Agent: Apache-HttpClient/4.5.13 (Java/1.8.0_291)\r\n"
-        "Accept-Encoding: gzip,deflate\r\n\r\n"
-    ).encode("latin-1")
+def _apache(content_type: str) -> Callable[[str, int], bytes]:
+    """Apache HttpClient 4.5's head: new StringEntity(json, ContentType.APPLICATION_JSON) gives
+    "application/json; charset=UTF-8", a MultipartEntityBuilder body its multipart type."""
+    return lambda path, length: _head(
+        path,
+        f"Content-Length: {length}",
+        f"Content-Type: {content_type}",
+        f"Host: {HOST}",
+        "Connection: Keep-Alive",
+        "User-Agent: Apache-HttpClient/4.5.13 (Java/1.8.0_291)",
+        "Accept-Encoding: gzip,deflate",
+    )
 
 
 def _dotnet(content_type: str) -> Callable[[str, int], bytes]:
     """.NET Framework's head: HttpWebRequest with request.ContentType = "application/json" and HttpClient with
     new StringContent(json, Encoding.UTF8, "application/json") differ only in Content-Type; both send
     Expect: 100-continue (ServicePointManager.Expect100Continue is true by default)."""
-
-    def head(path: str, length: int) -> bytes:
-        return (
-            f"POST {path} HTTP/1.1\r\n"
-            f"Content-Type: {content_type}\r\n"
-            f"Host: {HOST}\r\n"
-            f"Content-Length: {length}\r\n"
-            "Expect: 100-continue\r\n"
-            "Connection: Keep-Alive\r\n\r\n"
-        ).encode("latin-1")
-
-    return head
+    return lambda path, length: _head(
+        path,
+        f"Content-Type: {content_type}",
+        f"Host: {HOST}",
+        f"Content-Length: {length}",
+        "Expect: 100-continue",
+        "Connection: Keep-Alive",
+    )
 
 
 def _text_plain(path: str, length: int) -> bytes:
     # a client that posts the JSON as text/plain without a charset, as the bureau's sample front-service client
     # does; it closes the connection after each call
-    return (
-        f"POST {path} HTTP/1.1\r\n"
-        "Content-Type: text/plain\r\n"
-        f"Host: {HOST}\r\n"
-        f"Content-Length: {length}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode("latin-1")
+    return _head(path, "Content-Type: text/plain", f"Host: {HOST}", f"Content-Length: {length}", "Connection: close")
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ FAMILIES = (
     # getInputStream() throws IOException for a status of 400 or more
     Family("java-httpurlconnection", _java_urlconnection, False, lambda s: s < 400),
     # HIS code on HttpClient checks getStatusCode() == 200 and throws otherwise (as the bureau's sample does)
-    Family("apache-httpclient", _apache_httpclient, False, lambda s: s == 200),
+    Family("apache-httpclient", _apache("application/json; charset=UTF-8"), False, lambda s: s == 200),
     # GetResponse() throws WebException (ProtocolError) for a status of 400 or more
     Family("dotnet-httpwebrequest", _dotnet("application/json"), True, lambda s: s < 400),
     # EnsureSuccessStatusCode() throws HttpRequestException outside 2xx
@@ -175,3 +171,38 @@ async def call(
                 return Answer(status, headers, payload, continued)
     finally:
         writer.close()
+
+
+def apache_multipart(boundary: str, json_text: str, filename: str, data: bytes) -> tuple[Family, bytes]:
+    """Apache HttpClient's MultipartEntityBuilder (addTextBody jsonStr as UTF-8 text, addBinaryBody file)."""
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="jsonStr"\r\n'
+        "Content-Type: text/plain; charset=UTF-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + json_text.encode("utf-8")
+    body += (
+        f"\r\n--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n"
+        "Content-Transfer-Encoding: binary\r\n\r\n"
+    ).encode() + data
+    body += f"\r\n--{boundary}--\r\n".encode()
+    head = _apache(f"multipart/form-data; boundary={boundary}")
+    return Family("apache-httpclient-multipart", head, False, lambda s: s == 200), body
+
+
+def dotnet_multipart(boundary: str, json_text: str, filename: str, data: bytes) -> tuple[Family, bytes]:
+    """.NET's MultipartFormDataContent: a quoted boundary, unquoted part names, filename* beside filename,
+    and Expect: 100-continue."""
+    body = (
+        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Disposition: form-data; name=jsonStr\r\n\r\n"
+    ).encode() + json_text.encode("utf-8")
+    body += (
+        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=file; filename={filename}; "
+        f"filename*=utf-8''{filename}\r\n\r\n"
+    ).encode() + data
+    body += f"\r\n--{boundary}--\r\n".encode()
+    head = _dotnet(f'multipart/form-data; boundary="{boundary}"')
+    return Family("dotnet-multipart", head, True, lambda s: 200 <= s < 300), body

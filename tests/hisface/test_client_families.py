@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
-from hisclients import FAMILIES, Answer, Family, call
+from hisclients import FAMILIES, Answer, Family, apache_multipart, call, dotnet_multipart
 
 from gateway.config import TcpListen
 from gateway.daemon import Daemon
@@ -228,3 +228,36 @@ async def test_a_file_round_trip(lan: Lan, family: Family) -> None:
     missing = await lan.call(family, "tcp", raw(down), path="/fsi/api/fileupload/download")
     doc = missing.sees(family)
     assert doc is not None and str(doc["infcode"]) != "0" and "不存在" in doc["err_msg"]
+
+
+@pytest.mark.parametrize("build", [apache_multipart, dotnet_multipart], ids=["apache", "dotnet"])
+async def test_a_multipart_upload_on_the_file_upload_path(lan: Lan, build: Callable[..., tuple[Family, bytes]]) -> None:
+    """9101 as multipart/form-data (the envelope in jsonStr, the file beside it), as Java and .NET HIS code
+    posts it: relayed as the interface's JSON (Base64 in fsUploadIn.in), the file downloadable again, and a
+    retry of the same bytes answered from the outbox."""
+    java = FAMILIES[0]
+    sign_no = json.loads((await lan.call(java, "tcp", raw(fresh("9001_signin_request.json")))).body)["output"][
+        "signinoutb"
+    ]["sign_no"]
+    content = b"PK\x03\x04" + bytes(range(256)) * 4 + b"\r\n--not-a-boundary\r\n"
+    up = fresh("9001_signin_request.json", infno="9101", sign_no=sign_no)
+    up["input"] = {"fsUploadIn": {"filename": "detail.zip", "fixmedins_code": "H44030000001"}}
+    family, body = build("----ybgateBoundary7MA4YWxk", json.dumps(up, ensure_ascii=False), "detail.zip", content)
+    first = await lan.call(family, "tcp", body, path="/fsi/api/fileupload/upload")
+    answer = first.sees(family)
+    assert answer is not None and str(answer["infcode"]) == "0", answer
+    again = await lan.call(family, "tcp", body, path="/fsi/api/fileupload/upload")
+    assert again.sees(family) == answer
+    assert [m.infno for m in lan.sim.ledger.messages].count("9101") == 1
+    down = fresh("9001_signin_request.json", infno="9102", sign_no=sign_no)
+    down["input"] = download_input(answer["output"]["file_qury_no"], "detail.zip", "H44030000001")
+    got = await lan.call(java, "tcp", raw(down), path="/fsi/api/fileupload/download")
+    assert got.body == content
+
+
+async def test_a_multipart_body_that_is_not_an_upload_is_refused(lan: Lan) -> None:
+    java = FAMILIES[0]
+    family, body = apache_multipart("b0undary", json.dumps(fresh("1101_query_request.json")), "x.zip", b"x")
+    assert "only 9101" in refusal(await lan.call(family, "tcp", body), java, "bad_multipart")
+    family, body = apache_multipart("b0undary", "{not json", "x.zip", b"x")
+    assert "not JSON" in refusal(await lan.call(family, "tcp", body), java, "bad_multipart")
