@@ -42,6 +42,10 @@ async def test_a_half_envelope_is_completed_and_relayed_once(signing: Gateway) -
     assert str(answer["infcode"]) == "0", answer
     [event] = [e for e in logs if e["event"] == "envelope_completed"]
     assert event["client"] == "demo-user" and event["fields"] == COMPLETE
+    counted = signing.daemon.metrics.registry.get_sample_value(
+        "ybgate_envelope_completions_total", {"client": "demo-user"}
+    )
+    assert counted == len(COMPLETE)
     _, _, sent = signing.sim.wire[-1]
     forwarded = json.loads(sent)
     msgid = str(doc["msgid"])
