@@ -205,13 +205,42 @@ def test_absolute_form_without_a_path_is_the_root() -> None:
 
 
 @pytest.mark.parametrize(
-    "head",
-    [b"CONNECT / HTTP/1.1", b"POST / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c"],
+    "raw",
+    [
+        b"CONNECT / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\n\r\n",
+    ],
 )
-def test_upgrades_are_refused_not_raised_past_the_server(head: bytes) -> None:
-    with pytest.raises(RequestError, match="Upgrade header") as info:
-        feed(head + b"\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}", 4096)
+def test_connect_is_refused_not_raised_past_the_server(raw: bytes) -> None:
+    with pytest.raises(RequestError, match="CONNECT") as info:
+        feed(raw, 4096)
     assert info.value.http_status == 400
+
+
+# What java.net.http.HttpClient (JDK 17, default settings) sends for every POST, byte for byte.
+JDK_H2C = (
+    b"POST /x HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nContent-Length: 8\r\nHost: 127.0.0.1:18777\r\n"
+    b"HTTP2-Settings: AAEAAEAAAAIAAAAAAAMAAAAAAAQBAAAAAAUAAEAAAAYABgAA\r\nUpgrade: h2c\r\n"
+    b"User-Agent: Java-http-client/17.0.15\r\nContent-Type: application/json;charset=UTF-8\r\n\r\n"
+    b'{"a":1}\n'
+)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64, 4096])
+def test_an_h2c_upgrade_is_declined_and_the_request_read_as_http11(chunk: int) -> None:
+    """The JDK's HttpClient asks every request to upgrade to h2c; ybgate stays on HTTP/1.1 (RFC 9110 7.8: a
+    server may ignore Upgrade) and reads the request with its body, and what follows it, however it arrives.
+    It was refused (and, with pipelined answers first, answered as a request without a body)."""
+    done = feed(JDK_H2C * 2 + REQ, chunk)
+    assert [(r.method, r.path, r.body, r.keep_alive) for r in done[:2]] == [("POST", "/x", b'{"a":1}\n', True)] * 2
+    assert done[2].body.decode() == '{"a": "中"}'
+
+
+def test_a_declined_upgrade_keeps_the_body_limit() -> None:
+    with pytest.raises(RequestError) as info:
+        feed(JDK_H2C.replace(b"Content-Length: 8", b"Content-Length: 5000"), 4096, Limits(max_body_bytes=4096))
+    assert info.value.http_status == 413
 
 
 class _NullWriter:

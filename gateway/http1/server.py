@@ -50,6 +50,9 @@ class _Parse:
         self.headers_complete = False
         #: the request being read waits for "100 Continue" (or a final answer) before it sends its body
         self.expect_continue = False
+        #: a request that asked for an upgrade, read on as plain HTTP/1.1: its head, and the body bytes it still owes
+        self._upgraded: Request | None = None
+        self._owed = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -61,6 +64,10 @@ class _Parse:
     def feed(self, data: bytes) -> None:
         """Parse `data`. A limit tripped in a callback, or a request ybgate cannot serve, raises RequestError;
         malformed HTTP raises httptools.HttpParserError."""
+        if self._upgraded is not None:
+            data = self._feed_upgraded(data)
+            if not data:
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -68,14 +75,50 @@ class _Parse:
             if isinstance(exc.__context__, RequestError):
                 raise exc.__context__ from None
             raise
-        except httptools.HttpParserUpgrade:
-            # Not an HttpParserError: llhttp stops at CONNECT and at "Connection: upgrade" with an Upgrade header
-            # (Java's HttpClient sends "Upgrade: h2c" by default), and httptools has skipped any body as the new
-            # protocol's. ybgate speaks HTTP/1.1 only, so refuse rather than answer a request without its body.
+        except httptools.HttpParserUpgrade as upgrade:
+            # Not an HttpParserError: llhttp stops at CONNECT and at "Connection: upgrade" with an Upgrade header,
+            # having completed the request without its body (taken for the new protocol's bytes).
+            self._decline_upgrade(data[int(upgrade.args[0]) :] if upgrade.args else b"")
+
+    def _decline_upgrade(self, rest: bytes) -> None:
+        """Java's HttpClient (JDK 11+) asks every request by default to upgrade to h2c. A server that stays on
+        HTTP/1.1 ignores the Upgrade header (RFC 9110 7.8) and answers as HTTP/1.1, which the client accepts:
+        so the request's body is read here as HTTP/1.1 would, and a fresh parser takes what follows. CONNECT
+        has no such reading: it is refused."""
+        request = self.done.pop() if self.done else None
+        headers = request.headers if request is not None else Headers()
+        length = headers.get("content-length") or "0"
+        if request is None or request.method == "CONNECT" or headers.get("transfer-encoding") or not length.isdigit():
             raise RequestError(
-                "protocol upgrades and CONNECT are not supported: send plain HTTP/1.1 without an Upgrade header",
+                "CONNECT and upgrades with a chunked body are not supported: send plain HTTP/1.1",
                 kind="bad_http",
-            ) from None
+            )
+        if int(length) > self.limits.max_body_bytes:
+            raise RequestError(
+                f"body of {length} bytes exceeds the limit of {self.limits.max_body_bytes}",
+                http_status=413,
+                kind="body_too_large",
+            )
+        connection = {t.strip().lower() for t in (headers.get("connection") or "").split(",")}
+        self._upgraded = Request(request.method, request.path, headers, b"", keep_alive="close" not in connection)
+        self._owed = int(length)
+        self.parser = httptools.HttpRequestParser(self)
+        self.started = self.headers_complete = True
+        self.body = bytearray()
+        self.feed(rest)
+
+    def _feed_upgraded(self, data: bytes) -> bytes:
+        """Take the body an upgrade-declined request owes; what is left belongs to the next request."""
+        take = data[: self._owed]
+        self.body += take
+        self._owed -= len(take)
+        if self._owed:
+            return b""
+        head, self._upgraded = self._upgraded, None
+        assert head is not None
+        self.done.append(Request(head.method, head.path, head.headers, bytes(self.body), keep_alive=head.keep_alive))
+        self.started = self.headers_complete = False
+        return data[len(take) :]
 
     def on_message_begin(self) -> None:
         self._reset()

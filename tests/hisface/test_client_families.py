@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -261,3 +262,40 @@ async def test_a_multipart_body_that_is_not_an_upload_is_refused(lan: Lan) -> No
     assert "only 9101" in refusal(await lan.call(family, "tcp", body), java, "bad_multipart")
     family, body = apache_multipart("b0undary", "{not json", "x.zip", b"x")
     assert "not JSON" in refusal(await lan.call(family, "tcp", body), java, "bad_multipart")
+
+
+JAVA_CLIENT = Path(__file__).parent / "java" / "HisCall.java"
+
+
+async def java_sees(stack: str, url: str, body: bytes, tmp: Path) -> str:
+    """What a real JDK's HTTP stack gives HIS code for this request (tests/hisface/java/HisCall.java)."""
+    java = shutil.which("java")
+    assert java, "a JDK (17) must be installed: apt-get install openjdk-17-jdk-headless"
+    request_file = tmp / f"req-{stack}.json"
+    request_file.write_bytes(body)
+    proc = await asyncio.create_subprocess_exec(
+        java, str(JAVA_CLIENT), stack, url, str(request_file), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0
+    return out.decode("utf-8").strip()
+
+
+@pytest.mark.parametrize("stack", ["urlconnection", "httpclient"])
+async def test_a_real_jdk_reads_answers_and_refusals(lan: Lan, short_tmp: Path, stack: str) -> None:
+    """Not bytes modelled after Java but the JDK itself (HttpURLConnection and java.net.http.HttpClient as HIS
+    code configures them by default) over the LAN listener: a sign-in and a refusal are both read as HTTP 200
+    bodies; with `answer: http_status` HttpURLConnection throws and the HIS never sees err_msg."""
+    url = f"http://{lan.tcp[0]}:{lan.tcp[1]}/fsi/api/rsfComIfsService/callService"
+    ok = await java_sees(stack, url, raw(fresh("9001_signin_request.json")), short_tmp)
+    status, _, body = ok.partition(" ")
+    assert status == "200" and str(json.loads(body)["infcode"]) == "0"
+    bad = await java_sees(stack, url, raw(fresh("9001_signin_request.json", msgid="short")), short_tmp)
+    status, _, body = bad.partition(" ")
+    doc = json.loads(body)
+    assert status == "200" and doc["gateway_error"] == "bad_envelope" and "未发送到医保平台" in doc["err_msg"]
+    if stack == "urlconnection":
+        (short_tmp / "policy" / "lan.yaml").write_text(LAN_POLICY + "    answer: http_status\n")
+        assert lan.daemon.reload_policy()["result"] == "applied"
+        thrown = await java_sees(stack, url, raw(fresh("9001_signin_request.json", msgid="short")), short_tmp)
+        assert thrown == "EXCEPTION java.io.IOException"
