@@ -6,8 +6,9 @@ Framework 4.x HttpWebRequest and HttpClient (both send Expect: 100-continue and 
 answer before sending the body). `sees()` is what HIS code on that stack reads: the body, or nothing but an
 exception when the status is one the stack (or the usual HIS code around it) throws on.
 
-A gateway, a simulator and the HIS clients' sockets are real; only the clients' libraries are replaced by their
-bytes, because no JVM or .NET runtime runs in this suite.
+A gateway, a simulator and the HIS clients' sockets are real. .NET Framework does not run here, so its clients
+are their bytes; the Java stacks also run for real (tests/hisface/java: the installed JDK's HttpURLConnection and
+HttpClient, and Apache HttpClient 4.5 from Debian), which is how the JDK's h2c upgrade request was found.
 """
 
 from __future__ import annotations

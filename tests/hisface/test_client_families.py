@@ -299,3 +299,57 @@ async def test_a_real_jdk_reads_answers_and_refusals(lan: Lan, short_tmp: Path, 
         assert lan.daemon.reload_policy()["result"] == "applied"
         thrown = await java_sees(stack, url, raw(fresh("9001_signin_request.json", msgid="short")), short_tmp)
         assert thrown == "EXCEPTION java.io.IOException"
+
+
+APACHE_CLIENT = Path(__file__).parent / "java" / "ApacheCall.java"
+APACHE_JARS = ("httpclient", "httpcore", "httpmime", "commons-logging", "commons-codec")
+
+
+async def apache_sees(tmp: Path, *args: str) -> str:
+    """What HIS code on Apache HttpClient 4.5 (Debian's libhttpclient-java) gets (tests/hisface/java/ApacheCall)."""
+    java = shutil.which("java")
+    jars = [Path("/usr/share/java") / f"{name}.jar" for name in APACHE_JARS]
+    assert java and all(j.exists() for j in jars), "apt-get install openjdk-17-jdk-headless libhttpmime-java"
+    proc = await asyncio.create_subprocess_exec(
+        java, "-cp", ":".join(map(str, jars)), str(APACHE_CLIENT), *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0
+    return out.decode("utf-8").strip()
+
+
+async def test_a_real_apache_httpclient_uploads_and_downloads_a_file(lan: Lan, short_tmp: Path) -> None:
+    """Apache HttpClient itself: a sign-in as JSON, a 9101 as MultipartEntityBuilder builds it on the upload path,
+    and the 9102 answer written to disk as HIS code does: the file that was uploaded, byte for byte."""
+    base = f"http://{lan.tcp[0]}:{lan.tcp[1]}/fsi/api"
+    (short_tmp / "signin.json").write_bytes(raw(fresh("9001_signin_request.json")))
+    status, _, body = (
+        await apache_sees(short_tmp, "json", f"{base}/rsfComIfsService/callService", str(short_tmp / "signin.json"))
+    ).partition(" ")
+    assert status == "200"
+    sign_no = json.loads(body)["output"]["signinoutb"]["sign_no"]
+    content = "明细\n".encode() + bytes(range(256)) * 8
+    (short_tmp / "detail.zip").write_bytes(content)
+    up = fresh("9001_signin_request.json", infno="9101", sign_no=sign_no)
+    up["input"] = {"fsUploadIn": {"filename": "明细_202611.zip", "fixmedins_code": "H44030000001"}}
+    (short_tmp / "up.json").write_bytes(raw(up))
+    status, _, body = (
+        await apache_sees(
+            short_tmp,
+            "multipart",
+            f"{base}/fileupload/upload",
+            str(short_tmp / "up.json"),
+            str(short_tmp / "detail.zip"),
+            "明细_202611.zip",
+        )
+    ).partition(" ")
+    assert status == "200", body
+    file_qury_no = json.loads(body)["output"]["file_qury_no"]
+    down = fresh("9001_signin_request.json", infno="9102", sign_no=sign_no)
+    down["input"] = download_input(file_qury_no, "明细_202611.zip", "H44030000001")
+    (short_tmp / "down.json").write_bytes(raw(down))
+    saved = short_tmp / "saved.zip"
+    got = await apache_sees(
+        short_tmp, "download", f"{base}/fileupload/download", str(short_tmp / "down.json"), str(saved)
+    )
+    assert got == "200 application/octet-stream" and saved.read_bytes() == content
