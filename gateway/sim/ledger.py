@@ -35,11 +35,12 @@ class Settlement:
     psn_cash_pay: float
     insutype: str
     booked_at: float
-    state: str = "booked"  # booked | cancelled (2208) | reversed (2601)
+    state: str = "booked"  # booked | cancelled (2208/2305/2103) | reversed (2601)
     undone_by: str | None = None
     clr_type: str = "11"  # 清算类别: 11 outpatient
     setl_optins: str = ""  # 结算经办机构 (the insured's region)
-    refd_setl_flag: str = "0"  # "1": a refund line (2208), negative amounts
+    refd_setl_flag: str = "0"  # "1": a refund line (2208/2305/2103), negative amounts
+    origin: str = ""  # on a refund line: the setl_id it cancels (what a 冲正 of the refund restores)
 
 
 @dataclass

@@ -177,7 +177,7 @@ class SimStatements:
             }
         }
 
-    def _store(self, filename: str, data: bytes) -> str:
+    def store(self, filename: str, data: bytes) -> str:
         with self._lock:
             file_qury_no = f"F{int(self.clock()):010d}{next(self._ids):010d}"
             self.files[file_qury_no] = FileAnswer(filename, data)
@@ -194,7 +194,7 @@ class SimStatements:
         except ValueError as exc:
             raise PlatformError(f"文件内容格式不正确：{exc}") from None
         name = str(fs["filename"])
-        return {"file_qury_no": self._store(name, data), "filename": name, "dld_endtime": "2099-12-31 23:59:59"}
+        return {"file_qury_no": self.store(name, data), "filename": name, "dld_endtime": "2099-12-31 23:59:59"}
 
     def _detail(self, req: dict[str, Any]) -> Any:
         data = self._data(
@@ -228,7 +228,7 @@ class SimStatements:
                 result.append(replace(line, stmt_rslt="0", memo="一致"))
         result += [replace(line, stmt_rslt="3", memo="平台无此记录") for line in theirs.values()]
         name = f"stmt_result_{data['setl_optins']}_{begin}.zip"
-        file_qury_no = self._store(name, result_file(name.replace(".zip", ".txt"), result))
+        file_qury_no = self.store(name, result_file(name.replace(".zip", ".txt"), result))
         return {"fileinfo": {"file_qury_no": file_qury_no, "filename": name, "dld_endtime": "2099-12-31 23:59:59"}}
 
     def _download(self, req: dict[str, Any]) -> Any:

@@ -15,7 +15,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -103,11 +103,28 @@ class Tx:
     reversible: bool = False
 
 
+#: every settlement and cancellation 2601 reverses (#20): each gets the 2207 column's rows
+LEDGER_TXS: tuple[Tx, ...] = tuple(
+    Tx(f"{verb} {infno}", infno, "money_moving", reversible=True)
+    for verb, infno in (
+        ("settle", "2207"),
+        ("settle", "2207A"),
+        ("cancel", "2208"),
+        ("settle", "2304"),
+        ("cancel", "2305"),
+        ("settle", "2102"),
+        ("cancel", "2103"),
+    )
+)
+#: a cancellation and the settlement the cell books first (directly at the simulator) for it to cancel
+CANCELS = {"2208": "2207", "2305": "2304", "2103": "2102"}
+
 TXS: tuple[Tx, ...] = (
     Tx("query 1101", "1101", "safe"),
-    Tx("settle 2207", "2207", "money_moving", reversible=True),
+    LEDGER_TXS[0],
     Tx("register 2201", "2201", "money_moving"),
     Tx("upload 2204", "2204", "check_first"),
+    *LEDGER_TXS[1:],
 )
 
 
@@ -180,6 +197,8 @@ EXPECTED: tuple[Expect, ...] = tuple(Expect(*row) for row in (
     ("restart",        U, ANSWERED,         ANSWERED,         "answered",  1,      "-"),
 ))
 # fmt: on
+# A cancellation or another settlement family is undone by 冲正 exactly like 2207: the same contract.
+EXPECTED += tuple(replace(e, tx=t.name) for t in LEDGER_TXS[1:] for e in EXPECTED if e.tx == S)
 
 
 def expected(fault: str, tx: str) -> Expect:
@@ -244,6 +263,8 @@ def envelope(tx: Tx, sign_no: str) -> dict[str, Any]:
                 "caty": "A03",
             }
         }
+    elif tx.infno in CANCELS:
+        visit["setl_id"] = ""  # filled by Cell.run with the settlement it books first
     elif tx.infno == "2204":
         line = {"feedetl_sn": "1", "mdtrt_id": visit["mdtrt_id"], "psn_no": visit["psn_no"]}
         doc["input"] = {"feedetail": [line | {"med_list_codg": "X0000000001", "det_item_fee_sumamt": "12.00"}]}
@@ -309,6 +330,13 @@ class Cell:
         doc = json.loads((DATA / "9001_signin_request.json").read_text(encoding="utf-8")) | {"msgid": msgid()}
         return str(json.loads(await self.post(doc))["output"]["signinoutb"]["sign_no"])
 
+    def book_settlement(self, infno: str, sign_no: str) -> str:
+        """The settlement a cancellation cell cancels: booked at the simulator directly, as set-up."""
+        doc = envelope(Tx("set-up", infno, "money_moving"), sign_no)
+        answer = self.sim.platform.process(doc)
+        assert str(answer["infcode"]) == "0", answer
+        return str(answer["output"]["setlinfo"]["setl_id"])
+
     async def restart_platform(self, msgid: str) -> None:
         """Stop the simulator once it holds the request (the request is cut off unprocessed), start it again on
         the same ports: what a platform process restart looks like from the gateway."""
@@ -339,6 +367,8 @@ class Cell:
         sign_no = await self.sign_in()
         doc = envelope(self.tx, sign_no)
         mid = str(doc["msgid"])
+        if self.tx.infno in CANCELS:
+            doc["input"]["data"]["setl_id"] = self.book_settlement(CANCELS[self.tx.infno], sign_no)
         if self.fault.spec is not None:
             self.sim.faults.set(self.tx.infno, self.fault.spec | {"times": 1})
         restart = asyncio.create_task(self.restart_platform(mid)) if self.fault.restart else None
@@ -381,7 +411,8 @@ class Cell:
     def ground_truth(self, obs: Observed, mid: str) -> None:
         ledger = self.sim.ledger
         obs.booked = sum(1 for m in ledger.messages if m.msgid == mid and m.infcode == 0)
-        settlements = ledger.by_msgid(mid)
+        # A settlement's line, or a cancellation's refund line: what 2601 must undo.
+        settlements = [s for s in [*ledger.settlements, *ledger.refunds] if s.msgid == mid]
         obs.settlements = len(settlements)
         obs.live = sum(1 for s in settlements if s.state == "booked")
         # Each cell has its own simulator: every 2601 it saw is the gateway's 冲正 of this request.
@@ -402,14 +433,14 @@ def violations(obs: Observed, tx: Tx) -> list[str]:
     out = []
     if tx.tx_class != "safe" and obs.booked > 1:
         out.append(f"booked {obs.booked} times: a {tx.tx_class} transaction was sent twice")
-    if tx.infno == "2207" and obs.settlements != obs.booked:
+    if tx in LEDGER_TXS and obs.settlements != obs.booked:
         out.append(f"ledger holds {obs.settlements} settlements for {obs.booked} bookings")
     if not obs.replay_same:
         out.append(f"two different definite answers for one msgid: {obs.answers}")
     if obs.first_ms > (DEADLINE + 0.5) * 1000:
         out.append(f"first answer after {obs.first_ms:.0f} ms: past the {DEADLINE} s deadline")
     # "Retry with a new msgid" is only true when nothing stays booked: otherwise the retry books it twice.
-    in_force = obs.live if tx.infno == "2207" else obs.booked
+    in_force = obs.live if tx in LEDGER_TXS else obs.booked
     if tx.tx_class != "safe" and obs.final in (NOT_PROCESSED, NO_ANSWER, REVERSED) and in_force:
         out.append(f"told {HIS_WORDS[obs.final]!r} but the platform holds {in_force} booking(s)")
     if obs.final == ANSWERED and obs.booked < 1:
