@@ -17,10 +17,13 @@ from gateway.http1.messages import Peer, attachment
 from gateway.http1.server import Abort, Http1Server
 from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.platform.signing import TIF_NONCE, ProfileCodec, Refusal
+from gateway.sim.clock import SettableClock
+from gateway.sim.errors import platform_time
 from gateway.sim.faults import UNPROCESSED, FaultTable
 from gateway.sim.ledger import Ledger, Message
 from gateway.sim.platform import SimPlatform
 from gateway.sim.statements import FileAnswer
+from gateway.sim.tampering import Tampering
 from gateway.tlcp import TLCPConfig
 
 log = structlog.get_logger("gateway.sim")
@@ -45,7 +48,9 @@ class SimAddresses:
 class Simulator:
     def __init__(self, platform: SimPlatform | None = None, *, profile: ProfileCodec | None = None) -> None:
         self.ledger = platform.ledger if platform else Ledger()
-        self.platform = platform or SimPlatform(self.ledger)
+        #: the platform's clock, settable by admin call (a platform given by the caller keeps its own)
+        self.clock = SettableClock()
+        self.platform = platform or SimPlatform(self.ledger, clock=self.clock)
         #: the province profile this platform enforces and answers by (None: the plain national interface)
         self.profile = profile
         self._nonces: dict[str, float] = {}
@@ -204,10 +209,10 @@ class Simulator:
             return _json(200, {})
         if route == ("POST", "/_sim/expire-signins"):
             return _json(200, {"expired": self.platform.expire_signins()})
-        if route == ("GET", "/_sim/recon"):
-            return _json(200, self.platform.statements.snapshot())
-        if route == ("POST", "/_sim/recon"):
-            return self._tamper(request.body)
+        if route[1] == "/_sim/recon" and route[0] in ("GET", "POST", "DELETE"):
+            return self._recon(request)
+        if route[1] == "/_sim/clock" and route[0] in ("GET", "POST", "DELETE"):
+            return self._clock(request)
         if route == ("GET", "/_sim"):
             return _json(
                 200,
@@ -216,30 +221,59 @@ class Simulator:
                         "GET /_sim/ledger",
                         "GET|POST|DELETE /_sim/faults",
                         "POST /_sim/expire-signins",
-                        'GET|POST /_sim/recon  {"lose": [setl_id], "alter": {setl_id: {amount: value}}, '
-                        '"phantom": [{psn_no, medfee_sumamt, insutype, setl_optins}]}',
+                        'GET|POST|DELETE /_sim/recon  {"lose": [setl_id], "alter": {setl_id: {field: value}}, '
+                        '"phantom": [{infno, psn_no, medfee_sumamt, insutype, clr_type, setl_optins, booked_at}], '
+                        '"undo": [setl_id], "only": "3201"|"3202"}',
+                        'GET|POST|DELETE /_sim/clock  {"now": epoch | "yyyy-MM-dd HH:mm:ss"} or {"advance": s}',
                     ]
                 },
             )
         return _json(404, {"error": f"no admin endpoint {request.method} {request.path}"})
 
+    def _recon(self, request: Request) -> Response:
+        if request.method == "POST":
+            return self._tamper(request.body)
+        if request.method == "DELETE":
+            self.platform.statements.tampering = Tampering()
+        return _json(200, self.platform.statements.snapshot())
+
     def _tamper(self, body: bytes) -> Response:
-        """Differences for reconciliation to find: validated as a whole before any is applied."""
+        """Differences for reconciliation to find, or undone: validated as a whole before any is applied."""
         statements = self.platform.statements
+        keys = {"lose", "alter", "phantom", "undo", "only"}
         try:
             spec = json.loads(body or b"{}")
-            if not isinstance(spec, dict) or not spec or set(spec) - {"lose", "alter", "phantom"}:
-                raise ValueError('body must be an object with "lose", "alter" and/or "phantom"')
+            if not isinstance(spec, dict) or not set(spec) - {"only"} or set(spec) - keys:
+                raise ValueError('body must be an object with "lose", "alter", "phantom" and/or "undo" (and "only")')
             lose, alter, phantom = spec.get("lose", []), spec.get("alter", {}), spec.get("phantom", [])
-            if not isinstance(lose, list) or not isinstance(alter, dict) or not isinstance(phantom, list):
-                raise TypeError("lose: [setl_id], alter: {setl_id: {amount: value}}, phantom: [{...}]")
+            undo, only = spec.get("undo", []), spec.get("only")
+            if not all(isinstance(x, list) for x in (lose, phantom, undo)) or not isinstance(alter, dict):
+                raise TypeError("lose: [setl_id], alter: {setl_id: {field: value}}, phantom: [{...}], undo: [setl_id]")
             for setl_id in [*lose, *alter]:
                 statements.known(str(setl_id))
+            for changes in alter.values():
+                Tampering.fields(dict(changes))
+            for setl_id in undo:
+                statements.tampering.undo(str(setl_id))
             for setl_id in lose:
-                statements.lose(str(setl_id))
-            for setl_id, amounts in alter.items():
-                statements.alter(str(setl_id), dict(amounts))
-            made = [statements.phantom(dict(one)).setl_id for one in phantom]
+                statements.lose(str(setl_id), only)
+            for setl_id, changes in alter.items():
+                statements.alter(str(setl_id), dict(changes), only)
+            made = [statements.phantom(dict(one) | ({"only": only} if only else {})).setl_id for one in phantom]
         except (ValueError, TypeError) as exc:
             return _json(400, {"error": str(exc)})
         return _json(200, statements.snapshot() | {"made": made})
+
+    def _clock(self, request: Request) -> Response:
+        try:
+            if request.method == "POST":
+                spec = json.loads(request.body or b"{}")
+                if not isinstance(spec, dict):
+                    raise TypeError('body must be {"now": …} or {"advance": seconds}')
+                self.clock.set(spec)
+            elif request.method == "DELETE":
+                self.clock.reset()
+        except (ValueError, TypeError) as exc:
+            return _json(400, {"error": str(exc)})
+        now = self.platform.clock()
+        return _json(200, {"now": now, "platform_time": platform_time(now), "offset": self.clock.offset})

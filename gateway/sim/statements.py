@@ -11,7 +11,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,7 @@ from gateway.platform.stmtfiles import (
 )
 from gateway.sim.errors import PlatformError, input_data, platform_date, platform_time
 from gateway.sim.ledger import Ledger, Settlement
+from gateway.sim.tampering import PHANTOM_INFNOS, Tampering
 
 #: files the simulator keeps for download (a real platform keeps them for days; tests need a handful)
 MAX_FILES = 64
@@ -38,15 +39,6 @@ class FileAnswer:
 
     filename: str
     data: bytes
-
-
-@dataclass
-class Tampering:
-    """Differences injected into the platform's view (never into the exactly-once ground truth)."""
-
-    lost: set[str] = field(default_factory=set)  # setl_ids the platform's statements leave out
-    altered: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # setl_id -> amounts it reports instead
-    phantoms: list[Settlement] = field(default_factory=list)  # settlements only the platform has
 
 
 def _line(s: Settlement, amounts: dict[str, Decimal] | None = None) -> StatementLine:
@@ -76,55 +68,64 @@ class SimStatements:
 
     # -- the platform's view --------------------------------------------------------------------------------
 
-    def view(self, key: GroupKey, begin: str, end: str) -> list[StatementLine]:
-        """Every line the platform reconciles for `key` between two dates (yyyy-mm-dd, inclusive)."""
+    def view(self, key: GroupKey, begin: str, end: str, scope: str = "3202") -> list[StatementLine]:
+        """Every line the platform's `scope` statement reconciles for `key` between two dates (inclusive)."""
         t = self.tampering
         rows: Iterable[Settlement] = [*self.ledger.settlements, *self.ledger.refunds, *t.phantoms]
+        seen = (seen for s in rows if s.state != "reversed" and (seen := t.seen(s, scope)) is not None)
         return [
-            _line(s, t.altered.get(s.setl_id))
-            for s in rows
-            if s.state != "reversed"
-            and s.setl_id not in t.lost
-            and GroupKey(s.insutype, s.clr_type, s.setl_optins) == key
-            and begin <= platform_date(s.booked_at) <= end
+            _line(s, t.amounts(s.setl_id, scope))
+            for s in seen
+            if GroupKey(s.insutype, s.clr_type, s.setl_optins) == key and begin <= platform_date(s.booked_at) <= end
         ]
 
-    def lose(self, setl_id: str) -> None:
+    def lose(self, setl_id: str, only: str | None = None) -> None:
         self.known(setl_id)
+        self.tampering.scope(setl_id, only)
         self.tampering.lost.add(setl_id)
 
-    def alter(self, setl_id: str, amounts: dict[str, Any]) -> None:
+    def alter(self, setl_id: str, changes: dict[str, Any], only: str | None = None) -> None:
+        """What the platform reports instead for a line (amounts, setl_time, group fields, person)."""
         self.known(setl_id)
-        unknown = set(amounts) - set(AMOUNTS)
-        if unknown or not amounts:
-            raise ValueError(f"alter takes amounts among {', '.join(AMOUNTS)}; got {', '.join(sorted(amounts))}")
-        self.tampering.altered[setl_id] = {k: money(v) for k, v in amounts.items()}
+        fields = Tampering.fields(changes)
+        self.tampering.scope(setl_id, only)
+        self.tampering.altered[setl_id] = self.tampering.altered.get(setl_id, {}) | fields
 
     def phantom(self, spec: dict[str, Any]) -> Settlement:
-        """A settlement only the platform has (booked now, or at `booked_at`)."""
-        total = float(money(spec.get("medfee_sumamt", "100.00")))
+        """A line only the platform has, of any settlement or refund infno (booked now, or at `booked_at`);
+        amounts not given are split 60/20/20 (a refund's negative)."""
+        infno = str(spec.get("infno") or "2207")
+        if infno not in PHANTOM_INFNOS:
+            raise ValueError(f"a phantom is one of {', '.join(PHANTOM_INFNOS)}, got {infno!r}")
+        sign = -1 if PHANTOM_INFNOS[infno] == "1" else 1
+        total = abs(float(money(spec.get("medfee_sumamt", "100.00"))))
         fund = round(total * 0.6, 2)
+        acct = round(total * 0.2, 2)
+        given = {a: sign * abs(float(money(spec[a]))) for a in AMOUNTS if a in spec and a != "medfee_sumamt"}
         setl = Settlement(
             setl_id=f"P{next(self._ids):023d}",
             msgid=str(spec.get("msgid") or f"PHANTOM{next(self._ids):023d}"),
-            infno="2207",
+            infno=infno,
             psn_no=str(spec.get("psn_no") or "44000000000000000099"),
             mdtrt_id=str(spec.get("mdtrt_id") or f"M{next(self._ids):023d}"),
             chrg_bchno="",
-            medfee_sumamt=total,
-            fund_pay_sumamt=fund,
-            acct_pay=0.0,
-            psn_cash_pay=round(total - fund, 2),
+            medfee_sumamt=sign * total,
+            fund_pay_sumamt=given.get("fund_pay_sumamt", sign * fund),
+            acct_pay=given.get("acct_pay", sign * acct),
+            psn_cash_pay=given.get("psn_cash_pay", sign * round(total - fund - acct, 2)),
             insutype=str(spec.get("insutype") or "310"),
             booked_at=float(spec.get("booked_at") or self.clock()),
             clr_type=str(spec.get("clr_type") or "11"),
             setl_optins=str(spec.get("setl_optins") or "440300"),
+            refd_setl_flag=PHANTOM_INFNOS[infno],
         )
+        self.tampering.scope(setl.setl_id, spec.get("only"))
         self.tampering.phantoms.append(setl)
         return setl
 
     def known(self, setl_id: str) -> None:
-        if not any(s.setl_id == setl_id for s in [*self.ledger.settlements, *self.ledger.refunds]):
+        rows = [*self.ledger.settlements, *self.ledger.refunds, *self.tampering.phantoms]
+        if not any(s.setl_id == setl_id for s in rows):
             raise ValueError(f"no settlement {setl_id} in the ledger")
 
     # -- transactions ---------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class SimStatements:
             "fixmedins_setl_cnt",
         )
         key = GroupKey(str(data["insutype"]), str(data["clr_type"]), str(data["setl_optins"]))
-        lines = self.view(key, *self._period(data))
+        lines = self.view(key, *self._period(data), scope="3201")
         theirs = self._amounts(data, *AMOUNTS)
         ours = {a: sum((getattr(line, a) for line in lines), Decimal("0.00")) for a in theirs}
         try:
@@ -246,5 +247,6 @@ class SimStatements:
             "lost": sorted(t.lost),
             "altered": {k: {a: str(v) for a, v in amounts.items()} for k, amounts in t.altered.items()},
             "phantoms": [s.setl_id for s in t.phantoms],
+            "only": dict(t.only),
             "files": list(self.files),
         }
