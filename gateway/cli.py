@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, cli_audit, cli_bench, cli_policy, cli_profiles, cli_recon
+from gateway import __version__, cli_audit, cli_bench, cli_check, cli_policy, cli_profiles, cli_recon
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -241,10 +241,11 @@ def _load(path: Path) -> Config | None:
 
 
 def cmd_check(path: Path) -> int:
+    """Like nginx -t: the plan, every problem, then one verdict line."""
     config = _load(path)
     if config is None:
         return 1
-    print(f"{path}: configuration ok")
+    print(f"{path}: plan")
     print(
         f"  HIS API: unix socket {config.api_socket} (mode {config.api.socket_mode:04o}"
         f"{', group ' + config.api.socket_group if config.api.socket_group else ''})"
@@ -261,54 +262,19 @@ def cmd_check(path: Path) -> int:
         print(f"  mqtt: {config.mqtt.host}:{config.mqtt.port} topics {config.mqtt.topic_prefix}/(status|health|events)")
     if config.health.interface:
         print(f"  watching 专网 interface {config.health.interface}")
-    problems = _file_problems(config)
+    if config.development:
+        print("  WARNING: development mode (plain TCP upstreams allowed); never on a production 前置机")
+    notes: list[str] = []
+    problems = cli_check.problems(config, notes)
+    for line in notes:
+        print(f"  {line}")
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
-        print(f"{path}: configuration rejected ({len(problems)} problem(s) with referenced files)", file=sys.stderr)
+        print(f"{path}: configuration rejected ({len(problems)} problem(s))", file=sys.stderr)
         return 1
-    if config.development:
-        print("  WARNING: development mode (plain TCP upstreams allowed); never on a production 前置机")
+    print(f"{path}: configuration ok")
     return 0
-
-
-def _file_problems(config: Config) -> list[str]:
-    """Files the configuration points at: present, and secrets not readable by others."""
-    from gateway.secretfile import SecretFileError, check_private
-
-    out = []
-    if config.mqtt.enabled and config.mqtt.password_file:
-        try:
-            check_private(config.mqtt.password_file)
-        except SecretFileError as err:
-            out.append(f"mqtt.password_file: {err.message}")
-    if config.mqtt.enabled and config.mqtt.tls:
-        for name in ("ca_file", "cert_file", "key_file"):
-            file = getattr(config.mqtt.tls, name)
-            if file is not None and not file.is_file():
-                out.append(f"mqtt.tls.{name}: {file} does not exist")
-    out += cli_profiles.key_problems(config)
-    out += _policy_problems(config)
-    return out
-
-
-def _policy_problems(config: Config) -> list[str]:
-    """The policy the daemon would load, with the check it makes: every upstream whitelisted."""
-    from gateway.policy.engine import upstream_allowed
-    from gateway.policy.loader import PolicyError, load_policy
-
-    paths = config.policy_paths
-    if paths is None:
-        return []
-    try:
-        policy = load_policy(paths)
-    except PolicyError as err:
-        return err.lines()
-    outside = [f"{u.name} {u.host}:{u.port}" for u in config.upstreams if not upstream_allowed(policy, u.host, u.port)]
-    if outside:
-        return [f"upstreams not in the policy's upstream whitelist: {', '.join(outside)}"]
-    print(f"  policy {policy.version}: {len(policy.clients)} client(s), {len(policy.upstreams)} upstream(s)")
-    return []
 
 
 def cmd_run(path: Path) -> int:
@@ -321,7 +287,13 @@ def cmd_run(path: Path) -> int:
 
     config = _load(path)
     if config is None:
-        return 1
+        return cli_check.EXIT_CONFIG
+    problems = cli_check.problems(config)
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        print(f"ybgate: not starting: {path}: {len(problems)} problem(s) (see ybgate check)", file=sys.stderr)
+        return cli_check.EXIT_CONFIG
     configure(config.logging.level, config.logging.format)
     # Socket activation: systemd holds the API socket across restarts, so no HIS connection is refused.
     fds = listen_fds()
@@ -336,6 +308,12 @@ def cmd_run(path: Path) -> int:
         # A refusal to start (key file too open, identity invalid, socket in use): one clear line, exit 1.
         print(f"ybgate: not starting: {err.message}", file=sys.stderr)
         return 1
+    except OSError as err:
+        if err.filename is None:
+            raise
+        # A file that vanished or changed between the checks and its use: one line, as for a setting.
+        print(f"ybgate: not starting: {err.filename}: {err.strerror}", file=sys.stderr)
+        return cli_check.EXIT_CONFIG
     return 0
 
 
@@ -375,30 +353,19 @@ def cmd_status(path: Path, as_json: bool) -> int:
 
 
 def cmd_certs_check(path: Path) -> int:
-    from gateway.crypto.checks import check_identity
-    from gateway.secretfile import SecretFileError, read_secret
+    from gateway.secretfile import SecretFileError
 
     config = _load(path)
     if config is None:
         return 1
-    ident = config.identity
-    if ident is None:
+    if config.identity is None:
         print(f"{path}: no identity section (sign/enc certificates and keys) to check", file=sys.stderr)
         return 1
     try:
-        password = read_secret(ident.key_password_file).encode() if ident.key_password_file else None
+        findings = cli_check.identity_findings(config)
     except SecretFileError as err:
         print(f"ERROR   {err.message}")
         return 1
-    findings = check_identity(
-        sign_cert=ident.sign_cert,
-        sign_key=ident.sign_key,
-        enc_cert=ident.enc_cert,
-        enc_key=ident.enc_key,
-        ca_bundle=ident.ca_bundle,
-        password=password,
-        serves_callbacks=config.callback is not None and config.callback.enabled,
-    )
     for f in findings:
         print(f)
     return 1 if any(f.severity == "error" for f in findings) else 0

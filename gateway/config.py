@@ -292,8 +292,9 @@ class Session(_Strict):
     mac: Annotated[str, Field(min_length=1, max_length=40)]
     ip: IpLiteral
     recer_sys_code: Annotated[str, Field(min_length=1, max_length=20)] = "FSI"
-    #: sign in again after this long even without an "expired" answer (platforms end sessions daily)
-    max_age: PositiveSeconds = 12 * 3600.0
+    #: sign in again after this long even without an "expired" answer: platforms end sign-in sessions daily, so a
+    #: sign_no never outlives a day (the bound); the default renews it twice within one
+    max_age: Annotated[float, Field(gt=0, le=24 * 3600)] = 12 * 3600.0
 
 
 class Firewall(_Strict):

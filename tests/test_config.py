@@ -147,7 +147,7 @@ def test_cli_check_refuses_a_readable_secret(tmp_path: Path) -> None:
 
 
 def test_cli_check_loads_the_policy_as_the_daemon_would(tmp_path: Path) -> None:
-    """ExecStartPre runs `ybgate check`: a policy error or an upstream outside the whitelist fails it there."""
+    """`ybgate check` loads the policy as `run` does: a policy error or an upstream outside the whitelist fails it."""
     policy = tmp_path / "policies"
     policy.mkdir()
     (policy / "10.yaml").write_text('clients:\n  - name: his\n    unix: {gids: [1500]}\n    allow: ["1101", queriez]\n')

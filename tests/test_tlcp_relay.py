@@ -170,7 +170,7 @@ def test_daemon_refuses_to_start_with_a_readable_key(pki: Path, tmp_path: Path) 
         check=False,
         env=os.environ,
     )
-    assert result.returncode == 1
+    assert result.returncode == 78  # EX_CONFIG: the unit does not restart it
     assert "not starting" in result.stderr and "client_sign.key.pem" in result.stderr and "chmod 600" in result.stderr
     assert "Traceback" not in result.stderr
 
