@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from gateway.audit.chain import GENESIS, seal
+from gateway.audit.format import check_and_mark
 from gateway.blocking import BlockingWorker
 from gateway.crypto import SM2PrivateKey, sm3
 
@@ -101,6 +102,7 @@ class AuditLog:
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        check_and_mark(self.directory)
         files = audit_files(self.directory)
         if files:
             path = files[-1]

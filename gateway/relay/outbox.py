@@ -34,6 +34,7 @@ import structlog
 
 from gateway.blocking import BlockingWorker
 from gateway.errors import GatewayError
+from gateway.relay import outbox_format
 from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, State
 
 T = TypeVar("T")
@@ -267,6 +268,7 @@ class SqliteOutbox:
         # Used from the loop thread and the committer thread, never at the same time: a group's statements
         # run before its COMMIT is handed over, the next group's only after that COMMIT returned.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        outbox_format.refuse_newer(conn, self.path)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA wal_autocheckpoint=0")  # see the module's docstring: checkpoints run elsewhere
@@ -278,6 +280,7 @@ class SqliteOutbox:
         for name, kind in _ADDED.items():
             if name not in have:
                 conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")  # constants of this module
+        outbox_format.mark(conn)
         return conn
 
     async def _groups(self) -> None:
