@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, cli_audit, cli_bench, cli_check, cli_policy, cli_profiles, cli_recon
+from gateway import __version__, cli_audit, cli_backup, cli_bench, cli_check, cli_policy, cli_profiles, cli_recon
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError, GatewayError
 
@@ -146,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_policy.add_parser(sub)
     cli_policy.add_firewall_parser(sub)
     cli_audit.add_parser(sub)
+    cli_backup.add_parsers(sub)
     cli_recon.add_parser(sub)
     cli_bench.add_parser(sub)
     sim = sub.add_parser(
@@ -489,6 +490,8 @@ COMMANDS: dict[str, Any] = {
     "policy": cli_policy.run,
     "firewall": cli_policy.run,
     "audit": cli_audit.run,
+    "backup": cli_backup.run,
+    "restore": cli_backup.run,
     "recon": cli_recon.run,
     "bench": cli_bench.run,
 }

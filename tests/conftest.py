@@ -179,3 +179,20 @@ async def signing(sim: Simulator, short_tmp: Path) -> AsyncIterator[Gateway]:
     await daemon.start()
     yield Gateway(daemon, config, sim)
     await daemon.stop(1)
+
+
+def audit_outcome(i: int) -> Any:
+    """The i-th of a run of answered 2207 outcomes, as the outbox hands them to the audit log."""
+    from gateway.audit.log import Outcome
+
+    return Outcome(
+        msgid=f"H44030000001{20261124080000 + i:014d}{i:04d}",
+        infno="2207",
+        state="answered",
+        outcome="answered",
+        upstream="primary",
+        request_sm3=bytes(32),
+        response=b'{"infcode": 0}',
+        finished=1_700_000_000.0 + i,
+        client="his",
+    )

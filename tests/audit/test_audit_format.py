@@ -8,28 +8,16 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.format import FORMAT, AuditFormatError
-from gateway.audit.log import AuditLog, Outcome, audit_files
+from gateway.audit.log import AuditLog, audit_files
 from gateway.audit.verify import verify
 
-
-def outcome(i: int) -> Outcome:
-    return Outcome(
-        msgid=f"H44030000001{20261124080000 + i:014d}{i:04d}",
-        infno="2207",
-        state="answered",
-        outcome="answered",
-        upstream="primary",
-        request_sm3=bytes(32),
-        response=b'{"infcode": 0}',
-        finished=1_700_000_000.0 + i,
-        client="his",
-    )
+from conftest import audit_outcome
 
 
 async def write(directory: Path, start: int, count: int) -> None:
     log = AuditLog(directory)
     log.open()
-    log.record(outcome(i) for i in range(start, start + count))
+    log.record(audit_outcome(i) for i in range(start, start + count))
     await log.close()
 
 
