@@ -81,6 +81,11 @@ def _open_key(s: Setup) -> str:
     return str(s.pki / "client_sign.key.pem")
 
 
+def _group_readable_key(s: Setup) -> str:
+    (s.pki / "client_enc.key.pem").chmod(0o640)
+    return str(s.pki / "client_enc.key.pem")
+
+
 def _foreign_ca(s: Setup) -> str:
     other = s.root / "other"
     generate_test_pki(other)
@@ -112,6 +117,7 @@ CASES: dict[str, Callable[[Setup], str]] = {
     "garbage CA": _garbage_ca,
     "enc certificate as the sign certificate": _enc_as_sign,
     "key mode 0644": _open_key,
+    "key mode 0640": _group_readable_key,
     "chain to another CA": _foreign_ca,
     "socket_group missing": _no_group,
     "interface missing": _no_interface,
