@@ -1,6 +1,8 @@
 """`ybgate audit verify|export`: check the SM3 chain of the audit log, and hand a period of it to auditors.
 
-ybgate audit verify [FILE…] [--cert FILE]     every link, seq and checkpoint signature; exit 1 at the first break
+ybgate audit verify [FILE…] [--cert FILE] [--anchor FILE]
+                                              every link, seq, checkpoint signature and the checkpoint cadence;
+                                              with --anchor, the published checkpoint hashes; exit 1 at a break
 ybgate audit export --from DATE --to DATE     the entries of a period, with the hashes that tie them to the chain
 """
 
@@ -13,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.config import DEFAULT_CONFIG_PATH, load_config
+from gateway.audit.verify import Cadence
+from gateway.config import DEFAULT_CONFIG_PATH, Audit, load_config
 from gateway.errors import ConfigError
 
 
@@ -30,6 +33,13 @@ def add_parser(sub: Any) -> None:
     verify.add_argument(
         "--cert", type=Path, help="the sign certificate checkpoints are checked with (default: identity)"
     )
+    verify.add_argument(
+        "--anchor", type=Path, help="published checkpoint hashes (audit.anchor_file, as a collector kept it)"
+    )
+    verify.add_argument(
+        "--checkpoint-every", type=int, help="the cadence checkpoints were written at (default: the config's)"
+    )
+    verify.add_argument("--checkpoint-interval", type=float, help="seconds (default: the config's)")
     verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
     export = asub.add_parser("export", help="the entries of a period as JSON lines, with the chain proof")
     export.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD (local time, inclusive)")
@@ -60,7 +70,23 @@ def _files(args: argparse.Namespace) -> list[Path]:
     return files
 
 
+def _cadence(args: argparse.Namespace) -> Cadence:
+    """The cadence given, else the config's (when there is a config), else the defaults. A checkpoint that
+    declares its cadence overrides this for the entries after it."""
+    audit = Audit()
+    if not args.files or args.config != DEFAULT_CONFIG_PATH or args.config.exists():
+        try:
+            audit = load_config(args.config).audit
+        except ConfigError:
+            if not args.files:
+                raise
+    return Cadence(
+        args.checkpoint_every or audit.checkpoint_every, args.checkpoint_interval or audit.checkpoint_interval
+    )
+
+
 def _verify(args: argparse.Namespace) -> int:
+    from gateway.audit.anchor import check_anchors
     from gateway.audit.verify import verify
     from gateway.crypto import Certificate
 
@@ -72,7 +98,9 @@ def _verify(args: argparse.Namespace) -> int:
     if cert_path is not None:
         key = Certificate.load_pem_chain(cert_path.read_bytes())[0].public_key
     files = _files(args)
-    report = verify(files, key)
+    report = verify(files, key, _cadence(args))
+    if report.ok and args.anchor is not None:
+        report.problem = check_anchors(args.anchor, report.hashes, report.last_seq, report.last_where)
     for note in report.notes:
         print(f"note: {note}")
     if report.torn_tail:
@@ -83,6 +111,7 @@ def _verify(args: argparse.Namespace) -> int:
     print(
         f"ok: {report.entries} entries, {report.checkpoints} checkpoints ({report.signed_checkpoints} signature(s) "
         f"checked) in {len(files)} file(s); last hash {report.last_hash}"
+        + (f"; published checkpoints match ({args.anchor})" if args.anchor is not None else "")
     )
     return 0
 

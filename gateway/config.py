@@ -349,6 +349,9 @@ class Audit(_Strict):
     rotate_bytes: Annotated[int, Field(ge=4096)] = 64 * 1024 * 1024
     checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     checkpoint_interval: PositiveSeconds = 300.0
+    #: each checkpoint's seq and hash appended here as it is made (for a syslog collector or the platform side
+    #: to keep), so a tail cut after the last checkpoint is visible to `ybgate audit verify --anchor`
+    anchor_file: Path | None = None
 
 
 class ReconGroup(_Strict):

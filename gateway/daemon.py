@@ -33,6 +33,7 @@ from gateway.assembly import (
     upstream_targets,
     with_fields,
 )
+from gateway.audit.anchor import AnchorFile
 from gateway.audit.log import AuditLog, Outcome
 from gateway.config import Config, load_config
 from gateway.crypto import Certificate, sm3
@@ -394,6 +395,7 @@ class Daemon:
             checkpoint_interval=a.checkpoint_interval,
             signer=signer,
             signer_subject=subject,
+            anchor=AnchorFile(a.anchor_file) if a.anchor_file is not None else None,
         )
         self.audit.open()
         audited = self.audit.recent_keys()

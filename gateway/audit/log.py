@@ -16,13 +16,14 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from gateway.audit.anchor import Anchor, AnchorSink
 from gateway.audit.chain import GENESIS, seal
 from gateway.audit.format import check_and_mark
 from gateway.blocking import BlockingWorker
@@ -79,6 +80,8 @@ class AuditLog:
         checkpoint_interval: float = 300.0,
         signer: SM2PrivateKey | None = None,
         signer_subject: str | None = None,
+        anchor: AnchorSink | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
         self.rotate_bytes = rotate_bytes
@@ -86,11 +89,14 @@ class AuditLog:
         self.checkpoint_interval = checkpoint_interval
         self.signer = signer
         self.signer_subject = signer_subject
+        self.anchor = anchor
+        self._ts = 0.0
         self.seq = 0
         self.prev = GENESIS
         self.last_finished = 0.0
         self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
+        self.clock = clock
+        self._last_checkpoint = clock()
         self._file: Any = None
         self._path: Path | None = None
         self._pending: list[bytes] = []
@@ -116,8 +122,16 @@ class AuditLog:
                 entry, _ = last_entry(files[-2])
             if entry is not None:
                 self.seq, self.prev = int(entry["seq"]), str(entry["hash"])
+                if entry.get("kind") == "checkpoint":
+                    self._last_checkpoint = float(entry.get("ts", self._last_checkpoint))
             self.last_finished = max((float(e.get("finished", 0.0)) for e in self._tail_entries()), default=0.0)
             self._open_file(path)
+            if entry is not None and entry.get("kind") != "checkpoint":
+                # The last run ended (a crash, or the previous release) with entries no checkpoint covers: sign
+                # them now, so the unsigned span never outlives a restart.
+                self.checkpoint()
+                self._write(b"".join(self._pending))
+                self._pending = []
         else:
             self._open_file(self.directory / "audit-000001.jsonl")
 
@@ -150,6 +164,8 @@ class AuditLog:
         self._path = path
 
     async def close(self) -> None:
+        if self._since_checkpoint and self._file is not None:
+            self.checkpoint()  # a clean stop leaves no unsigned span
         while self._flushing is not None:
             await asyncio.shield(self._flushing)
         if self._pending:
@@ -168,7 +184,7 @@ class AuditLog:
             self._append(
                 {
                     "kind": "outcome",
-                    "ts": round(time.time(), 3),
+                    "ts": round(self.clock(), 3),
                     "finished": o.finished,
                     "msgid": o.msgid,
                     "infno": o.infno,
@@ -181,22 +197,37 @@ class AuditLog:
                 }
             )
             self.last_finished = max(self.last_finished, o.finished)
-        if self._since_checkpoint >= self.checkpoint_every or (
-            self._since_checkpoint and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
-        ):
-            self.checkpoint()
+            # Checked after every entry, on the times written in the entries: `audit verify` holds the log to
+            # exactly this rule (never more than checkpoint_every entries, and nothing written after an entry
+            # that came checkpoint_interval after the last checkpoint, without a checkpoint between).
+            if self._since_checkpoint >= self.checkpoint_every or self._ts - self._last_checkpoint >= (
+                self.checkpoint_interval
+            ):
+                self.checkpoint()
         if self._pending and self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop(), name="audit-flush")
 
     def checkpoint(self) -> None:
+        """A signed entry covering the chain so far; it declares the cadence, so that a verifier holds the entries
+        after it to the cadence this writer kept."""
         self._append(
-            {"kind": "checkpoint", "ts": round(time.time(), 3), "entries": self.entries, "signer": self.signer_subject},
+            {
+                "kind": "checkpoint",
+                "ts": round(self.clock(), 3),
+                "entries": self.entries,
+                "signer": self.signer_subject,
+                "every": self.checkpoint_every,
+                "interval": self.checkpoint_interval,
+            },
             signed=True,
         )
         self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = self._ts
+        if self.anchor is not None:
+            self.anchor.publish(Anchor(self.seq, self.prev, self._ts))
 
     def _append(self, entry: dict[str, Any], *, signed: bool = False) -> None:
+        self._ts = float(entry["ts"])
         self.seq += 1
         self.prev, text = seal(entry | {"seq": self.seq}, self.prev, self.signer if signed else None)
         self._pending.append(text)
