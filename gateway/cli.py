@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -500,4 +502,13 @@ COMMANDS: dict[str, Any] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = COMMANDS.get(args.command)
-    return int(command(args)) if command is not None else 2
+    try:
+        code = int(command(args)) if command is not None else 2
+        sys.stdout.flush()  # a pipe closed early shows here, not in the interpreter's own flush at exit
+    except BrokenPipeError:
+        # `ybgate outbox list | head`: the reader has what it wanted. Send what is left to /dev/null so the
+        # interpreter's final flush stays quiet, and exit as `head` readers expect from a writer (SIGPIPE's 141).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return code

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if args.audit_command == "verify":
             return _verify(args)
         return _export(args)
+    except BrokenPipeError:
+        raise  # a reader that stopped early: the CLI's entry point ends quietly
     except (ConfigError, OSError, ValueError) as exc:
         print(f"ybgate audit: {exc}", file=sys.stderr)
         return 1
