@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import date, datetime, timedelta
+import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.errors import ConfigError
 
 
-def _yesterday() -> str:
-    from gateway.recon.local import PLATFORM_TZ
+def _closed_day(config: Config) -> str:
+    """The day the daemon's schedule reconciles now (its cutoff and lag_days): one rule for both."""
+    from gateway.recon.schedule import closed_day
 
-    return (datetime.now(PLATFORM_TZ).date() - timedelta(days=1)).isoformat()
+    return closed_day(time.time(), config.recon.cutoff, config.recon.lag_days).isoformat()
 
 
 def _day(text: str) -> str:
@@ -43,7 +45,12 @@ def add_parser(sub: Any) -> None:
     run = rsub.add_parser("run", help="reconcile a day now (through the running daemon)")
     report = rsub.add_parser("report", help="show a day's report")
     for q in (run, report):
-        q.add_argument("--date", type=_day, default=None, help="YYYY-MM-DD, platform time (default: yesterday)")
+        q.add_argument(
+            "--date",
+            type=_day,
+            default=None,
+            help="YYYY-MM-DD, platform time (default: the latest day closed by recon.cutoff and lag_days)",
+        )
         q.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
     report.add_argument("--json", action="store_true", help="the whole report as JSON")
     report.add_argument("--csv", action="store_true", help="the difference list as CSV")
@@ -55,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ybgate recon: {exc}", file=sys.stderr)
         return 1
-    day = args.date or _yesterday()
+    day = args.date or _closed_day(config)
     if args.recon_command == "run":
         return _run(config, day)
     return _report(config, day, args)
@@ -87,6 +94,10 @@ def _print_summary(doc: dict[str, Any]) -> None:
     )
     for err in doc.get("errors") or []:
         print(f"  incomplete: {err}")
+    if doc.get("kept"):
+        print(f"  not written: {doc['kept']}")
+    if doc.get("provisional"):
+        print("  provisional: the day has not closed (recon.cutoff, lag_days); the scheduled run will replace it")
 
 
 def _report(config: Config, day: str, args: argparse.Namespace) -> int:
@@ -111,7 +122,8 @@ def _report(config: Config, day: str, args: argparse.Namespace) -> int:
 
 
 def _print_report(doc: dict[str, Any]) -> None:
-    print(f"{doc['date']}: {doc['status']} (generated {doc['generated_at']})")
+    provisional = " PROVISIONAL (the day had not closed)" if doc.get("provisional") else ""
+    print(f"{doc['date']}: {doc['status']}{provisional} (generated {doc['generated_at']})")
     for g in doc["groups"]:
         verdict = {"0": "balanced", "1": "totals differ"}.get(g["total_result"], "not reconciled")
         line = (

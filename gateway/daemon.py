@@ -66,7 +66,7 @@ from gateway.policy.nft import Firewall, Nft
 from gateway.recon.report import Report
 from gateway.recon.report import paths as report_paths
 from gateway.recon.run import Reconciler, ReconSettings
-from gateway.recon.schedule import ReconSchedule
+from gateway.recon.schedule import NotYet, ReconSchedule
 from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
@@ -126,6 +126,7 @@ class Daemon:
         self.session: SignInSession | None = None
         self.msgids = MsgidMaker()
         self.recon: Reconciler | None = None
+        self.recon_schedule: ReconSchedule
         self.connections: ConnectionPool | None = None
 
     async def start(self) -> None:
@@ -560,7 +561,7 @@ class Daemon:
             on_finished=self._recon_finished,
             msgids=self.msgids,
         )
-        schedule = ReconSchedule(
+        self.recon_schedule = schedule = ReconSchedule(
             self.recon,
             cfg.recon_dir,
             cutoff=r.cutoff,
@@ -593,7 +594,10 @@ class Daemon:
             parsed = date.fromisoformat(day)
         except ValueError:
             raise RequestError(f"not a date: {day!r} (YYYY-MM-DD)") from None
-        report = await self.recon.run(parsed)
+        try:
+            report = await self.recon_schedule.run_now(parsed)
+        except NotYet as exc:
+            raise RequestError(str(exc), http_status=409) from None
         json_path, csv_path = report_paths(self.config.recon_dir, parsed)
         return report.summary() | {"report": str(json_path), "differences_csv": str(csv_path)}
 

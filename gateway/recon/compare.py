@@ -14,6 +14,8 @@ AMOUNT_DIFFERS = "amount_differs"
 #: stmt_rslt of a result line that only echoes a hospital line
 HOSPITAL_ONLY = "3"
 VERDICT_ONLY = "platform_verdict"  # the amounts agree, yet the platform's result list flags the line
+#: confirmed as booked (by a query or by ops) without an answer, and the platform's detail has no such settlement
+CONFIRMED_ABSENT = "confirmed_absent"
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,13 @@ def differences(
     platform: Iterable[StatementLine],
     *,
     unanswered: dict[str, str] | None = None,
+    failed: dict[str, str] | None = None,
 ) -> list[Difference]:
     """Every settlement on one side only or with different amounts. `unanswered` (msgid -> infno) names
-    settlements ops confirmed as booked without an answer: a platform-only line with such a msgid is
-    explained, and the note says so."""
-    unanswered = unanswered or {}
+    settlements confirmed as booked without an answer: a platform-only line with such a msgid is explained,
+    and the note says so. `failed` (msgid -> outcome) names those the outbox holds as not booked: a platform
+    line with such a msgid says the outbox (or ops) was wrong."""
+    unanswered, failed = unanswered or {}, failed or {}
     ours = {line.setl_id: line for line in local}
     # The result list echoes the hospital's lines it has no record of (stmt_rslt 3): not platform records.
     echoed = {line.setl_id for line in platform if line.stmt_rslt == HOSPITAL_ONLY}
@@ -56,11 +60,12 @@ def differences(
         mine = ours.pop(theirs.setl_id, None)
         verdict = VERDICTS.get(theirs.stmt_rslt, theirs.stmt_rslt)
         if mine is None:
-            note = (
-                f"booked without an answer: outbox msgid {theirs.msgid} was confirmed as booked"
-                if theirs.msgid in unanswered
-                else "not in the outbox as answered"
-            )
+            if theirs.msgid in unanswered:
+                note = f"booked without an answer: outbox msgid {theirs.msgid} was confirmed as booked"
+            elif theirs.msgid in failed:
+                note = f"the outbox holds msgid {theirs.msgid} as not booked ({failed[theirs.msgid]})"
+            else:
+                note = "not in the outbox as answered"
             out.append(
                 _diff(PLATFORM_ONLY, group, theirs, local=None, platform=theirs.amounts(), verdict=verdict, note=note)
             )
@@ -103,6 +108,25 @@ def differences(
             )
         )
     return out
+
+
+def confirmed_absent(
+    group: GroupKey, msgid: str, infno: str, psn_no: str | None, outcome: str, *, refund: bool
+) -> Difference:
+    """A settlement confirmed as booked that the platform's detail does not hold: the confirmation was wrong
+    (or the platform lost it), and the HIS was told it is booked."""
+    return Difference(
+        kind=CONFIRMED_ABSENT,
+        group=group,
+        setl_id="",
+        msgid=msgid,
+        psn_no=psn_no or "",
+        mdtrt_id="",
+        refd_setl_flag="1" if refund else "0",
+        local=None,
+        platform=None,
+        note=f"{infno} confirmed as booked ({outcome}), but the platform's detail has no settlement with this msgid",
+    )
 
 
 def _diff(

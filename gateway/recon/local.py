@@ -2,7 +2,9 @@
 
 A settlement belongs to the day of its platform settlement time (setl_time, Beijing time) where the answer
 gives one, else of its answer's arrival. What the outbox cannot count is listed, not guessed: settlements
-booked without an answer (ops confirmed them; no setl_id or amounts here) and settlements still unresolved.
+booked without an answer (confirmed by a query or by ops; no setl_id or amounts here) and settlements still
+unresolved. A confirmed settlement is still put against the platform's detail, by its msgid, in the group its
+request names: a confirmation is a claim about the platform, and the platform's word checks it.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ class LocalDay:
     day: date
     groups: dict[GroupKey, list[StatementLine]] = field(default_factory=lambda: defaultdict(list))
     by_msgid: dict[str, StatementLine] = field(default_factory=dict)
-    unanswered: list[Pending] = field(default_factory=list)  # booked (ops confirmed), answer never came
+    unanswered: list[Pending] = field(default_factory=list)  # booked (confirmed), answer never came
+    #: msgid -> (the group its request names, the row) of the day's settlements confirmed without an answer
+    confirmed: dict[str, tuple[GroupKey, Pending]] = field(default_factory=dict)
+    #: msgid -> outcome of the day's settlements the outbox holds as not booked (refused, or ruled so by ops)
+    failed: dict[str, str] = field(default_factory=dict)
     unresolved: list[Pending] = field(default_factory=list)  # outcome still unknown
     problems: list[str] = field(default_factory=list)  # answers the day could not read
 
@@ -71,16 +77,21 @@ def _request_data(row: Row) -> dict[str, Any]:
     return {"envelope": doc, **(data if isinstance(data, dict) else {})}
 
 
-def _line(row: Row, info: dict[str, Any]) -> tuple[GroupKey, StatementLine, str]:
-    req = _request_data(row)
-    refund = row.infno in REFUNDS
-    key = GroupKey(
+def _key(row: Row, info: dict[str, Any], req: dict[str, Any]) -> GroupKey:
+    """The group a settlement is reconciled in: the answer's word, else the request's."""
+    return GroupKey(
         insutype=str(info.get("insutype") or req.get("insutype") or ""),
-        clr_type=str(info.get("clr_type") or (REFUNDS if refund else SETTLEMENTS)[row.infno]),
+        clr_type=str(info.get("clr_type") or (REFUNDS if row.infno in REFUNDS else SETTLEMENTS)[row.infno]),
         setl_optins=str(
             info.get("clr_optins") or info.get("setl_optins") or req["envelope"].get("insuplc_admdvs") or ""
         ),
     )
+
+
+def _line(row: Row, info: dict[str, Any]) -> tuple[GroupKey, StatementLine, str]:
+    req = _request_data(row)
+    refund = row.infno in REFUNDS
+    key = _key(row, info, req)
     missing = [n for n in ("setl_id", *AMOUNTS) if info.get(n) in (None, "")]
     if missing:
         raise ValueError(f"the answer's setlinfo lacks {', '.join(missing)}")
@@ -111,6 +122,12 @@ def local_day(day: date, rows: Iterable[Row]) -> LocalDay:
         pending = Pending(row.msgid, row.infno, row.psn_no, row.state.value, row.outcome)
         if row.state is State.CONFIRMED and on_day:
             out.unanswered.append(pending)
+            try:
+                out.confirmed[row.msgid] = (_key(row, {}, _request_data(row)), pending)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                out.problems.append(f"{row.msgid} ({row.infno}): confirmed, but its request names no group: {exc}")
+        elif row.state is State.FAILED and on_day:
+            out.failed[row.msgid] = row.outcome or "failed"
         elif row.state in UNFINISHED and on_day:
             out.unresolved.append(pending)
         elif row.state is State.ANSWERED and row.response is not None:

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gateway.platform.stmtfiles import AMOUNTS
+from gateway.platform.stmtfiles import AMOUNTS, GroupKey
 from gateway.recon.compare import Difference
 from gateway.recon.local import Pending
 
@@ -56,6 +56,10 @@ class GroupResult:
     differences: int = 0
     error: str = ""
 
+    @property
+    def key(self) -> GroupKey:
+        return GroupKey(self.insutype, self.clr_type, self.setl_optins)
+
 
 @dataclass
 class Report:
@@ -67,6 +71,10 @@ class Report:
     unanswered: list[dict[str, Any]] = field(default_factory=list)
     unresolved: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: run by hand before the day closed (by the platform's cutoff and lag_days): the scheduled run replaces it
+    provisional: bool = False
+    #: an incomplete run that left the complete report on disk in place (not written)
+    kept: str = ""
 
     def add_differences(self, found: list[Difference]) -> None:
         self.differences += [_difference(d) for d in found]
@@ -96,6 +104,8 @@ class Report:
             "unanswered": len(self.unanswered),
             "unresolved": len(self.unresolved),
             "errors": [f"{g.insutype}/{g.clr_type}/{g.setl_optins}: {g.error}" for g in self.groups if g.error],
+            "provisional": self.provisional,
+            "kept": self.kept,
         }
 
 
@@ -162,6 +172,18 @@ def write(directory: Path, day: date, report: Report) -> tuple[Path, Path]:
     finally:
         os.close(dir_fd)
     return json_path, csv_path
+
+
+def complete_report(directory: Path, day: date) -> str | None:
+    """When the report on disk for `day` was generated, if it is complete (every call answered; a provisional
+    one too: it still holds more than a run that failed)."""
+    try:
+        doc = read(directory, day)
+    except (OSError, TypeError, ValueError):
+        return None
+    if doc is None or doc.get("status") == INCOMPLETE:
+        return None
+    return str(doc.get("generated_at") or "an earlier run")
 
 
 def read(directory: Path, day: date) -> dict[str, Any] | None:

@@ -33,8 +33,8 @@ from gateway.platform.stmtfiles import (
     upload_input,
 )
 from gateway.recon import report as reports
-from gateway.recon.compare import differences
-from gateway.recon.local import LocalDay, read_day
+from gateway.recon.compare import HOSPITAL_ONLY, Difference, confirmed_absent, differences
+from gateway.recon.local import REFUNDS, LocalDay, read_day
 from gateway.relay.forwarder import RelayAnswer
 from gateway.relay.session import Operator
 
@@ -89,23 +89,40 @@ class Reconciler:
         self._msgids = msgids or MsgidMaker()
         self._lock = asyncio.Lock()
 
-    async def run(self, day: date) -> reports.Report:
-        """Reconcile `day` (platform time) and write its report; one run at a time."""
+    async def run(self, day: date, *, provisional: bool = False) -> reports.Report:
+        """Reconcile `day` (platform time) and write its report; one run at a time. A provisional run (the day
+        has not closed) is marked so and replaced by the scheduled one."""
         async with self._lock:
             local = await read_day(self.outbox, day)
-            report = reports.Report(date=day.isoformat(), generated_at=datetime.now().astimezone().isoformat())
+            report = reports.Report(
+                date=day.isoformat(), generated_at=datetime.now().astimezone().isoformat(), provisional=provisional
+            )
             report.add_pending(local.unanswered, local.unresolved)
             report.problems = list(local.problems)
-            for key in sorted(set(local.groups) | set(self.settings.extra_groups)):
-                report.groups.append(await self._group(day, key, local, report))
+            seen: dict[GroupKey, set[str]] = {}  # msgids in the platform's detail, per group whose detail came
+            confirmed = {key for key, _ in local.confirmed.values()}
+            for key in sorted(set(local.groups) | confirmed | set(self.settings.extra_groups)):
+                report.groups.append(await self._group(day, key, local, report, seen))
+            absent = _unconfirmed(local, seen)
+            for group in report.groups:
+                group.differences += sum(1 for d in absent if d.group == group.key)
+            report.add_differences(absent)
             report.finish()
-            reports.write(self.directory, day, report)
+            kept = reports.complete_report(self.directory, day) if report.status == reports.INCOMPLETE else None
+            if kept is None:
+                reports.write(self.directory, day, report)
+            else:
+                # A failed call must not wipe a complete answer: the finance office keeps working from it.
+                report.kept = f"the complete report generated at {kept} is kept"
+                log.warning("recon_incomplete_rerun_kept_previous", date=day.isoformat(), previous=kept)
             summary = report.summary()
             log.info("recon_finished", **{k: v for k, v in summary.items() if k != "errors"}, errors=summary["errors"])
             self.on_finished(report)
             return report
 
-    async def _group(self, day: date, key: GroupKey, local: LocalDay, report: reports.Report) -> reports.GroupResult:
+    async def _group(
+        self, day: date, key: GroupKey, local: LocalDay, report: reports.Report, seen: dict[GroupKey, set[str]]
+    ) -> reports.GroupResult:
         lines = local.groups.get(key, [])
         sums = totals(lines)
         result = reports.GroupResult(
@@ -132,9 +149,19 @@ class Reconciler:
                 raise CallFailed("3201 answered without stmtinfo.stmt_rslt")
             result.total_result = str(stmt["stmt_rslt"])
             result.total_description = str(stmt.get("stmt_rslt_dscr") or "")
-            if result.total_result == "1" or self.settings.detail == ALWAYS:
+            # A settlement confirmed without an answer is in neither side's totals when the confirmation is
+            # wrong, so 3201 balances: only the detail can show it.
+            confirmed = any(k == key for k, _ in local.confirmed.values())
+            if result.total_result == "1" or self.settings.detail == ALWAYS or confirmed:
                 platform = await self._platform_lines(day, key, lines, sums)
-                found = differences(key, lines, platform, unanswered={p.msgid: p.infno for p in local.unanswered})
+                seen[key] = {line.msgid for line in platform if line.stmt_rslt != HOSPITAL_ONLY}
+                found = differences(
+                    key,
+                    lines,
+                    platform,
+                    unanswered={p.msgid: p.infno for p in local.unanswered},
+                    failed=local.failed,
+                )
                 result.detail, result.differences = True, len(found)
                 report.add_differences(found)
                 if result.total_result == "1" and not found:
@@ -202,6 +229,17 @@ class Reconciler:
         if not answer.response.ok:
             raise CallFailed(f"{infno} refused by the platform: {answer.response.err_msg or 'no err_msg'}")
         return answer.response.output
+
+
+def _unconfirmed(local: LocalDay, seen: dict[GroupKey, set[str]]) -> list[Difference]:
+    """The day's confirmed settlements the platform's detail does not hold, in any group whose detail came
+    (a group whose calls failed makes the report incomplete instead)."""
+    held = set().union(*seen.values()) if seen else set()
+    return [
+        confirmed_absent(key, msgid, p.infno, p.psn_no, p.outcome or "confirmed", refund=p.infno in REFUNDS)
+        for msgid, (key, p) in sorted(local.confirmed.items())
+        if key in seen and msgid not in held
+    ]
 
 
 def _keep(folder: Path, name: str, data: bytes) -> None:

@@ -1,5 +1,10 @@
 """When reconciliation runs: once a day after the cutoff (platform time), for the day `lag_days` before;
-a missed day (the daemon was down at the cutoff) is caught up on start; an incomplete run is repeated."""
+a missed day (the daemon was down at the cutoff) is caught up on start; an incomplete run is repeated.
+
+One rule says which day is closed (`closed_day`): the schedule's target, the CLI's default day, and whether a
+run asked for by hand is final. A day run by hand before it closed is provisional: its report says so, and the
+scheduled run replaces it once the day has closed (before, it counted as done and later settlements of that day
+were never reconciled)."""
 
 from __future__ import annotations
 
@@ -22,6 +27,20 @@ log = structlog.get_logger("gateway.recon")
 MAX_SLEEP = 600.0
 
 
+def closed_day(now: float, cutoff: str = "02:00", lag_days: int = 1) -> date:
+    """The latest day (platform time) that can be reconciled for good at `now`: its cutoff has passed, and
+    `lag_days` more days for the platform's books to settle."""
+    hour, minute = (int(x) for x in cutoff.split(":"))
+    local = datetime.fromtimestamp(now, PLATFORM_TZ)
+    cut = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    today = local.date() if local >= cut else local.date() - timedelta(days=1)
+    return today - timedelta(days=lag_days)
+
+
+class NotYet(ValueError):
+    """A day that cannot be reconciled at all yet (it has not begun)."""
+
+
 class ReconSchedule:
     def __init__(
         self,
@@ -36,6 +55,7 @@ class ReconSchedule:
     ) -> None:
         self.reconciler = reconciler
         self.directory = directory
+        self.cutoff_text = cutoff
         hour, minute = (int(x) for x in cutoff.split(":"))
         self.cutoff = (hour, minute)
         self.lag_days = lag_days
@@ -50,18 +70,27 @@ class ReconSchedule:
 
     def target(self, now: float) -> date:
         """The latest day whose cutoff has passed at `now`."""
-        local, cut = self._cut(now)
-        today = local.date() if local >= cut else local.date() - timedelta(days=1)
-        return today - timedelta(days=self.lag_days)
+        return closed_day(now, self.cutoff_text, self.lag_days)
 
     def due(self, now: float) -> date | None:
         day = self.target(now)
         if self.attempts[day] >= self.max_attempts:
             return None
         doc = reports.read(self.directory, day)
-        if doc is not None and doc.get("status") != reports.INCOMPLETE:
+        if doc is not None and doc.get("status") != reports.INCOMPLETE and not doc.get("provisional"):
             return None
         return day
+
+    async def run_now(self, day: date) -> reports.Report:
+        """A run asked for by hand: final if the day has closed, provisional (replaced by the schedule) if not."""
+        now = self.clock()
+        if day > datetime.fromtimestamp(now, PLATFORM_TZ).date():
+            raise NotYet(f"{day.isoformat()} has not begun (platform time): nothing to reconcile")
+        closed = self.target(now)
+        if day <= closed:
+            return await self.reconciler.run(day)
+        log.warning("recon_provisional", date=day.isoformat(), closed_through=closed.isoformat())
+        return await self.reconciler.run(day, provisional=True)
 
     def until_next(self, now: float) -> float:
         local, cut = self._cut(now)

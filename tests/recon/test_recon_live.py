@@ -10,6 +10,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,10 @@ async def run(gw: Gateway, day: date) -> tuple[int, dict[str, Any]]:
 
 def report_of(summary: dict[str, Any]) -> dict[str, Any]:
     return json.loads(Path(summary["report"]).read_text())
+
+
+def files_of(summary: dict[str, Any]) -> tuple[bytes, bytes]:
+    return Path(summary["report"]).read_bytes(), Path(summary["differences_csv"]).read_bytes()
 
 
 def csv_of(summary: dict[str, Any]) -> str:
@@ -228,3 +233,118 @@ async def test_cli_run_through_the_daemon_and_refusals(recon: Gateway, short_tmp
     assert code == 2 and "not a date" in err
     code, _, err = await ybgate_output("recon", "report", "--date", "2020-01-01", "--config", cfg)
     assert code == 1 and "no report for 2020-01-01" in err
+
+
+async def in_doubt_then_booked_by_ops(gw: Gateway, cfg: Path, fault: str, amount: str) -> dict[str, Any]:
+    """A settlement whose answer never comes (the platform booked it, or never got it), whose 冲正 cannot get
+    through, and which ops then declare booked."""
+    gw.sim.faults.set("2207", {"kind": fault, "times": 1})
+    doc = fresh("2207_settle_request.json", sign_no="")
+    doc["input"]["data"] |= {"medfee_sumamt": amount, "insutype": "310", "psn_no": "44000000000000000056"}
+    body = json.loads((await gw.post(doc)).body)
+    assert body.get("gateway_error") == "outcome_unknown", body
+    code, out, err = await ybgate_output(
+        "outbox", "resolve", str(doc["msgid"]), "--booked", "--reason", "seen in the platform's portal",
+        "--config", str(cfg),
+    )  # fmt: skip
+    assert code == 0 and "confirmed" in out, (out, err)
+    return doc
+
+
+async def test_a_wrong_ops_confirmation_is_among_the_differences(recon: Gateway, short_tmp: Path) -> None:
+    cfg = cli_config(recon, short_tmp)
+    setls, day = await a_day(recon)
+    # The platform never got it; its 冲正 finds nothing, which is believed only after reversal_settle: ops
+    # declare it booked before then, wrongly.
+    wrong = await in_doubt_then_booked_by_ops(recon, cfg, "drop_before", "55.50")
+    # The platform booked it; its 冲正 is held up at the platform, and ops declare it booked, rightly.
+    recon.sim.faults.set("2601", {"kind": "delay", "delay": 300, "times": 1})
+    held = await in_doubt_then_booked_by_ops(recon, cfg, "drop_after", "77.70")
+    booked = {s.msgid: s for s in recon.sim.ledger.settlements}
+    assert held["msgid"] in booked and wrong["msgid"] not in booked  # the platform's ground truth
+
+    lost, altered = setls[0]["setl_id"], setls[4]["setl_id"]
+    reply = await request(
+        "POST",
+        "/_sim/recon",
+        json.dumps({"lose": [lost], "alter": {altered: {"medfee_sumamt": "88.89"}}}).encode(),
+        host=recon.sim.addresses.admin[0],  # type: ignore[union-attr]
+        port=recon.sim.addresses.admin[1],  # type: ignore[union-attr]
+    )
+    assert reply.status == 200, reply.body
+
+    status, summary = await run(recon, day)
+    assert status == 200 and summary["status"] == "differences", summary
+    doc = report_of(summary)
+    found = {(d["kind"], d["setl_id"], d["msgid"]) for d in doc["differences"]}
+    assert found == {
+        ("local_only", lost, setls[0]["msgid"]),
+        ("amount_differs", altered, setls[4]["msgid"]),
+        ("platform_only", booked[held["msgid"]].setl_id, held["msgid"]),  # explained: confirmed, and it is there
+        ("confirmed_absent", "", wrong["msgid"]),  # ops were wrong: the HIS was told it is booked
+    }, found
+    absent = next(d for d in doc["differences"] if d["kind"] == "confirmed_absent")
+    assert "resolved by ops as booked" in absent["note"] and absent["insutype"] == "310"
+    explained = next(d for d in doc["differences"] if d["kind"] == "platform_only")
+    assert "was confirmed as booked" in explained["note"]
+    assert {p["msgid"] for p in doc["unanswered"]} == {held["msgid"], wrong["msgid"]}
+
+    # The totals, computed here from what the HIS was answered: the settlements of 310 less the refunded one
+    # (the answer's amounts are JSON numbers: read as their decimal text)
+    amounts = [Decimal(str(s["medfee_sumamt"])) for s in setls if s["insutype"] == "310"]
+    ours = sum(amounts, Decimal("0.00")) - Decimal(str(setls[1]["medfee_sumamt"]))
+    group = next(g for g in doc["groups"] if g["insutype"] == "310")
+    assert Decimal(group["totals"]["medfee_sumamt"]) == ours and group["count"] == 5
+    assert group["detail"] and group["differences"] == 3  # lost, the explained one, the wrong confirmation
+    rows = list(csv.DictReader(io.StringIO(csv_of(summary))))
+    assert {(r["kind"], r["msgid"]) for r in rows} == {(k, m) for k, _, m in found}
+
+
+async def test_a_day_run_before_it_closed_is_provisional_and_the_schedule_replaces_it(recon: Gateway) -> None:
+    setl = await settle(recon, "42.00")
+    today = date.fromisoformat(setl["setl_time"][:10])  # not closed: cutoff 02:00 and lag_days 1
+    status, summary = await run(recon, today)
+    assert status == 200 and summary["status"] == "balanced" and summary["provisional"] is True, summary
+    assert report_of(summary)["provisional"] is True
+    # Once the day has closed, the scheduled run takes it up (before, the manual report counted as done).
+    after = datetime(today.year, today.month, today.day, 2, 1, tzinfo=timezone(timedelta(hours=8))) + timedelta(days=1)
+    assert recon.daemon.recon_schedule.due(after.timestamp()) == today
+    # A day that has not begun is refused outright.
+    status, refusal = await run(recon, today + timedelta(days=1))
+    assert status == 409 and "has not begun" in refusal["error"], refusal
+
+
+async def test_an_incomplete_rerun_keeps_the_complete_report(recon: Gateway, short_tmp: Path) -> None:
+    setls, day = await a_day(recon)
+    recon.sim.platform.statements.lose(setls[0]["setl_id"])
+    _, first = await run(recon, day)
+    assert first["status"] == "differences" and first["differences"] == 1, first
+    complete = files_of(first)
+    recon.sim.faults.set("3201", {"kind": "http502"})
+    status, second = await run(recon, day)
+    assert status == 200 and second["status"] == "incomplete" and second["errors"], second
+    assert "the complete report generated at" in second["kept"]
+    assert files_of(second) == complete
+    code, out, _ = await ybgate_output(
+        "recon", "run", "--date", day.isoformat(), "--config", str(cli_config(recon, short_tmp))
+    )
+    assert code == 1 and "not written: the complete report generated at" in out
+
+
+async def test_the_cli_default_day_is_the_daemon_s(short_tmp: Path) -> None:
+    """`ybgate recon report` without --date asks for the day the schedule would reconcile (cutoff, lag_days)."""
+    cfg = short_tmp / "c.yaml"
+    cfg.write_text(
+        f"development: true\nstate_dir: {short_tmp}\n"
+        "upstreams: [{name: s, host: 127.0.0.1, port: 1, transport: tcp}]\n"
+        "session: {sign_in: true, opter: '0099', opter_name: x, fixmedins_code: H44030000001, "
+        "fixmedins_name: x, mdtrtarea_admvs: '440300', mac: 52-54-00-00-00-99, ip: 10.0.0.99}\n"
+        "recon: {enabled: true, cutoff: '00:00', lag_days: 3}\n"
+    )
+    bj = timezone(timedelta(hours=8))
+    before = datetime.now(bj).date()
+    code, _, err = await ybgate_output("recon", "report", "--config", str(cfg))
+    after = datetime.now(bj).date()
+    # with a 00:00 cutoff every day has closed at its end: three days before today (yesterday was the old default)
+    expected = {(d - timedelta(days=3)).isoformat() for d in (before, after)}
+    assert code == 1 and any(f"no report for {e}" in err for e in expected), err
