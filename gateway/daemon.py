@@ -33,7 +33,7 @@ from gateway.assembly import (
     upstream_targets,
     with_fields,
 )
-from gateway.audit.anchor import AnchorFile
+from gateway.audit.anchor import AnchorFile, AnchorSink
 from gateway.audit.log import AuditLog, Outcome
 from gateway.config import Config, load_config
 from gateway.crypto import Certificate, sm3
@@ -377,6 +377,17 @@ class Daemon:
             log.info("api_tcp_listening", address=f"{tcp.host}:{self.api_tcp_addresses[-1][1]}")
             self._listeners.append((srv, None))
 
+    def _anchor_sinks(self, cfg: Config) -> list[AnchorSink]:
+        """Where each checkpoint's hash goes as it is made, outside the audit directory: the anchor file, and
+        retained on MQTT when it is on (a later subscriber still gets the latest)."""
+        sinks: list[AnchorSink] = []
+        if cfg.audit.anchor_file is not None:
+            sinks.append(AnchorFile(cfg.audit.anchor_file).publish)
+        if self.mqtt is not None:
+            mqtt = self.mqtt
+            sinks.append(lambda anchor: mqtt.retain("audit/anchor", anchor.doc()))
+        return sinks
+
     async def _start_audit(self, cfg: Config) -> None:
         """Open the chain (cutting a torn tail), append what the outbox finished after its last entry (a crash
         between the two commits), then hear every final outcome from the outbox as it commits."""
@@ -396,7 +407,7 @@ class Daemon:
             checkpoint_interval=a.checkpoint_interval,
             signer=signer,
             signer_subject=subject,
-            anchor=AnchorFile(a.anchor_file) if a.anchor_file is not None else None,
+            anchors=self._anchor_sinks(cfg),
         )
         self.audit.open()
         audited = self.audit.recent_keys()

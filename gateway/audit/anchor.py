@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,15 @@ class Anchor:
     hash: str
     ts: float
 
+    def doc(self) -> dict[str, object]:
+        return {"kind": "anchor", "seq": self.seq, "hash": self.hash, "ts": self.ts}
+
     def line(self) -> bytes:
-        return json.dumps({"kind": "anchor", "seq": self.seq, "hash": self.hash, "ts": self.ts}).encode() + b"\n"
+        return json.dumps(self.doc()).encode() + b"\n"
 
 
-class AnchorSink(Protocol):
-    def publish(self, anchor: Anchor) -> None: ...
+#: where a checkpoint's anchor goes as it is made (a file, MQTT): called on the event loop, must not block long
+AnchorSink = Callable[[Anchor], None]
 
 
 class AnchorFile:

@@ -16,7 +16,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class AuditLog:
         checkpoint_interval: float = 300.0,
         signer: SM2PrivateKey | None = None,
         signer_subject: str | None = None,
-        anchor: AnchorSink | None = None,
+        anchors: Sequence[AnchorSink] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
@@ -89,7 +89,7 @@ class AuditLog:
         self.checkpoint_interval = checkpoint_interval
         self.signer = signer
         self.signer_subject = signer_subject
-        self.anchor = anchor
+        self.anchors = tuple(anchors)
         self._ts = 0.0
         self.seq = 0
         self.prev = GENESIS
@@ -223,8 +223,8 @@ class AuditLog:
         )
         self._since_checkpoint = 0
         self._last_checkpoint = self._ts
-        if self.anchor is not None:
-            self.anchor.publish(Anchor(self.seq, self.prev, self._ts))
+        for publish in self.anchors:
+            publish(Anchor(self.seq, self.prev, self._ts))
 
     def _append(self, entry: dict[str, Any], *, signed: bool = False) -> None:
         self._ts = float(entry["ts"])

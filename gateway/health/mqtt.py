@@ -60,6 +60,8 @@ class HealthPublisher:
         self.boot_id = uuid.uuid4().hex[:12]
         self._seq = 0
         self._events: deque[dict[str, Any]] = deque()
+        self._retained: dict[str, dict[str, Any]] = {}  # subtopic -> its latest document
+        self._unsent: set[str] = set()  # subtopics to publish (again: on every new session)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -88,6 +90,13 @@ class HealthPublisher:
             if self.metrics:
                 self.metrics.mqtt_dropped.inc()
         self._events.append({"kind": kind, **detail})
+        self._wake.set()
+
+    def retain(self, subtopic: str, doc: dict[str, Any]) -> None:
+        """Publish `doc` retained on <prefix>/<subtopic> (the latest wins: a subscriber that comes later, or
+        after a broker restart the gateway reconnected from, still gets it)."""
+        self._retained[subtopic] = doc
+        self._unsent.add(subtopic)
         self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -144,6 +153,7 @@ class HealthPublisher:
             self._client = client
             self.connects += 1
             await client.publish(self.status_topic, self._status("online", "started"), qos=1, retain=True)
+            self._unsent |= set(self._retained)  # a broker restart may have lost them
             self.connected.set()
             if self.metrics:
                 self.metrics.mqtt_connected.set(1)
@@ -151,6 +161,13 @@ class HealthPublisher:
             next_health = 0.0
             loop = asyncio.get_running_loop()
             while not self._stopping:
+                # Cleared before the work, not after: what arrives during a publish wakes the next round at once
+                # (it used to wait for the next health document).
+                self._wake.clear()
+                for subtopic in list(self._unsent):
+                    self._unsent.discard(subtopic)  # before the await: a newer document re-adds it meanwhile
+                    doc = self._retained[subtopic]
+                    await client.publish(f"{self.s.topic_prefix}/{subtopic}", self._stamp(doc), qos=1, retain=True)
                 while self._events:
                     # Publish before dropping it from the queue: a disconnect here keeps the event for later.
                     await client.publish(f"{self.s.topic_prefix}/events", self._stamp(self._events[0]), qos=self.s.qos)
@@ -158,7 +175,6 @@ class HealthPublisher:
                 if loop.time() >= next_health:
                     await client.publish(f"{self.s.topic_prefix}/health", self._stamp(self.health()), qos=self.s.qos)
                     next_health = loop.time() + self.s.interval
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, next_health - loop.time())):  # not wait_for: see net/transport
                         await self._wake.wait()

@@ -240,7 +240,7 @@ async def test_without_a_certificate_the_note_is_said_once(tmp_path: Path) -> No
 @pytest.mark.parametrize("cut", ["after_checkpoint", "rewritten"])
 async def test_a_tail_cut_is_visible_against_the_published_anchors(tmp_path: Path, cut: str) -> None:
     logdir, anchors = tmp_path / "audit", tmp_path / "anchors.jsonl"
-    await write_log(logdir, 45, anchor=AnchorFile(anchors))
+    await write_log(logdir, 45, anchors=[AnchorFile(anchors).publish])
     published = [json.loads(raw) for raw in anchors.read_bytes().splitlines()]
     items = entries(logdir)
     assert [(a["seq"], a["hash"]) for a in published] == [
