@@ -235,12 +235,12 @@ async def test_cli_run_through_the_daemon_and_refusals(recon: Gateway, short_tmp
     assert code == 1 and "no report for 2020-01-01" in err
 
 
-async def in_doubt_then_booked_by_ops(gw: Gateway, cfg: Path, fault: str, amount: str) -> dict[str, Any]:
-    """A settlement whose answer never comes (the platform booked it, or never got it), whose 冲正 cannot get
-    through, and which ops then declare booked."""
-    gw.sim.faults.set("2207", {"kind": fault, "times": 1})
+async def in_doubt_then_booked_by_ops(gw: Gateway, cfg: Path, amount: str, psn: str) -> dict[str, Any]:
+    """A settlement the platform never got (the connection closed after it was sent), which ops declare
+    booked while its 冲正's "nothing found" is not yet believed."""
+    gw.sim.faults.set("2207", {"kind": "drop_before", "times": 1})
     doc = fresh("2207_settle_request.json", sign_no="")
-    doc["input"]["data"] |= {"medfee_sumamt": amount, "insutype": "310", "psn_no": "44000000000000000056"}
+    doc["input"]["data"] |= {"medfee_sumamt": amount, "insutype": "310", "psn_no": psn}
     body = json.loads((await gw.post(doc)).body)
     assert body.get("gateway_error") == "outcome_unknown", body
     code, out, err = await ybgate_output(
@@ -254,24 +254,29 @@ async def in_doubt_then_booked_by_ops(gw: Gateway, cfg: Path, fault: str, amount
 async def test_a_wrong_ops_confirmation_is_among_the_differences(recon: Gateway, short_tmp: Path) -> None:
     cfg = cli_config(recon, short_tmp)
     setls, day = await a_day(recon)
-    # The platform never got it; its 冲正 finds nothing, which is believed only after reversal_settle: ops
-    # declare it booked before then, wrongly.
-    wrong = await in_doubt_then_booked_by_ops(recon, cfg, "drop_before", "55.50")
-    # The platform booked it; its 冲正 is held up at the platform, and ops declare it booked, rightly.
-    recon.sim.faults.set("2601", {"kind": "delay", "delay": 300, "times": 1})
-    held = await in_doubt_then_booked_by_ops(recon, cfg, "drop_after", "77.70")
-    booked = {s.msgid: s for s in recon.sim.ledger.settlements}
-    assert held["msgid"] in booked and wrong["msgid"] not in booked  # the platform's ground truth
+    # The platform never got either; their 冲正 find nothing, which is believed only after reversal_settle: ops
+    # declare both booked before then. The platform then holds one of them (booked by another path: the
+    # simulator's phantom with that msgid), so that confirmation is right and the other is wrong.
+    wrong = await in_doubt_then_booked_by_ops(recon, cfg, "55.50", "44000000000000000056")
+    held = await in_doubt_then_booked_by_ops(recon, cfg, "77.70", "44000000000000000078")
+    assert not {wrong["msgid"], held["msgid"]} & {s.msgid for s in recon.sim.ledger.settlements}
 
     lost, altered = setls[0]["setl_id"], setls[4]["setl_id"]
     reply = await request(
         "POST",
         "/_sim/recon",
-        json.dumps({"lose": [lost], "alter": {altered: {"medfee_sumamt": "88.89"}}}).encode(),
+        json.dumps(
+            {
+                "lose": [lost],
+                "alter": {altered: {"medfee_sumamt": "88.89"}},
+                "phantom": [{"msgid": held["msgid"], "medfee_sumamt": "77.70", "insutype": "310"}],
+            }
+        ).encode(),
         host=recon.sim.addresses.admin[0],  # type: ignore[union-attr]
         port=recon.sim.addresses.admin[1],  # type: ignore[union-attr]
     )
     assert reply.status == 200, reply.body
+    [platform_setl] = json.loads(reply.body)["made"]
 
     status, summary = await run(recon, day)
     assert status == 200 and summary["status"] == "differences", summary
@@ -280,7 +285,7 @@ async def test_a_wrong_ops_confirmation_is_among_the_differences(recon: Gateway,
     assert found == {
         ("local_only", lost, setls[0]["msgid"]),
         ("amount_differs", altered, setls[4]["msgid"]),
-        ("platform_only", booked[held["msgid"]].setl_id, held["msgid"]),  # explained: confirmed, and it is there
+        ("platform_only", platform_setl, held["msgid"]),  # explained: confirmed, and the platform has it
         ("confirmed_absent", "", wrong["msgid"]),  # ops were wrong: the HIS was told it is booked
     }, found
     absent = next(d for d in doc["differences"] if d["kind"] == "confirmed_absent")
