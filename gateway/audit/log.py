@@ -163,11 +163,15 @@ class AuditLog:
         self._file = os.fdopen(fd, "ab", buffering=0)
         self._path = path
 
+    async def drain(self) -> None:
+        """Wait until everything recorded so far is written and fsynced."""
+        while self._flushing is not None:
+            await asyncio.shield(self._flushing)
+
     async def close(self) -> None:
         if self._since_checkpoint and self._file is not None:
             self.checkpoint()  # a clean stop leaves no unsigned span
-        while self._flushing is not None:
-            await asyncio.shield(self._flushing)
+        await self.drain()
         if self._pending:
             await self._flush()
         if self._file is not None:
