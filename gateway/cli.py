@@ -116,6 +116,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("directory", type=Path)
     gen.add_argument("--name", action="append", default=None, help="server DNS name (repeatable; default localhost)")
+    gen.add_argument(
+        "--keep-ca-key", action="store_true", help="also write ca.key.pem (0600) so `certs issue` can renew"
+    )
+    reissue = certs_sub.add_parser(
+        "issue",
+        help="issue the next certificates from a kept test CA (NOT for production)",
+        description="New keys and sign+enc certificates for the server or client role of a test PKI made with "
+        "gen-test-pki --keep-ca-key, replacing that role's files in place: a certificate rotation drill.",
+    )
+    reissue.add_argument("directory", type=Path)
+    reissue.add_argument("--role", choices=("client", "server"), default="client")
+    reissue.add_argument("--name", action="append", default=None, help="server DNS name (repeatable)")
 
     probe = sub.add_parser(
         "probe",
@@ -374,14 +386,33 @@ def cmd_certs_check(path: Path) -> int:
     return 1 if any(f.severity == "error" for f in findings) else 0
 
 
-def cmd_gen_test_pki(directory: Path, names: list[str] | None) -> int:
+def cmd_gen_test_pki(directory: Path, names: list[str] | None, keep_ca_key: bool = False) -> int:
     from gateway.crypto.testpki import generate_test_pki
 
-    files = generate_test_pki(directory, server_names=tuple(names or ["localhost"]))
-    print(f"test PKI (NOT FOR PRODUCTION) written to {directory}:")
+    files = generate_test_pki(directory, server_names=tuple(names or ["localhost"]), write_ca_key=keep_ca_key)
+    _print_files(f"test PKI (NOT FOR PRODUCTION) written to {directory}:", files)
+    return 0
+
+
+def cmd_certs_issue(directory: Path, role: str, names: list[str] | None) -> int:
+    from gateway.crypto.testpki import KeptCAError, issue_next
+
+    try:
+        files = issue_next(directory, role, server_names=tuple(names or ["localhost"]))
+    except (KeptCAError, OSError) as e:
+        print(f"ybgate certs issue: {e}", file=sys.stderr)
+        return 1
+    _print_files(
+        f"new {role} certificates (NOT FOR PRODUCTION) in {directory}; apply with systemctl reload ybgate (SIGHUP):",
+        files,
+    )
+    return 0
+
+
+def _print_files(title: str, files: dict[str, Path]) -> None:
+    print(title)
     for name, file in sorted(files.items()):
         print(f"  {name:16} {file}")
-    return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -476,7 +507,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _certs(args: argparse.Namespace) -> int:
     if args.certs_command == "check":
         return cmd_certs_check(args.config)
-    return cmd_gen_test_pki(args.directory, args.name)
+    if args.certs_command == "issue":
+        return cmd_certs_issue(args.directory, args.role, args.name)
+    return cmd_gen_test_pki(args.directory, args.name, args.keep_ca_key)
 
 
 COMMANDS: dict[str, Any] = {

@@ -8,8 +8,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.crypto import Certificate, SM2PrivateKey
-from gateway.crypto.testpki import ENC_USAGE, MARK, SIGN_USAGE, _name, generate_test_pki, issue
+from gateway.crypto import Certificate
+from gateway.crypto.testpki import generate_test_pki, issue_next
 from gateway.daemon import Daemon
 from gateway.demo import demo_config, sim_tlcp_config
 from gateway.sim.server import Simulator
@@ -60,13 +60,7 @@ async def test_rotation_applies_to_new_connections_and_a_bad_set_is_refused(shor
         # A proper renewal from the same CA, with new keys: used by the next new connection.
         for name, data in original.items():
             replace_file(pki / name, data)
-        ca_key = SM2PrivateKey.from_pem((pki / "ca.key.pem").read_bytes())
-        ca_name = _name(f"{MARK} root CA", "root")
-        for kind, usage in (("sign", SIGN_USAGE), ("enc", ENC_USAGE)):
-            key = SM2PrivateKey.generate()
-            cert = issue(_name("ybgate-test-client", "client"), key, ca_name, ca_key, usage=usage)
-            replace_file(pki / f"client_{kind}.crt.pem", cert)
-            replace_file(pki / f"client_{kind}.key.pem", key.to_pem())
+        issue_next(pki, "client")
         renewed = Certificate.from_pem((pki / "client_sign.crt.pem").read_bytes()).serial
         assert renewed != first
         assert daemon.reload_identity() == "applied"

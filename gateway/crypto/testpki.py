@@ -128,23 +128,69 @@ def generate_test_pki(
     if write_ca_key:  # tests that issue more certificates later (rotation)
         _write(directory / "ca.key.pem", ca_key.to_pem(), 0o600)
         files["ca.key"] = directory / "ca.key.pem"
-    for role, cn in (("server", server_names[0]), ("client", "ybgate-test-client")):
-        for kind, usage in (("sign", SIGN_USAGE), ("enc", ENC_USAGE)):
-            key = SM2PrivateKey.generate()
-            pem = issue(
-                _name(cn, role),
-                key,
-                ca_name,
-                ca_key,
-                usage=usage,
-                dns=server_names if role == "server" else (),
-                ips=server_ips if role == "server" else (),
-                days=client_days if role == "client" else 3650,
-            )
-            stem = f"{role}_{kind}"
-            _write(directory / f"{stem}.crt.pem", pem, 0o644)
-            _write(directory / f"{stem}.key.pem", key.to_pem(), 0o600)
-            files[f"{stem}.crt"] = directory / f"{stem}.crt.pem"
-            files[f"{stem}.key"] = directory / f"{stem}.key.pem"
+    for role in ("server", "client"):
+        files |= _write_pair(
+            directory, role, ca_name, ca_key, server_names=server_names, server_ips=server_ips, days=client_days
+        )
     (directory / "README").write_text(f"{MARK}\nThrowaway keys and certificates for tests and the demo.\n")
     return files
+
+
+def _write_pair(
+    directory: Path,
+    role: str,
+    ca_name: asn1_x509.Name,
+    ca_key: SM2PrivateKey,
+    *,
+    server_names: tuple[str, ...],
+    server_ips: tuple[str, ...],
+    days: int,
+) -> dict[str, Path]:
+    """Fresh keys and sign + enc certificates for `role` ("server" or "client"), each file replaced whole
+    (written beside and renamed) so a daemon reloading its identity meanwhile never reads half a file."""
+    cn = server_names[0] if role == "server" else "ybgate-test-client"
+    files: dict[str, Path] = {}
+    for kind, usage in (("sign", SIGN_USAGE), ("enc", ENC_USAGE)):
+        key = SM2PrivateKey.generate()
+        pem = issue(
+            _name(cn, role),
+            key,
+            ca_name,
+            ca_key,
+            usage=usage,
+            dns=server_names if role == "server" else (),
+            ips=server_ips if role == "server" else (),
+            days=days if role == "client" else 3650,
+        )
+        stem = f"{role}_{kind}"
+        for suffix, data, mode in (("crt", pem, 0o644), ("key", key.to_pem(), 0o600)):
+            final = directory / f"{stem}.{suffix}.pem"
+            _write(final.with_name(final.name + ".new"), data, mode)
+            os.replace(final.with_name(final.name + ".new"), final)
+            files[f"{stem}.{suffix}"] = final
+    return files
+
+
+class KeptCAError(Exception):
+    """The test PKI directory has no CA key to issue from (it was made without --keep-ca-key)."""
+
+
+def issue_next(
+    directory: Path,
+    role: str,
+    *,
+    server_names: tuple[str, ...] = ("localhost",),
+    server_ips: tuple[str, ...] = ("127.0.0.1",),
+    days: int = 3650,
+) -> dict[str, Path]:
+    """`ybgate certs issue`: the next sign + enc pair for `role` from the test CA kept in `directory`,
+    replacing that role's files there: a rotation drill (SIGHUP then picks them up)."""
+    if role not in ("server", "client"):
+        raise ValueError(f"role must be server or client, not {role!r}")
+    ca_key_path = directory / "ca.key.pem"
+    if not ca_key_path.exists():
+        raise KeptCAError(f"{ca_key_path} does not exist: make the test PKI with gen-test-pki --keep-ca-key")
+    ca_key = SM2PrivateKey.from_pem(ca_key_path.read_bytes())
+    _, _, der = asn1_pem.unarmor((directory / "ca.crt.pem").read_bytes())
+    ca_name = asn1_x509.Certificate.load(der).subject
+    return _write_pair(directory, role, ca_name, ca_key, server_names=server_names, server_ips=server_ips, days=days)

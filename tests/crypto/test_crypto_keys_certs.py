@@ -207,6 +207,29 @@ def test_cli_certs(tmp_path: Path) -> None:
     bad = run("certs", "check", "--config", str(cfg))
     assert bad.returncode == 1 and "does not match the enc certificate" in bad.stdout
 
+    # A rotation drill: without a kept CA key there is nothing to issue from, and it says so.
+    refused = run("certs", "issue", str(pki))
+    assert refused.returncode == 1 and "--keep-ca-key" in refused.stderr and not (pki / "ca.key.pem").exists()
+    kept = tmp_path / "kept"
+    assert run("certs", "gen-test-pki", "--keep-ca-key", str(kept)).returncode == 0
+    assert (kept / "ca.key.pem").stat().st_mode & 0o777 == 0o600
+    before = Certificate.from_pem((kept / "client_sign.crt.pem").read_bytes())
+    renewed = run("certs", "issue", "--role", "client", str(kept))
+    assert renewed.returncode == 0, renewed.stderr
+    after = Certificate.from_pem((kept / "client_sign.crt.pem").read_bytes())
+    assert after.serial != before.serial and after.subject == before.subject
+    assert (kept / "client_sign.key.pem").stat().st_mode & 0o777 == 0o600
+    cfg.write_text(
+        "development: true\nupstreams: [{name: s, host: 127.0.0.1, port: 1, transport: tcp}]\nidentity:\n"
+        + "".join(
+            f"  {k}: {kept}/client_{k.replace('_cert', '.crt').replace('_key', '.key')}.pem\n"
+            for k in ("sign_cert", "sign_key", "enc_cert", "enc_key")
+        )
+        + f"  ca_bundle: {kept}/ca.crt.pem\n"
+    )
+    chained = run("certs", "check", "--config", str(cfg))
+    assert chained.returncode == 0, chained.stdout + chained.stderr  # the new pair chains to the kept CA
+
 
 def test_key_agreement_both_sides_and_ids() -> None:
     a, b, ra, rb = (SM2PrivateKey.generate() for _ in range(4))
