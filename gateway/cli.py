@@ -48,6 +48,41 @@ def _add_outbox(sub: Any) -> None:
     ores.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
 
 
+def _add_certs(sub: Any) -> None:
+    certs = sub.add_parser(
+        "certs", help="check SM2 certificates and keys; make a test PKI", description="SM2 certificate tools."
+    )
+    certs_sub = certs.add_subparsers(dest="certs_command", metavar="CERTS_COMMAND", required=True)
+    ccheck = certs_sub.add_parser(
+        "check",
+        help="check the configured sign/enc certificates, keys and CA",
+        description="Chain to the CA bundle, key usage per role (sign vs enc), key/cert match, days to expiry, key "
+        "file permissions. One line per finding; exit 1 on any error.",
+    )
+    ccheck.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+    gen = certs_sub.add_parser(
+        "gen-test-pki",
+        help="write a throwaway test PKI (NOT for production)",
+        description="Root CA, server sign+enc and client sign+enc certificates and keys (0600) for tests and the "
+        "demo. Marked 'NOT FOR PRODUCTION' in every subject.",
+    )
+    gen.add_argument("directory", type=Path)
+    gen.add_argument("--name", action="append", default=None, help="server DNS name (repeatable; default localhost)")
+    gen.add_argument(
+        "--keep-ca-key", action="store_true", help="also write ca.key.pem (0600) so `certs issue` can renew"
+    )
+    gen.add_argument("--force", action="store_true", help="replace the certificates and keys already there")
+    reissue = certs_sub.add_parser(
+        "issue",
+        help="issue the next certificates from a kept test CA (NOT for production)",
+        description="New keys and sign+enc certificates for the server or client role of a test PKI made with "
+        "gen-test-pki --keep-ca-key, replacing that role's files in place: a certificate rotation drill.",
+    )
+    reissue.add_argument("directory", type=Path)
+    reissue.add_argument("--role", choices=("client", "server"), default="client")
+    reissue.add_argument("--name", action="append", default=None, help="server DNS name (repeatable)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ybgate", description="Gateway for the hospital side of the 医保专网.")
     p.add_argument("--version", action="version", version=f"ybgate {__version__}")
@@ -97,37 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
     status.add_argument("--json", action="store_true", help="print the raw status document")
 
-    certs = sub.add_parser(
-        "certs", help="check SM2 certificates and keys; make a test PKI", description="SM2 certificate tools."
-    )
-    certs_sub = certs.add_subparsers(dest="certs_command", metavar="CERTS_COMMAND", required=True)
-    ccheck = certs_sub.add_parser(
-        "check",
-        help="check the configured sign/enc certificates, keys and CA",
-        description="Chain to the CA bundle, key usage per role (sign vs enc), key/cert match, days to expiry, key "
-        "file permissions. One line per finding; exit 1 on any error.",
-    )
-    ccheck.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
-    gen = certs_sub.add_parser(
-        "gen-test-pki",
-        help="write a throwaway test PKI (NOT for production)",
-        description="Root CA, server sign+enc and client sign+enc certificates and keys (0600) for tests and the "
-        "demo. Marked 'NOT FOR PRODUCTION' in every subject.",
-    )
-    gen.add_argument("directory", type=Path)
-    gen.add_argument("--name", action="append", default=None, help="server DNS name (repeatable; default localhost)")
-    gen.add_argument(
-        "--keep-ca-key", action="store_true", help="also write ca.key.pem (0600) so `certs issue` can renew"
-    )
-    reissue = certs_sub.add_parser(
-        "issue",
-        help="issue the next certificates from a kept test CA (NOT for production)",
-        description="New keys and sign+enc certificates for the server or client role of a test PKI made with "
-        "gen-test-pki --keep-ca-key, replacing that role's files in place: a certificate rotation drill.",
-    )
-    reissue.add_argument("directory", type=Path)
-    reissue.add_argument("--role", choices=("client", "server"), default="client")
-    reissue.add_argument("--name", action="append", default=None, help="server DNS name (repeatable)")
+    _add_certs(sub)
 
     probe = sub.add_parser(
         "probe",
@@ -218,6 +223,7 @@ def _outbox_resolve(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     import json
+    import sqlite3
 
     from gateway.logging import mask_value
     from gateway.relay import inspect
@@ -234,8 +240,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 print(inspect.line(row))
             return 0
         doc = inspect.show(db, args.msgid)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"ybgate outbox: {exc}", file=sys.stderr)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        print(f"ybgate outbox: {db}: {exc}", file=sys.stderr)
         return 1
     if doc is None:
         print(f"ybgate outbox: no request with msgid {args.msgid}", file=sys.stderr)
@@ -386,10 +392,23 @@ def cmd_certs_check(path: Path) -> int:
     return 1 if any(f.severity == "error" for f in findings) else 0
 
 
-def cmd_gen_test_pki(directory: Path, names: list[str] | None, keep_ca_key: bool = False) -> int:
+def cmd_gen_test_pki(directory: Path, names: list[str] | None, keep_ca_key: bool = False, force: bool = False) -> int:
     from gateway.crypto.testpki import generate_test_pki
 
-    files = generate_test_pki(directory, server_names=tuple(names or ["localhost"]), write_ca_key=keep_ca_key)
+    # A test PKI a gateway or simulator is configured with must not be replaced by accident: its peers would
+    # stop trusting each other with nothing saying why.
+    present = sorted(p.name for p in directory.glob("*.pem")) if directory.is_dir() else []
+    if present and not force:
+        print(
+            f"ybgate certs gen-test-pki: {directory} already holds {', '.join(present)}; --force replaces them",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        files = generate_test_pki(directory, server_names=tuple(names or ["localhost"]), write_ca_key=keep_ca_key)
+    except OSError as exc:
+        print(f"ybgate certs gen-test-pki: cannot write to {directory}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     _print_files(f"test PKI (NOT FOR PRODUCTION) written to {directory}:", files)
     return 0
 
@@ -509,7 +528,7 @@ def _certs(args: argparse.Namespace) -> int:
         return cmd_certs_check(args.config)
     if args.certs_command == "issue":
         return cmd_certs_issue(args.directory, args.role, args.name)
-    return cmd_gen_test_pki(args.directory, args.name, args.keep_ca_key)
+    return cmd_gen_test_pki(args.directory, args.name, args.keep_ca_key, args.force)
 
 
 COMMANDS: dict[str, Any] = {

@@ -71,14 +71,25 @@ def show(path: Path, msgid: str) -> dict[str, Any] | None:
     if r is None:
         return None
     doc = dict(zip((*names, "request", "response"), r, strict=True))
+    for key in ("created", "updated"):
+        if key in doc:
+            doc[key] = local_time(doc[key])
     for key in ("request", "response"):
         if doc[key] is not None:
             doc[key] = json.loads(doc[key])
     return doc
 
 
+def local_time(epoch: float | None) -> str | None:
+    """Local time with its UTC offset: epoch seconds mean nothing to a person reading a ticket, and a bare
+    local time is ambiguous when the reader's zone differs from the 前置机's."""
+    if epoch is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
 def line(row: dict[str, Any]) -> str:
-    when = dt.datetime.fromtimestamp(row["created"]).strftime("%Y-%m-%d %H:%M:%S")
+    when = local_time(row["created"])
     return (
         f"{when}  {row['msgid']}  {row['infno']:<5} {row['tx_class']:<12} {row['state']:<9} "
         f"attempts={row['attempts']}  {row.get('client') or '-'}  {row['outcome'] or ''}"

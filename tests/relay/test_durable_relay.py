@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 from gateway.crypto import sm3
@@ -177,9 +178,12 @@ async def test_outbox_cli_lists_and_shows_masked(gateway: Gateway, short_tmp: Pa
 
     code, out, _ = await cli("list", "--state", "answered")
     assert code == 0 and doc["msgid"] in out and "1101" in out and "safe" in out
+    local = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}"  # local time with its offset, not epoch seconds
+    assert re.match(local + "  " + doc["msgid"], out), out
     code, out, _ = await cli("show", doc["msgid"])
     shown = json.loads(out)
     assert code == 0 and shown["state"] == "answered" and shown["response"]["output"]["baseinfo"]
+    assert re.fullmatch(local, shown["created"]) and re.fullmatch(local, shown["updated"]), out
     assert shown["request"]["input"]["data"]["certno"] == "440***********1234"  # masked, as in logs
     assert "李四" not in out
     code, _, err = await cli("show", "H" * 30)
