@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway import __version__, cli_audit, cli_backup, cli_bench, cli_check, cli_policy, cli_profiles, cli_recon
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
@@ -83,8 +83,16 @@ def _add_certs(sub: Any) -> None:
     reissue.add_argument("--name", action="append", default=None, help="server DNS name (repeatable)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line naming the command and where to look (argparse's usage block
+    buries the error under a screen of options; subcommand parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ybgate", description="Gateway for the hospital side of the 医保专网.")
+    p = _Parser(prog="ybgate", description="Gateway for the hospital side of the 医保专网.")
     p.add_argument("--version", action="version", version=f"ybgate {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -486,25 +494,40 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, profile: Any = None) -> int:
+    from gateway.demo import sim_tlcp_config
     from gateway.logging import configure
     from gateway.sim.server import Simulator
 
+    try:
+        tlcp = sim_tlcp_config(pki) if pki else None
+    except (OSError, GatewayError, ValueError) as exc:
+        print(f"ybgate sim: --pki {pki}: {_reason(exc)}", file=sys.stderr)
+        return 1
     configure("info", "json")
 
     async def serve() -> None:
-        from gateway.demo import sim_tlcp_config
-
         sim = Simulator(profile=profile)
-        addrs = await sim.start(host, port, admin_port, tlcp=sim_tlcp_config(pki) if pki else None)
+        addrs = await sim.start(host, port, admin_port, tlcp=tlcp)
         print(f"simulator: platform {addrs.platform[0]}:{addrs.platform[1]}, admin {addrs.admin_url}", flush=True)
         try:
             await asyncio.Event().wait()
         finally:
             await sim.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except OSError as exc:  # the port is taken, the address is not ours
+        print(f"ybgate sim: cannot listen on {host}:{port}/{admin_port}: {_reason(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong in words: an OSError's strerror and file, a GatewayError's message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(getattr(exc, "message", exc))
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
     names = list(BENCHES) if "all" in args.names else args.names
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
-        print(f"ybgate bench: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}, all")
+        print(
+            f"ybgate bench: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}, all",
+            file=sys.stderr,
+        )
         return 2
     where = bench_dir()
     if not (where / "figures.py").exists():
