@@ -370,14 +370,16 @@ def cmd_status(path: Path, as_json: bool) -> int:
     recent = doc["recent"]
     print(
         f"ybgate {doc['version']}  up {doc['uptime_s']:.0f}s  in flight {doc['in_flight']}  "
-        f"answered {recent['answered']}  failed {recent['failed']}"
+        f"answered {recent['answered']}  refused {recent.get('refused', 0)}  failed {recent['failed']}"
     )
     link = doc.get("link")
     print(f"link: {link['interface']} {'up' if link['up'] else 'DOWN'}" if link else "link: not watched")
     for u in doc["upstreams"]:
         print(f"upstream {u['name']} ({u['role']}): {u['transport']} {u['address']}")
     for e in recent["errors"][:10]:
-        print(f"error {e['kind']}: {e['infno'] or '-'} {e['msgid'] or '-'} {e['message']}")
+        what = "refused" if e.get("refused") else "failed"
+        again = f" (x{e['repeats']})" if e.get("repeats", 1) > 1 else ""
+        print(f"{what} {e['kind']}: {e['infno'] or '-'} {e['msgid'] or '-'}{again} {e['message']}")
     return 0
 
 

@@ -89,14 +89,14 @@ async def test_status_page_in_chromium(gateway: Gateway, tmp_path: Path) -> None
     cells = Cells()
     cells.feed(dom)
     assert cells.ids["version"] == "0.1.0"
-    assert cells.ids["counts"] == "6 / 2"
+    assert cells.ids["counts"] == "6 / 1 / 1"  # the HIS's bad envelope is a refusal, the lost answer a failure
     assert cells.ids["outbox"] == "1 / 1"  # the upload whose answer was lost
     assert upload["msgid"] in cells.cells and "2204" in cells.cells
     assert "no TLCP identity configured" in cells.cells
     assert cells.ids["link"] == "not watched"
     assert "requests · p50" in cells.ids["sparkinfo"]
     assert "sim" in cells.cells and "primary" in cells.cells
-    assert "bad_envelope" in cells.cells
+    assert "bad_envelope" in cells.cells and "HIS refused" in cells.cells and "failed" in cells.cells
     assert any("opter_type" in c for c in cells.cells)
     assert "<polyline" in dom
 

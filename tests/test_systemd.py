@@ -248,9 +248,16 @@ async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp:
             json.dumps(example("9001_signin_request.json")).encode(),
             unix_socket=str(short_tmp / "run/api.sock"),
         )
+        signin = example("9001_signin_request.json")
+        other = json.dumps(signin | {"opter_name": "someone else"}).encode()
+        for _ in range(2):  # the HIS retries a different request under a msgid already used
+            await request("POST", PLATFORM_PATH, other, unix_socket=str(short_tmp / "run/api.sock"))
         code, text, _ = await ybgate_output("status", "--config", str(cfg))
         assert code == 0
-        assert "answered 1" in text and "upstream sim (primary): tcp" in text and "link: not watched" in text
+        assert "answered 1  refused 2  failed 0" in text, text
+        assert "upstream sim (primary): tcp" in text and "link: not watched" in text
+        [line] = [ln for ln in text.splitlines() if signin["msgid"] in ln]  # one line for the msgid, counted
+        assert line.startswith("refused msgid_conflict: 9001 ") and "(x2)" in line, text
     finally:
         proc.send_signal(signal.SIGTERM)
         await proc.wait()

@@ -209,9 +209,11 @@ class HisApi:
     ) -> Response:
         """Answer a failure in platform shape. The HIS's own mistakes (4xx) are counted by kind here; upstream
         failures are counted per transaction where the relay was called."""
-        if err.http_status < 500:
+        # By the error's own wire meaning, not the HTTP status answered: platform-shaped answers are all 200.
+        refused = err.http_status < 500
+        if refused:
             self.metrics.refusals.labels(err.kind).inc()
-        self.recent.error(err.kind, err.message, infno, msgid)
+        self.recent.error(err.kind, err.message, infno, msgid, refused=refused)
         return failure_response(err, mode, charset)
 
     def refuse_peer(self, err: RequestError, peer: Peer) -> Response:

@@ -21,6 +21,8 @@ class RecentError:
     infno: str | None
     msgid: str | None
     message: str
+    refused: bool = False  # the HIS's own mistake (bad envelope, policy), not a platform or relay failure
+    repeats: int = 1  # the same msgid again (a HIS retrying): one line, counted, not a page of copies
 
 
 class Recent:
@@ -28,11 +30,25 @@ class Recent:
         self.errors: deque[RecentError] = deque(maxlen=errors)
         self.latencies: deque[tuple[float, float]] = deque(maxlen=latencies)
         self.answered = 0
+        self.refused = 0
         self.failed = 0
 
-    def error(self, kind: str, message: str, infno: str | None = None, msgid: str | None = None) -> None:
-        self.failed += 1
-        self.errors.append(RecentError(time.time(), kind, infno, msgid, mask_text(message)))
+    def error(
+        self, kind: str, message: str, infno: str | None = None, msgid: str | None = None, *, refused: bool = False
+    ) -> None:
+        """Count and keep one error; `refused` separates the HIS's refusals from failures, which ops act on
+        differently (tell the HIS vendor vs look at the platform or the tunnel)."""
+        if refused:
+            self.refused += 1
+        else:
+            self.failed += 1
+        repeats = 1
+        if msgid is not None:
+            earlier = next((e for e in self.errors if e.msgid == msgid), None)
+            if earlier is not None:
+                self.errors.remove(earlier)
+                repeats = earlier.repeats + 1
+        self.errors.append(RecentError(time.time(), kind, infno, msgid, mask_text(message), refused, repeats))
 
     def answer(self, seconds: float) -> None:
         self.answered += 1
@@ -41,6 +57,7 @@ class Recent:
     def snapshot(self) -> dict[str, Any]:
         return {
             "answered": self.answered,
+            "refused": self.refused,
             "failed": self.failed,
             "errors": [asdict(e) for e in reversed(self.errors)],
             "latency_ms": [round(s * 1000, 2) for _, s in self.latencies],
