@@ -34,8 +34,8 @@ def test_every_benchmark_has_its_script() -> None:
 
 
 async def test_unknown_benchmark_is_refused() -> None:
-    code, out, _ = await ybgate_output("bench", "nosuch")
-    assert code == 2 and "unknown benchmark(s) nosuch" in out
+    code, out, err = await ybgate_output("bench", "nosuch")
+    assert code == 2 and "unknown benchmark(s) nosuch" in err and not out  # an error goes to stderr
 
 
 def test_table_states_each_target() -> None:
