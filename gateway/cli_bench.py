@@ -33,6 +33,8 @@ BENCHES: dict[str, list[str]] = {
     "restart": ["--restarts", "3", "--clients", "4"],
     # about half a minute: every upstream fault against every transaction class, checked against its contract
     "faults": [],
+    # about a minute: cashiers against a gateway SIGKILLed 10 times and 4 fault rounds; every count must be 0
+    "crash": ["--kills", "10", "--fault-rounds", "4"],
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -49,7 +51,8 @@ def bench_dir() -> Path:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmarks against same-run baselines: crypto, tlcp, relay(-tlcp), policy, idle, restart, faults, all",
+        help="benchmarks against same-run baselines: crypto, tlcp, relay(-tlcp), policy, idle, restart, faults, "
+        "crash, all",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,0 +1,83 @@
+"""The black-box crash harness (`ybgate bench crash`, bench/crash.py) in its short form: real gateway processes
+SIGKILLed at random instants, simulator faults, and every count 0 against the simulator's ledger and the outbox.
+Its comparison is checked on hand-made ledgers too, so that a 0 means the harness looked and found nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from gateway.cli_bench import bench_dir
+
+COUNTS = ("lost", "double-booked", "told false", "left unresolved", "msgids reused")
+
+
+def harness() -> ModuleType:
+    sys.path.insert(0, str(bench_dir()))  # the bench's own `import figures`
+    try:
+        spec = importlib.util.spec_from_file_location("crash_bench", bench_dir() / "crash.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(bench_dir()))
+
+
+async def test_short_crash_run_counts_nothing_wrong(short_tmp: Path) -> None:
+    out = short_tmp / "crash.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(bench_dir() / "crash.py"),
+        *("--kills", "4", "--fault-rounds", "2", "--cashiers", "4", "--json", str(out)),
+        cwd=short_tmp,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=os.environ | {"PYTHONPATH": str(bench_dir().parent)},
+    )
+    printed, _ = await asyncio.wait_for(proc.communicate(), 240)
+    text = printed.decode(errors="replace")
+    assert proc.returncode == 0, text
+    doc = json.loads(out.read_text())
+    assert {f["figure"]: f["ybgate"] for f in doc["figures"]} == dict.fromkeys(COUNTS, 0), text
+    notes = doc["notes"]
+    assert notes["kills"] == 4 and notes["fault_rounds"] == 2
+    # the cashiers got through: most answers are the platform's, and requests crossed the kills
+    assert notes["msgids"] > 50 and notes["answers"]["answered"] > notes["msgids"] // 2, text
+
+
+def ledger(**lines: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"messages": [], "settlements": [], "refunds": [], "visits": [], "fees": []} | lines
+
+
+def test_comparison_finds_every_kind_of_wrong() -> None:
+    crash = harness()
+    told = crash.Told
+    settle = {"msgid": "A", "state": "booked"}
+    cases: list[tuple[str, list[Any], dict[str, Any], dict[str, str]]] = [
+        ("told_false", [told("A", "2207", ["not_processed"])], ledger(settlements=[settle]), {"A": "failed"}),
+        ("told_false", [told("A", "2208", ["reversed"])], ledger(refunds=[settle]), {"A": "reversed"}),
+        ("told_false", [told("A", "2207", ["answered"])], ledger(), {"A": "answered"}),
+        ("told_false", [told("A", "2201", ["outbox_unavailable"])], ledger(visits=[settle]), {}),
+        ("double_booked", [told("A", "2207", ["answered"])], ledger(settlements=[settle, settle]), {"A": "answered"}),
+        ("lost", [told("A", "2207", ["outcome_unknown", "not_processed"])], ledger(), {}),
+        ("unresolved", [told("A", "2207", ["outcome_unknown"])], ledger(), {"A": "in_doubt"}),
+        ("unresolved", [told("A", "1101", ["unreachable"])], ledger(), {}),
+        ("unresolved", [], ledger(), {"B": "sending"}),
+    ]
+    for key, said, book, outbox in cases:
+        found = crash.compare(said, book, outbox)
+        assert found[key], (key, said, book, outbox)
+    reused = ledger(messages=[{"msgid": "G1", "infno": "2601"}, {"msgid": "G1", "infno": "9001"}])
+    assert crash.compare([], reused, {})["reused"] == ["G1 ['2601', '9001']"]
+    # and what is right is not counted: a reversed settlement told reversed, a booked one told answered
+    right = [told("A", "2207", ["outcome_unknown", "reversed"]), told("B", "2207", ["unreachable", "answered"])]
+    book = ledger(settlements=[{"msgid": "A", "state": "reversed"}, {"msgid": "B", "state": "cancelled"}])
+    assert not any(crash.compare(right, book, {"A": "reversed", "B": "answered"}).values())
