@@ -380,15 +380,19 @@ class DurableRelay:
         """Settle what a previous run left unfinished, before new work: ACCEPTED was never sent (failed);
         SENDING may have left (in doubt); in-doubt work is resolved by its class rule."""
         counts = {"not_sent": 0, "in_doubt": 0, "reversing": 0, "checking": 0}
-        for found in await self.outbox.unfinished():
+        unfinished = await self.outbox.unfinished()
+        # 冲正s cut short first, before any resolution starts: a fresh 2601 for their original settles them
+        # too (_close_lost_reversals), and a row read before that would then be moved a second time.
+        for row in unfinished:
+            if row.tx_class != TxClass.RESOLVER.value:
+                continue
+            if row.state is State.ACCEPTED:
+                await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
+            elif row.state is State.SENDING:
+                await self.outbox.move(row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send")
+        for found in unfinished:
             row = found
             if row.tx_class == TxClass.RESOLVER.value:
-                # A 冲正 cut short: its original is still in doubt and gets a fresh 2601 below, whose answer
-                # settles this one too.
-                if row.state is State.ACCEPTED:
-                    await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
-                elif row.state is State.SENDING:
-                    await self.outbox.move(row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send")
                 continue
             if row.state is State.ACCEPTED:
                 await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")

@@ -127,15 +127,10 @@ async def test_a_lost_reversal_answer_is_settled_by_asking_again(gateway: Gatewa
     assert [s.state for s in gateway.sim.ledger.by_msgid(msgid)] == ["reversed"]
 
 
-async def test_lost_reversals_of_a_final_original_are_settled_at_start(sim: Simulator, short_tmp: Any) -> None:
-    assert sim.addresses is not None
-    config = demo_config(short_tmp, sim.addresses.platform)
-    box = SqliteOutbox(config.state_dir / "outbox.db", digest=sm3)
-    await box.start()
-    original, lost = "H44030000001202601010000000001", "H44030000001202601010000009001"
-    await box.accept(msgid=original, infno="2207", tx_class="money_moving", psn_no="P", body=b"{}", deadline=None)
+async def accept_reversal(box: SqliteOutbox, msgid: str, original: str) -> None:
+    """A 2601 for `original` as the resolver stores it, accepted and no further."""
     await box.accept(
-        msgid=lost,
+        msgid=msgid,
         infno="2601",
         tx_class="resolver",
         psn_no="P",
@@ -143,6 +138,16 @@ async def test_lost_reversals_of_a_final_original_are_settled_at_start(sim: Simu
         deadline=None,
         client=reversal_client(original),
     )
+
+
+async def test_lost_reversals_of_a_final_original_are_settled_at_start(sim: Simulator, short_tmp: Any) -> None:
+    assert sim.addresses is not None
+    config = demo_config(short_tmp, sim.addresses.platform)
+    box = SqliteOutbox(config.state_dir / "outbox.db", digest=sm3)
+    await box.start()
+    original, lost = "H44030000001202601010000000001", "H44030000001202601010000009001"
+    await box.accept(msgid=original, infno="2207", tx_class="money_moving", psn_no="P", body=b"{}", deadline=None)
+    await accept_reversal(box, lost, original)
     for mid in (original, lost):
         await box.move(mid, State.SENDING)
         await box.move(mid, State.IN_DOUBT)
@@ -154,5 +159,47 @@ async def test_lost_reversals_of_a_final_original_are_settled_at_start(sim: Simu
         assert daemon.outbox is not None
         row = await daemon.outbox.get(lost)
         assert row is not None and row.state is State.CONFIRMED and "the reversal took effect" in (row.outcome or "")
+    finally:
+        await daemon.stop(grace=1.0)
+
+
+async def test_a_restart_with_a_cut_reversal_behind_other_work_starts(sim: Simulator, short_tmp: Any) -> None:
+    """Found by the crash harness (`ybgate bench crash`): a gateway killed while a 2601 was accepted but not sent
+    refused to start again ("IllegalMove: failed -> failed"). Recovery started the original's fresh 冲正 while
+    still walking the rows it had read; that 2601's answer settled the cut one, and the walk then moved it again.
+    Here the cut 2601 sits behind enough other unfinished work that the fresh 冲正 answers first (the old code
+    fails daemon.start)."""
+    assert sim.addresses is not None
+    config = demo_config(short_tmp, sim.addresses.platform)
+    box = SqliteOutbox(config.state_dir / "outbox.db", digest=sm3)
+    await box.start()
+    signin = sim.platform.process(fresh("9001_signin_request.json"))
+    doc = fresh("2207_settle_request.json") | {"sign_no": signin["output"]["signinoutb"]["sign_no"]}
+    original = str(doc["msgid"])
+    assert str(sim.platform.process(doc)["infcode"]) == "0"  # the platform booked it; its answer was lost
+    body = json.dumps(doc, ensure_ascii=False).encode()
+    await box.accept(msgid=original, infno="2207", tx_class="money_moving", psn_no="P", body=body, deadline=None)
+    await box.move(original, State.SENDING)
+    for n in range(300):  # queries cut mid-send by the same kill: each is two moves at recovery
+        query = f"H44030000001202601010000{n:06d}"
+        await box.accept(msgid=query, infno="1101", tx_class="safe", psn_no="Q", body=b"{}", deadline=None)
+        await box.move(query, State.SENDING)
+    cut = "H44030000001202601019999999001"
+    await accept_reversal(box, cut, original)
+    await box.stop()
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        outbox = daemon.outbox
+        assert outbox is not None
+
+        async def reversed_() -> bool:
+            row = await outbox.get(original)
+            return row is not None and row.state is State.REVERSED
+
+        await until(reversed_)
+        row = await outbox.get(cut)
+        assert row is not None and row.state is State.FAILED, row
+        assert [s.state for s in sim.ledger.by_msgid(original)] == ["reversed"]
     finally:
         await daemon.stop(grace=1.0)
