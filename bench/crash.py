@@ -95,7 +95,8 @@ class Run:
         }
 
     def msgid(self) -> str:
-        return f"H44030000001{datetime.now():%Y%m%d%H%M%S}{next(self._seq) % 10000:04d}"
+        # A HIS numbers its msgids within the second below 9000: 9000-9999 is where the gateway mints its own.
+        return f"H44030000001{datetime.now():%Y%m%d%H%M%S}{next(self._seq) % 9000:04d}"
 
     # -- processes ------------------------------------------------------------------------------------------
 
