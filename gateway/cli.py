@@ -248,6 +248,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 print(inspect.line(row))
             return 0
         doc = inspect.show(db, args.msgid)
+    except BrokenPipeError:
+        raise  # the reader stopped early: main() ends quietly
     except (OSError, ValueError, sqlite3.Error) as exc:
         print(f"ybgate outbox: {db}: {exc}", file=sys.stderr)
         return 1
