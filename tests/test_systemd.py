@@ -281,3 +281,22 @@ async def test_sigterm_as_soon_as_the_socket_listens_is_a_clean_stop(sim: Simula
                 break
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+def test_every_program_the_units_run_comes_with_the_package_or_its_dependencies() -> None:
+    # ExecReload=/bin/kill failed with 203/EXEC on a minimal Debian booted under systemd (packaging/test-nspawn):
+    # /bin/kill is procps's, which the package did not depend on.
+    control = (REPO / "packaging/debian/control").read_text()
+    depends = next(ln for ln in control.splitlines() if ln.startswith("Depends:"))
+    declared = {d.strip().split()[0] for d in depends.removeprefix("Depends:").split(",")}
+    for unit in sorted((REPO / "systemd").glob("ybgate*.service")):
+        for line in unit.read_text().splitlines():
+            if not line.startswith("Exec"):
+                continue
+            program = line.split("=", 1)[1].lstrip("-@:+!").split()[0]
+            if program.startswith("/opt/ybgate/"):
+                continue  # shipped in the package itself
+            owner = subprocess.run(["dpkg", "-S", program], capture_output=True, text=True, timeout=30, check=False)
+            assert owner.returncode == 0, f"{unit.name}: {program} belongs to no Debian package"
+            package = owner.stdout.split(":", 1)[0]
+            assert package in declared, f"{unit.name}: {program} is {package}'s, not in {depends!r}"

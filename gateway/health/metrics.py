@@ -265,4 +265,6 @@ class _HostCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         for name, value in self.sampler.sample().as_dict().items():
+            if value is None:  # hidden from this process (see HostSampler): absent, not a false 0
+                continue
             yield GaugeMetricFamily(f"ybgate_host_{name}", f"host figure {name} (psutil)", value=value)
