@@ -258,6 +258,12 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 1
     # Patient data is masked here as in logs: this output ends up in tickets and chat.
     print(json.dumps(mask_value(None, doc), ensure_ascii=False, indent=1))
+    # on stderr: stdout stays one JSON document for tools
+    access = config.logging.access
+    if access.to == "journal":
+        print(f"what its HIS was answered: journalctl -t ybgate-access -g {args.msgid}", file=sys.stderr)
+    elif access.to == "file":
+        print(f"what its HIS was answered: grep {args.msgid} {access.path}*", file=sys.stderr)
     return 0
 
 
@@ -381,7 +387,8 @@ def cmd_status(path: Path, as_json: bool) -> int:
     for e in recent["errors"][:10]:
         what = "refused" if e.get("refused") else "failed"
         again = f" (x{e['repeats']})" if e.get("repeats", 1) > 1 else ""
-        print(f"{what} {e['kind']}: {e['infno'] or '-'} {e['msgid'] or '-'}{again} {e['message']}")
+        who = f" [{e['client']}]" if e.get("client") else ""
+        print(f"{what}{who} {e['kind']}: {e['infno'] or '-'} {e['msgid'] or '-'}{again} {e['message']}")
     return 0
 
 

@@ -274,9 +274,27 @@ class Upstream(_Strict):
         return SecretRefs(**self.secrets.model_dump())
 
 
+class AccessLogging(_Strict):
+    """One line per HIS request (format: gateway.api.accesslog): to the journal (`journalctl -t ybgate-access`,
+    through the syslog socket), a file rotated by size, stderr, or off."""
+
+    to: Literal["journal", "file", "stderr", "off"] = "journal"
+    path: Path | None = None
+    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 50 * 1024 * 1024
+    backups: Annotated[int, Field(ge=1, le=100)] = 10
+    syslog_socket: str = "/dev/log"
+
+    @model_validator(mode="after")
+    def _file_has_path(self) -> AccessLogging:
+        if self.to == "file" and self.path is None:
+            raise ValueError("access.to: file needs access.path")
+        return self
+
+
 class Logging(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
+    access: AccessLogging = AccessLogging()
 
 
 class Session(_Strict):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gateway import __version__
+from gateway.api.accesslog import AccessLog
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.api.control import ControlApi
@@ -213,6 +214,7 @@ class Daemon:
             gate=self.gate,
             completion_values=completion_values(cfg),
             signs_in=cfg.session is not None and cfg.session.sign_in,
+            access=self._access_log(cfg),
         )
         await self._start_listeners(cfg, api)
         self._tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
@@ -647,6 +649,8 @@ class Daemon:
         if self.http is not None:
             drained = await self.http.drain(deadline)
             log.info("stopped", drained=drained, in_flight_left=self.http.in_flight)
+        if self.api is not None:
+            self.api.access.close()
         if self.relay is not None:
             await self.relay.stop(grace=max(0.5, deadline - time.monotonic()))
         if self.outbox is not None:
@@ -717,6 +721,9 @@ class Daemon:
                 completion_values(new),
                 signs_in=new.session is not None and new.session.sign_in,
             )
+        if self.api is not None and new.logging.access != old.logging.access:
+            previous, self.api.access = self.api.access, self._access_log(new)
+            previous.close()
         if new.logging != old.logging:
             from gateway.logging import configure
 
@@ -734,6 +741,17 @@ class Daemon:
             status += "; policy refused: the policy in force stays"
         self.notifier.notify(f"READY=1\nSTATUS={status}")
         return needs_restart
+
+    def _access_log(self, cfg: Config) -> AccessLog:
+        a = cfg.logging.access
+        return AccessLog(
+            a.to,
+            path=a.path,
+            max_bytes=a.max_bytes,
+            backups=a.backups,
+            syslog_socket=a.syslog_socket,
+            on_drop=self.metrics.access_log_dropped.inc,
+        )
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

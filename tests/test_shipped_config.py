@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.config import load_config_text
 from gateway.crypto.testpki import generate_test_pki
@@ -100,3 +101,19 @@ def test_readme_example_passes_check_as_installed(tmp_path: Path) -> None:
     result = check(install(main + identity, tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("configuration ok")
+
+
+def test_the_guides_configuration_blocks_load() -> None:
+    """The YAML blocks of docs/ that are ybgate.yaml fragments load merged into the README's whole file (policy
+    files, marked by their first comment, are checked by the policy tests)."""
+    main, identity = readme_blocks()[:2]
+    whole = yaml.safe_load(main + identity)
+    checked = 0
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```yaml\n(.*?)```", doc.read_text("utf-8"), re.S):
+            if block.lstrip().startswith("# policies/"):
+                continue
+            merged = {**whole, **{k: {**whole.get(k, {}), **v} for k, v in yaml.safe_load(block).items()}}
+            load_config_text(yaml.safe_dump(merged, allow_unicode=True), str(doc.relative_to(ROOT)))
+            checked += 1
+    assert checked >= 2

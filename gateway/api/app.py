@@ -22,6 +22,7 @@ from gateway.policy.gate import PolicyDenied, PolicyGate
 from gateway.policy.model import ClientRule
 from gateway.relay.forwarder import RelayAnswer
 
+from .accesslog import AccessEntry, AccessLog
 from .answers import DEFAULT_MODE, AnswerMode, failure_response, file_response
 from .multipart import is_multipart, multipart_envelope
 from .routes import PathMatch, PathTable
@@ -49,8 +50,10 @@ class HisApi:
         gate: PolicyGate | None = None,
         completion_values: Mapping[str, str] | None = None,
         signs_in: bool = False,
+        access: AccessLog | None = None,
     ) -> None:
         self.relay = relay
+        self.access = access or AccessLog("off")
         self.gate = gate or PolicyGate(None)
         self.metrics = metrics or Metrics()
         self.recent = recent or Recent()
@@ -83,37 +86,16 @@ class HisApi:
                 return self.refuse(RequestError("use GET for /healthz", http_status=405, kind="bad_method"), mode)
             doc = {"status": "ok", "uptime_s": round(time.monotonic() - self.started, 1)}
             return Response(200, json.dumps(doc).encode())
+        started = time.perf_counter()
         match = self.paths.match(request.path)
-        refused = self._misrouted(request, match, mode)
+        refused = self._misrouted(request, match, mode, client)
         if refused is not None:
             return refused
         assert match is not None
-        started = time.perf_counter()
         envelope: RequestEnvelope | None = None
         try:
             timeout = self._timeout(request)
-            undeclared = GBK if client is not None and client.charset == "gbk" else UTF8
-            content_type = request.headers.get("content-type")
-            body = request.body
-            if is_multipart(content_type):
-                assert content_type is not None
-                body, content_type = multipart_envelope(body, content_type), "application/json; charset=utf-8"
-            charset = charset_of(content_type, undeclared)
-            completion = (
-                Completion(client.complete, self.completion_values, self.signs_in)
-                if client is not None and client.complete
-                else None
-            )
-            envelope = decode_request(body, charset=charset, path_infno=match.infno, completion=completion)
-            # names only: the values may be personal
-            if envelope.normalised:
-                log.info("envelope_normalised", msgid=envelope.msgid, fields=list(envelope.normalised))
-            if envelope.completed:
-                assert client is not None
-                log.info(
-                    "envelope_completed", msgid=envelope.msgid, client=client.name, fields=list(envelope.completed)
-                )
-                self.metrics.envelope_completions.labels(client.name).inc(len(envelope.completed))
+            envelope = self._decode(request, client, match)
             name = self._admit(request, caller, envelope)
             deadline = asyncio.get_running_loop().time() + timeout
             self.metrics.in_flight.inc()
@@ -127,15 +109,21 @@ class HisApi:
             log.warning(
                 "request_failed",
                 peer=request.peer.describe(),
+                client=client.name if client is not None else None,
                 kind=err.kind,
                 reason=err.message,
                 infno=envelope.infno if envelope else None,
                 msgid=envelope.msgid if envelope else None,
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
-            if envelope is None:
-                return self.refuse(err, mode)
-            return self.refuse(err, mode, charset=envelope.charset, infno=envelope.infno, msgid=envelope.msgid)
+            infno, msgid = (envelope.infno, envelope.msgid) if envelope is not None else (None, None)
+            response = self.refuse(
+                err, mode, charset=envelope.charset if envelope else UTF8, infno=infno, msgid=msgid, client=client
+            )
+            self._access(
+                request.peer, client, response, kind=err.kind, infno=infno, msgid=msgid, started=started, mode=mode
+            )
+            return response
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(envelope.infno, "answered").inc()
         self.metrics.request_seconds.labels(envelope.infno).observe(elapsed)
@@ -145,30 +133,92 @@ class HisApi:
         log.info(
             "request_answered",
             peer=request.peer.describe(),
+            client=client.name if client is not None else None,
             infno=envelope.infno,
             msgid=envelope.msgid,
             infcode=answer.response.infcode,
             upstream=answer.upstream,
             ms=round(elapsed * 1000, 1),
         )
-        return file_response(envelope.infno, answer.response.fields) or self._answer(
+        response = file_response(envelope.infno, answer.response.fields) or self._answer(
             answer.response.body, envelope.charset
         )
+        self._access(
+            request.peer,
+            client,
+            response,
+            infno=envelope.infno,
+            msgid=envelope.msgid,
+            started=started,
+            infcode=answer.response.infcode,
+            upstream=answer.upstream,
+        )
+        return response
+
+    def _access(
+        self,
+        peer: Peer,
+        client: ClientRule | None,
+        response: Response,
+        *,
+        kind: str | None = None,
+        infno: str | None = None,
+        msgid: str | None = None,
+        started: float | None = None,
+        mode: AnswerMode = DEFAULT_MODE,
+        infcode: int | str | None = None,
+        upstream: str | None = None,
+    ) -> None:
+        """One access line. A refusal in platform shape carries infcode -1; in http_status mode, none."""
+        ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+        if kind is not None and mode == DEFAULT_MODE:
+            infcode = -1
+        name = client.name if client is not None else None
+        entry = AccessEntry(name, peer.describe(), infno, msgid, response.status, infcode, kind, upstream, ms)
+        self.access.record(entry)
+
+    def _decode(self, request: Request, client: ClientRule | None, match: PathMatch) -> RequestEnvelope:
+        undeclared = GBK if client is not None and client.charset == "gbk" else UTF8
+        content_type = request.headers.get("content-type")
+        body = request.body
+        if is_multipart(content_type):
+            assert content_type is not None
+            body, content_type = multipart_envelope(body, content_type), "application/json; charset=utf-8"
+        charset = charset_of(content_type, undeclared)
+        completion = (
+            Completion(client.complete, self.completion_values, self.signs_in)
+            if client is not None and client.complete
+            else None
+        )
+        envelope = decode_request(body, charset=charset, path_infno=match.infno, completion=completion)
+        # names only: the values may be personal
+        if envelope.normalised:
+            log.info("envelope_normalised", msgid=envelope.msgid, fields=list(envelope.normalised))
+        if envelope.completed:
+            assert client is not None
+            log.info("envelope_completed", msgid=envelope.msgid, client=client.name, fields=list(envelope.completed))
+            self.metrics.envelope_completions.labels(client.name).inc(len(envelope.completed))
+        return envelope
 
     def early(self, head: Request) -> Response | None:
         """The final answer to a request refused by its head alone (a client waiting on Expect: 100-continue)."""
         if head.path == "/healthz":
             return None
-        mode = _mode(self.gate.client_of(_caller(head.peer)))
-        return self._misrouted(head, self.paths.match(head.path), mode)
+        client = self.gate.client_of(_caller(head.peer))
+        return self._misrouted(head, self.paths.match(head.path), _mode(client), client)
 
-    def _misrouted(self, request: Request, match: PathMatch | None, mode: AnswerMode) -> Response | None:
+    def _misrouted(
+        self, request: Request, match: PathMatch | None, mode: AnswerMode, client: ClientRule | None
+    ) -> Response | None:
         if match is None:
             err = RequestError(f"no platform service at {request.path}", http_status=404, kind="bad_path")
-            return self.refuse(err, mode)
-        if request.method != "POST":
-            return self.refuse(RequestError(f"use POST for {request.path}", http_status=405, kind="bad_method"), mode)
-        return None
+        elif request.method != "POST":
+            err = RequestError(f"use POST for {request.path}", http_status=405, kind="bad_method")
+        else:
+            return None
+        response = self.refuse(err, mode, client=client)
+        self._access(request.peer, client, response, kind=err.kind, mode=mode)
+        return response
 
     def _admit(self, request: Request, caller: Caller, envelope: RequestEnvelope) -> str:
         """Who the caller is (its policy client name, or its peer without a policy); raises if refused."""
@@ -203,9 +253,11 @@ class HisApi:
         self,
         err: GatewayError,
         mode: AnswerMode = DEFAULT_MODE,
+        *,
         charset: str = "utf-8",
         infno: str | None = None,
         msgid: str | None = None,
+        client: ClientRule | None = None,
     ) -> Response:
         """Answer a failure in platform shape. The HIS's own mistakes (4xx) are counted by kind here; upstream
         failures are counted per transaction where the relay was called."""
@@ -213,13 +265,17 @@ class HisApi:
         refused = err.http_status < 500
         if refused:
             self.metrics.refusals.labels(err.kind).inc()
-        self.recent.error(err.kind, err.message, infno, msgid, refused=refused)
+        self.recent.error(err.kind, err.message, infno, msgid, refused=refused, client=client.name if client else None)
         return failure_response(err, mode, charset)
 
     def refuse_peer(self, err: RequestError, peer: Peer) -> Response:
         """A refusal found before a request could be read (bad HTTP, limits): in the shape the peer's client
         asked for."""
-        return self.refuse(err, _mode(self.gate.client_of(_caller(peer))))
+        client = self.gate.client_of(_caller(peer))
+        mode = _mode(client)
+        response = self.refuse(err, mode, client=client)
+        self._access(peer, client, response, kind=err.kind, mode=mode)
+        return response
 
 
 def _caller(peer: Peer) -> Caller:

@@ -98,6 +98,11 @@ class Metrics:
         self.mqtt_dropped = Counter(
             "ybgate_mqtt_dropped_total", "health messages dropped because the broker was away too long", registry=r
         )
+        self.access_log_dropped = Counter(
+            "ybgate_access_log_dropped_total",
+            "access log lines dropped because its journal or file could not keep up",
+            registry=r,
+        )
 
         self.policy_denials = Counter(
             "ybgate_policy_denials_total",

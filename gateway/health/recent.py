@@ -23,6 +23,7 @@ class RecentError:
     message: str
     refused: bool = False  # the HIS's own mistake (bad envelope, policy), not a platform or relay failure
     repeats: int = 1  # the same msgid again (a HIS retrying): one line, counted, not a page of copies
+    client: str | None = None  # the policy client that called (who to phone), None without a policy
 
 
 class Recent:
@@ -34,7 +35,14 @@ class Recent:
         self.failed = 0
 
     def error(
-        self, kind: str, message: str, infno: str | None = None, msgid: str | None = None, *, refused: bool = False
+        self,
+        kind: str,
+        message: str,
+        infno: str | None = None,
+        msgid: str | None = None,
+        *,
+        refused: bool = False,
+        client: str | None = None,
     ) -> None:
         """Count and keep one error; `refused` separates the HIS's refusals from failures, which ops act on
         differently (tell the HIS vendor vs look at the platform or the tunnel)."""
@@ -48,7 +56,7 @@ class Recent:
             if earlier is not None:
                 self.errors.remove(earlier)
                 repeats = earlier.repeats + 1
-        self.errors.append(RecentError(time.time(), kind, infno, msgid, mask_text(message), refused, repeats))
+        self.errors.append(RecentError(time.time(), kind, infno, msgid, mask_text(message), refused, repeats, client))
 
     def answer(self, seconds: float) -> None:
         self.answered += 1

@@ -37,6 +37,10 @@ nft list table inet ybgate >"$lab/nft" 2>&1 && grep -q 10.1.2.3 "$lab/nft" \
   && ok "nftables table inet ybgate on eth1, upstreams whitelisted (CAP_NET_ADMIN under the unit's sandbox)" \
   || fail "nftables: $(head -3 "$lab/nft")"
 r=$(call_until_ok a) && ok "1101 from the HIS account (group ybgate-his) over the socket: $r" || fail "1101 from the HIS account: $r"
+sleep 1
+n=$(journalctl -t ybgate-access -o cat | grep -c ' 1101 H44030000001')
+line=$(journalctl -t ybgate-access -o cat | grep -m1 ' 1101 H44030000001')
+[ "$n" -ge 1 ] && ok "access log in the journal (journalctl -t ybgate-access): $line" || fail "no access line in the journal"
 r=$(call outsider b); rc=$?
 [ $rc = 2 ] && ok "an account outside ybgate-his is refused by the socket" || fail "outsider got: $r (rc $rc)"
 
