@@ -56,7 +56,7 @@ def add_firewall_parser(sub: Any) -> None:
     )
     fsub = fw.add_subparsers(dest="firewall_command", metavar="FIREWALL_COMMAND", required=True)
     for name, text in (
-        ("show", "print the nft JSON the policy renders (--kernel: what the kernel holds)"),
+        ("show", "print the table the policy renders, as nft text (--json: nft JSON; --kernel: what the kernel holds)"),
         ("apply", "apply the rendered table atomically, read it back, roll back on a mismatch"),
         ("verify", "compare the kernel's table with the rendered one (exit 1 on drift)"),
     ):
@@ -65,7 +65,8 @@ def add_firewall_parser(sub: Any) -> None:
         p.add_argument("--interface", help="the 专网 interface (default: policy.firewall.interface)")
         p.add_argument("--netns", help="act inside this network namespace (tests; a gateway in its own netns)")
         if name == "show":
-            p.add_argument("--kernel", action="store_true")
+            p.add_argument("--kernel", action="store_true", help="the table the kernel holds now, not the rendered one")
+            p.add_argument("--json", action="store_true", help="nft's JSON form (for tools) instead of its text form")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,7 +189,7 @@ def _reload(args: argparse.Namespace) -> int:
 def _firewall(args: argparse.Namespace) -> int:
     from gateway.policy.firewall import mismatch, observe
     from gateway.policy.loader import load_policy
-    from gateway.policy.nft import Firewall, Nft
+    from gateway.policy.nft import Firewall, Nft, as_text
 
     config = load_config(args.config)
     fw_settings = config.policy.firewall if config.policy is not None else None
@@ -206,9 +207,11 @@ def _firewall(args: argparse.Namespace) -> int:
     ruleset = fw.render(policy)
     if args.firewall_command == "show":
         if args.kernel:
-            print(nft.listing() or "(no ybgate table)")
-        else:
+            print(nft.listing(text=not args.json) or "(no ybgate table)")
+        elif args.json:
             print(json.dumps(ruleset.batch, ensure_ascii=False, indent=1))
+        else:
+            print(as_text(ruleset.text()), end="")
         return 0
     if args.firewall_command == "apply":
         seen = fw.apply(policy)

@@ -44,13 +44,37 @@ class Nft:
         if done.returncode != 0:
             raise FirewallError(f"nft refused the ruleset: {done.stderr.strip()[:500]}")
 
-    def listing(self) -> str | None:
-        done = self._run(["-j", "list", "table", FAMILY, TABLE])
+    def listing(self, *, text: bool = False) -> str | None:
+        """The kernel's table as nft JSON (what drift checks read), or in nft's own text form for people."""
+        done = self._run([*([] if text else ["-j"]), "list", "table", FAMILY, TABLE])
         if done.returncode != 0:
             if "No such file" in done.stderr or "does not exist" in done.stderr:
                 return None
             raise FirewallError(f"nft cannot list the table: {done.stderr.strip()[:500]}")
         return done.stdout
+
+
+def as_text(batch: str, binary: str = "nft", timeout: float = 10.0) -> str:
+    """The rendered table in nft's own text form, as `nft list table` prints it.
+
+    nft prints text only for a table the kernel holds, so the batch is loaded into a throwaway network namespace
+    of a throwaway user namespace (no privilege needed, nothing on this host changes) and listed back there."""
+    script = f'{binary} -j -f - && exec {binary} list table {FAMILY} {TABLE}'
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv; the script is ours, the input our own JSON
+            ["unshare", "--user", "--map-root-user", "--net", "sh", "-c", script],  # noqa: S607
+            input=batch,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FirewallError(f"cannot render the table as nft text: {exc}; --json prints it without nft") from None
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or ["no reason given"]
+        raise FirewallError(f"cannot render the table as nft text: {why[0][:300]}; --json prints it without nft")
+    return done.stdout
 
 
 @dataclass(frozen=True)
