@@ -380,6 +380,8 @@ def cmd_status(path: Path, as_json: bool) -> int:
         f"ybgate {doc['version']}  up {doc['uptime_s']:.0f}s  in flight {doc['in_flight']}  "
         f"answered {recent['answered']}  refused {recent.get('refused', 0)}  failed {recent['failed']}"
     )
+    if recent.get("by_kind"):
+        print("  by kind: " + ", ".join(f"{kind} {n}" for kind, n in recent["by_kind"].items()))
     link = doc.get("link")
     print(f"link: {link['interface']} {'up' if link['up'] else 'DOWN'}" if link else "link: not watched")
     for u in doc["upstreams"]:

@@ -90,6 +90,9 @@ async def test_status_page_in_chromium(gateway: Gateway, tmp_path: Path) -> None
     cells.feed(dom)
     assert cells.ids["version"] == "0.1.0"
     assert cells.ids["counts"] == "6 / 1 / 1"  # the HIS's bad envelope is a refusal, the lost answer a failure
+    # which refusal and which failure, without opening the table
+    assert cells.ids["bykind"] in ("bad_envelope 1 · outcome_unknown 1", "outcome_unknown 1 · bad_envelope 1")
+    assert "demo-user" in cells.cells  # the policy client each error came from
     assert cells.ids["outbox"] == "1 / 1"  # the upload whose answer was lost
     assert upload["msgid"] in cells.cells and "2204" in cells.cells
     assert "no TLCP identity configured" in cells.cells

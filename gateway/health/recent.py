@@ -7,7 +7,7 @@ job of logs and the audit log). Messages pass through the same masking as logs.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,6 +33,9 @@ class Recent:
         self.answered = 0
         self.refused = 0
         self.failed = 0
+        #: by gateway_error kind: refusals (bad_envelope, policy_denied …) and relay outcomes (reversed,
+        #: outcome_unknown, not_processed …) read differently, and one number hides which it is
+        self.by_kind: Counter[str] = Counter()
 
     def error(
         self,
@@ -50,6 +53,7 @@ class Recent:
             self.refused += 1
         else:
             self.failed += 1
+        self.by_kind[kind] += 1
         repeats = 1
         if msgid is not None:
             earlier = next((e for e in self.errors if e.msgid == msgid), None)
@@ -67,6 +71,7 @@ class Recent:
             "answered": self.answered,
             "refused": self.refused,
             "failed": self.failed,
+            "by_kind": dict(self.by_kind.most_common()),
             "errors": [asdict(e) for e in reversed(self.errors)],
             "latency_ms": [round(s * 1000, 2) for _, s in self.latencies],
         }

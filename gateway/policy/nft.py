@@ -59,7 +59,7 @@ def as_text(batch: str, binary: str = "nft", timeout: float = 10.0) -> str:
 
     nft prints text only for a table the kernel holds, so the batch is loaded into a throwaway network namespace
     of a throwaway user namespace (no privilege needed, nothing on this host changes) and listed back there."""
-    script = f'{binary} -j -f - && exec {binary} list table {FAMILY} {TABLE}'
+    script = f"{binary} -j -f - && exec {binary} list table {FAMILY} {TABLE}"
     try:
         done = subprocess.run(  # noqa: S603 - fixed argv; the script is ours, the input our own JSON
             ["unshare", "--user", "--map-root-user", "--net", "sh", "-c", script],  # noqa: S607
