@@ -88,6 +88,8 @@ def describe(ref: str) -> list[str]:
     out = [f"profile {p.name}: {p.description}" if p.description else f"profile {p.name}"]
     out.append(f"  charset: {p.charset.header}")
     out.append(f"  path: {p.path or '(the upstream path)'}")
+    if p.his_paths:
+        out.append(f"  HIS paths accepted (his_paths): {', '.join(p.his_paths)}")
     out += [f"  path {infno}: {path}" for infno, path in sorted(p.paths.items())]
     if p.tif:
         out.append(f"  TIF headers: x-tif-*; platform allows ±{p.tif.allowance:g}s, warn from {p.tif.warn_after:g}s")

@@ -14,29 +14,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from gateway.api.routes import template_problem
 from gateway.errors import ConfigError
+from gateway.platform.bundled import bundled_his_paths
 from gateway.yamlpos import Located, load_yaml, load_yaml_file, validation_problems
 
 if TYPE_CHECKING:
     from gateway.profiles import SecretRefs
 
 DEFAULT_CONFIG_PATH = Path("/etc/ybgate/ybgate.yaml")
-#: the path families of the province gateways HIS code is written for (api.paths; see gateway.api.routes for the
-#: placeholders). A HIS keeps its path and changes only its base URL.
-DEFAULT_PLATFORM_PATHS = (
-    # the national interface: one path for every transaction, or the infno appended
-    "/fsi/api/rsfComIfsService/callService",
-    "/fsi/api/rsfComIfsService/callService/{infno}",
-    # TIF-fronted provinces: /ebus/fsi/api/hsa/hgs/{infno}, /ebus/<paasid>/hsa/hgs/{infno},
-    # /ebus/<env>/poc/hsa/hgs/{infno}: the middle segments vary
-    "/ebus/{**}/hsa/hgs/{infno}",
-    # Hunan
-    "/power-csb/powercsb/{infno}",
-    # Jiangxi: the infno inside the segment
-    "/CSB/hsa-fsi-{infno}",
-    # file upload (9101) and download (9102)
-    "/fsi/api/fileupload/upload",
-    "/fsi/api/fileupload/download",
-)
 
 
 class _Strict(BaseModel):
@@ -81,7 +65,10 @@ class Api(_Strict):
     #: connections the kernel queues for the API listeners before it refuses more (a HIS burst, a restart);
     #: as the socket unit's Backlog=, and capped by the kernel's net.core.somaxconn (a warning says so)
     backlog: Annotated[int, Field(ge=16, le=65535)] = 1024
-    paths: list[str] = list(DEFAULT_PLATFORM_PATHS)
+    #: the path families of the province gateways HIS code is written for (see gateway.api.routes for the
+    #: placeholders): by default every bundled profile's (his_paths), so a HIS keeps its path and changes only
+    #: its base URL
+    paths: list[str] = Field(default_factory=lambda: list(bundled_his_paths()))
     limits: Limits = Limits()
     #: deadline for a HIS request when the HIS does not send X-Ybgate-Timeout
     default_timeout: PositiveSeconds = 30.0

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.api.app import HisApi
-from gateway.config import DEFAULT_PLATFORM_PATHS
 from gateway.http1 import Limits
 from gateway.http1.messages import Peer
 from gateway.http1.server import Http1Server
+from gateway.platform.bundled import bundled_his_paths
 from gateway.platform.envelope import RequestEnvelope, decode_response
 from gateway.relay.forwarder import RelayAnswer
 
@@ -36,7 +36,7 @@ class EchoRelay:
         return RelayAnswer(decode_response(json.dumps(answer, ensure_ascii=False).encode()), "fuzz", 0.0)
 
 
-API = HisApi(EchoRelay(), list(DEFAULT_PLATFORM_PATHS), default_timeout=5.0, max_timeout=30.0)
+API = HisApi(EchoRelay(), list(bundled_his_paths()), default_timeout=5.0, max_timeout=30.0)
 SERVER = Http1Server(API.handle, API.refuse, LIMITS)
 
 

@@ -17,14 +17,14 @@ from datetime import timedelta, timezone
 from importlib.resources import files
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.crypto import DEFAULT_SM2_ID
 from gateway.errors import ConfigError
+from gateway.platform.bundled import BUNDLED
 from gateway.platform.catalogue import Catalogue, national
 from gateway.yamlpos import Located, load_yaml, validation_problems
 
-BUNDLED = ("national", "plain", "tif", "sm2sm4", "gbk")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
@@ -99,6 +99,9 @@ class Profile:
     path: str | None = None
     #: per-infno paths, over the default
     paths: dict[str, str] = field(default_factory=dict)
+    #: the paths HIS code written for this platform posts to (api.paths templates: {infno}, {*}, {**}); the
+    #: gateway accepts every bundled profile's by default, so a HIS keeps the path it has
+    his_paths: tuple[str, ...] = ()
     tif: TifSpec | None = None
     sign: SignSpec | None = None
     encrypt: EncryptSpec | None = None
@@ -146,6 +149,13 @@ def _path_template(v: str) -> str:
     return v
 
 
+def _his_path(v: str) -> str:
+    # the placeholders' grammar is the HIS face's (gateway.api.routes), checked where api.paths is built
+    if not v.startswith("/") or any(c.isspace() for c in v):
+        raise ValueError(f"{v!r}: a path starts with / and has no spaces")
+    return v
+
+
 class _TifDoc(_Doc):
     allowance: Annotated[float, Field(gt=0, le=3600)] = 180.0
     warn_after: Annotated[float, Field(gt=0, le=3600)] = 60.0
@@ -174,6 +184,7 @@ class _ProfileDoc(_Doc):
     charset: Literal["utf-8", "gbk", "gb18030"] = "utf-8"
     path: str | None = None
     paths: dict[str, str] = {}
+    his_paths: list[Annotated[str, AfterValidator(_his_path)]] = []
     utc_offset: Annotated[str, Field(pattern=r"^[+-][0-9]{2}:[0-9]{2}$")] = "+08:00"
     tif: _TifDoc | None = None
     sign: _SignDoc | None = None
@@ -239,6 +250,7 @@ def _from_located(located: Located, default_name: str) -> Profile:
         charset=Charset(doc.charset),
         path=doc.path,
         paths=dict(doc.paths),
+        his_paths=tuple(doc.his_paths),
         tif=None if doc.tif is None else TifSpec(doc.tif.allowance, doc.tif.warn_after),
         sign=None
         if doc.sign is None

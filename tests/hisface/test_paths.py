@@ -8,11 +8,12 @@ import json
 import pytest
 
 from gateway.api.routes import PathTable, template_problem
-from gateway.config import DEFAULT_PLATFORM_PATHS, load_config_text
+from gateway.config import load_config_text
+from gateway.platform.bundled import bundled_his_paths
 
 from conftest import Gateway, fresh
 
-DEFAULT = PathTable(DEFAULT_PLATFORM_PATHS)
+DEFAULT = PathTable(list(bundled_his_paths()))
 
 
 @pytest.mark.parametrize(
@@ -79,3 +80,42 @@ async def test_province_paths_reach_the_platform(gateway: Gateway, path: str) ->
     doc = json.loads(wrong.body)
     assert doc["gateway_error"] == "bad_envelope" and "body says '1101' but the URL names '2207'" in doc["err_msg"]
     assert [m.infno for m in gateway.sim.ledger.messages].count("1101") == 1
+
+
+def test_the_path_families_are_the_profiles_data() -> None:
+    """Each family comes from the bundled profile of the platform HIS code was written for, and is a template the
+    HIS face accepts; the province profiles send upstream on the same path."""
+    from gateway.platform.profile import BUNDLED, bundled_profile
+
+    owners = {p: name for name in BUNDLED for p in bundled_profile(name).his_paths}
+    assert owners == {
+        "/fsi/api/rsfComIfsService/callService": "national",
+        "/fsi/api/rsfComIfsService/callService/{infno}": "national",
+        "/fsi/api/fileupload/upload": "national",
+        "/fsi/api/fileupload/download": "national",
+        "/ebus/{**}/hsa/hgs/{infno}": "tif",
+        "/power-csb/powercsb/{infno}": "hunan",
+        "/CSB/hsa-fsi-{infno}": "jiangxi",
+    }
+    assert list(bundled_his_paths()) == list(owners)
+    assert all(template_problem(p) is None for p in owners)
+    assert bundled_profile("hunan").path_for("1101", "/") == "/" and bundled_profile("hunan").path == (
+        "/power-csb/powercsb/{infno}"
+    )
+    assert bundled_profile("jiangxi").path == "/CSB/hsa-fsi-{infno}"
+
+
+async def test_profile_show_names_the_families() -> None:
+    from conftest import ybgate_output
+
+    code, out, _ = await ybgate_output("profile", "show", "jiangxi")
+    assert code == 0 and "HIS paths accepted (his_paths): /CSB/hsa-fsi-{infno}" in out
+
+
+def test_a_bad_path_in_a_profile_names_its_line() -> None:
+    from gateway.errors import ConfigError
+    from gateway.platform.profile import parse_profile
+
+    with pytest.raises(ConfigError) as info:
+        parse_profile("name: p\nhis_paths:\n  - /ok/{infno}\n  - 'no slash'\n", "p.yaml")
+    assert any(line.startswith("p.yaml:4") and "starts with /" in line for line in info.value.lines())

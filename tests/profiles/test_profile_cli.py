@@ -26,7 +26,15 @@ def free_port() -> int:
 
 async def test_profile_list_and_show() -> None:
     code, out, _ = await ybgate_output("profile", "list")
-    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["national", "plain", "tif", "sm2sm4", "gbk"]
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == [
+        "national",
+        "plain",
+        "tif",
+        "sm2sm4",
+        "gbk",
+        "hunan",
+        "jiangxi",
+    ]
     code, out, _ = await ybgate_output("profile", "show", "tif")
     assert code == 0 and "TIF headers" in out and "upstream needs: paasid, secrets.tif_secret" in out
 
