@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
 import json
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,13 +24,13 @@ from gateway.config import Config, load_config_text
 from gateway.crypto import Certificate, SM2PrivateKey
 from gateway.crypto.testpki import generate_test_pki
 from gateway.daemon import Daemon
+from gateway.demo_tour import PERSON, MsgIds, envelope, tour, write_config, write_samples
 from gateway.http1.unix_client import request
 from gateway.net.tlcp_transport import ca_names, chain_verifier
 from gateway.platform.envelope import decode_response
 from gateway.sim.server import SimAddresses, Simulator
 from gateway.tlcp import Credentials, MemorySessionCache, TLCPConfig
 
-FIXMEDINS_CODE = "H44030000001"
 PLATFORM_PATH = "/fsi/api/rsfComIfsService/callService"
 
 DEMO_CONFIG = """\
@@ -54,6 +52,7 @@ upstreams:
     transport: tcp
 logging:
   level: {level}
+  access: {{to: stderr}}       # one line per request, among the log lines (a 前置机 sends them to the journal)
 """
 
 POLICY_PART = """\
@@ -161,40 +160,6 @@ def sim_tlcp_config(pki: Path) -> TLCPConfig:
     )
 
 
-class MsgIds:
-    """msgid = fixmedins_code (12) + yyyyMMddHHmmss (14) + 4-digit sequence, as the interface specifies."""
-
-    def __init__(self, code: str = FIXMEDINS_CODE) -> None:
-        self.code = code
-        self._seq = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self.code}{datetime.now().strftime('%Y%m%d%H%M%S')}{next(self._seq) % 10000:04d}"
-
-
-def envelope(infno: str, msgid: str, sign_no: str, payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "infno": infno,
-        "msgid": msgid,
-        "mdtrtarea_admvs": "440300",
-        "insuplc_admdvs": "440300",
-        "recer_sys_code": "FSI",
-        "dev_no": "",
-        "dev_safe_info": "",
-        "cainfo": "",
-        "signtype": "",
-        "infver": "V1.0",
-        "opter_type": "1",
-        "opter": "0012",
-        "opter_name": "张三",
-        "inf_time": datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
-        "fixmedins_code": FIXMEDINS_CODE,
-        "fixmedins_name": "示例市第一人民医院",
-        "sign_no": sign_no,
-        "input": payload,
-    }
-
-
 @dataclass
 class Step:
     name: str
@@ -258,17 +223,7 @@ class DemoRun:
             "person query",
             "1101",
             sign_no,
-            {
-                "data": {
-                    "mdtrt_cert_type": "02",
-                    "mdtrt_cert_no": "440301199001011234",
-                    "card_sn": "",
-                    "begntime": "",
-                    "psn_cert_type": "01",
-                    "certno": "440301199001011234",
-                    "psn_name": "李四",
-                }
-            },
+            {"data": PERSON},
         )
         psn_no = ((person.get("output") or {}).get("baseinfo") or {}).get("psn_no", "")
         visit = {
@@ -361,25 +316,19 @@ async def run_demo(
                 ok = await run.lan_sign_in(host, port) and ok
             out.write("demo: PASS\n" if ok else "demo: FAIL\n")
             return 0 if ok else 1
-        sample = state / "signin.json"
-        sample.write_text(
-            json.dumps(
-                envelope("9001", MsgIds().next(), "", {"signIn": {"opter_no": "0012"}}), ensure_ascii=False, indent=1
-            ),
-            encoding="utf-8",
-        )
-        tcp_lines = "".join(
+        assert daemon.admin_address is not None
+        written = write_config(state, config, daemon.admin_address[1], daemon.api_tcp_addresses)
+        samples = await write_samples(state, config.api_socket)
+        lan_lines = "".join(
             f"  LAN HIS (TCP, policy client lan-his from {', '.join(lan_cidrs(tcp[0]))}): {url}\n"
-            f"  try:  curl -sS -H 'Content-Type: application/json' --data-binary @{sample} {url}\n"
             for url in lan
             if tcp is not None
         )
         out.write(
             f"ybgate demo: gateway on {config.api_socket}, simulator admin {addrs.admin_url}\n"
-            + tcp_lines
-            + f"  try:  curl -sS --unix-socket {config.api_socket} -H 'Content-Type: application/json' "
-            f"--data-binary @{sample} http://localhost{PLATFORM_PATH}\n"
-            f"  ledger: curl {addrs.admin_url}ledger\n"
+            + lan_lines
+            + tour(written, daemon.admin_address, config.api_socket, lan, samples)
+            + f"  ledger: curl {addrs.admin_url}ledger\n"
             f"  gateway metrics: curl http://{daemon.admin_address[0]}:{daemon.admin_address[1]}/metrics\n"
             f'  fault:  curl -X POST {addrs.admin_url}faults -d \'{{"2207": {{"kind": "drop_after"}}}}\'\n'
             "  Ctrl-C to stop.\n"

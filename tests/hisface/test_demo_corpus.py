@@ -23,6 +23,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
@@ -57,6 +58,7 @@ class Demo:
     tcp: tuple[str, int]
     admin: tuple[str, int]
     proc: asyncio.subprocess.Process
+    printed: str = ""
     sent: int = 0
     stalls: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
@@ -100,7 +102,7 @@ async def demo() -> AsyncIterator[Demo]:
         tcp = re.search(r"LAN HIS \(TCP.*\): http://([\d.]+):(\d+)/", printed)
         admin = re.search(r"simulator admin http://([\d.]+):(\d+)/_sim/", printed)
         assert tcp and admin, printed
-        yield Demo((tcp[1], int(tcp[2])), (admin[1], int(admin[2])), proc)
+        yield Demo((tcp[1], int(tcp[2])), (admin[1], int(admin[2])), proc, printed)
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGINT)
@@ -203,3 +205,55 @@ async def test_the_corpus_through_the_demo(demo: Demo) -> None:
     ledger = await demo.ledger()
     for msgid in settlements:
         assert [s["msgid"] for s in ledger["settlements"]].count(msgid) == 1, msgid
+
+
+async def ybgate(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_the_demo_tour_works_as_printed(demo: Demo) -> None:
+    """What the demo prints for a person to try (#24): its configuration, which the ops commands read to reach
+    the running demo, the status page, and one sample request per kind of transaction, each answered as its
+    line says; a sample posted twice gets the same answer and is booked once."""
+    config = re.search(r"its configuration: (\S+)", demo.printed)
+    page = re.search(r"status page: (http://\S+)", demo.printed)
+    assert config and page, demo.printed
+    for command in (f"ybgate status --config {config[1]}", f"ybgate outbox list --config {config[1]}"):
+        assert command in demo.printed
+    code, out = await ybgate("status", "--config", config[1])
+    assert code == 0 and "upstream sim (primary)" in out, out
+    code, out = await ybgate("outbox", "list", "--config", config[1])
+    assert code == 0 and "9101" in out, out  # the upload the demo made for the download sample
+    host, port = re.match(r"http://([\d.]+):(\d+)/", page[1]).groups()  # type: ignore[union-attr]
+    html = await request("GET", "/", host=host, port=int(port))
+    assert html.status == 200 and b"<script" in html.body
+
+    samples = re.findall(r"^    (.+?)\s{2,}(\S+\.json)\s+POST (\S+)$", demo.printed, re.M)
+    assert [name for _, name, _ in samples] == [
+        "9001_signin.json",
+        "1101_query.json",
+        "2206_presettle.json",
+        "2207_settle.json",
+        "9101_upload.json",
+        "9102_download.json",
+    ]
+    folder = Path(config[1]).parent / "requests"
+    java = FAMILIES[0]
+    for what, name, path in samples:
+        body = (folder / name).read_bytes()
+        answer = await demo.send(java, body, path)
+        if name.startswith("9102"):
+            assert answer.headers.get("content-type") == "application/octet-stream", what
+            assert answer.body.startswith(b"ybgate demo: a file")
+            continue
+        doc = read(answer, java)
+        assert str(doc["infcode"]) == "0", (what, doc.get("gateway_error"), doc.get("err_msg"))
+        if name.startswith("2207"):
+            assert read(await demo.send(java, body, path), java) == doc  # posted twice: the same answer
+            msgid = json.loads(body)["msgid"]
+            ledger = await demo.ledger()
+            assert [s["msgid"] for s in ledger["settlements"]].count(msgid) == 1
