@@ -99,8 +99,9 @@ async def write_samples(state: Path, socket: Path) -> list[Sample]:
     then write one request per kind of transaction under state/requests."""
     folder = state / "requests"
     folder.mkdir(exist_ok=True)
-    # sequence numbers from 9000: a HIS numbering its own from 1 in the same second must not meet these
-    msgid = MsgIds(first=9000).next
+    # sequence numbers from 5000: a HIS numbering its own from 1 in the same second does not meet these, nor the
+    # gateway's own (9000-9999, gateway.platform.msgids)
+    msgid = MsgIds(first=5000).next
 
     def encode(doc: dict[str, Any]) -> bytes:
         return json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8")
