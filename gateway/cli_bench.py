@@ -25,7 +25,8 @@ import gateway
 BENCHES: dict[str, list[str]] = {
     "crypto": ["--seconds", "1"],
     "tlcp": ["--handshakes", "40", "--mbytes", "2"],
-    "relay": ["--seconds", "5", "--clients", "8", "--rate", "500"],
+    # latency is measured at a quarter of the direct path's throughput in the same run
+    "relay": ["--seconds", "5", "--clients", "8", "--load", "0.25"],
     # the 前置机's upstream leg: TLCP with mutual authentication and session resumption (throughput, CPU, p50)
     "relay-tlcp": ["--seconds", "5", "--clients", "8", "--rate", "0", "--transport", "tlcp"],
     "policy": ["--clients", "1000"],
@@ -58,6 +59,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("names", nargs="*", default=["all"], metavar="NAME", help=f"{', '.join(BENCHES)} or all")
     p.add_argument("--json", type=Path, help="write every figure, the machine and the date to this file")
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        help="relay or relay-tlcp only: run it for this tree and for revision REV (built in a venv of its own) "
+        "alternately, and print the medians' ratios (bench/ab.py)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="with --against: rounds of each side (default 3)")
     p.add_argument("--readme", type=Path, help="rewrite the Performance table of this README")
 
 
@@ -74,10 +82,18 @@ def run(args: argparse.Namespace) -> int:
     if not (where / "figures.py").exists():
         print(f"ybgate bench: needs a source checkout (bench/ beside the package; looked in {where})", file=sys.stderr)
         return 2
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(where.parent), os.environ.get("PYTHONPATH")]))}
+    if args.against:
+        if len(names) != 1 or script(names[0]) != "relay.py":
+            print("ybgate bench: --against compares one relay benchmark: relay or relay-tlcp", file=sys.stderr)
+            return 2
+        ab = [str(where / "ab.py"), "--against", args.against, "--rounds", str(args.rounds), *BENCHES[names[0]]]
+        if args.json:
+            ab += ["--json", str(args.json)]
+        return subprocess.call([sys.executable, *ab], env=env)  # noqa: S603 - our own script
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     failed: list[str] = []
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(where.parent), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory(prefix="ybg-bench-") as tmp:
         for name in names:
             out = Path(tmp) / f"{name}.json"

@@ -51,3 +51,15 @@ def test_table_states_each_target() -> None:
         {"date": "2026-11-25T10:00:00+08:00", "machine": {"cores": 2}, "seconds": 60, "benches": [{"figures": rows}]}
     )
     assert "| SM2 sign, ops/s | 1,603 | 1,575 (openssl) | 1.02× | ≥ 0.8× met |" in md
+
+
+async def test_against_compares_a_relay_benchmark_only() -> None:
+    code, out, err = await ybgate_output("bench", "policy", "--against", "HEAD")
+    assert code == 2 and "--against compares one relay benchmark" in err and not out
+
+
+async def test_against_a_revision_git_does_not_know_says_so() -> None:
+    # the A/B run itself takes minutes (a venv for the other revision, rounds of each side): run by hand with
+    # `ybgate bench relay --against REV`; here only that a bad revision stops it at once with git's reason
+    code, _, err = await ybgate_output("bench", "relay", "--against", "no-such-revision-0000", "--rounds", "1")
+    assert code != 0 and "git cannot export 'no-such-revision-0000'" in err
