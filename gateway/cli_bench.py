@@ -142,7 +142,8 @@ def _target(row: dict[str, Any]) -> str:
         return ""
     kind, _, bound = target.partition("=")
     words = {"ratio>": "≥ {}×", "ratio<": "≤ {}×", "max": "≤ {}", "min": "≥ {}"}[kind].format(bound)
-    return f"{words} {row['unit']}".strip() + (" met" if row["met"] else " NOT met")
+    unit = "" if kind.startswith("ratio") else row["unit"]  # a ratio has no unit
+    return f"{words} {unit}".strip() + (" met" if row["met"] else " NOT met")
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -63,3 +63,9 @@ async def test_against_a_revision_git_does_not_know_says_so() -> None:
     # `ybgate bench relay --against REV`; here only that a bad revision stops it at once with git's reason
     code, _, err = await ybgate_output("bench", "relay", "--against", "no-such-revision-0000", "--rounds", "1")
     assert code != 0 and "git cannot export 'no-such-revision-0000'" in err
+
+
+def test_a_ratio_target_has_no_unit() -> None:
+    row = {"figure": "relay gateway CPU per request µs", "ybgate": 740.0, "baseline": 146.0, "baseline_name": "d",
+           "unit": "µs", "target": "ratio<=3.7", "ratio": 740 / 146, "met": False}  # fmt: skip
+    assert "≤ 3.7× NOT met" in table([row]) and "3.7× µs" not in table([row])
