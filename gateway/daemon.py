@@ -72,6 +72,7 @@ from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import Row, SqliteOutbox
+from gateway.relay.rules import rule_for
 from gateway.relay.session import SignInSession
 from gateway.tasks import end_tasks
 from gateway.tlcp import MemorySessionCache, TLCPConfig
@@ -168,7 +169,7 @@ class Daemon:
         forwarder = Forwarder(
             self.pool,
             self.connections,
-            lambda e: catalogue.classify(e.infno).may_resend,
+            lambda e: rule_for(catalogue.classify(e.infno)).resend,
             codecs=codecs,
             on_skew=lambda upstream, skew: self.metrics.clock_skew.labels(upstream).set(round(skew, 3)),
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.audit.log import AuditLog, Outcome
 from gateway.crypto import sm3
+from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SqliteOutbox
 
 
@@ -38,7 +39,7 @@ async def test_outbox_list_into_a_closed_pipe(tmp_path: Path) -> None:
         await box.accept(
             msgid=f"H44030000001{20261124080000 + i // 10000:014d}{i % 10000:04d}",
             infno="1101",
-            tx_class="safe",
+            tx_class=TxClass.SAFE,
             psn_no="P1",
             body=b"{}",
             deadline=None,

@@ -45,10 +45,6 @@ class TxInfo:
     reversible: bool = False
     check: CheckSpec | None = None
 
-    @property
-    def may_resend(self) -> bool:
-        return self.tx_class is TxClass.SAFE
-
 
 @dataclass(frozen=True)
 class Catalogue:

@@ -24,14 +24,15 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
-from gateway.platform.catalogue import Catalogue, TxClass, TxInfo
+from gateway.platform.catalogue import Catalogue, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
 from gateway.platform.msgids import MsgidMaker
 from gateway.relay import settleclock
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
 from gateway.relay.outbox import NotInDoubt, OutboxUnavailable, Row, SqliteOutbox
 from gateway.relay.outcomes import BookedWithoutAnswer, NothingToResolve, NotProcessed, OutcomeUnknown, Reversed
-from gateway.relay.resolution import NO_ANSWER, Plan, Resolver, plan_for
+from gateway.relay.resolution import NO_ANSWER, Resolver
+from gateway.relay.rules import Plan, plan_for, rule_for
 from gateway.relay.states import State
 from gateway.relay.timing import RelayTiming
 
@@ -90,7 +91,7 @@ class DurableRelay:
         accepted = await self.outbox.accept(
             msgid=envelope.msgid,
             infno=envelope.infno,
-            tx_class=info.tx_class.value,
+            tx_class=info.tx_class,
             psn_no=envelope.psn_no,
             body=envelope.body,
             deadline=wall_deadline,
@@ -209,7 +210,8 @@ class DurableRelay:
         final row, with the platform's answer when one came. OutboxUnavailable from here on means an outcome
         waits to be stored (see _store)."""
         msgid = envelope.msgid
-        if row.state is State.ACCEPTED and info.tx_class is TxClass.MONEY_MOVING and envelope.psn_no:
+        rule = rule_for(info)
+        if row.state is State.ACCEPTED and rule.ordered and envelope.psn_no:
             blocker = await self._wait_for_person(envelope.psn_no, msgid, deadline)
             if blocker is not None:
                 cause = f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"
@@ -234,7 +236,7 @@ class DurableRelay:
                     then=self._settler(envelope, info),
                 )
                 self.on_event("in_doubt", {"msgid": msgid, "infno": envelope.infno})
-                if info.may_resend and self._time_for_another(attempt, deadline):
+                if rule.resend and self._time_for_another(attempt, deadline):
                     await asyncio.sleep(self.timing.pause(attempt))
                     continue
                 return await self.resolver.settle(row, envelope, info), None
@@ -304,7 +306,7 @@ class DurableRelay:
     def _attempt_deadline(self, info: TxInfo, deadline: float) -> float:
         """A resendable request gets part of the time per attempt, so a dead connection leaves time to retry
         elsewhere; anything else waits the whole deadline for its one send."""
-        if not info.may_resend:
+        if not rule_for(info).resend:
             return deadline
         now = asyncio.get_running_loop().time()
         return min(deadline, now + max(self.timing.min_attempt, (deadline - now) / 2))
@@ -360,8 +362,8 @@ class DurableRelay:
                 raise NothingToResolve(exc.message) from None
         if action != "auto":
             raise NothingToResolve(f"unknown action {action!r}: auto, booked or not_booked")
-        info = self.catalogue.classify(row.infno)
-        if plan_for(info) is Plan.OPS:
+        info = self.resolver.info_of(row)
+        if plan_for(info) in (Plan.OPS, Plan.BY_ORIGINAL):
             raise NothingToResolve(
                 f"{msgid} ({row.infno}, {info.tx_class.value}) has no automatic resolution: check with the platform, "
                 "then resolve it as booked or not_booked with the reason"
@@ -383,8 +385,9 @@ class DurableRelay:
         unfinished = await self.outbox.unfinished()
         # 冲正s cut short first, before any resolution starts: a fresh 2601 for their original settles them
         # too (_close_lost_reversals), and a row read before that would then be moved a second time.
+        plans = {row.msgid: plan_for(self.resolver.info_of(row)) for row in unfinished}
         for row in unfinished:
-            if row.tx_class != TxClass.RESOLVER.value:
+            if plans[row.msgid] is not Plan.BY_ORIGINAL:
                 continue
             if row.state is State.ACCEPTED:
                 await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
@@ -392,7 +395,8 @@ class DurableRelay:
                 await self.outbox.move(row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send")
         for found in unfinished:
             row = found
-            if row.tx_class == TxClass.RESOLVER.value:
+            plan = plans[row.msgid]
+            if plan is Plan.BY_ORIGINAL:
                 continue
             if row.state is State.ACCEPTED:
                 await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
@@ -402,12 +406,10 @@ class DurableRelay:
                 row = await self.outbox.move(
                     row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send", doubt_clock=settleclock.stamp()
                 )
-            info = self.catalogue.classify(row.infno)
-            plan = plan_for(info)
             if plan is Plan.ASK_AGAIN:
                 await self.outbox.move(row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: the gateway restarted")
                 continue
-            await self.resolver.settle(row, decode_request(row.request), info)
+            await self.resolver.settle(row, decode_request(row.request), self.resolver.info_of(row))
             counts[{Plan.REVERSE: "reversing", Plan.CHECK: "checking", Plan.OPS: "in_doubt"}[plan]] += 1
         await self.resolver.settle_orphaned_reversals()
         if any(counts.values()):

@@ -34,7 +34,9 @@ import structlog
 
 from gateway.blocking import BlockingWorker
 from gateway.errors import GatewayError
+from gateway.platform.catalogue import TxClass
 from gateway.relay import outbox_format
+from gateway.relay.rules import ordered_classes
 from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, State
 
 T = TypeVar("T")
@@ -94,11 +96,24 @@ _INSERT = f"INSERT INTO outbox ({_COLS}) VALUES ({', '.join('?' * len(_COLUMNS))
 
 _UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
 _MARKS = ", ".join("?" * len(UNFINISHED))
-_PERSON_UNFINISHED = f"SELECT msgid FROM outbox WHERE psn_no = ? AND tx_class = 'money_moving' AND state IN ({_MARKS}) AND msgid != ? ORDER BY created"  # noqa: S608, E501 - placeholders only
-# Only work accepted before the request waits for it (rowid: the order of acceptance, whatever the wall clock
-# did); a later request for the same person waiting in turn must not block an earlier one, or both wait until
-# their deadlines.
-_PERSON_EARLIER = f"SELECT {_COLS} FROM outbox WHERE psn_no = ? AND tx_class = 'money_moving' AND state IN ({_MARKS}) AND rowid < (SELECT rowid FROM outbox WHERE msgid = ?) ORDER BY rowid"  # noqa: S608, E501 - placeholders only
+
+
+@functools.cache
+def _person_sql(classes: int, earlier: bool) -> str:
+    """Unfinished rows of a person in the ordered classes (rules.ordered_classes). Only work accepted before the
+    request waits for it (rowid: the order of acceptance, whatever the wall clock did); a later request for the
+    same person waiting in turn must not block an earlier one, or both wait until their deadlines."""
+    where = f"psn_no = ? AND tx_class IN ({', '.join('?' * classes)}) AND state IN ({_MARKS})"
+    if earlier:
+        return f"SELECT {_COLS} FROM outbox WHERE {where} AND rowid < (SELECT rowid FROM outbox WHERE msgid = ?) ORDER BY rowid"  # noqa: S608, E501 - placeholders only
+    return f"SELECT msgid FROM outbox WHERE {where} AND msgid != ? ORDER BY created"  # noqa: S608 - placeholders only
+
+
+def _person_params(psn_no: str, msgid: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    classes = tuple(sorted(c.value for c in ordered_classes()))
+    return classes, (psn_no, *classes, *_UNFINISHED_VALUES, msgid)
+
+
 #: for each state, the states a row may be moved from into it
 _SOURCES: dict[State, tuple[str, ...]] = {
     to: tuple(src.value for src, targets in MOVES.items() if to in targets) for to in State
@@ -152,7 +167,7 @@ class ClearBodies:
 class Row:
     msgid: str
     infno: str
-    tx_class: str
+    tx_class: TxClass
     psn_no: str | None
     state: State
     attempts: int
@@ -385,7 +400,7 @@ class SqliteOutbox:
         *,
         msgid: str,
         infno: str,
-        tx_class: str,
+        tx_class: TxClass,
         psn_no: str | None,
         body: bytes,
         deadline: float | None,
@@ -412,14 +427,15 @@ class SqliteOutbox:
                     state = original.state.value if original else "gone"
                     raise NotInDoubt(f"{only_while_in_doubt} is {state}: no 冲正 for it is stored")
             blockers: tuple[str, ...] = ()
-            if send and psn_no and tx_class == "money_moving":
-                blockers = tuple(r[0] for r in conn.execute(_PERSON_UNFINISHED, (psn_no, *_UNFINISHED_VALUES, msgid)))
+            if send and psn_no and tx_class in ordered_classes():
+                classes, params = _person_params(psn_no, msgid)
+                blockers = tuple(r[0] for r in conn.execute(_person_sql(len(classes), earlier=False), params))
             state, attempts = (State.SENDING, 1) if send and not blockers else (State.ACCEPTED, 0)
             now = time.time()
             values = (
                 msgid,
                 infno,
-                tx_class,
+                tx_class.value,
                 psn_no,
                 state.value,
                 attempts,
@@ -521,7 +537,8 @@ class SqliteOutbox:
     async def in_doubt_for(self, psn_no: str, *, before: str) -> list[Row]:
         """Unfinished money-moving rows of a person accepted before `before` (the request that waits), oldest
         first."""
-        return await self._rows(_PERSON_EARLIER, (psn_no, *_UNFINISHED_VALUES, before))
+        classes, params = _person_params(psn_no, before)
+        return await self._rows(_person_sql(len(classes), earlier=True), params)
 
     async def recent(self, limit: int = 50, state: State | None = None) -> list[Row]:
         if state is None:
@@ -639,7 +656,7 @@ def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 
 def _row(v: tuple[Any, ...]) -> Row:
     # Positional, in _COLUMNS order: a row is built twice per request, and a dict round trip costs more.
-    return Row(v[0], v[1], v[2], v[3], State(v[4]), *v[5:])
+    return Row(v[0], v[1], TxClass(v[2]), v[3], State(v[4]), *v[5:])
 
 
 @functools.cache

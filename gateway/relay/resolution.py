@@ -1,7 +1,7 @@
 """Resolution of requests whose outcome is unknown: the class rule, the background work, and ops decisions.
 
-`plan_for` is the one table from a transaction's class to what is done when its answer is lost; the live path,
-ops (`ybgate outbox resolve`) and recovery after a restart all go through it.
+What is done for each kind of transaction is gateway/relay/rules.py's table; the live path, ops (`ybgate outbox
+resolve`) and recovery after a restart all come here through `settle`, which reads it.
 
 An ops decision wins over a resolution in progress, and no 冲正 may leave once a row is final:
 - a 2601 is stored (and so may be sent) only while its original is still in doubt, checked in the same outbox
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -34,6 +34,7 @@ from gateway.relay.checking import Verdict, judge, query_envelope
 from gateway.relay.forwarder import AmbiguousOutcome
 from gateway.relay.outbox import MsgidConflict, NotInDoubt, OutboxUnavailable, Row, SqliteOutbox, reversal_client
 from gateway.relay.outcomes import NothingToResolve
+from gateway.relay.rules import IfAbsent, Plan, plan_for, rule_for
 from gateway.relay.states import IllegalMove, State
 from gateway.relay.timing import RelayTiming
 
@@ -42,23 +43,6 @@ log = structlog.get_logger("gateway.relay")
 #: the platform's words for "the original transaction does not exist" in a 2601 answer
 NOT_FOUND_MARKERS = ("不存在", "未找到", "无需冲正")
 NO_ANSWER = "no answer in time (safe to ask again with a new msgid)"
-
-
-class Plan(enum.Enum):
-    REVERSE = "reverse"  # 冲正 (2601, omsgid = the original's msgid) until the platform answers definitely
-    CHECK = "check"  # ask the platform whether it holds it (the catalogue's check query)
-    ASK_AGAIN = "ask_again"  # a query: "no answer", and the HIS may simply ask again
-    OPS = "ops"  # nothing the gateway can ask: left in doubt for ops
-
-
-def plan_for(info: TxInfo) -> Plan:
-    if info.tx_class is TxClass.MONEY_MOVING and info.reversible:
-        return Plan.REVERSE
-    if info.tx_class is TxClass.SAFE:
-        return Plan.ASK_AGAIN
-    if info.check is not None:
-        return Plan.CHECK
-    return Plan.OPS
 
 
 class Resolver:
@@ -100,9 +84,15 @@ class Resolver:
             # Repeating a query is harmless: a definite "no answer" lets the HIS simply ask again.
             return await self.outbox.move(row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: {row.outcome or ''}")
         else:
+            # OPS, or a 2601 a HIS sent itself (BY_ORIGINAL settles only the gateway's own, at start)
             log.warning("left_in_doubt", msgid=row.msgid, infno=row.infno, tx_class=info.tx_class.value)
             self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
         return row
+
+    def info_of(self, row: Row) -> TxInfo:
+        """A stored row's kind: the class it was accepted under (what the HIS was promised), the catalogue's
+        reversibility and check query for its infno."""
+        return dataclasses.replace(self.catalogue.classify(row.infno), tx_class=row.tx_class)
 
     def _start(self, row: Row, work: Any, kind: str) -> None:
         if row.msgid in self.tasks:
@@ -191,7 +181,7 @@ class Resolver:
             await self.outbox.accept(
                 msgid=rev.msgid,
                 infno=rev.infno,
-                tx_class=TxClass.RESOLVER.value,
+                tx_class=TxClass.RESOLVER,
                 psn_no=rev.psn_no,
                 body=rev.body,
                 deadline=None,
@@ -264,7 +254,9 @@ class Resolver:
         """At start: 2601s left unfinished whose original is already final (their answer was lost, then a later
         2601 settled the original; or they were cut short) are settled by the original's outcome."""
         for row in await self.outbox.unfinished():
-            if row.tx_class != TxClass.RESOLVER.value or not (row.client or "").startswith(reversal_client("")):
+            if plan_for(self.info_of(row)) is not Plan.BY_ORIGINAL:
+                continue
+            if not (row.client or "").startswith(reversal_client("")):
                 continue
             original = await self.outbox.get((row.client or "")[len(reversal_client("")) :])
             if original is not None and original.state.final:
@@ -313,7 +305,7 @@ class Resolver:
             if finding.verdict is not Verdict.ABSENT:
                 self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
                 return await self._note(row, f"checked: {finding.detail}")
-            if info.tx_class is not TxClass.CHECK_FIRST:
+            if rule_for(info).if_absent is IfAbsent.NOT_PROCESSED:
                 log.warning("never_booked", msgid=row.msgid, infno=row.infno)
                 return await self._final(row, State.FAILED, f"the platform never booked it ({finding.detail})")
             if resends >= self.timing.max_attempts:
@@ -396,8 +388,7 @@ class Resolver:
                     current = await self.outbox.get(msgid)
                     if current is not None and current.state is State.IN_DOUBT:
                         # A refused decision leaves the row in doubt: its resolution goes on.
-                        info = self.catalogue.classify(row.infno)
-                        await self.settle(current, decode_request(current.request), info)
+                        await self.settle(current, decode_request(current.request), self.info_of(current))
             finally:
                 self.deciding.pop(msgid).set_result(None)  # HIS requests waiting on the row look again
         log.warning("resolved_by_ops", msgid=msgid, infno=row.infno, outcome=words)

@@ -50,6 +50,7 @@ from gateway.platform.signing import (
     tif_headers,
     tif_signature,
 )
+from gateway.relay.rules import rule_for
 
 from conftest import example
 
@@ -175,7 +176,7 @@ def test_profile_paths_and_catalogue_overrides() -> None:
     )
     assert p.path_for("9001", BASE) == "/sign/9001" and p.path_for("2207", BASE) == "/settle"
     assert p.path_for("1101", BASE) == BASE
-    assert not p.catalogue.classify("5203").may_resend and p.catalogue.classify("5201").may_resend
+    assert not rule_for(p.catalogue.classify("5203")).resend and rule_for(p.catalogue.classify("5201")).resend
 
 
 def test_codec_refuses_keys_the_profile_lacks() -> None:

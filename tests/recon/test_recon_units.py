@@ -15,6 +15,7 @@ import pytest
 
 from gateway.config import load_config_text
 from gateway.errors import ConfigError
+from gateway.platform.catalogue import TxClass
 from gateway.platform.stmtfiles import (
     GroupKey,
     StatementFileError,
@@ -84,7 +85,7 @@ def row(msgid: str, infno: str, state: State, created: float, response: dict[str
     return Row(
         msgid=msgid,
         infno=infno,
-        tx_class="money_moving",
+        tx_class=TxClass.MONEY_MOVING,
         psn_no="P1",
         state=state,
         attempts=1,

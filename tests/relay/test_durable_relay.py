@@ -11,6 +11,7 @@ from pathlib import Path
 from gateway.crypto import sm3
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
+from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.states import State
 from gateway.sim.server import Simulator
@@ -89,7 +90,7 @@ async def test_recovery_after_a_crash_mid_settlement(sim: Simulator, short_tmp: 
         await box.accept(
             msgid=doc["msgid"],
             infno="2207",
-            tx_class="money_moving",
+            tx_class=TxClass.MONEY_MOVING,
             psn_no="44000000000000000012",
             body=body,
             deadline=None,
@@ -134,7 +135,7 @@ async def test_recovery_resolves_check_first_uploads_by_query(sim: Simulator, sh
     for doc in (taken, lost):
         body = json.dumps(doc, ensure_ascii=False).encode()
         await box.accept(
-            msgid=doc["msgid"], infno="2204", tx_class="check_first", psn_no=None, body=body, deadline=None
+            msgid=doc["msgid"], infno="2204", tx_class=TxClass.CHECK_FIRST, psn_no=None, body=body, deadline=None
         )
         await box.move(doc["msgid"], State.SENDING, attempts=1)
     sim.platform.process(taken)  # it reached the platform before the crash; `lost` did not

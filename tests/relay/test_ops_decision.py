@@ -14,6 +14,7 @@ from gateway.crypto import sm3
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
 from gateway.http1.unix_client import request
+from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import NotInDoubt, SqliteOutbox, reversal_client
 from gateway.relay.states import State
 from gateway.sim.server import Simulator
@@ -67,7 +68,7 @@ async def test_ops_booked_stops_the_running_reversal(gateway: Gateway) -> None:
         await outbox.accept(
             msgid="H44030000001202601010000009999",
             infno="2601",
-            tx_class="resolver",
+            tx_class=TxClass.RESOLVER,
             psn_no=None,
             body=b"{}",
             deadline=None,
@@ -132,7 +133,7 @@ async def accept_reversal(box: SqliteOutbox, msgid: str, original: str) -> None:
     await box.accept(
         msgid=msgid,
         infno="2601",
-        tx_class="resolver",
+        tx_class=TxClass.RESOLVER,
         psn_no="P",
         body=b"{}",
         deadline=None,
@@ -146,7 +147,7 @@ async def test_lost_reversals_of_a_final_original_are_settled_at_start(sim: Simu
     box = SqliteOutbox(config.state_dir / "outbox.db", digest=sm3)
     await box.start()
     original, lost = "H44030000001202601010000000001", "H44030000001202601010000009001"
-    await box.accept(msgid=original, infno="2207", tx_class="money_moving", psn_no="P", body=b"{}", deadline=None)
+    await box.accept(msgid=original, infno="2207", tx_class=TxClass.MONEY_MOVING, psn_no="P", body=b"{}", deadline=None)
     await accept_reversal(box, lost, original)
     for mid in (original, lost):
         await box.move(mid, State.SENDING)
@@ -178,11 +179,11 @@ async def test_a_restart_with_a_cut_reversal_behind_other_work_starts(sim: Simul
     original = str(doc["msgid"])
     assert str(sim.platform.process(doc)["infcode"]) == "0"  # the platform booked it; its answer was lost
     body = json.dumps(doc, ensure_ascii=False).encode()
-    await box.accept(msgid=original, infno="2207", tx_class="money_moving", psn_no="P", body=body, deadline=None)
+    await box.accept(msgid=original, infno="2207", tx_class=TxClass.MONEY_MOVING, psn_no="P", body=body, deadline=None)
     await box.move(original, State.SENDING)
     for n in range(300):  # queries cut mid-send by the same kill: each is two moves at recovery
         query = f"H44030000001202601010000{n:06d}"
-        await box.accept(msgid=query, infno="1101", tx_class="safe", psn_no="Q", body=b"{}", deadline=None)
+        await box.accept(msgid=query, infno="1101", tx_class=TxClass.SAFE, psn_no="Q", body=b"{}", deadline=None)
         await box.move(query, State.SENDING)
     cut = "H44030000001202601019999999001"
     await accept_reversal(box, cut, original)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto import sm3
+from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SCHEMA, MsgidConflict, OutboxUnavailable, SqliteOutbox
 from gateway.relay.states import IllegalMove, State
 
@@ -33,7 +34,7 @@ async def accept(box: SqliteOutbox, mid: str, body: bytes = b"{}", **kw: object)
     args = {
         "msgid": mid,
         "infno": "2207",
-        "tx_class": "money_moving",
+        "tx_class": TxClass.MONEY_MOVING,
         "psn_no": "P1",
         "body": body,
         "deadline": None,
@@ -83,7 +84,7 @@ async def test_accept_and_send_claims_the_first_attempt_unless_the_person_is_blo
     assert second.row.state is State.ACCEPTED and second.row.attempts == 0 and second.blockers == (msgid(1),)
     # Other people and safe transactions are not held up by it.
     other = await accept(box, msgid(3), b"3", send=True, psn_no="P2")
-    query = await accept(box, msgid(4), b"4", send=True, infno="1101", tx_class="safe")
+    query = await accept(box, msgid(4), b"4", send=True, infno="1101", tx_class=TxClass.SAFE)
     assert other.row.state is State.SENDING and query.row.state is State.SENDING
     await box.move(msgid(1), State.ANSWERED, response=b"{}")
     third = await accept(box, msgid(5), b"5", send=True)
@@ -122,7 +123,7 @@ async def test_queries_and_pruning(tmp_path: Path) -> None:
     box = await opened(tmp_path / "o.db")
     await accept(box, "A" * 30, psn_no="P1")
     await accept(box, "B" * 30, psn_no="P1")
-    await accept(box, "C" * 30, psn_no="P2", tx_class="safe", infno="1101")
+    await accept(box, "C" * 30, psn_no="P2", tx_class=TxClass.SAFE, infno="1101")
     await box.move("A" * 30, State.SENDING)
     await box.move("A" * 30, State.IN_DOUBT)
     assert [r.msgid for r in await box.in_doubt_for("P1", before="B" * 30)] == ["A" * 30]
@@ -139,6 +140,7 @@ WRITER = """
 import asyncio, sys
 from pathlib import Path
 from gateway.crypto import sm3
+from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SqliteOutbox
 
 async def main():
@@ -147,7 +149,7 @@ async def main():
     i = 0
     async def one(n):
         mid = f"H44030000001202611240800{n % 100:02d}{n:04d}"
-        await box.accept(msgid=mid, infno="2207", tx_class="money_moving", psn_no="P", body=b"b%d" % n,
+        await box.accept(msgid=mid, infno="2207", tx_class=TxClass.MONEY_MOVING, psn_no="P", body=b"b%d" % n,
                          deadline=None)
         print(mid, flush=True)  # acknowledged only now, as the HIS would be
     while True:
@@ -187,14 +189,14 @@ def test_sigkill_loses_no_acknowledged_row(tmp_path: Path, run: int) -> None:
 async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path: Path) -> None:
     """SQLite's page limit gives the real SQLITE_FULL path (a tmpfs of a set size would need a mount namespace)."""
     box = await opened(tmp_path / "o.db")
-    await accept(box, msgid(0), b"kept", infno="1101", tx_class="safe")
+    await accept(box, msgid(0), b"kept", infno="1101", tx_class=TxClass.SAFE)
     assert box._conn is not None
     pages = box._conn.execute("PRAGMA page_count").fetchone()[0]
     box._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
     refused = None
     for i in range(1, 50):
         try:
-            await accept(box, msgid(i), b"x" * 3000, infno="1101", tx_class="safe")
+            await accept(box, msgid(i), b"x" * 3000, infno="1101", tx_class=TxClass.SAFE)
         except OutboxUnavailable as exc:
             refused = (i, exc)
             break
@@ -205,7 +207,7 @@ async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path
     kept = await box.get(msgid(0))
     assert kept is not None and kept.request == b"kept"
     box._conn.execute("PRAGMA max_page_count = 1073741823")  # space again: work resumes
-    again = await accept(box, msgid(i), b"x" * 3000, infno="1101", tx_class="safe")
+    again = await accept(box, msgid(i), b"x" * 3000, infno="1101", tx_class=TxClass.SAFE)
     assert again.new
     await box.stop()
 
@@ -252,7 +254,7 @@ async def test_checkpoints_keep_the_wal_bounded_under_steady_writes(tmp_path: Pa
     async def client() -> None:
         for i in ids:
             await accept(
-                box, f"M{i:05d}", f'{{"i": {i}}}'.encode() + b" " * 400, infno="1101", tx_class="safe", send=True
+                box, f"M{i:05d}", f'{{"i": {i}}}'.encode() + b" " * 400, infno="1101", tx_class=TxClass.SAFE, send=True
             )
             await box.move(f"M{i:05d}", State.ANSWERED, response=b'{"infcode": 0}' + b" " * 400, outcome="infcode 0")
 
@@ -274,13 +276,13 @@ async def test_a_defective_operation_fails_its_group_and_leaves_the_outbox_usabl
         raise RuntimeError("a bug in an operation")
 
     results = await asyncio.gather(
-        accept(box, msgid(1), b"a", infno="1101", tx_class="safe"),
+        accept(box, msgid(1), b"a", infno="1101", tx_class=TxClass.SAFE),
         box._do(defect),
-        accept(box, msgid(2), b"b", infno="1101", tx_class="safe"),
+        accept(box, msgid(2), b"b", infno="1101", tx_class=TxClass.SAFE),
         return_exceptions=True,
     )
     assert all(isinstance(r, OutboxUnavailable) for r in results), results  # one group, undone as a whole
     assert await box.get(msgid(1)) is None and await box.get(msgid(2)) is None
-    again = await accept(box, msgid(1), b"a", infno="1101", tx_class="safe")
+    again = await accept(box, msgid(1), b"a", infno="1101", tx_class=TxClass.SAFE)
     assert again.new  # not wedged inside the failed group's transaction
     await box.stop()
