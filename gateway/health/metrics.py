@@ -12,6 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from gateway.health.host import HostSampler
+from gateway.relay.states import State
 
 # HIS-facing latency spans sub-millisecond refusals to platform answers near the HIS's timeout.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -199,7 +200,7 @@ class OutboxFigures(Protocol):
 
 
 class _OutboxCollector(Collector):
-    STATES = ("accepted", "sending", "in_doubt", "answered", "reversed", "failed", "confirmed")
+    STATES = tuple(s.value for s in State)
 
     def __init__(self, view: Callable[[], OutboxFigures | None]) -> None:
         self.view = view

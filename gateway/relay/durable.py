@@ -29,10 +29,11 @@ from gateway.platform.envelope import RequestEnvelope, decode_request, decode_re
 from gateway.platform.msgids import MsgidMaker
 from gateway.relay import settleclock
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
-from gateway.relay.outbox import NotInDoubt, OutboxUnavailable, Row, SqliteOutbox
 from gateway.relay.outcomes import BookedWithoutAnswer, NothingToResolve, NotProcessed, OutcomeUnknown, Reversed
+from gateway.relay.repository import NotInDoubt, Outbox, OutboxUnavailable
 from gateway.relay.resolution import NO_ANSWER, Resolver
 from gateway.relay.rules import Plan, plan_for, rule_for
+from gateway.relay.schema import Row
 from gateway.relay.states import State
 from gateway.relay.timing import RelayTiming
 
@@ -49,7 +50,7 @@ class Sender(Protocol):
 class DurableRelay:
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: Outbox,
         sender: Sender,
         catalogue: Catalogue,
         *,

@@ -9,21 +9,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from gateway.relay import schema
 from gateway.relay.states import State
 
-COLUMNS = (
-    "msgid",
-    "infno",
-    "tx_class",
-    "psn_no",
-    "state",
-    "attempts",
-    "created",
-    "updated",
-    "upstream",
-    "outcome",
-    "client",
-)
+COLUMNS = schema.SHOWN
 
 
 def _open(path: Path) -> sqlite3.Connection:

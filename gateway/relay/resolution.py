@@ -32,9 +32,10 @@ from gateway.platform.msgids import MsgidMaker
 from gateway.relay import settleclock
 from gateway.relay.checking import Verdict, judge, query_envelope
 from gateway.relay.forwarder import AmbiguousOutcome
-from gateway.relay.outbox import MsgidConflict, NotInDoubt, OutboxUnavailable, Row, SqliteOutbox, reversal_client
 from gateway.relay.outcomes import NothingToResolve
+from gateway.relay.repository import MsgidConflict, NotInDoubt, Outbox, OutboxUnavailable, reversal_client
 from gateway.relay.rules import IfAbsent, Plan, plan_for, rule_for
+from gateway.relay.schema import Row
 from gateway.relay.states import IllegalMove, State
 from gateway.relay.timing import RelayTiming
 
@@ -48,7 +49,7 @@ NO_ANSWER = "no answer in time (safe to ask again with a new msgid)"
 class Resolver:
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: Outbox,
         sender: Any,
         catalogue: Catalogue,
         msgids: MsgidMaker,

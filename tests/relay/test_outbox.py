@@ -16,7 +16,8 @@ import pytest
 
 from gateway.crypto import sm3
 from gateway.platform.catalogue import TxClass
-from gateway.relay.outbox import SCHEMA, MsgidConflict, OutboxUnavailable, SqliteOutbox
+from gateway.relay.outbox import MsgidConflict, OutboxUnavailable, SqliteOutbox
+from gateway.relay.schema import DDL
 from gateway.relay.states import IllegalMove, State
 
 
@@ -190,9 +191,9 @@ async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path
     """SQLite's page limit gives the real SQLITE_FULL path (a tmpfs of a set size would need a mount namespace)."""
     box = await opened(tmp_path / "o.db")
     await accept(box, msgid(0), b"kept", infno="1101", tx_class=TxClass.SAFE)
-    assert box._conn is not None
-    pages = box._conn.execute("PRAGMA page_count").fetchone()[0]
-    box._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    assert box.engine._conn is not None
+    pages = box.engine._conn.execute("PRAGMA page_count").fetchone()[0]
+    box.engine._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
     refused = None
     for i in range(1, 50):
         try:
@@ -206,7 +207,7 @@ async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path
     assert await box.get(msgid(i)) is None  # refused means not stored
     kept = await box.get(msgid(0))
     assert kept is not None and kept.request == b"kept"
-    box._conn.execute("PRAGMA max_page_count = 1073741823")  # space again: work resumes
+    box.engine._conn.execute("PRAGMA max_page_count = 1073741823")  # space again: work resumes
     again = await accept(box, msgid(i), b"x" * 3000, infno="1101", tx_class=TxClass.SAFE)
     assert again.new
     await box.stop()
@@ -214,7 +215,7 @@ async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path
 
 async def test_an_outbox_from_before_the_added_columns_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    old_schema = SCHEMA.replace(",\n    client TEXT,\n    doubt_clock TEXT\n", "\n")
+    old_schema = DDL.replace(",\n    client TEXT,\n    doubt_clock TEXT\n", "\n")
     assert "client" not in old_schema and "doubt_clock" not in old_schema
     conn = sqlite3.connect(path)
     conn.executescript(old_schema)
@@ -245,7 +246,7 @@ async def test_checkpoints_keep_the_wal_bounded_under_steady_writes(tmp_path: Pa
     # catches up by itself, so the WAL would grow as long as the load lasts; the writer's catch-up between groups
     # is what lets it start over. Without it this run leaves a WAL of about 14 MiB; with it the WAL stays near
     # what CHECKPOINT_COMMITS commits write (about 2 MiB here, more when the machine is busy), however long the run.
-    from gateway.relay import outbox as module
+    from gateway.relay import engine as module
 
     monkeypatch.setattr(module, "CHECKPOINT_COMMITS", 20)
     box = await opened(tmp_path / "o.db")
@@ -277,7 +278,7 @@ async def test_a_defective_operation_fails_its_group_and_leaves_the_outbox_usabl
 
     results = await asyncio.gather(
         accept(box, msgid(1), b"a", infno="1101", tx_class=TxClass.SAFE),
-        box._do(defect),
+        box.engine.run(defect),
         accept(box, msgid(2), b"b", infno="1101", tx_class=TxClass.SAFE),
         return_exceptions=True,
     )
@@ -286,3 +287,35 @@ async def test_a_defective_operation_fails_its_group_and_leaves_the_outbox_usabl
     again = await accept(box, msgid(1), b"a", infno="1101", tx_class=TxClass.SAFE)
     assert again.new  # not wedged inside the failed group's transaction
     await box.stop()
+
+
+def test_the_schema_is_defined_once() -> None:
+    """Row, the DDL, ops' views and the metrics' state labels all come from schema.py and states.py."""
+    import dataclasses
+
+    from gateway.health.metrics import _OutboxCollector
+    from gateway.relay import inspect as views
+    from gateway.relay import schema
+
+    assert tuple(f.name for f in dataclasses.fields(schema.Row)) == schema.NAMES
+    assert tuple(c.name for c in schema.COLUMNS if c.shown) == views.COLUMNS
+    assert tuple(s.value for s in State) == _OutboxCollector.STATES
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(schema.DDL)
+    assert tuple(r[1] for r in conn.execute("PRAGMA table_info(outbox)")) == schema.NAMES
+
+
+def test_sqlite_outbox_implements_the_repository_interface() -> None:
+    """The relay is written against repository.Outbox; the SQLite backend offers each of its calls with the same
+    parameters (the seam a PostgreSQL backend implements next)."""
+    import inspect as pyinspect
+
+    from gateway.relay.repository import Outbox
+
+    for name, member in vars(Outbox).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        ours = getattr(SqliteOutbox, name)
+        assert pyinspect.iscoroutinefunction(ours) == pyinspect.iscoroutinefunction(member), name
+        assert list(pyinspect.signature(ours).parameters) == list(pyinspect.signature(member).parameters), name
+    assert isinstance(SqliteOutbox.write_failures, property)

@@ -1,0 +1,88 @@
+"""The outbox's table, defined once: its columns (with the format that added each), the row they make, the DDL
+built from them, and the columns ops' views show. The SQLite repository, the migrations and the read-only views
+are all written against this module; a second backend maps the same columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.platform.catalogue import TxClass
+from gateway.relay.states import UNFINISHED, State
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql: str  # its SQL type and constraints
+    since: int = 0  # the outbox format that added it (0: there from the first release)
+    shown: bool = True  # in ops' list and show views (bodies, digests and clocks are not)
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("msgid", "TEXT PRIMARY KEY"),
+    Column("infno", "TEXT NOT NULL"),
+    Column("tx_class", "TEXT NOT NULL"),
+    Column("psn_no", "TEXT"),
+    Column("state", "TEXT NOT NULL"),
+    Column("attempts", "INTEGER NOT NULL DEFAULT 0"),
+    Column("created", "REAL NOT NULL"),
+    Column("updated", "REAL NOT NULL"),
+    Column("deadline", "REAL", shown=False),
+    Column("upstream", "TEXT"),
+    Column("body_digest", "BLOB NOT NULL", shown=False),
+    Column("request", "BLOB NOT NULL", shown=False),
+    Column("response", "BLOB", shown=False),
+    Column("outcome", "TEXT"),
+    Column("client", "TEXT", since=1),
+    Column("doubt_clock", "TEXT", since=1, shown=False),
+)
+NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+#: every column, in order, for SELECTs (names are constants of this module; values always travel as parameters)
+ALL = ", ".join(NAMES)
+#: what ops' list and show views print, in order
+SHOWN: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.shown)
+#: the fields a move may set besides the state and its time
+SETTABLE = frozenset({"attempts", "upstream", "response", "outcome", "deadline", "doubt_clock"})
+
+
+def _quoted(states: tuple[State, ...]) -> str:
+    return ", ".join(f"'{s.value}'" for s in states)
+
+
+_DEFINITIONS = ",\n    ".join(f"{c.name} {c.sql}" for c in COLUMNS)
+DDL = f"""
+CREATE TABLE IF NOT EXISTS outbox (
+    {_DEFINITIONS}
+);
+CREATE INDEX IF NOT EXISTS outbox_unfinished ON outbox(state) WHERE state IN ({_quoted(UNFINISHED)});
+CREATE INDEX IF NOT EXISTS outbox_person ON outbox(psn_no, state);
+CREATE INDEX IF NOT EXISTS outbox_updated ON outbox(updated);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    msgid: str
+    infno: str
+    tx_class: TxClass
+    psn_no: str | None
+    state: State
+    attempts: int
+    created: float
+    updated: float
+    deadline: float | None
+    upstream: str | None
+    body_digest: bytes
+    request: bytes
+    response: bytes | None
+    outcome: str | None
+    client: str | None = None  # who sent it: the policy's client name (or the peer, without a policy)
+    doubt_clock: str | None = None  # when it last went in doubt, as settleclock.stamp() wrote it
+
+
+def row_from(v: tuple[Any, ...]) -> Row:
+    """A row from the values of a `SELECT {ALL}`. Positional: a row is built twice per request, and a dict round
+    trip costs more."""
+    return Row(v[0], v[1], TxClass(v[2]), v[3], State(v[4]), *v[5:])
