@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import ssl
 import time
 import uuid
@@ -22,6 +21,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
+from gateway.backoff import backoff
 from gateway.health.metrics import Metrics
 from gateway.tasks import end_tasks
 
@@ -117,7 +117,7 @@ class HealthPublisher:
             await end_tasks([self._task], 5.0)
 
     async def _run(self) -> None:
-        backoff = 1.0
+        failures = 0
         while not self._stopping:
             connects_before = self.connects
             try:
@@ -132,10 +132,9 @@ class HealthPublisher:
             if self._stopping:
                 return
             if self.connects > connects_before:
-                backoff = 1.0  # it was up: a broker restart should not wait out an old backoff
-            delay = min(backoff, self.s.backoff_max) * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
-            await asyncio.sleep(delay)
-            backoff = min(backoff * 2, self.s.backoff_max)
+                failures = 0  # it was up: a broker restart should not wait out an old backoff
+            failures += 1
+            await asyncio.sleep(backoff(failures, first=1.0, ceiling=self.s.backoff_max))
 
     async def _session(self) -> None:
         will = aiomqtt.Will(self.status_topic, self._status("offline", "lost"), qos=1, retain=True)

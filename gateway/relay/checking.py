@@ -1,6 +1,7 @@
-"""Resolution by query: build the platform query a transaction's CheckSpec names, and read its answer.
+"""The messages of a resolution and how their answers are read: the platform query a transaction's CheckSpec
+names (resolution by query), and the 冲正 (2601) of a transaction with its "nothing to reverse" answer.
 
-Pure functions, no I/O: the relay sends the query and acts on the verdict (gateway/relay/durable.py).
+Pure functions, no I/O: the relay sends them and acts on what they say (gateway/relay/resolution.py).
 """
 
 from __future__ import annotations
@@ -59,6 +60,26 @@ def query_envelope(spec: CheckSpec, original: RequestEnvelope, msgid: str, now: 
         "input": {"data": {k: v for k, v in data.items() if v is not None}},
     }
     return decode_request(json.dumps(fields, ensure_ascii=False).encode("utf-8"))
+
+
+#: the platform's words for "the original transaction does not exist" in a 2601 answer
+NOT_FOUND_MARKERS = ("不存在", "未找到", "无需冲正")
+
+
+def reversal_envelope(original: RequestEnvelope, infno: str, msgid: str, now: datetime) -> RequestEnvelope:
+    """The 冲正 of `original` (omsgid = its msgid, oinfno = its infno), in its header fields, under `msgid`."""
+    fields = dict(original.fields) | {
+        "infno": infno,
+        "msgid": msgid,
+        "inf_time": f"{now:%Y-%m-%d %H:%M:%S}",
+        "input": {"data": {"psn_no": original.psn_no or "", "omsgid": original.msgid, "oinfno": original.infno}},
+    }
+    return decode_request(json.dumps(fields, ensure_ascii=False).encode("utf-8"))
+
+
+def nothing_to_reverse(err_msg: str) -> bool:
+    """A refused 2601 that says the original does not exist (the platform never booked it, or not yet)."""
+    return any(marker in err_msg for marker in NOT_FOUND_MARKERS)
 
 
 def judge(spec: CheckSpec, original: RequestEnvelope, answer: ResponseEnvelope) -> Finding:

@@ -23,22 +23,24 @@ from typing import Any, Protocol
 
 import structlog
 
+from gateway.backoff import backoff
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.platform.catalogue import Catalogue, TxInfo
-from gateway.platform.envelope import RequestEnvelope, decode_request, decode_response
+from gateway.platform.envelope import RequestEnvelope, decode_request
 from gateway.platform.msgids import MsgidMaker
 from gateway.relay import settleclock
 from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
-from gateway.relay.outcomes import BookedWithoutAnswer, NothingToResolve, NotProcessed, OutcomeUnknown, Reversed
+from gateway.relay.outcomes import NothingToResolve, OutcomeUnknown, told
 from gateway.relay.repository import NotInDoubt, Outbox, OutboxUnavailable
 from gateway.relay.resolution import NO_ANSWER, Resolver
 from gateway.relay.rules import Plan, plan_for, rule_for
 from gateway.relay.schema import Row
-from gateway.relay.states import State
+from gateway.relay.states import Reason, State
 from gateway.relay.timing import RelayTiming
 
 log = structlog.get_logger("gateway.relay")
 
+RESTARTED_FIRST = "not sent: the gateway restarted first"
 #: pauses between tries to store an outcome the outbox refused (disk full, read-only), seconds
 STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.5, 5.0
 
@@ -169,38 +171,7 @@ class DurableRelay:
                 raise self._not_stored(row.msgid, exc) from None
         if row.msgid in self._unstored and not row.state.final:
             raise self._not_stored(row.msgid, OutboxUnavailable("the outcome is not stored yet"))
-        if row.state is State.ANSWERED:
-            assert row.response is not None
-            return RelayAnswer(decode_response(row.response), row.upstream or "", None)
-        if row.state is State.REVERSED:
-            raise Reversed(
-                f"结算结果未知，已自动冲正，未扣费；可使用新的msgid重新办理 (outcome was unknown, reversed by "
-                f"2601, nothing charged; retry with a new msgid). {row.outcome or ''}".strip()
-            )
-        if row.state is State.FAILED and (row.outcome or "").startswith(NO_ANSWER):
-            raise UpstreamTimeout(f"平台未在时限内应答，可用新的msgid重新查询 ({row.outcome})")
-        if row.state is State.FAILED:
-            raise NotProcessed(
-                f"未被医保平台处理，可使用新的msgid重新办理 (not processed; retry with a new msgid): "
-                f"{row.outcome or ''}".strip()
-            )
-        if row.state is State.CONFIRMED:
-            raise BookedWithoutAnswer(
-                "平台已办理（经查询或运维核实），但网关未收到平台应答；请勿重复提交，结果请向平台查询 "
-                "(booked, confirmed by query or by ops; the platform's answer never arrived; do not resend; "
-                f"query the platform for details). "
-                f"{row.outcome or ''}".strip()
-            )
-        if row.msgid in self.resolver.tasks:
-            raise OutcomeUnknown(
-                f"结果未知，网关正在冲正或查询核实，请勿重复提交；稍后用同一msgid查询 (outcome unknown, being "
-                "resolved by 冲正 or query; "
-                f"do not resend; ask again with the same msgid). {row.outcome or ''}".strip()
-            )
-        raise OutcomeUnknown(
-            f"结果未知，请先查询平台再决定是否重发 (outcome unknown; query the platform before resending; ops: "
-            f"ybgate outbox resolve {row.msgid}). {row.outcome or ''}".strip()
-        )
+        return told(row, resolving=row.msgid in self.resolver.tasks)
 
     # -- sending --------------------------------------------------------------------------------------------
 
@@ -216,7 +187,7 @@ class DurableRelay:
             blocker = await self._wait_for_person(envelope.psn_no, msgid, deadline)
             if blocker is not None:
                 cause = f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"
-                return await self._store(msgid, State.FAILED, outcome=cause), None
+                return await self._store(msgid, State.FAILED, outcome=cause, reason=Reason.ORDER), None
         attempt = row.attempts
         first_cause = ""
         claimed = row.state is State.SENDING
@@ -249,7 +220,10 @@ class DurableRelay:
                     await asyncio.sleep(self.timing.pause(attempt))
                     continue
                 last = "" if exc.message == first_cause else f" (last attempt: {exc.message})"
-                return await self._store(msgid, State.FAILED, outcome=f"not sent: {first_cause}{last}"), None
+                failed = await self._store(
+                    msgid, State.FAILED, outcome=f"not sent: {first_cause}{last}", reason=Reason.NOT_SENT
+                )
+                return failed, None
             else:
                 answered = await self._store(
                     msgid,
@@ -282,7 +256,13 @@ class DurableRelay:
             return await self.outbox.move(msgid, to, **fields)
         except OutboxUnavailable:
             if instead is not None:
-                to, fields = instead, {"outcome": f"not sent: the outbox could not record the attempt ({to.value})"}
+                to, fields = (
+                    instead,
+                    {
+                        "outcome": f"not sent: the outbox could not record the attempt ({to.value})",
+                        "reason": Reason.NOT_SENT,
+                    },
+                )
             if msgid not in self._unstored:
                 task = asyncio.create_task(self._keep_storing(msgid, to, fields, then), name=f"store-{msgid}")
                 self._unstored[msgid] = task
@@ -292,10 +272,10 @@ class DurableRelay:
     async def _keep_storing(
         self, msgid: str, to: State, fields: dict[str, Any], then: Callable[[Row], Awaitable[Row]] | None
     ) -> Row | None:
-        pause = STORE_RETRY_FIRST
+        tries = 0
         while not self._stopping:
-            await asyncio.sleep(pause)
-            pause = min(STORE_RETRY_MAX, pause * 2)
+            tries += 1
+            await asyncio.sleep(backoff(tries, first=STORE_RETRY_FIRST, ceiling=STORE_RETRY_MAX))
             try:
                 row = await self.outbox.move(msgid, to, **fields)
             except OutboxUnavailable:
@@ -363,19 +343,7 @@ class DurableRelay:
                 raise NothingToResolve(exc.message) from None
         if action != "auto":
             raise NothingToResolve(f"unknown action {action!r}: auto, booked or not_booked")
-        info = self.resolver.info_of(row)
-        if plan_for(info) in (Plan.OPS, Plan.BY_ORIGINAL):
-            raise NothingToResolve(
-                f"{msgid} ({row.infno}, {info.tx_class.value}) has no automatic resolution: check with the platform, "
-                "then resolve it as booked or not_booked with the reason"
-            )
-        row = await self.resolver.settle(row, decode_request(row.request), info)
-        task = self.resolver.tasks.get(msgid)
-        if task is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    return await asyncio.shield(task)
-        return await self.outbox.get(msgid) or row
+        return await self.resolver.resolve_now(row, wait)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -385,13 +353,13 @@ class DurableRelay:
         counts = {"not_sent": 0, "in_doubt": 0, "reversing": 0, "checking": 0}
         unfinished = await self.outbox.unfinished()
         # 冲正s cut short first, before any resolution starts: a fresh 2601 for their original settles them
-        # too (_close_lost_reversals), and a row read before that would then be moved a second time.
+        # too (Reversals.close_lost), and a row read before that would then be moved a second time.
         plans = {row.msgid: plan_for(self.resolver.info_of(row)) for row in unfinished}
         for row in unfinished:
             if plans[row.msgid] is not Plan.BY_ORIGINAL:
                 continue
             if row.state is State.ACCEPTED:
-                await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
+                await self.outbox.move(row.msgid, State.FAILED, outcome=RESTARTED_FIRST, reason=Reason.NOT_SENT)
             elif row.state is State.SENDING:
                 await self.outbox.move(row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send")
         for found in unfinished:
@@ -400,7 +368,7 @@ class DurableRelay:
             if plan is Plan.BY_ORIGINAL:
                 continue
             if row.state is State.ACCEPTED:
-                await self.outbox.move(row.msgid, State.FAILED, outcome="not sent: the gateway restarted first")
+                await self.outbox.move(row.msgid, State.FAILED, outcome=RESTARTED_FIRST, reason=Reason.NOT_SENT)
                 counts["not_sent"] += 1
                 continue
             if row.state is State.SENDING:
@@ -408,11 +376,13 @@ class DurableRelay:
                     row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send", doubt_clock=settleclock.stamp()
                 )
             if plan is Plan.ASK_AGAIN:
-                await self.outbox.move(row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: the gateway restarted")
+                await self.outbox.move(
+                    row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: the gateway restarted", reason=Reason.NO_ANSWER
+                )
                 continue
             await self.resolver.settle(row, decode_request(row.request), self.resolver.info_of(row))
             counts[{Plan.REVERSE: "reversing", Plan.CHECK: "checking", Plan.OPS: "in_doubt"}[plan]] += 1
-        await self.resolver.settle_orphaned_reversals()
+        await self.resolver.reversals.settle_orphans()
         if any(counts.values()):
             log.warning("recovered", **counts)
         return counts

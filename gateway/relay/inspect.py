@@ -81,5 +81,9 @@ def line(row: dict[str, Any]) -> str:
     when = local_time(row["created"])
     return (
         f"{when}  {row['msgid']}  {row['infno']:<5} {row['tx_class']:<12} {row['state']:<9} "
-        f"attempts={row['attempts']}  {row.get('client') or '-'}  {row['outcome'] or ''}"
+        f"attempts={row['attempts']}  {row.get('client') or '-'}  {_why(row)}{row['outcome'] or ''}"
     )
+
+
+def _why(row: dict[str, Any]) -> str:
+    return f"[{row['reason']}] " if row.get("reason") else ""

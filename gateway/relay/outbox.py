@@ -35,7 +35,7 @@ from gateway.relay.repository import (
 )
 from gateway.relay.rules import ordered_classes
 from gateway.relay.schema import ALL, NAMES, SETTABLE, Row, row_from
-from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, State
+from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, Reason, State, check_reason
 
 __all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOutbox", "disk_trouble"]
 
@@ -184,7 +184,8 @@ class SqliteOutbox:
                 None,
                 None,
                 client,
-                None,
+                None,  # doubt_clock
+                None,  # reason
             )
             # Insert first and look only on a conflict: a new msgid (nearly every request) costs one statement.
             if conn.execute(_INSERT, values).rowcount:
@@ -205,7 +206,10 @@ class SqliteOutbox:
         if set(fields) - SETTABLE:
             raise ValueError(f"cannot set {sorted(set(fields) - SETTABLE)}")
 
+        check_reason(to, fields.get("reason"))
         values = dict(fields)
+        if "reason" in values:
+            values["reason"] = values["reason"].value
         if "response" in values and values["response"] is not None:
             values["response"] = self.codec.encode(values["response"])
         sql = _move_sql(to, tuple(values))
@@ -228,7 +232,8 @@ class SqliteOutbox:
     async def decide(self, msgid: str, to: State, outcome: str) -> Row:
         """Ops' decision on an in-doubt row, refused (NotInDoubt, nothing written) when the row is no longer in
         doubt or a 冲正 of it is unfinished: that 2601 may have reversed it, and only its answer can tell."""
-        sql = _move_sql(to, ("outcome",))
+        sql = _move_sql(to, ("outcome", "reason"))
+        reason = Reason.OPS.value if to is State.FAILED else None
 
         def op(conn: sqlite3.Connection) -> Row:
             row = _select(conn, msgid)
@@ -243,7 +248,7 @@ class SqliteOutbox:
                     f"{msgid}: 冲正 {', '.join(open_reversals)} went out and its answer was lost, so the platform may "
                     "have reversed it; the gateway asks again (same omsgid) and settles it: decide after that"
                 )
-            new = conn.execute(sql, (to.value, time.time(), outcome, msgid, *_SOURCES[to])).fetchone()
+            new = conn.execute(sql, (to.value, time.time(), outcome, reason, msgid, *_SOURCES[to])).fetchone()
             return self._decoded(row_from(new))
 
         row = await self._do(op)

@@ -1,8 +1,13 @@
-"""Final outcomes the gateway itself determines, each with its wire meaning for the HIS."""
+"""Final outcomes the gateway itself determines, each with its wire meaning for the HIS, and what the HIS is told
+for a stored row."""
 
 from __future__ import annotations
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamTimeout
+from gateway.platform.envelope import decode_response
+from gateway.relay.forwarder import RelayAnswer
+from gateway.relay.schema import Row
+from gateway.relay.states import Reason, State
 
 
 class NotProcessed(GatewayError):
@@ -42,3 +47,40 @@ class NothingToResolve(GatewayError):
 
     http_status = 409
     kind = "nothing_to_resolve"
+
+
+def told(row: Row, *, resolving: bool) -> RelayAnswer:
+    """What the HIS hears for a stored row: the platform's answer, or the outcome the gateway determined (raised,
+    with its wire meaning). `resolving`: a 冲正 or query for the row is under way."""
+    if row.state is State.ANSWERED:
+        assert row.response is not None
+        return RelayAnswer(decode_response(row.response), row.upstream or "", None)
+    if row.state is State.REVERSED:
+        raise Reversed(
+            f"结算结果未知，已自动冲正，未扣费；可使用新的msgid重新办理 (outcome was unknown, reversed by "
+            f"2601, nothing charged; retry with a new msgid). {row.outcome or ''}".strip()
+        )
+    if row.state is State.FAILED and row.reason is Reason.NO_ANSWER:
+        raise UpstreamTimeout(f"平台未在时限内应答，可用新的msgid重新查询 ({row.outcome})")
+    if row.state is State.FAILED:
+        raise NotProcessed(
+            f"未被医保平台处理，可使用新的msgid重新办理 (not processed; retry with a new msgid): "
+            f"{row.outcome or ''}".strip()
+        )
+    if row.state is State.CONFIRMED:
+        raise BookedWithoutAnswer(
+            "平台已办理（经查询或运维核实），但网关未收到平台应答；请勿重复提交，结果请向平台查询 "
+            "(booked, confirmed by query or by ops; the platform's answer never arrived; do not resend; "
+            f"query the platform for details). "
+            f"{row.outcome or ''}".strip()
+        )
+    if resolving:
+        raise OutcomeUnknown(
+            f"结果未知，网关正在冲正或查询核实，请勿重复提交；稍后用同一msgid查询 (outcome unknown, being "
+            "resolved by 冲正 or query; "
+            f"do not resend; ask again with the same msgid). {row.outcome or ''}".strip()
+        )
+    raise OutcomeUnknown(
+        f"结果未知，请先查询平台再决定是否重发 (outcome unknown; query the platform before resending; ops: "
+        f"ybgate outbox resolve {row.msgid}). {row.outcome or ''}".strip()
+    )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.platform.catalogue import TxClass
-from gateway.relay.states import UNFINISHED, State
+from gateway.relay.states import UNFINISHED, Reason, State
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("outcome", "TEXT"),
     Column("client", "TEXT", since=1),
     Column("doubt_clock", "TEXT", since=1, shown=False),
+    Column("reason", "TEXT", since=2),
 )
 NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 #: every column, in order, for SELECTs (names are constants of this module; values always travel as parameters)
@@ -44,7 +45,7 @@ ALL = ", ".join(NAMES)
 #: what ops' list and show views print, in order
 SHOWN: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.shown)
 #: the fields a move may set besides the state and its time
-SETTABLE = frozenset({"attempts", "upstream", "response", "outcome", "deadline", "doubt_clock"})
+SETTABLE = frozenset({"attempts", "upstream", "response", "outcome", "deadline", "doubt_clock", "reason"})
 
 
 def _quoted(states: tuple[State, ...]) -> str:
@@ -80,9 +81,11 @@ class Row:
     outcome: str | None
     client: str | None = None  # who sent it: the policy's client name (or the peer, without a policy)
     doubt_clock: str | None = None  # when it last went in doubt, as settleclock.stamp() wrote it
+    reason: Reason | None = None  # why it failed (FAILED rows only)
 
 
 def row_from(v: tuple[Any, ...]) -> Row:
     """A row from the values of a `SELECT {ALL}`. Positional: a row is built twice per request, and a dict round
     trip costs more."""
-    return Row(v[0], v[1], TxClass(v[2]), v[3], State(v[4]), *v[5:])
+    reason = v[16]
+    return Row(v[0], v[1], TxClass(v[2]), v[3], State(v[4]), *v[5:16], None if reason is None else Reason(reason))

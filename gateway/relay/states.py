@@ -36,5 +36,24 @@ MOVES: dict[State, frozenset[State]] = {
 UNFINISHED = (State.ACCEPTED, State.SENDING, State.IN_DOUBT)
 
 
+class Reason(enum.Enum):
+    """Why a row ended FAILED, kept beside the free-text outcome: what the HIS is told follows from it (a query
+    with no answer may simply be asked again; anything else was not processed), and ops and the crash harness
+    count by it. Every FAILED row has one; no other row has any."""
+
+    NOT_SENT = "not_sent"  # it never left the gateway (refused connection, open breaker, a restart came first)
+    ORDER = "order"  # not sent: the same person's earlier transaction was still unresolved at its deadline
+    NO_ANSWER = "no_answer"  # a query whose answer did not come in time: safe to ask again with a new msgid
+    NOT_BOOKED = "not_booked"  # the platform shows it never booked it (2601 found nothing, or a check query)
+    OPS = "ops"  # ops checked with the platform and found it not booked
+    UNRECORDED = "unrecorded"  # failed in an outbox written before reasons were kept, in words that name none
+
+
+def check_reason(to: State, reason: Reason | None) -> None:
+    """A move to FAILED names its reason, and only such a move does (a defect otherwise, like an illegal move)."""
+    if (to is State.FAILED) != (reason is not None):
+        raise ValueError(f"a move to {to.value} {'needs' if to is State.FAILED else 'takes no'} reason")
+
+
 class IllegalMove(RuntimeError):
     """A bug, not an operational condition: the relay asked for a move the table does not allow."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+
+from gateway.backoff import backoff
 
 
 @dataclass
@@ -15,10 +16,10 @@ class RelayTiming:
     min_attempt: float = 1.0  # the least time an attempt of a resendable request gets
     reversal_settle: float = 60.0  # until then after a doubt began, "nothing there" may not be the truth yet
 
-    def pause(self, attempt: int, ceiling: float | None = None) -> float:
-        """Exponential backoff with full jitter, so retries from many cashier stations do not arrive in step."""
-        top = self.backoff_max if ceiling is None else ceiling
-        return min(top, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+    def pause(self, attempt: int) -> float:
+        """Between attempts within the HIS's deadline."""
+        return backoff(attempt, first=self.backoff, ceiling=self.backoff_max)
 
     def resolve_pause(self, attempt: int) -> float:
-        return self.pause(attempt, self.resolve_backoff_max)
+        """Between the attempts of a resolution (冲正, query) that outlives the HIS's deadline."""
+        return backoff(attempt, first=self.backoff, ceiling=self.resolve_backoff_max)

@@ -18,7 +18,7 @@ from gateway.crypto import sm3
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import MsgidConflict, OutboxUnavailable, SqliteOutbox
 from gateway.relay.schema import DDL
-from gateway.relay.states import IllegalMove, State
+from gateway.relay.states import IllegalMove, Reason, State
 
 
 def msgid(i: int) -> str:
@@ -66,11 +66,15 @@ async def test_state_table(tmp_path: Path) -> None:
     await box.move("A" * 30, State.REVERSED, outcome="reversed by 2601")
     for to in State:
         with pytest.raises(IllegalMove):
-            await box.move("A" * 30, to)  # final means final
+            await box.move("A" * 30, to, **reason_for(to))  # final means final
     with pytest.raises(KeyError):
         await box.move("B" * 30, State.SENDING)
     with pytest.raises(ValueError, match="cannot set"):
         await box.move("A" * 30, State.FAILED, state="x")
+    with pytest.raises(ValueError, match="failed needs reason"):
+        await box.move("A" * 30, State.FAILED, outcome="x")  # every failed row says why
+    with pytest.raises(ValueError, match="takes no reason"):
+        await box.move("A" * 30, State.ANSWERED, reason=Reason.NOT_SENT)
     await box.stop()
 
 
@@ -215,8 +219,8 @@ async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path
 
 async def test_an_outbox_from_before_the_added_columns_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    old_schema = DDL.replace(",\n    client TEXT,\n    doubt_clock TEXT\n", "\n")
-    assert "client" not in old_schema and "doubt_clock" not in old_schema
+    old_schema = DDL.replace(",\n    client TEXT,\n    doubt_clock TEXT,\n    reason TEXT\n", "\n")
+    assert "client" not in old_schema and "doubt_clock" not in old_schema and "reason" not in old_schema
     conn = sqlite3.connect(path)
     conn.executescript(old_schema)
     conn.execute(
@@ -287,6 +291,10 @@ async def test_a_defective_operation_fails_its_group_and_leaves_the_outbox_usabl
     again = await accept(box, msgid(1), b"a", infno="1101", tx_class=TxClass.SAFE)
     assert again.new  # not wedged inside the failed group's transaction
     await box.stop()
+
+
+def reason_for(to: State) -> dict[str, Reason]:
+    return {"reason": Reason.NOT_SENT} if to is State.FAILED else {}
 
 
 def test_the_schema_is_defined_once() -> None:

@@ -17,7 +17,7 @@ import pytest
 from gateway.crypto import sm3
 from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.outbox_format import FORMAT, OutboxFormatError
-from gateway.relay.states import State
+from gateway.relay.states import Reason, State
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "upgrade"
 
@@ -55,7 +55,7 @@ async def test_previous_release_outbox_is_migrated_and_its_rows_resolve(tmp_path
         await box.move(mid(1), State.SENDING, attempts=1, upstream="primary")
         await box.move(mid(1), State.ANSWERED, response=b'{"infcode": 0}', outcome="answered")
         await box.move(mid(2), State.IN_DOUBT, outcome="restarted while sending")
-        await box.move(mid(2), State.FAILED, outcome="the platform shows nothing")
+        await box.move(mid(2), State.FAILED, outcome="the platform shows nothing", reason=Reason.NOT_BOOKED)
         await box.move(mid(3), State.REVERSED, outcome="reversed by 2601")
         assert await box.unfinished() == []
     finally:
@@ -75,3 +75,45 @@ async def test_an_outbox_from_a_later_release_is_refused_untouched(tmp_path: Pat
         await box.start()
     assert path.read_bytes() == before
     assert not path.with_name("outbox.db-wal").exists()
+
+
+def mid1(i: int) -> str:
+    return f"H44030000001{20261204080000 + i:014d}{i:04d}"
+
+
+async def test_format1_failed_rows_get_their_reason_from_the_words_they_were_written_with(tmp_path: Path) -> None:
+    """tests/data/upgrade/outbox-format1.db was written by the release before the reason column (SqliteOutbox of
+    that commit, through its public accept/move/decide calls): a row in every state, and a failed row for each
+    way that release worded a failure. Opened by this one, each failed row gets the reason its words name (a
+    query's "no answer in time" is what made the HIS hear "ask again" then, and still does), and nothing else
+    changes."""
+    path = tmp_path / "outbox.db"
+    shutil.copy(DATA / "outbox-format1.db", path)
+    assert user_version(path) == 1
+    before = sqlite3.connect(path)
+    old = {r[0]: r[1:] for r in before.execute("SELECT msgid, state, outcome, request, response FROM outbox")}
+    before.close()
+    box = SqliteOutbox(path, digest=sm3)
+    await box.start()
+    try:
+        rows = {i: await box.get(mid1(i)) for i in range(1, 14)}
+        assert all(r is not None for r in rows.values())
+        reasons = {i: r.reason for i, r in rows.items() if r is not None and r.state is State.FAILED}
+        assert reasons == {
+            6: Reason.NO_ANSWER,
+            7: Reason.NOT_SENT,
+            8: Reason.NOT_SENT,
+            9: Reason.NOT_BOOKED,
+            10: Reason.OPS,
+            12: Reason.UNRECORDED,  # a 2601 refused with an HTTP error: its words name no reason
+            13: Reason.ORDER,
+        }
+        assert all(r.reason is None for r in rows.values() if r is not None and r.state is not State.FAILED)
+        for r in rows.values():
+            assert r is not None and (r.state.value, r.outcome, r.request, r.response) == old[r.msgid]
+        # the migrated file takes new work, and a new failure records its reason
+        await box.move(mid1(1), State.FAILED, outcome="not sent: x", reason=Reason.NOT_SENT)
+        assert (await box.get(mid1(1))).reason is Reason.NOT_SENT  # type: ignore[union-attr]
+    finally:
+        await box.stop()
+    assert user_version(path) == FORMAT == 2
