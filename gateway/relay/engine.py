@@ -11,6 +11,11 @@ stalls whichever group's COMMIT crosses its threshold (2 ms on the p99 of an out
 CHECKPOINT_COMMITS commits, a connection and thread of their own copy the WAL while groups go on committing;
 then, between two groups, the writer copies the few frames committed meanwhile, so the next transaction
 starts the WAL over from its beginning (a WAL never fully copied would grow without end under steady load).
+
+A WAL file keeps its size when it starts over (up to journal_size_limit), so after a disk-full episode it would
+hold on to the space ops freed, and grow into it again. Once writes succeed again after a failure, the next
+checkpoint also truncates the WAL to nothing (TRUNCATE, without waiting: while a reader or the writer is busy
+it is tried again at the next checkpoint).
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class GroupCommit:
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._checkpointed_at = 0
         self._catch_up = False
+        self._give_back = False  # writes failed: truncate the WAL once they succeed again
+        self._truncate_later = False  # a truncation found the WAL busy: try again at the next checkpoint
         self.commits = 0
         self.operations = 0
         self.write_failures = 0  # groups the disk refused (full, read-only, I/O error)
@@ -162,6 +169,7 @@ class GroupCommit:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self.write_failures += 1
+            self._give_back = True
             cause = disk_trouble(self.path.parent) or str(exc)
             log.error("outbox_write_failed", operations=len(group), cause=cause)  # noqa: TRY400 - no traceback: the cause says it
             error = OutboxUnavailable(f"the outbox could not store the request ({cause}); nothing was accepted")
@@ -177,19 +185,25 @@ class GroupCommit:
         else:
             self.commits += 1
             self.operations += len(group)
-            if self.commits - self._checkpointed_at >= CHECKPOINT_COMMITS and self._checkpoint_task is None:
+            due = self.commits - self._checkpointed_at >= CHECKPOINT_COMMITS
+            if (due or self._give_back) and self._checkpoint_task is None:
                 self._checkpointed_at = self.commits
-                self._checkpoint_task = self._loop.create_task(self._checkpoint(), name="outbox-checkpoint")
+                truncate = self._give_back or self._truncate_later
+                self._give_back = self._truncate_later = False
+                self._checkpoint_task = self._loop.create_task(self._checkpoint(truncate), name="outbox-checkpoint")
         _settle_all(results)
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint(self, truncate: bool = False) -> None:
         """Copy the WAL into the database without holding up writers (PASSIVE); the next write transaction then
         starts the WAL over from its beginning. A failure (disk full) is logged and tried again later: the
         WAL only grows meanwhile, nothing committed is at risk."""
         assert self._checkpointer is not None
         try:
             if self._checkpoint_conn is None:
-                self._checkpoint_conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                # timeout 0: a truncation that finds the WAL busy gives up at once instead of holding the writer
+                self._checkpoint_conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=0
+                )
                 self._checkpoint_conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn = self._checkpoint_conn
             busy, frames, copied = await self._checkpointer.run(lambda: _passive_checkpoint(conn))
@@ -201,10 +215,26 @@ class GroupCommit:
                 await self._checkpointer.run(lambda: _passive_checkpoint(conn))
             else:
                 self._catch_up = True
+            if truncate:
+                await self._truncate(conn)
         except sqlite3.Error as exc:
             log.warning("outbox_checkpoint_failed", error=str(exc))
         finally:
             self._checkpoint_task = None
+
+    async def _truncate(self, conn: sqlite3.Connection) -> None:
+        assert self._checkpointer is not None
+        try:
+            busy, frames, _ = await self._checkpointer.run(
+                lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            )
+        except sqlite3.OperationalError as exc:  # "database is locked": the writer held it
+            busy, frames = 1, str(exc)
+        if busy:
+            self._truncate_later = True
+            log.info("outbox_wal_truncate_busy", wal_frames=frames)
+        else:
+            log.info("outbox_wal_truncated")
 
     async def _finish_checkpoint(self, conn: sqlite3.Connection) -> None:
         assert self._committer is not None

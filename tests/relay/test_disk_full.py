@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from gateway.crypto import sm3
 from gateway.daemon import Daemon
 from gateway.demo import demo_config
-from gateway.relay.outbox import OutboxUnavailable
+from gateway.platform.catalogue import TxClass
+from gateway.relay.outbox import OutboxUnavailable, SqliteOutbox
 from gateway.relay.states import State
 from gateway.sim.server import Simulator
 
@@ -117,3 +119,36 @@ async def test_a_full_state_disk_refuses_the_start_in_plain_words(sim: Simulator
     with pytest.raises(OutboxUnavailable, match="no space left on the state disk") as refused:
         await Daemon(config).start()
     assert "disk I/O error" not in refused.value.message  # what SQLite says, and what ops saw before
+
+
+async def test_the_wal_gives_its_space_back_once_writes_succeed_again(small_disk: Path) -> None:
+    """A WAL keeps its file size when it starts over, so the space a disk-full episode's WAL took would stay taken
+    after ops freed the disk, and fill it again. Once a write succeeds after failures, the WAL is truncated."""
+    box = SqliteOutbox(small_disk / "outbox.db", digest=sm3)
+    await box.start()
+    wal = small_disk / "outbox.db-wal"
+
+    async def put(msgid: str, body: bytes) -> None:
+        await box.accept(msgid=msgid, infno="1101", tx_class=TxClass.SAFE, psn_no=None, body=body, deadline=None)
+
+    try:
+        n = 0
+        while not wal.exists() or wal.stat().st_size < 2**20:  # well under a checkpoint's worth of commits
+            n += 1
+            await put(f"M{n:05d}", os.urandom(16384))
+        filler = fill(small_disk)
+        with pytest.raises(OutboxUnavailable):
+            await put("M-FULL", os.urandom(16384))
+        assert box.write_failures >= 1
+        grown = wal.stat().st_size
+        filler.unlink()  # ops free the disk
+        await put("M-AGAIN", b"{}")
+        async with asyncio.timeout(10):
+            while True:
+                if wal.stat().st_size < grown:
+                    break
+                await asyncio.sleep(0.02)
+        assert wal.stat().st_size == 0
+        assert await box.get("M-AGAIN") is not None and await box.get(f"M{n:05d}") is not None
+    finally:
+        await box.stop()
