@@ -33,3 +33,15 @@ def test_every_retry_loop_uses_it() -> None:
     for module in ("relay/timing.py", "relay/durable.py", "health/mqtt.py"):
         text = (root / module).read_text(encoding="utf-8")
         assert "backoff(" in text and "random" not in text and "* 2" not in text, module
+
+
+def test_the_relay_plans_a_retry_against_the_longest_pause_it_can_draw() -> None:
+    """DurableRelay plans another attempt only when the longest pause still leaves time before the HIS's deadline;
+    it compared with a random draw of its own, so the pause actually taken could be longer than the one checked."""
+    from gateway.relay.timing import RelayTiming
+
+    timing = RelayTiming(backoff=0.2, backoff_max=2.0)
+    for attempt in range(1, 8):
+        longest = timing.longest_pause(attempt)
+        assert longest == pytest.approx(min(2.0, 0.2 * 2 ** (attempt - 1)))
+        assert all(timing.pause(attempt) <= longest for _ in range(100))

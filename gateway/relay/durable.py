@@ -295,7 +295,7 @@ class DurableRelay:
     def _time_for_another(self, attempt: int, deadline: float) -> bool:
         remaining = deadline - asyncio.get_running_loop().time()
         # the longest pause the jitter could give, so a retry is only planned when it can still be made
-        return attempt < self.timing.max_attempts and remaining > self.timing.pause(attempt) + 0.05
+        return attempt < self.timing.max_attempts and remaining > self.timing.longest_pause(attempt) + 0.05
 
     async def _wait_for_person(self, psn_no: str, msgid: str, deadline: float) -> str | None:
         """Wait until this person's earlier unfinished money-moving rows are final; the msgid still blocking

@@ -20,6 +20,10 @@ class RelayTiming:
         """Between attempts within the HIS's deadline."""
         return backoff(attempt, first=self.backoff, ceiling=self.backoff_max)
 
+    def longest_pause(self, attempt: int) -> float:
+        """The most `pause(attempt)` can draw: a retry is planned only when this still fits the deadline."""
+        return backoff(attempt, first=self.backoff, ceiling=self.backoff_max, rng=lambda: 1.0)
+
     def resolve_pause(self, attempt: int) -> float:
         """Between the attempts of a resolution (冲正, query) that outlives the HIS's deadline."""
         return backoff(attempt, first=self.backoff, ceiling=self.resolve_backoff_max)
