@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from gateway.platform.catalogue import TxClass
 from gateway.relay import outbox_format
@@ -34,7 +34,7 @@ from gateway.relay.repository import (
     reversal_client,
 )
 from gateway.relay.rules import ordered_classes
-from gateway.relay.schema import ALL, NAMES, SETTABLE, Row, row_from
+from gateway.relay.schema import ALL, NAMES, SETTABLE, Change, Row, row_from
 from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, Reason, State, check_reason
 
 __all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOutbox", "disk_trouble"]
@@ -160,8 +160,8 @@ class SqliteOutbox:
             if only_while_in_doubt is not None:
                 original = _select(conn, only_while_in_doubt)
                 if original is None or original.state is not State.IN_DOUBT:
-                    state = original.state.value if original else "gone"
-                    raise NotInDoubt(f"{only_while_in_doubt} is {state}: no 冲正 for it is stored")
+                    now_in = original.state.value if original else "gone"
+                    raise NotInDoubt(f"{only_while_in_doubt} is {now_in}: no 冲正 for it is stored")
             blockers: tuple[str, ...] = ()
             if send and psn_no and tx_class in ordered_classes():
                 classes, params = _person_params(psn_no, msgid)
@@ -201,13 +201,13 @@ class SqliteOutbox:
 
         return await self._do(op)
 
-    async def move(self, msgid: str, to: State, **fields: Any) -> Row:
+    async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
         """Move a row to `to` (checked against the table of legal moves) and set fields; durable on return."""
         if set(fields) - SETTABLE:
             raise ValueError(f"cannot set {sorted(set(fields) - SETTABLE)}")
 
         check_reason(to, fields.get("reason"))
-        values = dict(fields)
+        values: dict[str, Any] = dict(fields)
         if "reason" in values:
             values["reason"] = values["reason"].value
         if "response" in values and values["response"] is not None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, Unpack
 
 from gateway.errors import GatewayError
 from gateway.platform.catalogue import TxClass
-from gateway.relay.schema import Row
+from gateway.relay.schema import Change, Row
 from gateway.relay.states import State
 
 
@@ -101,7 +101,7 @@ class Outbox(Protocol):
         only_while_in_doubt: str | None = None,
     ) -> Accepted: ...
 
-    async def move(self, msgid: str, to: State, **fields: Any) -> Row: ...
+    async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row: ...
     async def decide(self, msgid: str, to: State, outcome: str) -> Row: ...
     async def get(self, msgid: str) -> Row | None: ...
     async def unfinished(self) -> list[Row]: ...

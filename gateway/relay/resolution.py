@@ -35,7 +35,7 @@ from gateway.relay.outcomes import NothingToResolve
 from gateway.relay.repository import Outbox
 from gateway.relay.reversal import Reversals
 from gateway.relay.rules import IfAbsent, Plan, plan_for, rule_for
-from gateway.relay.schema import Row
+from gateway.relay.schema import Change, Row
 from gateway.relay.states import IllegalMove, Reason, State
 from gateway.relay.timing import RelayTiming
 
@@ -103,7 +103,8 @@ class Resolver:
         self._wake[row.msgid] = asyncio.Event()
         task = asyncio.create_task(work, name=f"{kind}-{row.msgid}")
         self.tasks[row.msgid] = task
-        task.add_done_callback(lambda _t, m=row.msgid: self._ended(m))
+        msgid = row.msgid
+        task.add_done_callback(lambda _t: self._ended(msgid))
 
     def _ended(self, msgid: str) -> None:
         self.tasks.pop(msgid, None)
@@ -197,9 +198,11 @@ class Resolver:
 
     async def _final(self, row: Row, to: State, outcome: str, reason: Reason | None = None) -> Row:
         """A move the resolution decided, unless ops decided first (the row is final already)."""
-        moved = {"reason": reason} if reason else {}
+        moved: Change = {"outcome": outcome}
+        if reason is not None:
+            moved["reason"] = reason
         try:
-            return await self.outbox.move(row.msgid, to, outcome=outcome, **moved)
+            return await self.outbox.move(row.msgid, to, **moved)
         except IllegalMove:
             return await self.current(row.msgid)
 

@@ -23,7 +23,7 @@ from gateway.relay.checking import nothing_to_reverse, reversal_envelope
 from gateway.relay.forwarder import AmbiguousOutcome
 from gateway.relay.repository import MsgidConflict, NotInDoubt, Outbox, OutboxUnavailable, reversal_client
 from gateway.relay.rules import Plan, plan_for
-from gateway.relay.schema import Row
+from gateway.relay.schema import Change, Row
 from gateway.relay.states import Reason, State
 from gateway.relay.timing import RelayTiming
 
@@ -163,8 +163,10 @@ class Reversals:
                 reason = Reason.NOT_BOOKED
             else:
                 continue  # booked by ops' word with no 2601 unsettled: none can be in doubt here
-            moved = {"reason": reason} if reason else {}
-            await self.steps.outbox.move(lost.msgid, to, outcome=f"{words}; this 2601's own answer was lost", **moved)
+            moved: Change = {"outcome": f"{words}; this 2601's own answer was lost"}
+            if reason is not None:
+                moved["reason"] = reason
+            await self.steps.outbox.move(lost.msgid, to, **moved)
             log.info("lost_reversal_settled", msgid=lost.msgid, original=original.msgid, state=to.value)
 
     async def settle_orphans(self) -> None:

@@ -6,7 +6,7 @@ are all written against this module; a second backend maps the same columns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from gateway.platform.catalogue import TxClass
 from gateway.relay.states import UNFINISHED, Reason, State
@@ -44,8 +44,21 @@ NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 ALL = ", ".join(NAMES)
 #: what ops' list and show views print, in order
 SHOWN: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.shown)
-#: the fields a move may set besides the state and its time
-SETTABLE = frozenset({"attempts", "upstream", "response", "outcome", "deadline", "doubt_clock", "reason"})
+
+
+class Change(TypedDict, total=False):
+    """What a move may set besides the state and its time (each a column above)."""
+
+    attempts: int
+    upstream: str | None
+    response: bytes | None
+    outcome: str | None
+    deadline: float | None
+    doubt_clock: str | None
+    reason: Reason  # a move to FAILED names one, and only such a move (states.check_reason)
+
+
+SETTABLE = frozenset(Change.__annotations__)
 
 
 def _quoted(states: tuple[State, ...]) -> str:
@@ -87,5 +100,23 @@ class Row:
 def row_from(v: tuple[Any, ...]) -> Row:
     """A row from the values of a `SELECT {ALL}`. Positional: a row is built twice per request, and a dict round
     trip costs more."""
-    reason = v[16]
-    return Row(v[0], v[1], TxClass(v[2]), v[3], State(v[4]), *v[5:16], None if reason is None else Reason(reason))
+    reason = None if v[16] is None else Reason(v[16])
+    return Row(
+        v[0],
+        v[1],
+        TxClass(v[2]),
+        v[3],
+        State(v[4]),
+        v[5],
+        v[6],
+        v[7],
+        v[8],
+        v[9],
+        v[10],
+        v[11],
+        v[12],
+        v[13],
+        v[14],
+        v[15],
+        reason,
+    )
