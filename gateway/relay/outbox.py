@@ -63,9 +63,12 @@ def _person_sql(classes: int, earlier: bool) -> str:
     return f"SELECT msgid FROM outbox WHERE {where} AND msgid != ? ORDER BY created"  # noqa: S608 - placeholders only
 
 
-def _person_params(psn_no: str, msgid: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    classes = tuple(sorted(c.value for c in ordered_classes()))
-    return classes, (psn_no, *classes, *_UNFINISHED_VALUES, msgid)
+def _ordered() -> tuple[str, ...]:
+    return tuple(sorted(c.value for c in ordered_classes()))
+
+
+def _person_params(psn_no: str, msgid: str, classes: tuple[str, ...]) -> tuple[Any, ...]:
+    return (psn_no, *classes, *_UNFINISHED_VALUES, msgid)
 
 
 class BodyCodec(Protocol):
@@ -163,8 +166,8 @@ class SqliteOutbox:
                     now_in = original.state.value if original else "gone"
                     raise NotInDoubt(f"{only_while_in_doubt} is {now_in}: no 冲正 for it is stored")
             blockers: tuple[str, ...] = ()
-            if send and psn_no and tx_class in ordered_classes():
-                classes, params = _person_params(psn_no, msgid)
+            if send and psn_no and tx_class.value in (classes := _ordered()):
+                params = _person_params(psn_no, msgid, classes)
                 blockers = tuple(r[0] for r in conn.execute(_person_sql(len(classes), earlier=False), params))
             state, attempts = (State.SENDING, 1) if send and not blockers else (State.ACCEPTED, 0)
             now = time.time()
@@ -276,7 +279,8 @@ class SqliteOutbox:
     async def in_doubt_for(self, psn_no: str, *, before: str) -> list[Row]:
         """Unfinished money-moving rows of a person accepted before `before` (the request that waits), oldest
         first."""
-        classes, params = _person_params(psn_no, before)
+        classes = _ordered()
+        params = _person_params(psn_no, before, classes)
         return await self._rows(_person_sql(len(classes), earlier=True), params)
 
     async def recent(self, limit: int = 50, state: State | None = None) -> list[Row]:
