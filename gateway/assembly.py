@@ -1,5 +1,5 @@
 """Building the gateway's parts from the configuration: upstream targets, profiles with their keys, TLCP
-settings with the identity, MQTT and HTTP limits, and which settings a reload may change. Plain functions,
+settings with the identity, MQTT and HTTP limits. Plain functions,
 used by the daemon (the composition root) and by the CLI's checks."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
 
 from gateway.config import Config
 from gateway.config import Session as SessionConfig
@@ -122,49 +121,3 @@ def http_limits(config: Config) -> Limits:
         body_timeout=lim.body_timeout,
         keepalive_timeout=lim.keepalive_timeout,
     )
-
-
-# Fields a reload cannot change under a running daemon: listeners, directories, the upstream set and its
-# failover, MQTT, the watched interface, the outbox settings and the sign-in operator. A reload reports them;
-# they apply at the next restart. The identity is re-read on every reload (certificate rotation).
-RESTART_FIELDS = (
-    "state_dir",
-    "runtime_dir",
-    "development",
-    "api.socket",
-    "api.socket_mode",
-    "api.socket_group",
-    "api.tcp",
-    "admin",
-    "mqtt",
-    "health",
-    "failover",
-    "upstreams",
-    "relay",
-    "session",
-    "policy.firewall",
-    "callback",
-)
-
-
-def field_of(config: Config, dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        if value is None:
-            return None  # an optional section that is absent
-        value = getattr(value, part)
-    return value
-
-
-def with_fields(config: Config, values: dict[str, Any]) -> Config:
-    """A copy of `config` with some dotted fields set back (frozen models: rebuild the path)."""
-    for dotted, value in values.items():
-        head, _, rest = dotted.partition(".")
-        if rest:
-            section = getattr(config, head)
-            if section is None:
-                continue  # the new file dropped the whole section: nothing to keep a field in
-            config = config.model_copy(update={head: section.model_copy(update={rest: value})})
-        else:
-            config = config.model_copy(update={head: value})
-    return config

@@ -23,20 +23,18 @@ from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.api.control import ControlApi
 from gateway.assembly import (
-    RESTART_FIELDS,
     build_transport,
-    field_of,
     http_limits,
     mqtt_settings,
     profile_codecs,
     session_operator,
     tlcp_configs,
     upstream_targets,
-    with_fields,
 )
 from gateway.audit.anchor import AnchorFile, AnchorSink
 from gateway.audit.log import AuditLog, Outcome
 from gateway.config import Config, load_config
+from gateway.config_marks import keep_running
 from gateway.crypto import Certificate, sm3
 from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.health.checks import HealthChecks
@@ -710,8 +708,9 @@ class Daemon:
             )
             return []
         old = self.config
-        needs_restart = [name for name in RESTART_FIELDS if field_of(old, name) != field_of(new, name)]
-        # Live: HIS-facing limits, paths and deadlines (new connections), and the log level.
+        # What the marks in gateway.config call LIVE is applied below; what they call RESTART keeps its value.
+        self.config, needs_restart = keep_running(old, new)
+        new = self.config
         if self.http is not None:
             self.http.limits = http_limits(new)
         if self.api is not None:
@@ -729,8 +728,9 @@ class Daemon:
             from gateway.logging import configure
 
             configure(new.logging.level, new.logging.format)
-        kept = {name: field_of(old, name) for name in needs_restart}
-        self.config = with_fields(new, kept)
+        if self.audit is not None:
+            a = new.audit
+            self.audit.configure(a.rotate_bytes, a.checkpoint_every, a.checkpoint_interval)
         identity = self.reload_identity()
         pol = self.reload_policy()
         self.metrics.reloads.labels("applied").inc()

@@ -179,6 +179,17 @@ class AuditLog:
             self._file = None
         self._writer.stop()
 
+    def configure(self, rotate_bytes: int, checkpoint_every: int, checkpoint_interval: float) -> None:
+        """New settings from a reload. A new cadence is declared at once in a checkpoint: `audit verify` holds the
+        entries after a checkpoint to the cadence it declares, so the change must not wait for the next one."""
+        self.rotate_bytes = rotate_bytes
+        if (checkpoint_every, checkpoint_interval) == (self.checkpoint_every, self.checkpoint_interval):
+            return
+        self.checkpoint_every, self.checkpoint_interval = checkpoint_every, checkpoint_interval
+        self.checkpoint()
+        self._start_flush()
+        log.info("audit_cadence_changed", every=checkpoint_every, interval=checkpoint_interval)
+
     # -- writing --------------------------------------------------------------------------------------------
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
@@ -208,6 +219,9 @@ class AuditLog:
                 self.checkpoint_interval
             ):
                 self.checkpoint()
+        self._start_flush()
+
+    def _start_flush(self) -> None:
         if self._pending and self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop(), name="audit-flush")
 
