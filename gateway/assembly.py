@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.config import Session as SessionConfig
@@ -20,6 +21,9 @@ from gateway.profiles import load_codec, resolve_profile, upstream_path
 from gateway.relay.session import Operator
 from gateway.secretfile import read_secret
 from gateway.tlcp import AlertStyle, TLCPConfig
+
+if TYPE_CHECKING:
+    from gateway.identity import LoadedIdentity
 
 
 def upstream_targets(config: Config) -> list[UpstreamTarget]:
@@ -46,14 +50,15 @@ def session_operator(s: SessionConfig) -> Operator:
     return Operator(**s.model_dump(exclude={"sign_in", "max_age"}))
 
 
-def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
+def tlcp_configs(config: Config, ident: LoadedIdentity | None = None) -> dict[str, TLCPConfig]:
     """The TLCP settings per upstream, with the identity loaded and checked (chains, roles, key permissions,
-    keys matching certificates) from the files as they are now. Raises on anything `certs check` refuses."""
+    keys matching certificates) from the files as they are now, unless given already loaded. Raises on anything
+    `certs check` refuses."""
     configs: dict[str, TLCPConfig] = {}
     if config.identity is not None and any(u.transport == "tlcp" for u in config.upstreams):
         from gateway.identity import load_identity
 
-        ident = load_identity(config.identity)
+        ident = ident or load_identity(config.identity)
         for u in config.upstreams:
             if u.transport != "tlcp":
                 continue

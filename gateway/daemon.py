@@ -22,6 +22,7 @@ from gateway.api.accesslog import AccessLog
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.api.control import ControlApi
+from gateway.app.callback import CallbackListener
 from gateway.assembly import (
     build_transport,
     http_limits,
@@ -45,14 +46,12 @@ from gateway.health.recent import Recent
 from gateway.health.systemd import Notifier
 from gateway.http1 import Limits
 from gateway.http1.listen import close_listener, somaxconn, start_tcp, start_unix
-from gateway.http1.messages import Peer
 from gateway.http1.server import Http1Server
-from gateway.identity import identity_cert_figures
+from gateway.identity import identity_cert_figures, load_identity
 from gateway.net.breaker import BreakerPolicy
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
-from gateway.net.tlcp_stream import start_tlcp_server
-from gateway.net.tlcp_transport import TlcpTransport, ca_names, chain_verifier
+from gateway.net.tlcp_transport import TlcpTransport
 from gateway.net.transport import TcpTransport, Transport
 from gateway.platform.msgids import MsgidMaker
 from gateway.platform.stmtfiles import GroupKey
@@ -66,22 +65,17 @@ from gateway.recon.report import Report
 from gateway.recon.report import paths as report_paths
 from gateway.recon.run import Reconciler, ReconSettings
 from gateway.recon.schedule import NotYet, ReconSchedule
-from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import Row, SqliteOutbox
 from gateway.relay.rules import rule_for
 from gateway.relay.session import SignInSession
 from gateway.tasks import end_tasks
-from gateway.tlcp import MemorySessionCache, TLCPConfig
 
 if TYPE_CHECKING:
     from gateway.health.link import LinkMonitor, LinkState
 
 log = structlog.get_logger("gateway.daemon")
-
-#: seconds a callback session may be resumed after its full handshake
-CALLBACK_SESSION_LIFETIME = 300.0
 
 
 class Daemon:
@@ -121,6 +115,7 @@ class Daemon:
         self.gate = PolicyGate(None)
         self.firewall: Firewall | None = None
         self.callback_address: tuple[str, int] | None = None
+        self.callback: CallbackListener | None = None
         self.audit: AuditLog | None = None
         self.relay: DurableRelay | None = None
         self.session: SignInSession | None = None
@@ -395,11 +390,10 @@ class Daemon:
         if not cfg.audit.enabled or self.outbox is None:
             return
         signer = subject = None
+        chain: tuple[Certificate, ...] = ()
         if cfg.identity is not None:
-            from gateway.identity import load_identity
-
             creds = load_identity(cfg.identity).credentials
-            signer, subject = creds.sign_key, creds.sign_cert.subject
+            signer, subject, chain = creds.sign_key, creds.sign_cert.subject, (creds.sign_cert, *creds.chain)
         a = cfg.audit
         self.audit = AuditLog(
             cfg.audit_dir,
@@ -408,6 +402,7 @@ class Daemon:
             checkpoint_interval=a.checkpoint_interval,
             signer=signer,
             signer_subject=subject,
+            signer_chain=chain,
             anchors=self._anchor_sinks(cfg),
         )
         self.audit.open()
@@ -427,51 +422,11 @@ class Daemon:
         """The platform's callbacks over mutual TLCP: our identity, its certificate pinned by the policy."""
         if cfg.callback is None or not cfg.callback.enabled:
             return
-        policy = self.gate.policy
-        if policy is None or policy.callback is None:
-            raise PolicyError([(None, "callback", "callback.enabled needs a callback section in the policy")])
-        pins = frozenset(subject for subject, _ in policy.callback_peers)
-        if not pins or cfg.identity is None:
-            raise PolicyError(
-                [(None, "callback", "the callback listener needs the identity and callback_peers (pinned subjects)")]
-            )
-        from gateway.identity import load_identity
-
-        ident = load_identity(cfg.identity)
-        sources = list(policy.callback.sources) + [c for _, cidrs in policy.callback_peers for c in cidrs]
-        fwd = cfg.callback.forward
-        relay = CallbackRelay(
-            HisTarget(fwd.host, fwd.port, fwd.path, fwd.timeout),
-            sources,
-            on_result=lambda result: self.metrics.callbacks.labels(result).inc(),
+        self.callback = CallbackListener(
+            cfg, self.gate.policy, lambda result: self.metrics.callbacks.labels(result).inc()
         )
-        server = Http1Server(relay.handle, relay.refuse, Limits())
-
-        async def on_tlcp(reader: asyncio.StreamReader, writer: Any) -> None:
-            addr = writer.get_extra_info("peername") or ("?", 0)
-            certs = writer.handshake.peer_certificates
-            log.info("callback_connection", peer=f"{addr[0]}:{addr[1]}", subject=certs[0].subject if certs else None)
-            await server.serve(reader, writer, Peer(address=f"{addr[0]}:{addr[1]}"))
-
-        config = TLCPConfig(
-            credentials=ident.credentials,
-            verify_peer=chain_verifier(ident.roots, pins=pins),
-            request_client_cert=True,
-            require_client_cert=True,
-            client_ca_names=ca_names(
-                Certificate.load_pem_chain(cfg.callback.client_ca_bundle.read_bytes())
-                if cfg.callback.client_ca_bundle is not None
-                else ident.roots
-            ),
-            # Each callback comes on a connection of its own; a session is kept only after the peer passed the
-            # chain and pin checks above, and only as long as a Tongsuo server keeps one by default.
-            session_cache=MemorySessionCache(time.monotonic, lifetime=CALLBACK_SESSION_LIFETIME, size=256),
-        )
-        cb = policy.callback
-        listener = await start_tlcp_server(on_tlcp, cb.address, cb.port, config=config)
-        self.callback_address = listener.sockets[0].getsockname()[:2]
-        self._listeners.append((listener, None))
-        log.info("callback_listening", address=f"{cb.address}:{self.callback_address[1]}", pinned=sorted(pins))
+        await self.callback.start()
+        self.callback_address = self.callback.address
 
     async def _start_control(self, cfg: Config) -> None:
         control = ControlApi(self._resolve, reload_policy=self.reload_policy, reconcile=self._reconcile)
@@ -503,15 +458,18 @@ class Daemon:
         return policy
 
     def reload_identity(self) -> str:
-        """Certificate rotation: validate the identity files as `certs check` would and use them for new TLCP
-        connections; established tunnels finish undisturbed. A bad new set is refused, the old one kept."""
+        """Certificate rotation: validate the identity files as `certs check` would and hand them to every part
+        that holds the identity: the upstream tunnels (new connections), the callback listener (new handshakes)
+        and the audit signer (which records the switch in the chain). Established tunnels finish undisturbed. A
+        bad new set is refused, and every part keeps the running one."""
         routes = getattr(self.transport, "routes", {})
         tlcp = next((t for t in routes.values() if isinstance(t, TlcpTransport)), None)
-        if tlcp is None or self.config.identity is None:
+        if self.config.identity is None or (tlcp is None and self.callback is None and self.audit is None):
             return "unchanged"
         reason = None
         try:
-            configs = tlcp_configs(self.config)
+            ident = load_identity(self.config.identity)
+            configs = tlcp_configs(self.config, ident)
         except (GatewayError, OSError, ValueError) as exc:
             reason = getattr(exc, "message", None) or str(exc)
         if reason is not None:
@@ -520,10 +478,16 @@ class Daemon:
             log.error("identity_refused", reason=reason)
             self._event("identity_refused", {"reason": reason})
             return "refused"
-        tlcp.configs = configs  # one assignment: a new connection sees the old set or the new one
+        if tlcp is not None:
+            tlcp.configs = configs  # one assignment: a new connection sees the old set or the new one
+            log.info("identity_reloaded", upstreams=sorted(configs))
+        if self.callback is not None:
+            self.callback.use_identity(ident)
+        if self.audit is not None:
+            creds = ident.credentials
+            self.audit.rotate_signer(creds.sign_key, (creds.sign_cert, *creds.chain))
         if self.checks is not None:
             self.checks.check_certs()
-        log.info("identity_reloaded", upstreams=sorted(configs))
         return "applied"
 
     def reload_policy(self) -> dict[str, Any]:
@@ -645,6 +609,8 @@ class Daemon:
         for srv, path in self._listeners:
             await close_listener(srv, path)
         self._listeners = []
+        if self.callback is not None:
+            await self.callback.stop()
         if self.http is not None:
             drained = await self.http.drain(deadline)
             log.info("stopped", drained=drained, in_flight_left=self.http.in_flight)

@@ -174,12 +174,18 @@ async def connect_client(
 
 
 async def start_tlcp_server(
-    handler: Handler, host: str, port: int, *, config: TLCPConfig, handshake_timeout: float = 10.0
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    config: TLCPConfig | Callable[[], TLCPConfig],
+    handshake_timeout: float = 10.0,
 ) -> asyncio.Server:
-    """Serve TLCP; ``handler(reader, writer)`` runs for each connection that completes its handshake."""
+    """Serve TLCP; ``handler(reader, writer)`` runs for each connection that completes its handshake. A callable
+    ``config`` is asked for each new connection (certificate rotation reaches a running listener)."""
 
     async def on_connect(raw_reader: asyncio.StreamReader, raw_writer: asyncio.StreamWriter) -> None:
-        conn = ServerConnection(config)
+        conn = ServerConnection(config() if callable(config) else config)
         conn.start()
         try:
             reader, writer = await _wrap(conn, raw_reader, raw_writer, handshake_timeout)
