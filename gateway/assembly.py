@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.config import Session as SessionConfig
+from gateway.health.metrics import Metrics
 from gateway.health.mqtt import MqttSettings
 from gateway.http1 import Limits
 from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, configured
@@ -96,6 +97,17 @@ def build_transport(
     return RoutedTransport(routes)
 
 
+def metered_transport(config: Config, metrics: Metrics) -> Transport:
+    """build_transport, counting handshakes (full or resumed) and what client authentication each upstream took."""
+    return build_transport(
+        config,
+        lambda upstream, resumed: metrics.tlcp_handshakes.labels(upstream, "resumed" if resumed else "full").inc(),
+        lambda upstream, choice: metrics.tlcp_client_auth_learned.labels(
+            upstream, choice.shape.value, choice.form.value
+        ).inc(),
+    )
+
+
 def mqtt_settings(config: Config) -> MqttSettings:
     m = config.mqtt
     tls = None
@@ -126,3 +138,20 @@ def http_limits(config: Config) -> Limits:
         body_timeout=lim.body_timeout,
         keepalive_timeout=lim.keepalive_timeout,
     )
+
+
+def completion_values(cfg: Config) -> dict[str, str]:
+    """What envelopes are completed with for clients that ask: the sign-in operator's identity (session:)."""
+    s = cfg.session
+    if s is None:
+        return {}
+    return {
+        "fixmedins_code": s.fixmedins_code,
+        "fixmedins_name": s.fixmedins_name,
+        "mdtrtarea_admvs": s.mdtrtarea_admvs,
+        "recer_sys_code": s.recer_sys_code,
+        "infver": "V1.0",
+        "opter": s.opter,
+        "opter_name": s.opter_name,
+        "opter_type": s.opter_type,
+    }

@@ -1,8 +1,9 @@
-"""The composition root: builds every part from the configuration and owns their lifecycle.
+"""The composition root: builds the daemon's parts from the configuration, starts them in dependency order and
+stops them in reverse (gateway.app.parts), wires their events to metrics, MQTT and the status page
+(gateway.app.events), and acts on signals: SIGHUP reloads, SIGTERM/SIGINT stop.
 
-Parts start in dependency order (transport → relay → API listeners) and stop in reverse: listeners close
-first so no new work arrives, in-flight requests drain until the deadline, then the rest goes.
-Signal handlers only set flags; the main task acts on them.
+On stop the HIS listeners close first so no new work arrives, in-flight requests drain until the deadline, then
+the relay, the outbox and audit log, and the upstreams stop. Signal handlers only set flags; the main task acts.
 """
 
 from __future__ import annotations
@@ -11,32 +12,27 @@ import asyncio
 import signal
 import socket
 import time
-from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from gateway import __version__
-from gateway.api.accesslog import AccessLog
-from gateway.api.admin import AdminApi
-from gateway.api.app import HisApi
-from gateway.api.control import ControlApi
 from gateway.app.callback import CallbackListener
-from gateway.assembly import (
-    build_transport,
-    http_limits,
-    mqtt_settings,
-    profile_codecs,
-    session_operator,
-    tlcp_configs,
-    upstream_targets,
-)
-from gateway.audit.anchor import AnchorFile, AnchorSink
-from gateway.audit.log import AuditLog, Outcome
+from gateway.app.events import EventSink, to_metrics, to_mqtt, to_recent
+from gateway.app.link import LinkWatch
+from gateway.app.listeners import AdminListener, ControlListener, HisListeners
+from gateway.app.parts import Common, Deadline, Parts, TaskPart
+from gateway.app.policy import FirewallDrift, PolicyPart
+from gateway.app.recon import ReconPart
+from gateway.app.relay import RelayPart
+from gateway.app.rotation import rotate
+from gateway.app.storage import Storage
+from gateway.app.upstreams import Upstreams
+from gateway.assembly import metered_transport, mqtt_settings, profile_codecs
+from gateway.audit.log import AuditLog
 from gateway.config import Config, load_config
 from gateway.config_marks import keep_running
-from gateway.crypto import Certificate, sm3
 from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
@@ -44,36 +40,17 @@ from gateway.health.metrics import Metrics
 from gateway.health.mqtt import HealthPublisher
 from gateway.health.recent import Recent
 from gateway.health.systemd import Notifier
-from gateway.http1 import Limits
-from gateway.http1.listen import close_listener, somaxconn, start_tcp, start_unix
-from gateway.http1.server import Http1Server
-from gateway.identity import identity_cert_figures, load_identity
-from gateway.net.breaker import BreakerPolicy
+from gateway.identity import identity_cert_figures
 from gateway.net.connections import ConnectionPool
 from gateway.net.pool import UpstreamPool
-from gateway.net.tlcp_transport import TlcpTransport
 from gateway.net.transport import TcpTransport, Transport
 from gateway.platform.msgids import MsgidMaker
-from gateway.platform.stmtfiles import GroupKey
-from gateway.policy.engine import upstream_allowed
-from gateway.policy.firewall import FirewallError
 from gateway.policy.gate import PolicyGate
-from gateway.policy.loader import PolicyError, load_policy
-from gateway.policy.model import Policy
-from gateway.policy.nft import Firewall, Nft
-from gateway.recon.report import Report
-from gateway.recon.report import paths as report_paths
-from gateway.recon.run import Reconciler, ReconSettings
-from gateway.recon.schedule import NotYet, ReconSchedule
-from gateway.relay.durable import DurableRelay, Sender
-from gateway.relay.forwarder import Forwarder
-from gateway.relay.outbox import Row, SqliteOutbox
-from gateway.relay.rules import rule_for
+from gateway.recon.run import Reconciler
+from gateway.recon.schedule import ReconSchedule
+from gateway.relay.durable import DurableRelay
+from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.session import SignInSession
-from gateway.tasks import end_tasks
-
-if TYPE_CHECKING:
-    from gateway.health.link import LinkMonitor, LinkState
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -88,145 +65,44 @@ class Daemon:
         notifier: Notifier | None = None,
         config_path: Path | None = None,
     ) -> None:
-        self.config = config
-        self.config_path = config_path
+        self.config, self.config_path = config, config_path
         self._given_transport = transport
         self.transport: Transport = transport or TcpTransport()
-        self.metrics = Metrics(__version__)
-        self.recent = Recent()
+        self.metrics, self.recent = Metrics(__version__), Recent()
         self.notifier = notifier or Notifier({})
         self._api_socket = api_socket
-        self._listeners: list[tuple[asyncio.Server, Path | None]] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
-        self.api: HisApi | None = None
-        self.http: Http1Server | None = None
-        self.admin_address: tuple[str, int] | None = None
-        #: where the HIS API's TCP listeners are (the port the kernel chose for a configured 0)
-        self.api_tcp_addresses: list[tuple[str, int]] = []
+        self._stop, self._reload = asyncio.Event(), asyncio.Event()
         self.started_at = time.monotonic()  # uptime: a wall-clock step must not move it
+        self.deadline, self.parts = Deadline(), Parts()
+        #: what the parts report; metrics and the status page's recent errors hear it, MQTT too when it is on
+        self.events = EventSink()
+        self.events.subscribe(to_metrics(self.metrics))
+        self.events.subscribe(to_recent(self.recent))
+        self.msgids = MsgidMaker()
+        self.policy = PolicyPart(lambda: self.config, self.metrics, self.events)
         self.host: HostSampler | None = None
         self.mqtt: HealthPublisher | None = None
-        self.link: LinkMonitor | None = None
-        self.pool: UpstreamPool | None = None
-        self.outbox: SqliteOutbox | None = None
-        self.checks: HealthChecks | None = None
-        self.gate = PolicyGate(None)
-        self.firewall: Firewall | None = None
-        self.callback_address: tuple[str, int] | None = None
+        self.upstreams: Upstreams | None = None
+        self.storage: Storage | None = None
+        self.relay_part: RelayPart | None = None
+        self.recon_part: ReconPart | None = None
         self.callback: CallbackListener | None = None
-        self.audit: AuditLog | None = None
-        self.relay: DurableRelay | None = None
-        self.session: SignInSession | None = None
-        self.msgids = MsgidMaker()
-        self.recon: Reconciler | None = None
-        self.recon_schedule: ReconSchedule
-        self.connections: ConnectionPool | None = None
+        self.admin: AdminListener | None = None
+        self.his: HisListeners | None = None
+        self.checks: HealthChecks | None = None
+        self.link: LinkWatch | None = None
 
     async def start(self) -> None:
-        cfg = self.config
-        # The policy first: a start with a bad policy (or an upstream outside it) stops before anything listens.
-        self.gate = PolicyGate(self._load_policy(cfg))
-        self._start_firewall(cfg)
-        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        if self._given_transport is None:
-            self.transport = build_transport(
-                cfg,
-                lambda upstream, resumed: self.metrics.tlcp_handshakes.labels(
-                    upstream, "resumed" if resumed else "full"
-                ).inc(),
-                lambda upstream, choice: self.metrics.tlcp_client_auth_learned.labels(
-                    upstream, choice.shape.value, choice.form.value
-                ).inc(),
-            )
-        self.host = HostSampler(cfg.state_dir)
-        self.metrics.add_host(self.host)
-        if cfg.mqtt.enabled:
-            # Settings (and the secret file) are read before anything listens: a bad one stops the start.
-            self.mqtt = HealthPublisher(mqtt_settings(cfg), self.health_document, self.metrics)
-        f = cfg.failover
-        self.pool = UpstreamPool(
-            upstream_targets(cfg),
-            policy=BreakerPolicy(f.failures_to_open, f.cooldown, f.cooldown_max, f.successes_to_close),
-            failback_after=f.failback_after,
-            on_change=self._upstream_switched,
-        )
-        self.metrics.add_pool(self.pool)
-        self.connections = ConnectionPool(self.transport)
-        codecs = profile_codecs(cfg)
-        # One platform behind every upstream: the primary's profile says how its transactions are classed.
-        primary = next(u for u in cfg.upstreams if u.role == "primary")
-        catalogue = codecs[primary.name].profile.catalogue
-        # Keep-alive reuse only where a resend is harmless: a stale connection can swallow a request.
-        forwarder = Forwarder(
-            self.pool,
-            self.connections,
-            lambda e: rule_for(catalogue.classify(e.infno)).resend,
-            codecs=codecs,
-            on_skew=lambda upstream, skew: self.metrics.clock_skew.labels(upstream).set(round(skew, 3)),
-        )
-        self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
-        await self.outbox.start()
-        outbox = self.outbox
-        self.metrics.add_outbox_writes(lambda: outbox.write_failures)
-        await self._start_audit(cfg)
-        sender: Sender = forwarder
-        # One minter for every message the gateway sends itself, its position kept across restarts.
+        """Start every part in dependency order; if one fails, the ones already started are stopped (in reverse)
+        before the error goes on."""
         try:
-            self.msgids = MsgidMaker(high_water=cfg.state_dir / "msgid.seq")
-        except ValueError as exc:
-            raise GatewayError(str(exc)) from None
-        if cfg.session is not None and cfg.session.sign_in:
-            self.session = SignInSession(
-                forwarder,
-                session_operator(cfg.session),
-                max_age=cfg.session.max_age,
-                on_event=self._relay_event,
-                msgids=self.msgids,
-            )
-            sender = self.session
-        self.relay = DurableRelay(
-            self.outbox,
-            sender,
-            catalogue,
-            reversal_settle=cfg.relay.reversal_settle,
-            on_event=self._relay_event,
-            msgids=self.msgids,
-        )
-        # What a previous run left unfinished is settled before any new request is taken.
-        await self.relay.recover()
-        if cfg.recon.enabled and cfg.session is not None:
-            self._start_recon(cfg)
-        self.api = api = HisApi(
-            self.relay,
-            cfg.api.paths,
-            default_timeout=cfg.api.default_timeout,
-            max_timeout=cfg.api.max_timeout,
-            metrics=self.metrics,
-            recent=self.recent,
-            gate=self.gate,
-            completion_values=completion_values(cfg),
-            signs_in=cfg.session is not None and cfg.session.sign_in,
-            access=self._access_log(cfg),
-        )
-        await self._start_listeners(cfg, api)
-        self._tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
-        self._tasks.append(
-            asyncio.create_task(self.pool.probe_loop(self.transport, cfg.failover.probe_interval), name="probes")
-        )
-        self._tasks.append(asyncio.create_task(self._prune_loop(), name="outbox-prune"))
-        await self._start_checks(cfg)
-        if self.mqtt is not None:
-            await self.mqtt.start()
-        if cfg.health.interface:
-            # pyroute2 only where a link is watched: it is a tenth of the daemon's resident memory
-            from gateway.health.link import LinkMonitor
-
-            self.link = LinkMonitor(cfg.health.interface, [u.host for u in cfg.upstreams], self._link_changed)
-            await self.link.start()
-        summary = f"serving {cfg.api_socket}; upstreams {', '.join(u.name for u in cfg.upstreams)}"
-        self.notifier.ready(summary)
+            await self._start_parts()
+        except BaseException:
+            self.deadline.set(10.0)
+            await self.parts.stop()
+            raise
+        cfg = self.config
+        self.notifier.ready(f"serving {cfg.api_socket}; upstreams {', '.join(u.name for u in cfg.upstreams)}")
         log.info(
             "ready",
             version=__version__,
@@ -237,19 +113,147 @@ class Daemon:
             upstreams=[f"{u.name}={u.host}:{u.port}" for u in cfg.upstreams],
         )
 
+    async def _start_parts(self) -> None:
+        cfg, parts, metrics, events = self.config, self.parts, self.metrics, self.events
+        await parts.start(TaskPart("watchdog", self.notifier.watchdog_loop, self.deadline))
+        await parts.start(self.policy)
+        if self.policy.firewall is not None and cfg.policy is not None:
+            drift = FirewallDrift(self.policy.firewall, cfg.policy.firewall.check_interval, metrics, events)
+            await parts.start(TaskPart(drift.name, drift.run, self.deadline))
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        if self._given_transport is None:
+            self.transport = metered_transport(cfg, metrics)
+        self.host = HostSampler(cfg.state_dir)
+        metrics.add_host(self.host)
+        if cfg.mqtt.enabled:
+            # Settings (and the secret file) are read before anything listens: a bad one stops the start.
+            self.mqtt = HealthPublisher(mqtt_settings(cfg), self.health_document, metrics)
+            events.subscribe(to_mqtt(self.mqtt))
+        self.upstreams = await parts.start(Upstreams(cfg, self.transport, events, self.deadline))
+        metrics.add_pool(self.upstreams.pool)
+        codecs = profile_codecs(cfg)
+        self.storage = storage = await parts.start(Storage(cfg, self.mqtt))
+        metrics.add_outbox_writes(lambda: storage.outbox.write_failures)
+        # One minter for every message the gateway sends itself, its position kept across restarts.
+        try:
+            self.msgids = MsgidMaker(high_water=cfg.state_dir / "msgid.seq")
+        except ValueError as exc:
+            raise GatewayError(str(exc)) from None
+        common = Common(metrics, events, self.deadline)
+        relay = RelayPart(
+            cfg, common, codecs=codecs, upstreams=self.upstreams, outbox=storage.outbox, msgids=self.msgids
+        )
+        # What a previous run left unfinished is settled (in start) before any new request is taken.
+        self.relay_part = await parts.start(relay)
+        if cfg.recon.enabled and cfg.session is not None:
+            recon = ReconPart(cfg, common, outbox=storage.outbox, relay=relay.relay, msgids=self.msgids)
+            self.recon_part = await parts.start(recon)
+        await self._start_faces(storage, relay)
+
+    async def _start_faces(self, storage: Storage, relay: RelayPart) -> None:
+        """The listeners, then the watches that report on what is running."""
+        cfg, parts, metrics = self.config, self.parts, self.metrics
+        if cfg.admin.enabled:
+            self.admin = await parts.start(AdminListener(cfg, metrics, self.status))
+        await parts.start(ControlListener(cfg.control_socket, self._resolve, self.reload_policy, self._reconcile))
+        if cfg.callback is not None and cfg.callback.enabled:
+            on_result = metrics.callbacks.labels
+            listener = CallbackListener(cfg, self.gate.policy, lambda result: on_result(result).inc())
+            self.callback = await parts.start(listener)
+        his = HisListeners(
+            cfg,
+            relay.relay,
+            metrics=metrics,
+            recent=self.recent,
+            gate=self.gate,
+            sock=self._api_socket,
+            deadline=self.deadline,
+        )
+        self.his = await parts.start(his)
+        prune = storage.prune_forever
+        await parts.start(
+            TaskPart("outbox-prune", lambda: prune(lambda: self.config.relay.retention_days), self.deadline)
+        )
+        identity = cfg.identity
+        self.checks = checks = HealthChecks(
+            metrics,
+            storage.outbox.summary,
+            (lambda: identity_cert_figures(identity)) if identity is not None else None,
+            self.events.emit,
+        )
+        await checks.refresh_outbox()
+        interval, cert_interval = cfg.health.check_interval, cfg.health.cert_check_interval
+        await parts.start(TaskPart("health-checks", lambda: checks.run(interval, cert_interval), self.deadline))
+        if self.mqtt is not None:
+            await parts.start(self.mqtt)
+        if cfg.health.interface:
+            hosts = [u.host for u in cfg.upstreams]
+            self.link = await parts.start(LinkWatch(cfg.health.interface, hosts, metrics, self.events))
+
+    # -- what tests, the CLI and the API reach through the daemon -------------------------------------------------
+
+    @property
+    def gate(self) -> PolicyGate:
+        return self.policy.gate
+
+    @property
+    def pool(self) -> UpstreamPool | None:
+        return self.upstreams.pool if self.upstreams is not None else None
+
+    @property
+    def connections(self) -> ConnectionPool | None:
+        return self.upstreams.connections if self.upstreams is not None else None
+
+    @property
+    def outbox(self) -> SqliteOutbox | None:
+        return self.storage.outbox if self.storage is not None else None
+
+    @property
+    def audit(self) -> AuditLog | None:
+        return self.storage.audit if self.storage is not None else None
+
+    @property
+    def relay(self) -> DurableRelay | None:
+        return self.relay_part.relay if self.relay_part is not None else None
+
+    @property
+    def session(self) -> SignInSession | None:
+        return self.relay_part.session if self.relay_part is not None else None
+
+    @property
+    def recon(self) -> Reconciler | None:
+        return self.recon_part.reconciler if self.recon_part is not None else None
+
+    @property
+    def recon_schedule(self) -> ReconSchedule | None:
+        return self.recon_part.schedule if self.recon_part is not None else None
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        return self.admin.address if self.admin is not None else None
+
+    @property
+    def callback_address(self) -> tuple[str, int] | None:
+        return self.callback.address if self.callback is not None else None
+
+    @property
+    def api_tcp_addresses(self) -> list[tuple[str, int]]:
+        """Where the HIS API's TCP listeners are (the port the kernel chose for a configured 0)."""
+        return self.his.tcp_addresses if self.his is not None else []
+
     def status(self) -> dict[str, Any]:
+        link = self.link.state if self.link is not None else None
+        snapshots = self.upstreams.snapshot() if self.upstreams is not None else [{} for _ in self.config.upstreams]
         return {
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "in_flight": self.http.in_flight if self.http else 0,
+            "in_flight": self.his.http.in_flight if self.his else 0,
             "api_socket": str(self.config.api_socket),
-            "link": None
-            if self.link is None or self.link.state is None
-            else {"interface": self.link.state.interface, "up": self.link.state.up, "routes": self.link.state.routes},
+            "link": None if link is None else {"interface": link.interface, "up": link.up, "routes": link.routes},
             "upstreams": [
                 {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
                 | ({k: v for k, v in snap.items() if k in ("active", "breaker", "healthy_for_s")})
-                for u, snap in zip(self.config.upstreams, self._pool_snapshot(), strict=True)
+                for u, snap in zip(self.config.upstreams, snapshots, strict=True)
             ],
             "recent": self.recent.snapshot(),
             "policy": None
@@ -257,261 +261,11 @@ class Daemon:
             else {"version": self.gate.policy.version, "files": list(self.gate.policy.files)},
         } | (self.checks.status() if self.checks is not None else {})
 
-    def _link_changed(self, new: LinkState, old: LinkState | None) -> None:
-        self.metrics.link_up.labels(new.interface).set(1 if new.up else 0)
-        for address, via in new.routes.items():
-            self.metrics.route_ok.labels(address).set(1 if via == new.interface else 0)
-        if old is None:
-            log.info("link_state", interface=new.interface, exists=new.exists, up=new.up, routes=new.routes)
-            return
-        if old.up != new.up:
-            kind = "link_up" if new.up else "link_down"
-            log.warning(kind, interface=new.interface, exists=new.exists)
-            if self.mqtt is not None:
-                self.mqtt.event(kind, interface=new.interface)
-        for address, via in new.routes.items():
-            if old.routes.get(address) != via:
-                kind = "route_restored" if via == new.interface else "route_lost"
-                log.warning(kind, upstream=address, via=via, interface=new.interface)
-                if self.mqtt is not None:
-                    self.mqtt.event(kind, upstream=address, via=via)
-                if kind == "route_lost" and self.pool is not None:
-                    # No route: fail over now rather than after the next requests time out.
-                    for u in self.config.upstreams:
-                        if u.host == address:
-                            self.pool.trip(u.name)
-
-    async def _prune_loop(self) -> None:
-        """Drop finished rows past retention, hourly, in small batches (the writer never stalls for long)."""
-        while True:
-            if self.outbox is not None:
-                cutoff = time.time() - self.config.relay.retention_days * 86400
-                removed = await self.outbox.prune(cutoff)
-                if removed:
-                    log.info("outbox_pruned", rows=removed, retention_days=self.config.relay.retention_days)
-            await asyncio.sleep(3600)
-
-    async def _start_checks(self, cfg: Config) -> None:
-        assert self.outbox is not None
-        identity = cfg.identity
-        self.checks = HealthChecks(
-            self.metrics,
-            self.outbox.summary,
-            (lambda: identity_cert_figures(identity)) if identity is not None else None,
-            self._event,
-        )
-        await self.checks.refresh_outbox()
-        interval, cert_interval = cfg.health.check_interval, cfg.health.cert_check_interval
-        self._tasks.append(asyncio.create_task(self.checks.run(interval, cert_interval), name="health-checks"))
-
-    def _start_firewall(self, cfg: Config) -> None:
-        fw = cfg.policy.firewall if cfg.policy is not None else None
-        if fw is None or not fw.enabled or not fw.interface or self.gate.policy is None:
-            return
-        # The host is closed off before anything listens; a table nft refuses stops the start. On stop the
-        # table stays: the host remains closed while the gateway restarts.
-        self.firewall = Firewall(Nft(), fw.interface)
-        seen = self.firewall.apply(self.gate.policy)
-        log.info("firewall_applied", interface=fw.interface, rules=len(seen.skeleton))
-        self._tasks.append(asyncio.create_task(self._firewall_loop(fw.check_interval), name="firewall-drift"))
-
-    async def _firewall_loop(self, interval: float) -> None:
-        """Read the table back every interval; an edit, flush or deletion by anyone is drift, reported (metrics,
-        log, MQTT) but not silently undone: `ybgate firewall apply` or a reload puts it back."""
-        was_ok = True
-        while True:
-            await asyncio.sleep(interval)
-            if self.firewall is None:
-                return
-            try:
-                check = await asyncio.to_thread(self.firewall.check)
-            except FirewallError as err:
-                self.metrics.firewall_checks.labels("error").inc()
-                log.warning("firewall_check_failed", reason=err.message)
-                continue
-            self.metrics.firewall_drops.labels("in").set(check.seen.dropped_in)
-            self.metrics.firewall_drops.labels("out").set(check.seen.dropped_out)
-            self.metrics.firewall_drift.set(0 if check.ok else 1)
-            self.metrics.firewall_checks.labels("ok" if check.ok else "drift").inc()
-            if not check.ok and was_ok:
-                log.error("firewall_drift", problem=check.problem, interface=self.firewall.interface)
-                self.recent.error("firewall_drift", check.problem or "")
-                self._event("firewall_drift", {"problem": check.problem})
-            elif check.ok and not was_ok:
-                log.info("firewall_drift_resolved", interface=self.firewall.interface)
-            was_ok = check.ok
-
-    async def _start_listeners(self, cfg: Config, api: HisApi) -> None:
-        if cfg.admin.enabled:
-            admin = AdminApi(self.metrics, self.status)
-            srv = await start_tcp(Http1Server(admin.handle, admin.refuse, Limits()), cfg.admin.host, cfg.admin.port)
-            self.admin_address = srv.sockets[0].getsockname()[:2]
-            self._listeners.append((srv, None))
-        await self._start_control(cfg)
-        await self._start_callback(cfg)
-        self.http = Http1Server(
-            api.handle, api.refuse, http_limits(cfg), peer_error_responder=api.refuse_peer, early_responder=api.early
-        )
-        backlog = cfg.api.backlog
-        cap = somaxconn()
-        if cap is not None and cap < backlog:
-            log.warning("api_backlog_capped", backlog=backlog, somaxconn=cap, fix="raise sysctl net.core.somaxconn")
-        unix = await start_unix(
-            self.http,
-            cfg.api_socket,
-            mode=cfg.api.socket_mode,
-            group=cfg.api.socket_group,
-            sock=self._api_socket,
-            backlog=backlog,
-        )
-        # A handed-over socket belongs to systemd: never unlink it on stop.
-        self._listeners.append((unix, None if self._api_socket else cfg.api_socket))
-        self.api_tcp_addresses = []
-        for tcp in cfg.api.tcp:
-            srv = await start_tcp(self.http, tcp.host, tcp.port, backlog=backlog)
-            self.api_tcp_addresses.append(srv.sockets[0].getsockname()[:2])
-            log.info("api_tcp_listening", address=f"{tcp.host}:{self.api_tcp_addresses[-1][1]}")
-            self._listeners.append((srv, None))
-
-    def _anchor_sinks(self, cfg: Config) -> list[AnchorSink]:
-        """Where each checkpoint's hash goes as it is made, outside the audit directory: the anchor file, and
-        retained on MQTT when it is on (a later subscriber still gets the latest)."""
-        sinks: list[AnchorSink] = []
-        if cfg.audit.anchor_file is not None:
-            sinks.append(AnchorFile(cfg.audit.anchor_file).publish)
-        if self.mqtt is not None:
-            mqtt = self.mqtt
-            sinks.append(lambda anchor: mqtt.retain("audit/anchor", anchor.doc()))
-        return sinks
-
-    async def _start_audit(self, cfg: Config) -> None:
-        """Open the chain (cutting a torn tail), append what the outbox finished after its last entry (a crash
-        between the two commits), then hear every final outcome from the outbox as it commits."""
-        if not cfg.audit.enabled or self.outbox is None:
-            return
-        signer = subject = None
-        chain: tuple[Certificate, ...] = ()
-        if cfg.identity is not None:
-            creds = load_identity(cfg.identity).credentials
-            signer, subject, chain = creds.sign_key, creds.sign_cert.subject, (creds.sign_cert, *creds.chain)
-        a = cfg.audit
-        self.audit = AuditLog(
-            cfg.audit_dir,
-            rotate_bytes=a.rotate_bytes,
-            checkpoint_every=a.checkpoint_every,
-            checkpoint_interval=a.checkpoint_interval,
-            signer=signer,
-            signer_subject=subject,
-            signer_chain=chain,
-            anchors=self._anchor_sinks(cfg),
-        )
-        self.audit.open()
-        audited = self.audit.recent_keys()
-        missing = [
-            r
-            for r in await self.outbox.finished_since(self.audit.catch_up_since())
-            if (r.msgid, r.state.value) not in audited
-        ]
-        if missing:
-            log.warning("audit_catch_up", entries=len(missing))
-            self.audit.record(_outcome(r) for r in missing)
-        audit = self.audit
-        self.outbox.on_final = lambda rows: audit.record(_outcome(r) for r in rows)
-
-    async def _start_callback(self, cfg: Config) -> None:
-        """The platform's callbacks over mutual TLCP: our identity, its certificate pinned by the policy."""
-        if cfg.callback is None or not cfg.callback.enabled:
-            return
-        self.callback = CallbackListener(
-            cfg, self.gate.policy, lambda result: self.metrics.callbacks.labels(result).inc()
-        )
-        await self.callback.start()
-        self.callback_address = self.callback.address
-
-    async def _start_control(self, cfg: Config) -> None:
-        control = ControlApi(self._resolve, reload_policy=self.reload_policy, reconcile=self._reconcile)
-        server = Http1Server(control.handle, control.refuse, Limits())
-        self._listeners.append((await start_unix(server, cfg.control_socket, mode=0o600), cfg.control_socket))
-
-    def _load_policy(self, cfg: Config) -> Policy | None:
-        """The policy the configuration names, checked against the upstreams it will dial. Raises PolicyError."""
-        paths = cfg.policy_paths
-        if paths is None:
-            log.warning("no_policy", detail="development mode without a policy: every local client may call everything")
-            return None
-        policy = load_policy(paths)
-        outside = [f"{u.name} {u.host}:{u.port}" for u in cfg.upstreams if not upstream_allowed(policy, u.host, u.port)]
-        if outside:
-            raise PolicyError(
-                [
-                    (
-                        None,
-                        "upstreams",
-                        f"not in the policy's upstream whitelist: {', '.join(outside)} (policy files: "
-                        f"{', '.join(policy.files)}); only whitelisted IP:port pairs are ever dialled",
-                    )
-                ]
-            )
-        self.metrics.policy_info.clear()
-        self.metrics.policy_info.labels(policy.version).set(1)
-        log.info("policy_loaded", version=policy.version, files=list(policy.files), clients=len(policy.clients))
-        return policy
-
-    def reload_identity(self) -> str:
-        """Certificate rotation: validate the identity files as `certs check` would and hand them to every part
-        that holds the identity: the upstream tunnels (new connections), the callback listener (new handshakes)
-        and the audit signer (which records the switch in the chain). Established tunnels finish undisturbed. A
-        bad new set is refused, and every part keeps the running one."""
-        routes = getattr(self.transport, "routes", {})
-        tlcp = next((t for t in routes.values() if isinstance(t, TlcpTransport)), None)
-        if self.config.identity is None or (tlcp is None and self.callback is None and self.audit is None):
-            return "unchanged"
-        reason = None
-        try:
-            ident = load_identity(self.config.identity)
-            configs = tlcp_configs(self.config, ident)
-        except (GatewayError, OSError, ValueError) as exc:
-            reason = getattr(exc, "message", None) or str(exc)
-        if reason is not None:
-            self.metrics.reloads.labels("identity_refused").inc()
-            self.recent.error("identity_refused", reason)
-            log.error("identity_refused", reason=reason)
-            self._event("identity_refused", {"reason": reason})
-            return "refused"
-        if tlcp is not None:
-            tlcp.configs = configs  # one assignment: a new connection sees the old set or the new one
-            log.info("identity_reloaded", upstreams=sorted(configs))
-        if self.callback is not None:
-            self.callback.use_identity(ident)
-        if self.audit is not None:
-            creds = ident.credentials
-            self.audit.rotate_signer(creds.sign_key, (creds.sign_cert, *creds.chain))
-        if self.checks is not None:
-            self.checks.check_certs()
-        return "applied"
-
-    def reload_policy(self) -> dict[str, Any]:
-        """Load the policy again; a bad one is refused and the one in force stays."""
-        refused: PolicyError | None = None
-        try:
-            policy = self._load_policy(self.config)
-            if self.firewall is not None and policy is not None:
-                # The kernel first: if nft refuses, the old table (rolled back) and the old policy stay.
-                self.firewall.apply(policy)
-        except PolicyError as err:
-            refused = err
-        except FirewallError as err:
-            refused = PolicyError([(None, "firewall", err.message)])
-        if refused is not None:
-            self.metrics.policy_reloads.labels("refused").inc()
-            self.recent.error("policy_refused", refused.lines()[0])
-            log.error("policy_refused", problems=refused.lines())
-            self._event("policy_refused", {"problems": refused.lines()})
-            return {"result": "refused", "problems": refused.lines()}
-        if policy is not None:
-            self.gate.swap(policy)
-        self.metrics.policy_reloads.labels("applied").inc()
-        return {"result": "applied", "version": policy.version if policy else None}
+    def health_document(self) -> dict[str, Any]:
+        doc = self.status()
+        if self.host is not None:
+            doc["host"] = self.host.sample().as_dict()
+        return doc
 
     async def _resolve(self, msgid: str, action: str, reason: str) -> dict[str, Any]:
         assert self.relay is not None
@@ -520,112 +274,87 @@ class Daemon:
             await self.checks.refresh_outbox()
         return {"msgid": row.msgid, "infno": row.infno, "state": row.state.value, "outcome": row.outcome}
 
-    def _event(self, kind: str, detail: dict[str, Any]) -> None:
-        if self.mqtt is not None:
-            self.mqtt.event(kind, **detail)
-
-    def _start_recon(self, cfg: Config) -> None:
-        assert self.relay is not None and cfg.session is not None
-        r = cfg.recon
-        extra = tuple(GroupKey(g.insutype, g.clr_type, g.setl_optins) for g in r.extra_groups)
-        self.recon = Reconciler(
-            self.outbox,
-            self.relay,
-            session_operator(cfg.session),
-            cfg.recon_dir,
-            ReconSettings(detail=r.detail, timeout=r.timeout, extra_groups=extra),
-            on_finished=self._recon_finished,
-            msgids=self.msgids,
-        )
-        self.recon_schedule = schedule = ReconSchedule(
-            self.recon,
-            cfg.recon_dir,
-            cutoff=r.cutoff,
-            lag_days=r.lag_days,
-            retry_interval=r.retry_interval,
-            max_attempts=r.max_attempts,
-        )
-        self._tasks.append(asyncio.create_task(schedule.run_forever(), name="recon"))
-
-    def _recon_finished(self, report: Report) -> None:
-        summary = report.summary()
-        self.metrics.recon_runs.labels(report.status).inc()
-        self.metrics.recon_differences.set(len(report.differences))
-        self.metrics.recon_last_run.set_to_current_time()
-        if self.mqtt is not None:
-            # counts only: the difference list names patients and stays in the report files
-            self.mqtt.event(
-                "recon_finished",
-                date=report.date,
-                status=report.status,
-                differences=summary["differences"],
-                settlements=summary["settlements"],
-                unresolved=summary["unresolved"],
-            )
-
     async def _reconcile(self, day: str) -> dict[str, Any]:
-        if self.recon is None:
+        if self.recon_part is None:
             raise RequestError("reconciliation is not enabled (recon.enabled in the config)", http_status=409)
+        return await self.recon_part.reconcile(day)
+
+    # -- reload ------------------------------------------------------------------------------------------------
+
+    def reload_identity(self) -> str:
+        """Certificate rotation: validate the identity files as `certs check` would and hand them to every part
+        that holds the identity: the upstream tunnels (new connections), the callback listener (new handshakes)
+        and the audit signer (which records the switch in the chain). Established tunnels finish undisturbed. A
+        bad new set is refused, and every part keeps the running one."""
+        holders = [h for h in (self.upstreams, self.callback, self.storage) if h is not None]
+        if self.config.identity is None:
+            return "unchanged"
+        result = rotate(self.config.identity, holders, self.metrics, self.events)
+        if result == "refused":
+            return result
+        if self.checks is not None:
+            self.checks.check_certs()
+        return "applied"
+
+    def reload_policy(self) -> dict[str, Any]:
+        """Load the policy again; a bad one is refused and the one in force stays."""
+        return self.policy.reload()
+
+    def reload(self) -> list[str]:
+        """Re-read the configuration file. A bad file changes nothing. What the marks in gateway.config call LIVE
+        changes now; returns the RESTART fields that changed (they keep their running values until then)."""
+        if self.config_path is None:
+            return []
+        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
-            parsed = date.fromisoformat(day)
-        except ValueError:
-            raise RequestError(f"not a date: {day!r} (YYYY-MM-DD)") from None
-        try:
-            report = await self.recon_schedule.run_now(parsed)
-        except NotYet as exc:
-            raise RequestError(str(exc), http_status=409) from None
-        json_path, csv_path = report_paths(self.config.recon_dir, parsed)
-        return report.summary() | {"report": str(json_path), "differences_csv": str(csv_path)}
+            new = load_config(self.config_path)
+        except ConfigError as err:
+            return self._refuse_reload(err.lines())
+        old = self.config
+        self.config, needs_restart = keep_running(old, new)
+        self._apply_live(self.config, old)
+        identity = self.reload_identity()
+        pol = self.reload_policy()
+        self.metrics.reloads.labels("applied").inc()
+        log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart, policy=pol["result"])
+        status = "reloaded" + (f"; restart to apply {', '.join(needs_restart)}" if needs_restart else "")
+        if identity == "refused":
+            status += "; new certificates refused: the running ones stay"
+        if pol["result"] == "refused":
+            status += "; policy refused: the policy in force stays"
+        self.notifier.notify(f"READY=1\nSTATUS={status}")
+        return needs_restart
 
-    def _relay_event(self, kind: str, detail: dict[str, Any]) -> None:
-        self.metrics.relay_events.labels(kind).inc()
-        if self.mqtt is not None:
-            self.mqtt.event(kind, **detail)
+    def _refuse_reload(self, problems: list[str]) -> list[str]:
+        self.metrics.reloads.labels("refused").inc()
+        log.error("reload_refused", problems=problems, file=str(self.config_path))
+        self.events.emit("reload_refused", {"problems": problems}, error=problems[0])
+        # The policy files are separate: a good policy edit is not held back by a bad config edit.
+        pol = self.reload_policy()
+        self.notifier.notify(
+            "READY=1\nSTATUS=reload refused: the running configuration stays in force"
+            + ("; policy refused" if pol["result"] == "refused" else "")
+        )
+        return []
 
-    def _upstream_switched(self, old: str, new: str) -> None:
-        self.metrics.failovers.labels(old, new).inc()
-        if self.mqtt is not None:
-            self.mqtt.event("upstream_switched", was=old, to=new)
+    def _apply_live(self, new: Config, old: Config) -> None:
+        """The fields marked LIVE, to the parts that use them (the identity and the policy paths: reload_identity
+        and reload_policy)."""
+        if self.his is not None:
+            self.his.configure(new)
+        if new.logging != old.logging:
+            from gateway.logging import configure
 
-    def _pool_snapshot(self) -> list[dict[str, object]]:
-        if self.pool is None:
-            return [{} for _ in self.config.upstreams]
-        by_name = {s["name"]: s for s in self.pool.snapshot()}
-        return [by_name[u.name] for u in self.config.upstreams]
+            configure(new.logging.level, new.logging.format)
+        if self.storage is not None:
+            self.storage.configure(new)
 
-    def health_document(self) -> dict[str, Any]:
-        doc = self.status()
-        if self.host is not None:
-            doc["host"] = self.host.sample().as_dict()
-        return doc
+    # -- lifecycle ---------------------------------------------------------------------------------------------
 
     async def stop(self, grace: float = 10.0) -> None:
-        deadline = time.monotonic() + grace
+        self.deadline.set(grace)
         self.notifier.stopping()
-        if self.mqtt is not None:
-            await self.mqtt.stop()
-        if self.link is not None:
-            await self.link.stop()
-        for srv, path in self._listeners:
-            await close_listener(srv, path)
-        self._listeners = []
-        if self.callback is not None:
-            await self.callback.stop()
-        if self.http is not None:
-            drained = await self.http.drain(deadline)
-            log.info("stopped", drained=drained, in_flight_left=self.http.in_flight)
-        if self.api is not None:
-            self.api.access.close()
-        if self.relay is not None:
-            await self.relay.stop(grace=max(0.5, deadline - time.monotonic()))
-        if self.outbox is not None:
-            await self.outbox.stop()
-        if self.audit is not None:
-            await self.audit.close()
-        if self.connections is not None:
-            await self.connections.close()
-        await end_tasks(self._tasks, max(1.0, deadline - time.monotonic()))
-        self._tasks = []
+        await self.parts.stop()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -647,79 +376,6 @@ class Daemon:
                 self.reload()
         log.info("stopping")
 
-    def reload(self) -> list[str]:
-        """Re-read the configuration file. A bad file changes nothing. What can change live changes now;
-        returns the fields whose change needs a restart (they keep their running values until then)."""
-        if self.config_path is None:
-            return []
-        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-        try:
-            new: Config | None = load_config(self.config_path)
-            refused = None
-        except ConfigError as err:
-            new, refused = None, err
-        if refused is not None or new is None:
-            assert refused is not None
-            err = refused
-            self.metrics.reloads.labels("refused").inc()
-            self.recent.error("reload_refused", err.lines()[0])
-            log.error("reload_refused", problems=err.lines(), file=str(self.config_path))
-            if self.mqtt is not None:
-                self.mqtt.event("reload_refused", problems=err.lines())
-            # The policy files are separate: a good policy edit is not held back by a bad config edit.
-            pol = self.reload_policy()
-            self.notifier.notify(
-                "READY=1\nSTATUS=reload refused: the running configuration stays in force"
-                + ("; policy refused" if pol["result"] == "refused" else "")
-            )
-            return []
-        old = self.config
-        # What the marks in gateway.config call LIVE is applied below; what they call RESTART keeps its value.
-        self.config, needs_restart = keep_running(old, new)
-        new = self.config
-        if self.http is not None:
-            self.http.limits = http_limits(new)
-        if self.api is not None:
-            self.api.configure(
-                new.api.paths,
-                new.api.default_timeout,
-                new.api.max_timeout,
-                completion_values(new),
-                signs_in=new.session is not None and new.session.sign_in,
-            )
-        if self.api is not None and new.logging.access != old.logging.access:
-            previous, self.api.access = self.api.access, self._access_log(new)
-            previous.close()
-        if new.logging != old.logging:
-            from gateway.logging import configure
-
-            configure(new.logging.level, new.logging.format)
-        if self.audit is not None:
-            a = new.audit
-            self.audit.configure(a.rotate_bytes, a.checkpoint_every, a.checkpoint_interval)
-        identity = self.reload_identity()
-        pol = self.reload_policy()
-        self.metrics.reloads.labels("applied").inc()
-        log.info("reloaded", file=str(self.config_path), needs_restart=needs_restart, policy=pol["result"])
-        status = "reloaded" + (f"; restart to apply {', '.join(needs_restart)}" if needs_restart else "")
-        if identity == "refused":
-            status += "; new certificates refused: the running ones stay"
-        if pol["result"] == "refused":
-            status += "; policy refused: the policy in force stays"
-        self.notifier.notify(f"READY=1\nSTATUS={status}")
-        return needs_restart
-
-    def _access_log(self, cfg: Config) -> AccessLog:
-        a = cfg.logging.access
-        return AccessLog(
-            a.to,
-            path=a.path,
-            max_bytes=a.max_bytes,
-            backups=a.backups,
-            syslog_socket=a.syslog_socket,
-            on_drop=self.metrics.access_log_dropped.inc,
-        )
-
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -727,43 +383,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, then stop gracefully."""
+        """Start, serve until SIGTERM/SIGINT, then stop gracefully; a start that fails half-way stops what it
+        had started."""
         # Before start: the API socket listens early in start(), and a SIGTERM from then on (systemd stopping a
         # unit that is still starting) must mean a clean stop, not death by the default handler.
         self.install_signal_handlers()
-        await self.start()
         try:
+            await self.start()
             await self.wait_for_signal()
         finally:
             await self.stop()
-
-
-def completion_values(cfg: Config) -> dict[str, str]:
-    """What envelopes are completed with for clients that ask: the sign-in operator's identity (session:)."""
-    s = cfg.session
-    if s is None:
-        return {}
-    return {
-        "fixmedins_code": s.fixmedins_code,
-        "fixmedins_name": s.fixmedins_name,
-        "mdtrtarea_admvs": s.mdtrtarea_admvs,
-        "recer_sys_code": s.recer_sys_code,
-        "infver": "V1.0",
-        "opter": s.opter,
-        "opter_name": s.opter_name,
-        "opter_type": s.opter_type,
-    }
-
-
-def _outcome(row: Row) -> Outcome:
-    return Outcome(
-        row.msgid,
-        row.infno,
-        row.state.value,
-        row.outcome,
-        row.upstream,
-        row.body_digest,
-        row.response,
-        row.updated,
-        row.client,
-    )

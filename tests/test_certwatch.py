@@ -62,7 +62,7 @@ async def test_daemon_reports_days_left_and_warns_about_its_own_certificate(shor
     config = config.model_copy(update={"admin": config.admin.model_copy(update={"enabled": True, "port": 0})})
     daemon = Daemon(config)
     events: list[tuple[str, dict[str, object]]] = []
-    daemon._event = lambda kind, detail: events.append((kind, detail))  # type: ignore[method-assign]
+    daemon.events.subscribe(lambda e: events.append((e.kind, e.detail)))
     await daemon.start()
     try:
         assert daemon.admin_address is not None

@@ -67,15 +67,20 @@ class CallbackListener:
             session_cache=MemorySessionCache(time.monotonic, lifetime=CALLBACK_SESSION_LIFETIME, size=256),
         )
 
-    def use_identity(self, ident: LoadedIdentity) -> None:
-        """New handshakes present this identity from now on; connections already open finish as they are."""
+    def prepare_identity(self, ident: LoadedIdentity) -> Callable[[], None]:
+        """The settings for a rotated identity, built now (the CA bundle read), and what makes new handshakes
+        present it; connections already open finish as they are."""
         now = self._tls.credentials if self._tls is not None else None
         new = ident.credentials
         if now is not None and (now.sign_cert.der, now.enc_cert.der) == (new.sign_cert.der, new.enc_cert.der):
-            return  # a reload that rotated nothing keeps the sessions callers may resume
-        self._tls = self.tls_config(ident)
-        cert = ident.credentials.sign_cert
-        log.info("callback_identity_switched", subject=cert.subject, serial=f"{cert.serial:x}")
+            return lambda: None  # a reload that rotated nothing keeps the sessions callers may resume
+        tls = self.tls_config(ident)
+
+        def switch() -> None:
+            self._tls = tls
+            log.info("callback_identity_switched", subject=new.sign_cert.subject, serial=f"{new.sign_cert.serial:x}")
+
+        return switch
 
     async def start(self) -> None:
         assert self.cfg.identity is not None and self.cfg.callback is not None and self.policy.callback is not None
