@@ -318,7 +318,7 @@ def cmd_run(path: Path) -> int:
     # structlog imports rich whenever it is installed (a development tool pulls it in) for pretty tracebacks
     # the daemon never prints (its logs are JSON lines): 11 MiB of resident memory for nothing.
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
-    from gateway.daemon import Daemon
+    from gateway.app.daemon import Daemon
     from gateway.health.systemd import Notifier, listen_fds
     from gateway.logging import configure
 
@@ -507,7 +507,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, profile: Any = None) -> int:
-    from gateway.demo import sim_tlcp_config
+    from gateway.app.demo import sim_tlcp_config
     from gateway.logging import configure
     from gateway.sim.server import Simulator
 
@@ -544,7 +544,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import main_demo
+    from gateway.app.demo import main_demo
 
     tcp: tuple[str, int] | None = None
     if args.tcp != "off":

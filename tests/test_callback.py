@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.config import CallbackForward, CallbackSection, Config, PolicySection
 from gateway.crypto import Certificate, SM2PrivateKey
 from gateway.crypto.testpki import generate_test_pki
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.http1.client import encode_request, exchange
 from gateway.net.tlcp_stream import open_tlcp_connection
 from gateway.net.tlcp_transport import chain_verifier

@@ -12,12 +12,12 @@ from pathlib import Path
 from structlog.testing import capture_logs
 from test_callback import His, call_with_handshake, callback_config, platform_client
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config, sim_tlcp_config
 from gateway.audit.log import AuditLog, Outcome, audit_files
 from gateway.audit.verify import verify
 from gateway.crypto import Certificate, SM2PrivateKey
 from gateway.crypto.testpki import generate_test_pki, issue_next
-from gateway.daemon import Daemon
-from gateway.demo import demo_config, sim_tlcp_config
 from gateway.sim.server import Simulator
 from gateway.tlcp import TLCPConfig
 

@@ -7,9 +7,9 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config, sim_tlcp_config
 from gateway.crypto.testpki import generate_test_pki
-from gateway.daemon import Daemon
-from gateway.demo import demo_config, sim_tlcp_config
 from gateway.health.certwatch import CertFigure, ExpiryWatch, threshold_reached
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.app.events import EventSink
 from gateway.app.parts import Deadline, Parts
 from gateway.app.upstreams import Upstreams
 from gateway.config import TcpListen
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.http1.listen import ListenError
 from gateway.net.transport import TcpTransport
 from gateway.sim.server import Simulator

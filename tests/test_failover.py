@@ -8,8 +8,8 @@ import json
 import time
 from pathlib import Path
 
+from gateway.app.daemon import Daemon
 from gateway.config import load_config_text
-from gateway.daemon import Daemon
 from gateway.http1.unix_client import request
 from gateway.sim.ledger import Ledger
 from gateway.sim.platform import SimPlatform

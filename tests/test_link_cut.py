@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app.daemon import Daemon
 from gateway.config import load_config_text
-from gateway.daemon import Daemon
 from gateway.http1.unix_client import request
 
 from conftest import PLATFORM_PATH, fresh

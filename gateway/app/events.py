@@ -8,13 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from gateway.health.metrics import Metrics
 from gateway.health.mqtt import HealthPublisher
 from gateway.health.recent import Recent
-
-log = structlog.get_logger("gateway.daemon")
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from gateway.api.accesslog import AccessLog
 from gateway.api.admin import AdminApi
 from gateway.api.app import HisApi
 from gateway.api.control import ControlApi
+from gateway.app.assembly import completion_values, http_limits
 from gateway.app.parts import Deadline
-from gateway.assembly import completion_values, http_limits
 from gateway.config import Config
 from gateway.health.metrics import Metrics
 from gateway.health.recent import Recent

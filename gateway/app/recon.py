@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from gateway.app.assembly import session_operator
 from gateway.app.parts import Common, TaskPart
-from gateway.assembly import session_operator
 from gateway.config import Config
 from gateway.errors import RequestError
 from gateway.platform.msgids import MsgidMaker

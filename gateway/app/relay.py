@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.app.assembly import session_operator
 from gateway.app.parts import Common
 from gateway.app.upstreams import Upstreams
-from gateway.assembly import session_operator
 from gateway.config import Config
 from gateway.platform.msgids import MsgidMaker
 from gateway.platform.signing import ProfileCodec

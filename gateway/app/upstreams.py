@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import structlog
 
+from gateway.app.assembly import tlcp_configs, upstream_targets
 from gateway.app.events import Event, EventSink
 from gateway.app.parts import Deadline, TaskPart
-from gateway.assembly import tlcp_configs, upstream_targets
 from gateway.config import Config
 from gateway.identity import LoadedIdentity
 from gateway.net.breaker import BreakerPolicy

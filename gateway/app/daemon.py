@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from gateway import __version__
+from gateway.app.assembly import metered_transport, mqtt_settings, profile_codecs
 from gateway.app.callback import CallbackListener
 from gateway.app.events import EventSink, to_metrics, to_mqtt, to_recent
 from gateway.app.link import LinkWatch
@@ -29,7 +30,6 @@ from gateway.app.relay import RelayPart
 from gateway.app.rotation import rotate
 from gateway.app.storage import Storage
 from gateway.app.upstreams import Upstreams
-from gateway.assembly import metered_transport, mqtt_settings, profile_codecs
 from gateway.audit.log import AuditLog
 from gateway.config import Config, load_config
 from gateway.config_marks import keep_running
