@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
-
-import structlog
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gateway.tasks import end_tasks
 
 if TYPE_CHECKING:
     from gateway.app.events import EventSink
     from gateway.health.metrics import Metrics
-
-log = structlog.get_logger("gateway.daemon")
 
 
 class Part(Protocol):
@@ -83,17 +79,14 @@ class Parts:
 class TaskPart:
     """A background loop as a part: started as a task, cancelled (within the deadline) on stop."""
 
-    def __init__(self, name: str, loop: Callable[[], Awaitable[None]], deadline: Deadline) -> None:
+    def __init__(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]], deadline: Deadline) -> None:
         self.name = name
         self._loop = loop
         self._deadline = deadline
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
-
-    async def _run(self) -> None:
-        await self._loop()
+        self._task = asyncio.create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
