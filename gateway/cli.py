@@ -192,6 +192,13 @@ def _parser() -> argparse.ArgumentParser:
         help="serve TLCP with the server certificates of this test PKI (ybgate certs gen-test-pki); "
         "client certificates from its CA required",
     )
+    sim.add_argument(
+        "--journal",
+        type=Path,
+        default=None,
+        help="keep the ledger in this file (every message fsync'd before it is answered, replayed at start), "
+        "so a simulator killed and started again holds what it booked",
+    )
     return p
 
 
@@ -506,9 +513,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, profile: Any = None) -> int:
+def cmd_sim(
+    host: str, port: int, admin_port: int, pki: Path | None = None, profile: Any = None, *, journal: Path | None = None
+) -> int:
     from gateway.demo import sim_tlcp_config
     from gateway.logging import configure
+    from gateway.sim.journal import JournalDamaged
     from gateway.sim.server import Simulator
 
     try:
@@ -518,8 +528,13 @@ def cmd_sim(host: str, port: int, admin_port: int, pki: Path | None = None, prof
         return 1
     configure("info", "json")
 
+    try:
+        sim = Simulator(profile=profile, journal=journal)
+    except (OSError, JournalDamaged) as exc:
+        print(f"ybgate sim: --journal {journal}: {_reason(exc)}", file=sys.stderr)
+        return 1
+
     async def serve() -> None:
-        sim = Simulator(profile=profile)
         addrs = await sim.start(host, port, admin_port, tlcp=tlcp)
         print(f"simulator: platform {addrs.platform[0]}:{addrs.platform[1]}, admin {addrs.admin_url}", flush=True)
         try:
@@ -575,7 +590,7 @@ COMMANDS: dict[str, Any] = {
     "outbox": cmd_outbox,
     "probe": cmd_probe,
     "status": lambda a: cmd_status(a.config, a.json),
-    "sim": lambda a: cmd_sim(a.host, a.port, a.admin_port, a.pki),
+    "sim": lambda a: cmd_sim(a.host, a.port, a.admin_port, a.pki, journal=a.journal),
     "profile": cli_profiles.run,
     "policy": cli_policy.run,
     "firewall": cli_policy.run,
