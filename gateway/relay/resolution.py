@@ -32,7 +32,7 @@ from gateway.relay import settleclock
 from gateway.relay.checking import Verdict, judge, query_envelope
 from gateway.relay.forwarder import AmbiguousOutcome
 from gateway.relay.outcomes import NothingToResolve
-from gateway.relay.repository import Outbox
+from gateway.relay.repository import Outbox, OutboxUnavailable
 from gateway.relay.reversal import Reversals
 from gateway.relay.rules import IfAbsent, Plan, plan_for, rule_for
 from gateway.relay.schema import Change, Row
@@ -197,14 +197,23 @@ class Resolver:
         return await self.current(row.msgid)
 
     async def _final(self, row: Row, to: State, outcome: str, reason: Reason | None = None) -> Row:
-        """A move the resolution decided, unless ops decided first (the row is final already)."""
+        """A move the resolution decided, unless ops decided first (the row is final already). When the outbox
+        cannot store it (disk full, read-only), the decision is kept and stored as soon as it writes again."""
         moved: Change = {"outcome": outcome}
         if reason is not None:
             moved["reason"] = reason
-        try:
-            return await self.outbox.move(row.msgid, to, **moved)
-        except IllegalMove:
-            return await self.current(row.msgid)
+        attempt = 0
+        while True:
+            try:
+                return await self.outbox.move(row.msgid, to, **moved)
+            except IllegalMove:
+                return await self.current(row.msgid)
+            except OutboxUnavailable as exc:
+                if not self.going_on(row.msgid):
+                    raise
+                attempt += 1
+                log.warning("resolution_not_stored", msgid=row.msgid, state=to.value, error=exc.message)
+                await self.nap(row.msgid, self.timing.resolve_pause(attempt))
 
     async def _note(self, row: Row, outcome: str) -> Row:
         return await self._final(row, State.IN_DOUBT, outcome)

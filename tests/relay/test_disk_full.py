@@ -205,3 +205,41 @@ async def test_a_repeat_is_never_told_not_accepted_while_the_disk_is_full(
     row = await outbox.get(str(booked["msgid"]))
     assert row is not None and row.state is State.ANSWERED
     assert [f["msgid"] for f in gateway.sim.ledger.fees].count(booked["msgid"]) == 1
+
+
+async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(sim: Simulator, small_disk: Path) -> None:
+    """The crash harness's disk-full round left a 2204 in doubt for good (until a restart): its answer was lost,
+    the check query (5204) found the fee lines held while the disk was full, storing "confirmed" failed, and the
+    check task ended on that error with nothing left to retry it. The decision is now kept and stored as soon as
+    the disk takes writes again."""
+    assert sim.addresses is not None
+    config = demo_config(small_disk, sim.addresses.platform, level="warning")
+    config = config.model_copy(update={"relay": config.relay.model_copy(update={"reversal_settle": 1.0})})
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        gateway, outbox = Gateway(daemon, config, sim), daemon.outbox
+        assert outbox is not None
+        sim.faults.set("2204", {"kind": "drop_after", "times": 1})  # booked, its answer lost
+        doc = fee_upload(await gateway.sign_in(), "44000000000000000033", "0000000001")
+        msgid = str(doc["msgid"])
+        his = asyncio.create_task(gateway.post(doc))
+        async with asyncio.timeout(10):
+            while (row := await outbox.get(msgid)) is None or row.state is not State.IN_DOUBT:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        filler = fill(small_disk)  # before the check runs (after the settle time)
+        failures = daemon.metrics.registry.get_sample_value
+        async with asyncio.timeout(15):
+            while not (failures("ybgate_outbox_write_failures_total") or 0):  # noqa: ASYNC110 - the check's store
+                await asyncio.sleep(0.02)
+        assert [m.infno for m in sim.ledger.messages].count("5204") == 1  # it was the check that met the full disk
+        assert json.loads((await his).body)["gateway_error"] == "outcome_unknown"
+        os.unlink(filler)  # space returns; no restart
+        async with asyncio.timeout(15):  # the old code: in doubt for ever
+            while (await outbox.get(msgid)).state is not State.CONFIRMED:  # type: ignore[union-attr]  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        again = json.loads((await gateway.post(doc)).body)
+        assert again["gateway_error"] == "booked_no_answer", again
+        assert [f["msgid"] for f in sim.ledger.fees] == [msgid]
+    finally:
+        await daemon.stop(grace=1.0)
