@@ -93,6 +93,7 @@ class Run:
         self.kept: set[str] = set()
         self.disk_rows = {"refusing": 0, "kept": 0}
         self.disk_left: list[str] = []
+        self.messages = 0  # in the platform's ledger at the end
         #: per round: seconds from full to the first refusal, from space back to every kept outcome final
         self.disk_times: list[float] = []
         self.mix = Envelopes()
@@ -285,6 +286,7 @@ async def main(args: argparse.Namespace) -> int:
             run.stop.set()
             await asyncio.gather(*tasks)
             ledger = await platform.admin("GET", "/_sim/ledger")
+            run.messages = len(ledger["messages"])
             found = compare(run.told, ledger, outbox_rows(run.state / "outbox.db"))
             keep = any(found.values()) or bool(run.disk_left)
             if keep:  # the outbox, for a look after the state disk is gone
@@ -314,6 +316,8 @@ def report(args: argparse.Namespace, run: Run, found: dict[str, list[str]]) -> i
         f"{args.fault_rounds} fault rounds, {args.disk_full_rounds} disk-full rounds, {len(run.told)} msgids"
     )
     print("answers: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+    if run.platform.restarts:
+        print(f"platform restarts: {run.platform.restarts} s (its ledger at the end: {run.messages} messages)")
     if args.disk_full_rounds:
         print("answers while the disk was full: " + ", ".join(f"{k} {n}" for k, n in run.while_full.most_common()))
         rows = run.disk_rows
@@ -347,6 +351,7 @@ def report(args: argparse.Namespace, run: Run, found: dict[str, list[str]]) -> i
         while_full=dict(run.while_full),
         disk_rows=run.disk_rows,
         disk_times=run.disk_times,
+        platform_restarts=run.platform.restarts,
     )
     return 1 if any(found.values()) else 0
 

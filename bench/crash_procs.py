@@ -43,6 +43,7 @@ class Platform:
         self.err = work / "platform.err"
         self.proc: asyncio.subprocess.Process | None = None
         self.kills = 0
+        self.restarts: list[float] = []  # seconds from SIGKILL to answering again (the journal's replay included)
 
     async def start(self) -> None:
         ports = ("--port", str(self.port), "--admin-port", str(self.admin_port))
@@ -61,10 +62,13 @@ class Platform:
     async def kill(self) -> None:
         """SIGKILL, then start again on the same ports and journal."""
         assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
         self.kills += 1
         await self.start()
+        self.restarts.append(round(loop.time() - began, 2))
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
