@@ -59,8 +59,11 @@ SECOND_DEADLINE = 1.0
 #: what it kept in memory once space is back (the settle wait of an in-doubt settlement included)
 DISK_DELAY = 1.5
 DISK_RECOVERY = 60.0
-#: how long a disk-full round waits for the outbox to refuse new work (SQLite first fills what its files hold)
-DISK_FULL_LIMIT = 30.0
+#: how long a disk-full round waits for the outbox to fail to commit (SQLite first writes on into the space its
+#: files hold, and a WAL that grew once holds a few MiB)
+DISK_FULL_LIMIT = 120.0
+#: fee lines per 2204 while the disk is full: long uploads use the space SQLite's files hold up sooner
+BULKY_FEES = 300
 FINAL = frozenset({"answered", "reversed", "failed", "confirmed"})
 
 
@@ -211,6 +214,7 @@ class Run:
             failures = before = await asyncio.to_thread(write_failures, self.admin_port)
             disk.fill()
             self.disk_full = True
+            self.mix.fee_lines = BULKY_FEES
             # SQLite writes on into space its files already hold: full until the outbox fails to commit, and then
             # long enough for the answers of settlements at the platform to meet it.
             loop = asyncio.get_running_loop()
@@ -221,6 +225,7 @@ class Run:
             self.disk_times.append(round(loop.time() - filled, 1))
             await asyncio.sleep(self.rng.uniform(DISK_DELAY, 2 * DISK_DELAY))
             self.disk_full = False
+            self.mix.fee_lines = 1
             disk.free()
             await self.platform.admin("DELETE", "/_sim/faults")
             self.disk_rows["refusing"] += failures > before
@@ -254,6 +259,12 @@ class Run:
         await self.platform.admin("DELETE", "/_sim/faults")
 
 
+def across(args: argparse.Namespace, count: int, least: float) -> float:
+    """The longest pause between `count` events so that they spread over the gateway kills' stretch of the run
+    (a kill and its restart take a few seconds under load), not all at its start."""
+    return max(least, 5.0 * args.kills / max(1, count))
+
+
 async def spread(count: int, pause: tuple[float, float], rng: random.Random, what: Any) -> None:
     for _ in range(count):
         await asyncio.sleep(rng.uniform(*pause))
@@ -275,11 +286,15 @@ async def main(args: argparse.Namespace) -> int:
             await platform.start()
             await run.start_gateway()
             tasks = [asyncio.create_task(run.cashier(n)) for n in range(args.cashiers)]
+
+            async def disk_round() -> None:
+                await run.disk_round(disk)
+
             await asyncio.gather(
                 spread(args.kills, (0.3, 2.0), run.rng, run.kill_gateway),
-                spread(args.platform_kills, (1.0, 5.0), run.rng, platform.kill),
+                spread(args.platform_kills, (1.0, across(args, args.platform_kills, 5.0)), run.rng, platform.kill),
                 spread(args.fault_rounds, (0.5, 2.0), run.rng, run.fault_round),
-                spread(args.disk_full_rounds, (2.0, 6.0), run.rng, lambda: run.disk_round(disk)),
+                spread(args.disk_full_rounds, (2.0, across(args, args.disk_full_rounds, 6.0)), run.rng, disk_round),
             )
             await asyncio.sleep(1.0)
             run.settle_by = asyncio.get_running_loop().time() + 60 + REVERSAL_SETTLE

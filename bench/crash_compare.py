@@ -87,9 +87,13 @@ def ordering_false(told: list[Told], sent: set[str]) -> list[str]:
 
 def compare(told: list[Told], ledger: dict[str, Any], outbox: dict[str, str]) -> dict[str, list[str]]:
     """Each count's msgids: what the cashiers were told against the platform's ledger and the outbox."""
+    booked = [*ledger["settlements"], *ledger["refunds"], *ledger["visits"], *ledger["fees"]]
     lines = collections.defaultdict(list)
-    for line in [*ledger["settlements"], *ledger["refunds"], *ledger["visits"], *ledger["fees"]]:
+    for line in booked:
         lines[line["msgid"]].append(line)
+    # booked twice: a msgid's settlement, refund or visit more than once, or one of an upload's fee lines (an
+    # upload carries many, each once)
+    copies = collections.Counter((line["msgid"], line.get("feedetl_sn", "")) for line in booked)
     infnos = collections.defaultdict(set)
     for m in ledger["messages"]:
         if m["msgid"]:
@@ -100,12 +104,11 @@ def compare(told: list[Told], ledger: dict[str, Any], outbox: dict[str, str]) ->
         held = [line for line in lines.get(t.msgid, []) if line.get("state") != "reversed"]
         if "outcome_unknown" in t.kinds and t.msgid not in outbox:
             out["lost"].append(t.msgid)
-        if len(lines.get(t.msgid, [])) > 1:
-            out["double_booked"].append(t.msgid)
         if t.infno in LEDGER_INFNOS and t.last not in ASK_AGAIN and (t.last in BOOKED) != bool(held):
             out["told_false"].append(f"{t.msgid} {t.infno} told {' > '.join(t.kinds)}, booked {len(held)}")
         if t.last in ASK_AGAIN:  # the gateway is up through the settle wait: silence is not an answer
             out["unresolved"].append(t.msgid)
+    out["double_booked"] = [" ".join(key).strip() for key, n in copies.items() if n > 1]
     out["unresolved"] += [m for m, state in outbox.items() if state not in final]
     out["reused"] = [f"{m} {sorted(i)}" for m, i in infnos.items() if len(i) > 1]
     out["ordering_false"] = ordering_false(told, set(infnos))

@@ -16,6 +16,8 @@ CANCELS = {"2208": "2207", "2305": "2304"}
 
 class Envelopes:
     def __init__(self) -> None:
+        #: fee lines per 2204: one, or a long day's list while the harness wants the outbox to write a lot
+        self.fee_lines = 1
         self._seq = itertools.count(1)
         self.templates = {
             name: json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))
@@ -56,8 +58,10 @@ class Envelopes:
                 }
             }
         elif infno == "2204":
-            line = {"feedetl_sn": f"{next(self._seq):010d}", "mdtrt_id": data["mdtrt_id"], "psn_no": psn_no}
-            doc["input"] = {"feedetail": [line | {"med_list_codg": "X0000000001", "det_item_fee_sumamt": "12.00"}]}
+            fee = {"mdtrt_id": data["mdtrt_id"], "psn_no": psn_no, "med_list_codg": "X0000000001"}
+            fee |= {"det_item_fee_sumamt": "12.00"}
+            lines = [fee | {"feedetl_sn": f"{next(self._seq):010d}"} for _ in range(self.fee_lines)]
+            doc["input"] = {"feedetail": lines}
         elif infno in CANCELS:
             data["setl_id"] = setl_id
         return doc

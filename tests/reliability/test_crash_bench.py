@@ -81,12 +81,14 @@ def test_comparison_finds_every_kind_of_wrong() -> None:
     crash = harness()
     told = crash.Told
     settle = {"msgid": "A", "state": "booked"}
+    fee = {"msgid": "A", "feedetl_sn": "1"}
     cases: list[tuple[str, list[Any], dict[str, Any], dict[str, str]]] = [
         ("told_false", [told("A", "2207", ["not_processed"])], ledger(settlements=[settle]), {"A": "failed"}),
         ("told_false", [told("A", "2208", ["reversed"])], ledger(refunds=[settle]), {"A": "reversed"}),
         ("told_false", [told("A", "2207", ["answered"])], ledger(), {"A": "answered"}),
         ("told_false", [told("A", "2201", ["outbox_unavailable"])], ledger(visits=[settle]), {}),
         ("double_booked", [told("A", "2207", ["answered"])], ledger(settlements=[settle, settle]), {"A": "answered"}),
+        ("double_booked", [told("A", "2204", ["answered"])], ledger(fees=[fee, fee]), {"A": "answered"}),
         ("lost", [told("A", "2207", ["outcome_unknown", "not_processed"])], ledger(), {}),
         ("unresolved", [told("A", "2207", ["outcome_unknown"])], ledger(), {"A": "in_doubt"}),
         ("unresolved", [told("A", "1101", ["unreachable"])], ledger(), {}),
@@ -113,5 +115,7 @@ def test_comparison_finds_every_kind_of_wrong() -> None:
     assert crash.compare([], reused, {})["reused"] == ["G1 ['2601', '9001']"]
     # and what is right is not counted: a reversed settlement told reversed, a booked one told answered
     right = [told("A", "2207", ["outcome_unknown", "reversed"]), told("B", "2207", ["unreachable", "answered"])]
-    book = ledger(settlements=[{"msgid": "A", "state": "reversed"}, {"msgid": "B", "state": "cancelled"}])
-    assert not any(crash.compare(right, book, {"A": "reversed", "B": "answered"}).values())
+    right.append(told("C", "2204", ["answered"]))  # one upload of two fee lines
+    lines = [{"msgid": "C", "feedetl_sn": "1"}, {"msgid": "C", "feedetl_sn": "2"}]
+    book = ledger(settlements=[{"msgid": "A", "state": "reversed"}, {"msgid": "B", "state": "cancelled"}], fees=lines)
+    assert not any(crash.compare(right, book, {"A": "reversed", "B": "answered", "C": "answered"}).values())
