@@ -262,7 +262,7 @@ class Run:
 def across(args: argparse.Namespace, count: int, least: float) -> float:
     """The longest pause between `count` events so that they spread over the gateway kills' stretch of the run
     (a kill and its restart take a few seconds under load), not all at its start."""
-    return max(least, 5.0 * args.kills / max(1, count))
+    return max(least, 2.5 * args.kills / max(1, count))
 
 
 async def spread(count: int, pause: tuple[float, float], rng: random.Random, what: Any) -> None:
