@@ -207,11 +207,18 @@ async def test_a_repeat_is_never_told_not_accepted_while_the_disk_is_full(
     assert [f["msgid"] for f in gateway.sim.ledger.fees].count(booked["msgid"]) == 1
 
 
-async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(sim: Simulator, small_disk: Path) -> None:
-    """The crash harness's disk-full round left a 2204 in doubt for good (until a restart): its answer was lost,
-    the check query (5204) found the fee lines held while the disk was full, storing "confirmed" failed, and the
-    check task ended on that error with nothing left to retry it. The decision is now kept and stored as soon as
-    the disk takes writes again."""
+@pytest.mark.parametrize(
+    ("fault", "final"),
+    [("drop_after", State.CONFIRMED), ("drop_before", State.ANSWERED)],
+    ids=["held-confirmed", "absent-resent"],
+)
+async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(
+    sim: Simulator, small_disk: Path, fault: str, final: State
+) -> None:
+    """The crash harness's disk-full round left 2204s in doubt for good (until a restart): the answer was lost,
+    the check query (5204) ran while the disk was full, and storing what it found failed — "confirmed" when the
+    platform held the fee lines, the new send when it did not — and the check task ended on that error with
+    nothing left to retry it. The decision (or the resend) now waits for the disk and is made once it writes."""
     assert sim.addresses is not None
     config = demo_config(small_disk, sim.addresses.platform, level="warning")
     config = config.model_copy(update={"relay": config.relay.model_copy(update={"reversal_settle": 1.0})})
@@ -220,7 +227,7 @@ async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(sim: 
     try:
         gateway, outbox = Gateway(daemon, config, sim), daemon.outbox
         assert outbox is not None
-        sim.faults.set("2204", {"kind": "drop_after", "times": 1})  # booked, its answer lost
+        sim.faults.set("2204", {"kind": fault, "times": 1})  # its answer lost; booked (after) or not (before)
         doc = fee_upload(await gateway.sign_in(), "44000000000000000033", "0000000001")
         msgid = str(doc["msgid"])
         his = asyncio.create_task(gateway.post(doc))
@@ -236,10 +243,13 @@ async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(sim: 
         assert json.loads((await his).body)["gateway_error"] == "outcome_unknown"
         os.unlink(filler)  # space returns; no restart
         async with asyncio.timeout(15):  # the old code: in doubt for ever
-            while (await outbox.get(msgid)).state is not State.CONFIRMED:  # type: ignore[union-attr]  # noqa: ASYNC110
+            while (await outbox.get(msgid)).state is not final:  # type: ignore[union-attr]  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         again = json.loads((await gateway.post(doc)).body)
-        assert again["gateway_error"] == "booked_no_answer", again
+        if final is State.CONFIRMED:
+            assert again["gateway_error"] == "booked_no_answer", again
+        else:
+            assert str(again["infcode"]) == "0", again  # sent again once the platform showed it never had it
         assert [f["msgid"] for f in sim.ledger.fees] == [msgid]
     finally:
         await daemon.stop(grace=1.0)
