@@ -47,10 +47,15 @@ from gateway.http1.unix_client import request
 
 PATH = "/fsi/api/rsfComIfsService/callService"
 FAULT_KINDS = ("drop_before", "drop_after", "reset", "garbage", "http502", "refuse", "delay")
-#: a 冲正 that finds nothing is believed after this long (the real default is 60 s; the harness shortens it)
-REVERSAL_SETTLE = 3.0
 #: the HIS's deadline per request
 DEADLINE = 4.0
+#: how long a delay fault holds a request at the platform: past the HIS's deadline
+FAULT_DELAY = DEADLINE + 1.0
+#: a 冲正 that finds nothing is believed after this long (the real default is 60 s; the harness shortens it). It
+#: must exceed the longest the platform holds a request: a gateway killed just after sending starts the settle
+#: time at its restart, and with 3 s against a 6 s delay its 冲正 found nothing while the original was still on
+#: its way, and the cashier was told not processed for a 2305 booked 2 s later (the harness's setting).
+REVERSAL_SETTLE = FAULT_DELAY + 1.0
 #: how often a second terminal charges a person whose money-moving request is in doubt, and its deadline: a
 #: terminal at the counter waits a second or so before it gives up
 SECOND_TERMINAL = 0.5
@@ -253,16 +258,16 @@ class Run:
 
     async def fault_round(self) -> None:
         kind = self.rng.choice(FAULT_KINDS)
-        spec = {"kind": kind, "times": self.rng.randint(1, 3)} | ({"delay": 6.0} if kind == "delay" else {})
+        spec = {"kind": kind, "times": self.rng.randint(1, 3)} | ({"delay": FAULT_DELAY} if kind == "delay" else {})
         await self.platform.admin("POST", "/_sim/faults", {self.rng.choice(list(MIX)): spec})
         await asyncio.sleep(self.rng.uniform(1.0, 3.0))
         await self.platform.admin("DELETE", "/_sim/faults")
 
 
-def across(args: argparse.Namespace, count: int, least: float) -> float:
+def across(args: argparse.Namespace, count: int, least: float, per_kill: float) -> float:
     """The longest pause between `count` events so that they spread over the gateway kills' stretch of the run
-    (a kill and its restart take a few seconds under load), not all at its start."""
-    return max(least, 2.5 * args.kills / max(1, count))
+    (`per_kill`: seconds a kill and its restart take under load, about), not all at its start."""
+    return max(least, per_kill * args.kills / max(1, count))
 
 
 async def spread(count: int, pause: tuple[float, float], rng: random.Random, what: Any) -> None:
@@ -290,11 +295,20 @@ async def main(args: argparse.Namespace) -> int:
             async def disk_round() -> None:
                 await run.disk_round(disk)
 
+            async def kill_platform() -> None:
+                # Not while a disk-full round waits for the outbox to store what it kept: that wait measures the
+                # disk's recovery, and resolutions retried against a platform down every few seconds back off
+                # past it (they settle all the same, later).
+                async with run.exclusive:
+                    await platform.kill()
+
             await asyncio.gather(
                 spread(args.kills, (0.3, 2.0), run.rng, run.kill_gateway),
-                spread(args.platform_kills, (1.0, across(args, args.platform_kills, 5.0)), run.rng, platform.kill),
+                spread(args.platform_kills, (1.0, across(args, args.platform_kills, 5.0, 8.0)), run.rng, kill_platform),
                 spread(args.fault_rounds, (0.5, 2.0), run.rng, run.fault_round),
-                spread(args.disk_full_rounds, (2.0, across(args, args.disk_full_rounds, 6.0)), run.rng, disk_round),
+                spread(
+                    args.disk_full_rounds, (2.0, across(args, args.disk_full_rounds, 6.0, 2.5)), run.rng, disk_round
+                ),
             )
             await asyncio.sleep(1.0)
             run.settle_by = asyncio.get_running_loop().time() + 60 + REVERSAL_SETTLE
