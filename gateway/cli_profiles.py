@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    from gateway.platform.profile import BUNDLED, bundled_profile
+    from gateway.platform.bundled import BUNDLED
+    from gateway.platform.profile import bundled_profile
 
     for name in BUNDLED:
         print(f"{name:10} {bundled_profile(name).description or '(the national interface as specified)'}")

@@ -696,12 +696,11 @@ class Daemon:
             new, refused = None, err
         if refused is not None or new is None:
             assert refused is not None
-            err = refused
             self.metrics.reloads.labels("refused").inc()
-            self.recent.error("reload_refused", err.lines()[0])
-            log.error("reload_refused", problems=err.lines(), file=str(self.config_path))
+            self.recent.error("reload_refused", refused.lines()[0])
+            log.error("reload_refused", problems=refused.lines(), file=str(self.config_path))
             if self.mqtt is not None:
-                self.mqtt.event("reload_refused", problems=err.lines())
+                self.mqtt.event("reload_refused", problems=refused.lines())
             # The policy files are separate: a good policy edit is not held back by a bad config edit.
             pol = self.reload_policy()
             self.notifier.notify(

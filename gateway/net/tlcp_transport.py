@@ -120,6 +120,7 @@ class TlcpTransport:
     async def open(self, target: UpstreamTarget) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         config = self.configs[target.name]
         offered = self._offer(target.name, config)
+        learned = self.on_learned
         try:
             reader, writer = await open_adaptive(
                 target.host,
@@ -129,7 +130,7 @@ class TlcpTransport:
                 auto=self.auto.get(target.name, AutoSettings()),
                 timeout=target.connect_timeout,
                 upstream=target.name,
-                on_learned=(lambda choice: self.on_learned(target.name, choice)) if self.on_learned else None,
+                on_learned=(lambda choice: learned(target.name, choice)) if learned else None,
             )
         except (TLCPAlert, TimeoutError, OSError) as exc:
             # Whatever went wrong (a peer that chokes on the offer included), the next attempt starts afresh.
