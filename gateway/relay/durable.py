@@ -29,7 +29,8 @@ from gateway.platform.catalogue import Catalogue, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request
 from gateway.platform.msgids import MsgidMaker
 from gateway.relay import settleclock
-from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
+from gateway.relay.answer import RelayAnswer
+from gateway.relay.forwarder import AmbiguousOutcome
 from gateway.relay.outcomes import NothingToResolve, OutcomeUnknown, told
 from gateway.relay.repository import NotInDoubt, Outbox, OutboxUnavailable
 from gateway.relay.resolution import NO_ANSWER, Resolver

@@ -11,7 +11,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import structlog
 
@@ -25,6 +24,7 @@ from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope
 from gateway.platform.profile import Profile
 from gateway.platform.signing import OutboundRequest, ProfileCodec, ProfileKeys, UntrustedAnswer
 from gateway.platform.stmtfiles import DOWNLOAD_INFNO, file_answer, is_file_answer
+from gateway.relay.answer import RelayAnswer
 
 #: the plain national interface: what an upstream without a profile gets (the HIS's bytes as they are)
 PLAIN = ProfileCodec(Profile("national"), ProfileKeys())
@@ -37,13 +37,6 @@ class AmbiguousOutcome(UpstreamError):
 
     http_status = 504
     kind = "outcome_unknown"
-
-
-@dataclass(frozen=True)
-class RelayAnswer:
-    response: ResponseEnvelope
-    upstream: str
-    latency: float | None  # seconds upstream; None for an answer read back from the outbox
 
 
 def never_reuse(_: RequestEnvelope) -> bool:
