@@ -46,6 +46,18 @@ def fuzz_examples(ci: int) -> int:
     return ci if HYPOTHESIS_PROFILE == "ci" else settings.default.max_examples
 
 
+#: why a `root`-marked test is skipped for a developer who is not root (CI runs as root, and fails on any skip)
+NEEDS_ROOT = "needs root (network namespaces, nftables, throwaway users): run as root, as CI does"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    for item in items:
+        if item.get_closest_marker("root") is not None:
+            item.add_marker(pytest.mark.skip(reason=NEEDS_ROOT))
+
+
 _skipped: list[str] = []
 
 
