@@ -174,14 +174,12 @@ async def test_socket_activation_restart_refuses_no_request(sim: Simulator, shor
         clients = [asyncio.create_task(client()) for _ in range(4)]
         await served(10)
         before = len(results)
-        started = time.monotonic()
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), 15) == 0
         second = await _start_activated(cfg, listener, log)
         await served(before + 10)
         stop.set()
         await asyncio.gather(*clients)
-        restart_window = time.monotonic() - started
     finally:
         for p in (first, locals().get("second")):
             if p is not None and p.returncode is None:
@@ -190,7 +188,6 @@ async def test_socket_activation_restart_refuses_no_request(sim: Simulator, shor
         listener.close()
     failures = [r for r in results if r != 200]
     assert not failures, (failures[:5], log.read_text()[-2000:])
-    assert restart_window < 30
     assert sum(1 for m in sim.ledger.messages if m.infno == "9001") == len(results)
 
 
