@@ -20,7 +20,7 @@ from gateway.health.systemd import Notifier, listen_fds
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, example, fresh, ybgate_output, ybgate_process
+from conftest import PLATFORM_PATH, example, fresh, until, ybgate_output, ybgate_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -235,10 +235,7 @@ async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp:
     assert code == 1 and "not answering" in err
     proc = await ybgate_process("run", "--config", str(cfg))
     try:
-        for _ in range(100):
-            if (short_tmp / "run/api.sock").exists():
-                break
-            await asyncio.sleep(0.1)
+        await until((short_tmp / "run/api.sock").exists)
         await request(
             "POST",
             PLATFORM_PATH,
