@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli_bench import bench_dir
+from gateway.cli.bench import bench_dir
 
 COUNTS = (
     "lost",

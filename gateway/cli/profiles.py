@@ -185,6 +185,6 @@ def _sim(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ybgate profile sim: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    from gateway.cli_sim import cmd_sim
+    from gateway.cli.sim import cmd_sim
 
     return cmd_sim(args.host, args.port, args.admin_port, args.pki, profile=ProfileCodec(profile, keys, platform=True))
