@@ -140,9 +140,7 @@ class Daemon:
         if self._given_transport is None:
             self.transport = build_transport(
                 cfg,
-                lambda upstream, resumed: self.metrics.tlcp_handshakes.labels(
-                    upstream, "resumed" if resumed else "full"
-                ).inc(),
+                self._handshake_done,
                 lambda upstream, choice: self.metrics.tlcp_client_auth_learned.labels(
                     upstream, choice.shape.value, choice.form.value
                 ).inc(),
@@ -255,7 +253,7 @@ class Daemon:
             else {"interface": self.link.state.interface, "up": self.link.state.up, "routes": self.link.state.routes},
             "upstreams": [
                 {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
-                | ({k: v for k, v in snap.items() if k in ("active", "breaker", "healthy_for_s")})
+                | {k: v for k, v in snap.items() if k not in ("name", "role")}
                 for u, snap in zip(self.config.upstreams, self._pool_snapshot(), strict=True)
             ],
             "recent": self.recent.snapshot(),
@@ -619,6 +617,11 @@ class Daemon:
         self.metrics.relay_events.labels(kind).inc()
         if self.mqtt is not None:
             self.mqtt.event(kind, **detail)
+
+    def _handshake_done(self, upstream: str, resumed: bool) -> None:
+        self.metrics.tlcp_handshakes.labels(upstream, "resumed" if resumed else "full").inc()
+        if self.pool is not None:
+            self.pool.handshake(upstream, resumed)
 
     def _upstream_switched(self, old: str, new: str) -> None:
         self.metrics.failovers.labels(old, new).inc()

@@ -88,27 +88,28 @@ class Forwarder:
                 break
             # Encoded before connecting: a request the profile cannot carry never takes a connection.
             outbound = self._encode(target, envelope)
-            if not self.pool.acquire(target):
+            ticket = self.pool.acquire(target)
+            if ticket is None:
                 continue
             started = time.perf_counter()
             try:
                 async with asyncio.timeout_at(deadline):
                     conn = await self.connections.get(target, reuse=reuse)
             except UpstreamUnreachable as exc:
-                self.pool.report(target, ok=False)
+                self.pool.report(ticket, ok=False, cause=exc.message)
                 errors.append(exc.message)
                 log.warning("upstream_unreachable", upstream=target.name, reason=exc.message, msgid=envelope.msgid)
                 continue
             except TimeoutError:
-                self.pool.report(target, ok=False)
+                self.pool.report(ticket, ok=False, cause="deadline passed while connecting")
                 errors.append(f"{target.name}: deadline passed while connecting")
                 break
             try:
                 response = await self._send(conn, envelope, outbound, deadline, reuse)
-            except (AmbiguousOutcome, UpstreamTimeout):
-                self.pool.report(target, ok=False)  # a silent upstream counts against its breaker too
+            except (AmbiguousOutcome, UpstreamTimeout) as exc:
+                self.pool.report(ticket, ok=False, cause=exc.message)  # a silent upstream counts against it too
                 raise
-            self.pool.report(target, ok=True)
+            self.pool.report(ticket, ok=True, served=True)
             return RelayAnswer(response, target.name, time.perf_counter() - started)
         raise UpstreamError("platform not reachable, request not sent: " + "; ".join(errors or ["deadline passed"]))
 
