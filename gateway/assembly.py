@@ -29,7 +29,13 @@ def upstream_targets(config: Config) -> list[UpstreamTarget]:
         path = upstream_path(u.path, "path" in u.model_fields_set, resolve_profile(u.profile))
         targets.append(
             UpstreamTarget(
-                name=u.name, host=u.host, port=u.port, role=u.role, path=path, connect_timeout=u.connect_timeout
+                name=u.name,
+                host=u.host,
+                port=u.port,
+                role=u.role,
+                path=path,
+                connect_timeout=u.connect_timeout,
+                dead_after=config.failover.dead_after,
             )
         )
     return targets

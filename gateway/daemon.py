@@ -170,6 +170,7 @@ class Daemon:
             lambda e: rule_for(catalogue.classify(e.infno)).resend,
             codecs=codecs,
             on_skew=lambda upstream, skew: self.metrics.clock_skew.labels(upstream).set(round(skew, 3)),
+            race_after=f.race_after,
         )
         self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
         await self.outbox.start()

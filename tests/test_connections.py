@@ -93,3 +93,23 @@ async def test_second_silence_is_an_unknown_outcome_not_a_not_sent(sim: Simulato
         await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
     assert isinstance(info.value, AmbiguousOutcome) and info.value.http_status == 504
     await fwd.connections.close()
+
+
+async def test_upstream_connections_are_watched_by_the_kernel(sim: Simulator) -> None:
+    """A kept connection on a link that went silent must end in seconds (ETIMEDOUT), not at the HIS's deadline:
+    unacknowledged data ends it after dead_after, and keepalive probes after a second of silence find an idle or
+    waiting one. Read back from the real socket."""
+    import socket
+
+    assert sim.addresses is not None
+    host, port = sim.addresses.platform
+    _, writer = await TcpTransport().open(UpstreamTarget("sim", host, port, dead_after=1.5))
+    sock = writer.get_extra_info("socket")
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1500
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 1
+    finally:
+        writer.close()
+        await writer.wait_closed()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from gateway.crypto import Certificate, CertificateError, verify_chain
 from gateway.crypto.certs import ENC, SIGN
 from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, UpstreamMemory, open_adaptive
-from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
+from gateway.net.transport import UpstreamTarget, UpstreamUnreachable, watch_liveness
 from gateway.tlcp import AlertDescription, PeerVerifier, Session, TLCPAlert, TLCPConfig
 
 
@@ -136,6 +136,7 @@ class TlcpTransport:
             # Whatever went wrong (a peer that chokes on the offer included), the next attempt starts afresh.
             self._kept.pop(target.name, None)
             raise _unreachable(target, exc) from None
+        watch_liveness(writer, target.dead_after)  # type: ignore[arg-type]  # a StreamWriter in all it uses
         done = writer.handshake
         self._keep(target.name, config, done.session, done.resumed)
         if self.on_handshake is not None:
