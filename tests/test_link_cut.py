@@ -329,3 +329,38 @@ async def test_a_flapping_primary_never_gets_traffic_back(platform_ns: str, shor
     assert failback >= cfg.failover.failback_after
     assert daemon.metrics.failovers.labels("backup", "primary")._value.get() == 1
     assert all(status == 200 for _, _, status, _ in load.results), [r for r in load.results if r[2] != 200][:3]
+
+
+async def test_a_first_sign_in_does_not_wait_behind_a_silent_primary(platform_ns: str, short_tmp: Path) -> None:
+    """The primary is dark before the gateway has any connection to it: the gateway's own 9001 sign-in, then
+    the query it was made for, go to the backup after race_after instead of waiting out the 3 s connect
+    timeout (the old gateway: 3.03 s for the first answer)."""
+    sims = [start_sim(platform_ns, PRIMARY), start_sim(platform_ns, BACKUP)]
+    cfg = load_config_text(
+        f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 0}}\n"
+        + SESSION
+        + "upstreams:\n"
+        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: tcp}}\n"
+        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: tcp}}\n"
+    )
+    daemon = Daemon(cfg)
+    try:
+        await serving(sims)
+        nft(platform_ns, DROP_PRIMARY)
+        await daemon.start()
+        sent = time.monotonic()
+        reply = await request(
+            "POST",
+            PLATFORM_PATH,
+            json.dumps(fresh("1101_query_request.json", sign_no="")).encode(),
+            unix_socket=str(cfg.api_socket),
+            time_limit=40,
+        )
+        answered = time.monotonic() - sent
+    finally:
+        await daemon.stop(1)
+        stop_sims(sims)
+    print(f"primary dark from the start: sign-in and first query answered via the backup in {answered:.2f} s")
+    assert reply.status == 200 and str(json.loads(reply.body)["infcode"]) == "0"
+    assert daemon.session is not None and daemon.session.sign_ins == 1
+    assert answered < 2.5  # race_after (1 s) once, instead of the connect timeout (3 s)
