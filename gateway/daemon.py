@@ -255,6 +255,7 @@ class Daemon:
             "upstreams": [
                 {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
                 | {k: v for k, v in snap.items() if k not in ("name", "role")}
+                | {"route": self._route(u.host)}
                 for u, snap in zip(self.config.upstreams, self._pool_snapshot(), strict=True)
             ],
             "recent": self.recent.snapshot(),
@@ -262,6 +263,12 @@ class Daemon:
             if self.gate.policy is None
             else {"version": self.gate.policy.version, "files": list(self.gate.policy.files)},
         } | (self.checks.status() if self.checks is not None else {})
+
+    def _route(self, host: str) -> dict[str, Any] | None:
+        """The interface the route to an upstream leaves by, and the one it should (None: no link watched)."""
+        if self.link is None or self.link.state is None:
+            return None
+        return {"via": self.link.state.routes.get(host), "interface": self.link.state.interface}
 
     def _link_changed(self, new: LinkState, old: LinkState | None) -> None:
         self.metrics.link_up.labels(new.interface).set(1 if new.up else 0)

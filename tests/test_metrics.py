@@ -62,6 +62,7 @@ async def test_status_and_read_only_admin(gateway: Gateway) -> None:
         "last_failure": None,
         "last_failure_cause": "",
         "tlcp_handshakes": {"full": 0, "resumed": 0},
+        "route": None,  # no interface watched
     }
     assert status["in_flight"] == 0
     assert (await request("POST", "/metrics", b"x", host=host, port=port)).status == 405

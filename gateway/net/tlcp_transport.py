@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from gateway.crypto import Certificate, CertificateError, verify_chain
 from gateway.crypto.certs import ENC, SIGN
 from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, UpstreamMemory, open_adaptive
-from gateway.net.transport import UpstreamTarget, UpstreamUnreachable, watch_liveness
+from gateway.net.transport import UpstreamTarget, UpstreamUnreachable, os_reason, watch_liveness
 from gateway.tlcp import AlertDescription, PeerVerifier, Session, TLCPAlert, TLCPConfig
 
 
@@ -151,7 +151,7 @@ def _unreachable(target: UpstreamTarget, exc: Exception) -> UpstreamUnreachable:
     if isinstance(exc, TimeoutError):
         return UpstreamUnreachable(f"{where}: connect and handshake took over {target.connect_timeout}s")
     assert isinstance(exc, OSError)
-    return UpstreamUnreachable(f"{where}: {exc.strerror or exc}")
+    return UpstreamUnreachable(f"{where}: {os_reason(exc)}")
 
 
 class RoutedTransport:

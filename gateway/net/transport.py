@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
+import os
 import socket
 from dataclasses import dataclass
 from typing import Protocol
@@ -54,7 +55,7 @@ class TcpTransport:
                 f"{target.name} ({target.host}:{target.port}): connect timed out after {target.connect_timeout}s"
             ) from None
         except OSError as exc:
-            raise UpstreamUnreachable(f"{target.name} ({target.host}:{target.port}): {exc.strerror or exc}") from None
+            raise UpstreamUnreachable(f"{target.name} ({target.host}:{target.port}): {os_reason(exc)}") from None
         watch_liveness(writer, target.dead_after)
         return reader, writer
 
@@ -74,6 +75,12 @@ def watch_liveness(writer: asyncio.StreamWriter, dead_after: float) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, max(1, math.ceil(dead_after)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, round(dead_after * 1000)))
+
+
+def os_reason(exc: OSError) -> str:
+    """The system's words for a socket error ("Connection refused"): asyncio's own text for a refused connect
+    ("Connect call failed ('10.0.0.1', 9443)") does not say what happened."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def link_dead(exc: BaseException) -> bool:
