@@ -292,7 +292,7 @@ class Daemon:
                     # No route: fail over now rather than after the next requests time out.
                     for u in self.config.upstreams:
                         if u.host == address:
-                            self.pool.trip(u.name)
+                            self.pool.trip(u.name, f"route to {address} lost (via {via or 'nothing'})")
 
     async def _prune_loop(self) -> None:
         """Drop finished rows past retention, hourly, in small batches (the writer never stalls for long)."""

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from gateway.errors import UpstreamError
-from gateway.net.connections import ConnectionPool
+from gateway.net.connections import Connection, ConnectionPool
 from gateway.net.pool import UpstreamPool
-from gateway.net.transport import TcpTransport, UpstreamTarget
+from gateway.net.transport import TcpTransport, UpstreamTarget, UpstreamUnreachable
 from gateway.platform.envelope import decode_request
 from gateway.relay.forwarder import AmbiguousOutcome, Forwarder
 from gateway.sim.server import Simulator
@@ -92,6 +92,30 @@ async def test_second_silence_is_an_unknown_outcome_not_a_not_sent(sim: Simulato
     with pytest.raises(UpstreamError) as info:
         await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
     assert isinstance(info.value, AmbiguousOutcome) and info.value.http_status == 504
+    await fwd.connections.close()
+
+
+async def test_a_platform_gone_after_a_stale_connection_counts_against_its_breaker(sim: Simulator) -> None:
+    """The kept connection was reset and the fresh one is refused: not sent, and the upstream's breaker hears of
+    it (the old forwarder let that failure pass the breaker by). The refusal is stood in for: nothing lets the
+    real platform go away between the stale exchange and the fresh connect."""
+    fwd = forwarder(sim, reuse=True)
+    sign_no = await sign_in(fwd)
+    [conn] = fwd.connections._idle["sim"]
+    sim.faults.set("1101", {"kind": "drop_before", "times": 1})
+    real_get = fwd.connections.get
+
+    async def refuse_fresh(target: UpstreamTarget, *, reuse: bool) -> Connection:
+        if not reuse:  # the stale retry's fresh connect: the platform went away meanwhile
+            raise UpstreamUnreachable(f"{target.name}: Connection refused")
+        return await real_get(target, reuse=reuse)
+
+    fwd.connections.get = refuse_fresh  # type: ignore[method-assign]
+    with pytest.raises(UpstreamUnreachable):
+        await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
+    assert fwd.pool.breakers["sim"].failures == 1
+    assert fwd.pool.health["sim"].last_failure_cause == "sim: Connection refused"
+    assert conn.writer.is_closing()
     await fwd.connections.close()
 
 

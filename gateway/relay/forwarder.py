@@ -20,7 +20,7 @@ from gateway.http1.messages import attachment_filename
 from gateway.net.connections import Connection, ConnectionPool
 from gateway.net.dialer import RACE_AFTER, Dialer, NoConnection
 from gateway.net.pool import UpstreamPool
-from gateway.net.transport import UpstreamTarget, link_dead
+from gateway.net.transport import UpstreamTarget, UpstreamUnreachable, link_dead
 from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope
 from gateway.platform.profile import Profile
 from gateway.platform.signing import OutboundRequest, ProfileCodec, ProfileKeys, UntrustedAnswer
@@ -111,8 +111,9 @@ class Forwarder:
         except LinkDead as exc:
             self.pool.trip(target.name, exc.message)
             raise
-        except (AmbiguousOutcome, UpstreamTimeout) as exc:
-            self.pool.report(ticket, ok=False, cause=exc.message)  # a silent upstream counts against its breaker too
+        except (AmbiguousOutcome, UpstreamTimeout, UpstreamUnreachable) as exc:
+            # a silent upstream counts against its breaker too, as does a failed fresh connect after a stale one
+            self.pool.report(ticket, ok=False, cause=exc.message)
             raise
         except BaseException:
             self.pool.release(ticket)
