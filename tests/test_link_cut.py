@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config_text
+from gateway.crypto.testpki import generate_test_pki
 from gateway.daemon import Daemon
+from gateway.demo import TLCP_PART
 from gateway.http1.unix_client import request
 
 from conftest import PLATFORM_PATH, fresh
@@ -55,7 +57,8 @@ def platform_ns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=15, check=False)
 
 
-def start_sim(ns: str, addr: str) -> subprocess.Popen[bytes]:
+def start_sim(ns: str, addr: str, pki: Path | None = None) -> subprocess.Popen[bytes]:
+    tlcp = ["--pki", str(pki)] if pki is not None else []
     return subprocess.Popen(
         [
             "ip",
@@ -72,6 +75,7 @@ def start_sim(ns: str, addr: str) -> subprocess.Popen[bytes]:
             str(PORT),
             "--admin-port",
             "9480",
+            *tlcp,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -224,17 +228,27 @@ def stop_sims(sims: list[subprocess.Popen[bytes]]) -> None:
         p.wait(10)
 
 
-async def test_silent_drop_with_default_settings_fails_over_under_3_s(platform_ns: str, short_tmp: Path) -> None:
+@pytest.mark.parametrize("transport", ["tcp", "tlcp"])
+async def test_silent_drop_with_default_settings_fails_over_under_3_s(
+    platform_ns: str, short_tmp: Path, transport: str
+) -> None:
     """Default failover settings and connect timeouts, two separate platforms (the backup knows nothing of the
-    primary's sign-in), 6 stations of queries on kept-alive connections. The figure is the time from the drop to
-    the first answer of a call sent after it (such a call can only have been answered by the backup)."""
-    sims = [start_sim(platform_ns, PRIMARY), start_sim(platform_ns, BACKUP)]
+    primary's sign-in), 6 stations of queries on kept-alive connections, over plain TCP and over mutual TLCP.
+    The figure is the time from the drop to the first answer of a call sent after it (such a call can only have
+    been answered by the backup)."""
+    pki = None
+    identity = ""
+    if transport == "tlcp":
+        pki = generate_test_pki(short_tmp / "pki", server_ips=(PRIMARY, BACKUP))["ca"].parent
+        identity = TLCP_PART.format(pki=pki)
+    sims = [start_sim(platform_ns, PRIMARY, pki), start_sim(platform_ns, BACKUP, pki)]
     cfg = load_config_text(
         f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 0}}\n"
         + SESSION
+        + identity
         + "upstreams:\n"
-        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: tcp}}\n"
-        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: tcp}}\n"
+        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: {transport}}}\n"
+        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: {transport}}}\n"
     )
     assert cfg.failover.model_fields_set == set() and cfg.upstreams[0].connect_timeout == 3.0
     daemon = Daemon(cfg)
@@ -261,7 +275,7 @@ async def test_silent_drop_with_default_settings_fails_over_under_3_s(platform_n
     # the queries the dark link swallowed: sent on it (kept connections) before the first answer via the backup
     caught = [done - sent for sent, done, _, _ in load.results if sent < cut + first < done]
     print(
-        f"silent drop, default settings: first answer via the backup {first:.2f} s after the drop; "
+        f"silent drop, default settings, {transport}: first answer via the backup {first:.2f} s after the drop; "
         f"{len(caught)} queries caught on the dark link, answered via the backup after {max(caught, default=0):.2f} s"
         f" at most; {len(load.results)} calls, {len(failed)} not answered 200"
     )
