@@ -1,20 +1,22 @@
-"""Black-box crash harness: concurrent cashiers against a gateway that is SIGKILLed and restarted, with fault
-rounds at the platform, checked at the end against the simulator's ledger and the outbox (#20).
+"""Black-box crash harness: concurrent cashiers against a gateway and a platform that are SIGKILLed and
+restarted, with fault rounds at the platform and disk-full rounds under the gateway's state directory, checked at
+the end against the simulator's ledger and the outbox (#20).
 
-The gateway runs as a real process (`python -m gateway run`), the simulator as another (`python -m gateway sim`,
-not killed: its ledger lives in memory). Each cashier serves one person and follows the README on every answer:
-the same msgid again after outcome_unknown or a cut connection, a new msgid after reversed / not_processed /
-outbox_unavailable. Every count printed must be 0:
-
-- lost: acknowledged (outcome_unknown) but the outbox holds no row for it
-- double-booked: one msgid booked more than once at the platform
-- told false: told not booked (not processed, reversed, refused…) but booked; told booked but not booked
-- left unresolved: still outcome_unknown after the final settle wait, or an outbox row not final
-- msgids reused: one msgid under two infnos at the platform
+The gateway runs as a real process (`python -m gateway run`), the simulator as another (`python -m gateway sim
+--journal`: its ledger is on disk, fsync'd before each answer and replayed at start, so it stays the ground
+truth through its own SIGKILLs). Each cashier serves one person and follows the README on every answer: the same
+msgid again after outcome_unknown or a cut connection, a new msgid after reversed / not_processed /
+outbox_unavailable. Now and then, while a money-moving request is in doubt, a second terminal charges the same
+person (a new 2207): the gateway holds it back or refuses it, and the refusal must be true. A disk-full round
+(root: the state directory is a tmpfs) holds settlements at the platform, fills the disk to the last byte, and
+gives the space back without restarting the gateway: every settlement told outcome_unknown meanwhile must be
+final in the outbox again before the gateway is next killed. The counts are in crash_compare.py; every one but
+"ordering refusals" must be 0.
 
 Traffic stays on loopback and a Unix socket; every wait is bounded.
 
-    python bench/crash.py [--kills 50] [--fault-rounds 10] [--cashiers 6]
+    python bench/crash.py [--kills 50] [--platform-kills 10] [--fault-rounds 10] [--disk-full-rounds 2]
+                          [--cashiers 6]
 """
 
 from __future__ import annotations
@@ -22,215 +24,52 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import itertools
+import contextlib
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
-import urllib.request
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import figures
+from crash_compare import ASK_AGAIN, BOOKED, COUNTS, MONEY_MOVING, Told, compare
+from crash_disk import SmallDisk
+from crash_mix import CANCELS, MIX, Envelopes
+from crash_procs import Platform, free_port, gateway_config, spawn, stderr_tail, write_failures
 
 from gateway.http1.client import BadUpstreamResponse
 from gateway.http1.unix_client import request
 
 PATH = "/fsi/api/rsfComIfsService/callService"
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "platform"
-#: the realistic mix, by weight; a cancellation needs a settlement of its own family to cancel
-MIX = {"1101": 3, "2201": 2, "2204": 2, "2206": 2, "2207": 4, "2208": 2, "2304": 1, "2305": 1}
-CANCELS = {"2208": "2207", "2305": "2304"}
-#: what the ledger keeps by msgid (settlement and refund lines, visits, fee lines): where "told false" is decided
-LEDGER_INFNOS = frozenset({"2201", "2204", "2207", "2208", "2304", "2305"})
-#: answers after which the README says: same msgid again
-ASK_AGAIN = frozenset({"outcome_unknown", "unreachable"})
-BOOKED = frozenset({"answered", "booked_no_answer"})
 FAULT_KINDS = ("drop_before", "drop_after", "reset", "garbage", "http502", "refuse", "delay")
-#: a 冲正 that finds nothing is believed after this long (the real default is 60 s; the harness shortens it)
-REVERSAL_SETTLE = 3.0
 #: the HIS's deadline per request
 DEADLINE = 4.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Told:
-    """What one cashier was told for one msgid: every answer's kind, in order."""
-
-    msgid: str
-    infno: str
-    kinds: list[str] = field(default_factory=list)
-
-    @property
-    def last(self) -> str:
-        return self.kinds[-1] if self.kinds else "unreachable"
-
-
-class Run:
-    def __init__(self, work: Path, cashiers: int, seed: int) -> None:
-        self.work = work
-        self.cashiers = cashiers
-        self.rng = random.Random(seed)
-        self.sock = str(work / "run" / "api.sock")
-        self.told: list[Told] = []
-        self.stop = asyncio.Event()
-        self.settle_by = 0.0
-        self._seq = itertools.count(1)
-        self.templates = {
-            name: json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))
-            for name in ("1101_query_request", "2207_settle_request", "9001_signin_request")
-        }
-
-    def msgid(self) -> str:
-        # A HIS numbers its msgids within the second below 9000: 9000-9999 is where the gateway mints its own.
-        return f"H44030000001{datetime.now():%Y%m%d%H%M%S}{next(self._seq) % 9000:04d}"
-
-    # -- processes ------------------------------------------------------------------------------------------
-
-    def config(self, platform: int) -> Path:
-        cfg = self.work / "ybgate.yaml"
-        cfg.write_text(
-            f"development: true\nstate_dir: {self.work}/state\nruntime_dir: {self.work}/run\n"
-            "admin: {enabled: false}\nlogging: {level: error}\n"
-            f"relay: {{reversal_settle: {REVERSAL_SETTLE}}}\n"
-            f"upstreams: [{{name: sim, host: 127.0.0.1, port: {platform}, transport: tcp}}]\n"
-        )
-        return cfg
-
-    async def gateway(self, cfg: Path) -> asyncio.subprocess.Process:
-        with (self.work / "gateway.err").open("ab") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "gateway",
-                "run",
-                "--config",
-                str(cfg),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=err,
-            )
-        for _ in range(600):
-            if await self.sign_in() is not None:
-                return proc
-            if proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-        tail = (self.work / "gateway.err").read_text(errors="replace")[-3000:]
-        raise SystemExit(f"crash: the gateway did not start after a SIGKILL; its stderr ends:\n{tail}")
-
-    async def sign_in(self) -> str | None:
-        doc = self.templates["9001_signin_request"] | {"msgid": self.msgid()}
-        try:
-            reply = await request("POST", PATH, json.dumps(doc).encode(), unix_socket=self.sock, time_limit=10)
-            return str(json.loads(reply.body)["output"]["signinoutb"]["sign_no"])
-        except (OSError, TimeoutError, BadUpstreamResponse, ValueError, KeyError, TypeError):
-            return None
-
-    # -- cashiers -------------------------------------------------------------------------------------------
-
-    def envelope(self, infno: str, psn_no: str, sign_no: str, setl_id: str = "") -> dict[str, Any]:
-        if infno == "1101":
-            return self.templates["1101_query_request"] | {"msgid": self.msgid(), "sign_no": sign_no}
-        doc = json.loads(json.dumps(self.templates["2207_settle_request"]))
-        doc |= {"infno": infno, "msgid": self.msgid(), "sign_no": sign_no}
-        data = doc["input"]["data"]
-        # Each person's own visit, and fee lines numbered uniquely within it, as a HIS numbers them: a 2204 whose
-        # outcome is unknown is checked by 5204 on (mdtrt_id, feedetl_sn), and repeated numbers would match
-        # another upload's lines.
-        data |= {"psn_no": psn_no, "mdtrt_id": f"4403{psn_no}", "chrg_bchno": f"CB{next(self._seq):012d}"}
-        if infno == "2201":
-            doc["input"] = {
-                "data": {
-                    "psn_no": psn_no,
-                    "insutype": "310",
-                    "begntime": f"{datetime.now():%Y-%m-%d %H:%M:%S}",
-                    "mdtrt_cert_type": "02",
-                    "mdtrt_cert_no": data["mdtrt_cert_no"],
-                    "ipt_otp_no": f"MZ{next(self._seq):08d}",
-                    "atddr_no": "D440300000001",
-                    "dr_name": "王医生",
-                    "dept_code": "A03",
-                    "dept_name": "内科",
-                    "caty": "A03",
-                }
-            }
-        elif infno == "2204":
-            line = {"feedetl_sn": f"{next(self._seq):010d}", "mdtrt_id": data["mdtrt_id"], "psn_no": psn_no}
-            doc["input"] = {"feedetail": [line | {"med_list_codg": "X0000000001", "det_item_fee_sumamt": "12.00"}]}
-        elif infno in CANCELS:
-            data["setl_id"] = setl_id
-        return doc
-
-    async def post(self, doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """One attempt: the answer's kind (the gateway's own outcome, or answered/refused) and the body."""
-        try:
-            reply = await request(
-                "POST",
-                PATH,
-                json.dumps(doc, ensure_ascii=False).encode(),
-                unix_socket=self.sock,
-                headers=[("X-Ybgate-Timeout", str(DEADLINE))],
-                time_limit=DEADLINE + 5,
-            )
-            body = json.loads(reply.body)
-        except (OSError, TimeoutError, BadUpstreamResponse, ValueError):
-            return "unreachable", {}  # killed under us: nothing definite was said
-        if body.get("gateway_error"):
-            return str(body["gateway_error"]), body
-        return ("answered" if str(body.get("infcode")) == "0" else "refused"), body
-
-    async def ask(self, doc: dict[str, Any]) -> tuple[Told, dict[str, Any]]:
-        """Ask until something definite is said, the same msgid every time, as the README tells the HIS."""
-        told = Told(str(doc["msgid"]), str(doc["infno"]))
-        self.told.append(told)
-        loop = asyncio.get_running_loop()
-        while True:
-            kind, body = await self.post(doc)
-            told.kinds.append(kind)
-            if kind not in ASK_AGAIN or (self.stop.is_set() and loop.time() > self.settle_by):
-                return told, body
-            await asyncio.sleep(0.3)
-
-    async def cashier(self, n: int) -> None:
-        psn_no = f"4400000000000{n:07d}"
-        settled: dict[str, list[str]] = {"2207": [], "2304": []}
-        sign_no = await self.sign_in() or ""
-        weights = list(MIX.values())
-        while not self.stop.is_set():
-            infno = self.rng.choices(list(MIX), weights)[0]
-            family = CANCELS.get(infno)
-            if family is not None and not settled[family]:
-                infno = family
-            setl_id = settled[family][0] if family is not None and infno not in settled else ""
-            told, body = await self.ask(self.envelope(infno, psn_no, sign_no, setl_id))
-            if told.last == "answered" and infno in settled:
-                settled[infno].append(str(body["output"]["setlinfo"]["setl_id"]))
-            elif told.last in BOOKED and family is not None:
-                settled[family].remove(setl_id)
-            elif told.last == "refused" and family is not None and "已撤销" in str(body.get("err_msg")):
-                settled[family].remove(setl_id)  # told false before: counted below, not the cashier's concern
-            if told.last == "refused" and "签到" in str(body.get("err_msg")):
-                sign_no = await self.sign_in() or sign_no
-
-
-def admin(base: str, method: str, path: str, doc: Any = None) -> Any:
-    data = None if doc is None else json.dumps(doc).encode()
-    req = urllib.request.Request(base + path, data=data, method=method)
-    with urllib.request.urlopen(req, timeout=30) as reply:
-        return json.loads(reply.read())
+#: how long a delay fault holds a request at the platform: past the HIS's deadline
+FAULT_DELAY = DEADLINE + 1.0
+#: a 冲正 that finds nothing is believed after this long (the real default is 60 s; the harness shortens it). It
+#: must exceed the longest the platform holds a request: a gateway killed just after sending starts the settle
+#: time at its restart, and with 3 s against a 6 s delay its 冲正 found nothing while the original was still on
+#: its way, and the cashier was told not processed for a 2305 booked 2 s later (the harness's setting).
+REVERSAL_SETTLE = FAULT_DELAY + 1.0
+#: how often a second terminal charges a person whose money-moving request is in doubt, and its deadline: a
+#: terminal at the counter waits a second or so before it gives up
+SECOND_TERMINAL = 0.5
+SECOND_DEADLINE = 1.0
+#: a disk-full round: how long settlements stay at the platform, and how long the outbox may take to store
+#: what it kept in memory once space is back (the settle wait of an in-doubt settlement included)
+DISK_DELAY = 1.5
+DISK_RECOVERY = 60.0
+#: how long a disk-full round waits for the outbox to fail to commit (SQLite first writes on into the space its
+#: files hold, and a WAL that grew once holds a few MiB)
+DISK_FULL_LIMIT = 120.0
+#: fee lines per 2204 while the disk is full: long uploads use the space SQLite's files hold up sooner
+BULKY_FEES = 300
+FINAL = frozenset({"answered", "reversed", "failed", "confirmed"})
 
 
 def outbox_rows(db: Path) -> dict[str, str]:
@@ -241,117 +80,307 @@ def outbox_rows(db: Path) -> dict[str, str]:
         conn.close()
 
 
-def compare(told: list[Told], ledger: dict[str, Any], outbox: dict[str, str]) -> dict[str, list[str]]:
-    """Each count's msgids: what the cashiers were told against the platform's ledger and the outbox."""
-    lines = collections.defaultdict(list)
-    for line in [*ledger["settlements"], *ledger["refunds"], *ledger["visits"], *ledger["fees"]]:
-        lines[line["msgid"]].append(line)
-    infnos = collections.defaultdict(set)
-    for m in ledger["messages"]:
-        if m["msgid"]:
-            infnos[m["msgid"]].add(m["infno"])
-    out: dict[str, list[str]] = {k: [] for k in ("lost", "double_booked", "told_false", "unresolved", "reused")}
-    final = {"answered", "reversed", "failed", "confirmed"}
-    for t in told:
-        held = [line for line in lines.get(t.msgid, []) if line.get("state") != "reversed"]
-        if "outcome_unknown" in t.kinds and t.msgid not in outbox:
-            out["lost"].append(t.msgid)
-        if len(lines.get(t.msgid, [])) > 1:
-            out["double_booked"].append(t.msgid)
-        if t.infno in LEDGER_INFNOS and t.last not in ASK_AGAIN and (t.last in BOOKED) != bool(held):
-            out["told_false"].append(f"{t.msgid} {t.infno} told {t.last}, booked {len(held)}")
-        if t.last in ASK_AGAIN:  # the gateway is up through the settle wait: silence is not an answer
-            out["unresolved"].append(t.msgid)
-    out["unresolved"] += [m for m, state in outbox.items() if state not in final]
-    out["reused"] = [f"{m} {sorted(i)}" for m, i in infnos.items() if len(i) > 1]
-    return out
+class Run:
+    def __init__(self, work: Path, platform: Platform, seed: int) -> None:
+        self.work = work
+        self.platform = platform
+        self.rng = random.Random(seed)
+        self.sock = str(work / "run" / "api.sock")
+        self.state = work / "state"
+        self.admin_port = free_port()
+        self.cfg = gateway_config(work, self.state, platform.port, self.admin_port, REVERSAL_SETTLE)
+        self.gw: asyncio.subprocess.Process | None = None
+        self.told: list[Told] = []
+        self.stop = asyncio.Event()
+        self.settle_by = 0.0
+        #: held by a disk-full round: no gateway kill while the disk is full (a start on a full disk is refused)
+        self.exclusive = asyncio.Lock()
+        self.disk_full = False
+        self.while_full: collections.Counter[str] = collections.Counter()
+        #: msgids told outcome_unknown while the disk was full: their outcomes wait in the gateway's memory
+        self.kept: set[str] = set()
+        self.disk_rows = {"refusing": 0, "kept": 0}
+        self.disk_left: list[str] = []
+        self.messages = 0  # in the platform's ledger at the end
+        #: per round: seconds from full to the first refusal, from space back to every kept outcome final
+        self.disk_times: list[float] = []
+        self.mix = Envelopes()
+
+    # -- the gateway ----------------------------------------------------------------------------------------
+
+    async def start_gateway(self) -> None:
+        self.gw = await spawn(self.work / "gateway.err", "run", "--config", str(self.cfg))
+        for _ in range(600):
+            if await self.sign_in() is not None:
+                return
+            if self.gw.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        tail = stderr_tail(self.work / "gateway.err")
+        raise SystemExit(f"crash: the gateway did not start; its stderr ends:\n{tail}")
+
+    async def kill_gateway(self) -> None:
+        async with self.exclusive:
+            assert self.gw is not None
+            self.gw.send_signal(signal.SIGKILL)
+            await self.gw.wait()
+            await self.start_gateway()
+
+    async def sign_in(self) -> str | None:
+        doc = self.mix.sign_in()
+        try:
+            reply = await request("POST", PATH, json.dumps(doc).encode(), unix_socket=self.sock, time_limit=10)
+            return str(json.loads(reply.body)["output"]["signinoutb"]["sign_no"])
+        except (OSError, TimeoutError, BadUpstreamResponse, ValueError, KeyError, TypeError):
+            return None
+
+    # -- cashiers -------------------------------------------------------------------------------------------
+
+    async def post(self, doc: dict[str, Any], deadline: float = DEADLINE) -> tuple[str, dict[str, Any]]:
+        """One attempt: the answer's kind (the gateway's own outcome, or answered/refused) and the body."""
+        try:
+            reply = await request(
+                "POST",
+                PATH,
+                json.dumps(doc, ensure_ascii=False).encode(),
+                unix_socket=self.sock,
+                headers=[("X-Ybgate-Timeout", str(deadline))],
+                time_limit=deadline + 5,
+            )
+            body = json.loads(reply.body)
+        except (OSError, TimeoutError, BadUpstreamResponse, ValueError):
+            return "unreachable", {}  # killed under us: nothing definite was said
+        if body.get("gateway_error"):
+            return str(body["gateway_error"]), body
+        return ("answered" if str(body.get("infcode")) == "0" else "refused"), body
+
+    async def ask(
+        self, doc: dict[str, Any], psn_no: str, meanwhile: Any = None, deadline: float = DEADLINE
+    ) -> tuple[Told, dict[str, Any]]:
+        """Ask until something definite is said, the same msgid every time, as the README tells the HIS.
+        `meanwhile(told)`: what the person's other terminal does once, while this one is in doubt."""
+        loop = asyncio.get_running_loop()
+        told = Told(str(doc["msgid"]), str(doc["infno"]), person=psn_no, sent_at=loop.time())
+        self.told.append(told)
+        while True:
+            kind, body = await self.post(doc, deadline)
+            told.heard(kind, body, loop.time())
+            if self.disk_full:
+                self.while_full[kind] += 1
+                if kind == "outcome_unknown":
+                    self.kept.add(told.msgid)
+            if kind not in ASK_AGAIN or (self.stop.is_set() and loop.time() > self.settle_by):
+                return told, body
+            if meanwhile is not None:
+                await meanwhile(told)
+                meanwhile = None
+            await asyncio.sleep(0.3)
+
+    async def cashier(self, n: int) -> None:
+        psn_no = f"4400000000000{n:07d}"
+        settled: dict[str, list[str]] = {"2207": [], "2304": []}
+        sign_no = await self.sign_in() or ""
+
+        async def second_terminal(first: Told) -> None:
+            if first.infno in MONEY_MOVING and self.rng.random() < SECOND_TERMINAL and not self.stop.is_set():
+                doc = self.mix.envelope("2207", psn_no, sign_no)
+                told, body = await self.ask(doc, psn_no, deadline=SECOND_DEADLINE)
+                if told.last == "answered":
+                    settled["2207"].append(str(body["output"]["setlinfo"]["setl_id"]))
+
+        weights = list(MIX.values())
+        while not self.stop.is_set():
+            infno = self.rng.choices(list(MIX), weights)[0]
+            family = CANCELS.get(infno)
+            if family is not None and not settled[family]:
+                infno = family
+            setl_id = settled[family][0] if family is not None and infno not in settled else ""
+            told, body = await self.ask(self.mix.envelope(infno, psn_no, sign_no, setl_id), psn_no, second_terminal)
+            if told.last == "answered" and infno in settled:
+                settled[infno].append(str(body["output"]["setlinfo"]["setl_id"]))
+            elif told.last in BOOKED and family is not None and setl_id in settled[family]:
+                settled[family].remove(setl_id)
+            elif told.last == "refused" and family is not None and "已撤销" in str(body.get("err_msg")):
+                settled[family].remove(setl_id)  # told false before: counted below, not the cashier's concern
+            if told.last == "refused" and "签到" in str(body.get("err_msg")):
+                sign_no = await self.sign_in() or sign_no
+            if told.last == "outbox_unavailable":
+                await asyncio.sleep(0.3)  # "请稍后重试": a HIS tries again a little later, with a new msgid
+
+    # -- rounds ---------------------------------------------------------------------------------------------
+
+    async def disk_round(self, disk: SmallDisk) -> None:
+        """Settlements at the platform when the state disk fills; space back with the gateway still running."""
+        async with self.exclusive:
+            slow = {"kind": "delay", "delay": DISK_DELAY}
+            await self.platform.admin("POST", "/_sim/faults", dict.fromkeys(("2207", "2208", "2304", "2305"), slow))
+            await asyncio.sleep(0.5)  # settlements go out and wait at the platform
+            self.kept = set()
+            failures = before = await asyncio.to_thread(write_failures, self.admin_port)
+            disk.fill()
+            self.disk_full = True
+            self.mix.fee_lines = BULKY_FEES
+            # SQLite writes on into space its files already hold: full until the outbox fails to commit, and then
+            # long enough for the answers of settlements at the platform to meet it.
+            loop = asyncio.get_running_loop()
+            filled = loop.time()
+            while failures == before and loop.time() < filled + DISK_FULL_LIMIT:
+                await asyncio.sleep(0.1)
+                failures = await asyncio.to_thread(write_failures, self.admin_port)
+            self.disk_times.append(round(loop.time() - filled, 1))
+            await asyncio.sleep(self.rng.uniform(DISK_DELAY, 2 * DISK_DELAY))
+            self.disk_full = False
+            self.mix.fee_lines = 1
+            disk.free()
+            await self.platform.admin("DELETE", "/_sim/faults")
+            self.disk_rows["refusing"] += failures > before
+            # What the gateway kept in memory while the disk was full is stored now, not at the next start.
+            kept = self.kept
+            freed = loop.time()
+            until = freed + DISK_RECOVERY
+            rows = outbox_rows(self.state / "outbox.db")
+            # (one the outbox never took has no row: the cashier asks again and it is accepted now)
+            while loop.time() < until and any(rows.get(m, "answered") not in FINAL for m in kept):
+                await asyncio.sleep(0.5)
+                rows = outbox_rows(self.state / "outbox.db")
+            self.disk_times.append(round(loop.time() - freed, 1))
+            self.disk_rows["kept"] += sum(m in rows for m in kept)
+            told = {t.msgid: t for t in self.told}
+            self.disk_left += [
+                f"{m} {told[m].infno} {rows[m]}, told {' > '.join(told[m].kinds)}"
+                for m in kept
+                if rows.get(m, "answered") not in FINAL
+            ]
+            assert self.gw is not None
+            if self.gw.returncode is not None:
+                tail = stderr_tail(self.work / "gateway.err")
+                raise SystemExit(f"crash: the gateway exited in a disk-full round; its stderr ends:\n{tail}")
+
+    async def fault_round(self) -> None:
+        kind = self.rng.choice(FAULT_KINDS)
+        spec = {"kind": kind, "times": self.rng.randint(1, 3)} | ({"delay": FAULT_DELAY} if kind == "delay" else {})
+        await self.platform.admin("POST", "/_sim/faults", {self.rng.choice(list(MIX)): spec})
+        await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+        await self.platform.admin("DELETE", "/_sim/faults")
 
 
-async def main(kills: int, fault_rounds: int, cashiers: int, seed: int, json_path: str | None = None) -> int:
+def across(args: argparse.Namespace, count: int, least: float, per_kill: float) -> float:
+    """The longest pause between `count` events so that they spread over the gateway kills' stretch of the run
+    (`per_kill`: seconds a kill and its restart take under load, about), not all at its start."""
+    return max(least, per_kill * args.kills / max(1, count))
+
+
+async def spread(count: int, pause: tuple[float, float], rng: random.Random, what: Any) -> None:
+    for _ in range(count):
+        await asyncio.sleep(rng.uniform(*pause))
+        await what()
+
+
+async def main(args: argparse.Namespace) -> int:
+    if args.disk_full_rounds and os.geteuid() != 0:
+        print("crash: disk-full rounds mount a tmpfs for the state directory, which needs root: none this run")
+        args.disk_full_rounds = 0
     work = Path(tempfile.mkdtemp(prefix="ybg-crash-"))
     (work / "run").mkdir()
-    platform, admin_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{admin_port}"
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "sim",
-        "--port",
-        str(platform),
-        "--admin-port",
-        str(admin_port),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    run = Run(work, cashiers, seed)
-    gw: asyncio.subprocess.Process | None = None
+    platform = Platform(work)
+    run = Run(work, platform, args.seed)
+    disk = SmallDisk(run.state, args.disk_mib)
+    keep = True  # until the counts say otherwise
     try:
-        for _ in range(600):
-            try:
-                await asyncio.to_thread(admin, base, "GET", "/_sim")
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
-        cfg = run.config(platform)
-        gw = await run.gateway(cfg)
-        tasks = [asyncio.create_task(run.cashier(n)) for n in range(cashiers)]
+        with disk.mounted() if args.disk_full_rounds else contextlib.nullcontext():
+            await platform.start()
+            await run.start_gateway()
+            tasks = [asyncio.create_task(run.cashier(n)) for n in range(args.cashiers)]
 
-        async def killer() -> None:
-            nonlocal gw
-            for _ in range(kills):
-                await asyncio.sleep(run.rng.uniform(0.3, 2.0))
-                assert gw is not None
-                gw.send_signal(signal.SIGKILL)
-                await gw.wait()
-                gw = await run.gateway(cfg)
+            async def disk_round() -> None:
+                await run.disk_round(disk)
 
-        async def faulter() -> None:
-            for _ in range(fault_rounds):
-                await asyncio.sleep(run.rng.uniform(0.5, 2.0))
-                kind = run.rng.choice(FAULT_KINDS)
-                spec = {"kind": kind, "times": run.rng.randint(1, 3)} | ({"delay": 6.0} if kind == "delay" else {})
-                await asyncio.to_thread(admin, base, "POST", "/_sim/faults", {run.rng.choice(list(MIX)): spec})
-                await asyncio.sleep(run.rng.uniform(1.0, 3.0))
-                await asyncio.to_thread(admin, base, "DELETE", "/_sim/faults")
+            async def kill_platform() -> None:
+                # Not while a disk-full round waits for the outbox to store what it kept: that wait measures the
+                # disk's recovery, and resolutions retried against a platform down every few seconds back off
+                # past it (they settle all the same, later).
+                async with run.exclusive:
+                    await platform.kill()
 
-        await asyncio.gather(killer(), faulter())
-        await asyncio.sleep(1.0)
-        run.settle_by = asyncio.get_running_loop().time() + 60 + REVERSAL_SETTLE
-        run.stop.set()
-        await asyncio.gather(*tasks)
-        ledger = await asyncio.to_thread(admin, base, "GET", "/_sim/ledger")
-        found = compare(run.told, ledger, outbox_rows(work / "state" / "outbox.db"))
+            await asyncio.gather(
+                spread(args.kills, (0.3, 2.0), run.rng, run.kill_gateway),
+                spread(args.platform_kills, (1.0, across(args, args.platform_kills, 5.0, 8.0)), run.rng, kill_platform),
+                spread(args.fault_rounds, (0.5, 2.0), run.rng, run.fault_round),
+                spread(
+                    args.disk_full_rounds, (2.0, across(args, args.disk_full_rounds, 6.0, 2.5)), run.rng, disk_round
+                ),
+            )
+            await asyncio.sleep(1.0)
+            run.settle_by = asyncio.get_running_loop().time() + 60 + REVERSAL_SETTLE
+            run.stop.set()
+            await asyncio.gather(*tasks)
+            ledger = await platform.admin("GET", "/_sim/ledger")
+            run.messages = len(ledger["messages"])
+            found = compare(run.told, ledger, outbox_rows(run.state / "outbox.db"))
+            keep = any(found.values()) or bool(run.disk_left)
+            if keep:  # the outbox, for a look after the state disk is gone
+                for db in run.state.glob("outbox.db*"):
+                    shutil.copy2(db, work / db.name)
+            if run.gw is not None and run.gw.returncode is None:
+                run.gw.send_signal(signal.SIGTERM)
+                await run.gw.wait()
     finally:
-        for proc in (gw, sim):
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        if run.gw is not None and run.gw.returncode is None:
+            run.gw.send_signal(signal.SIGKILL)
+            await run.gw.wait()
+        await platform.stop()
+        if keep:
+            print(f"kept for a look: {work} (gateway.err, platform.err, platform.journal, outbox.db)")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return report(args, run, found)
+
+
+def report(args: argparse.Namespace, run: Run, found: dict[str, list[str]]) -> int:
     kinds = collections.Counter(k for t in run.told for k in t.kinds)
+    ordering = sum(t.blocker is not None for t in run.told)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    print(f"{cashiers} cashiers, {kills} gateway SIGKILLs, {fault_rounds} fault rounds, {len(run.told)} msgids")
+    print(
+        f"{args.cashiers} cashiers, {args.kills} gateway SIGKILLs, {run.platform.kills} platform SIGKILLs, "
+        f"{args.fault_rounds} fault rounds, {args.disk_full_rounds} disk-full rounds, {len(run.told)} msgids"
+    )
     print("answers: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
-    names = {
-        "lost": "lost",
-        "double_booked": "double-booked",
-        "told_false": "told false",
-        "unresolved": "left unresolved",
-        "reused": "msgids reused",
-    }
-    for key, label in names.items():
-        print(f"{label:<20}{len(found[key]):>8}")
+    if run.platform.restarts:
+        print(f"platform restarts: {run.platform.restarts} s (its ledger at the end: {run.messages} messages)")
+    if args.disk_full_rounds:
+        print("answers while the disk was full: " + ", ".join(f"{k} {n}" for k, n in run.while_full.most_common()))
+        rows = run.disk_rows
+        print(
+            f"disk-full rounds in which the outbox failed to commit: {rows['refusing']} (seconds full before the "
+            f"first failure, then space back until every kept outcome was final: {run.disk_times})"
+        )
+        print(
+            f"outcomes kept in memory while the disk was full: {rows['kept']}, "
+            f"not stored without a restart: {len(run.disk_left)}"
+        )
+    found["disk_left"] = run.disk_left
+    labels = COUNTS | {"disk_left": "disk-full rows left"}
+    print(f"{'ordering refusals':<26}{ordering:>8}")
+    for key, label in labels.items():
+        print(f"{label:<26}{len(found[key]):>8}")
         for item in found[key][:10]:
             print(f"  {item}")
     figures.write(
-        json_path,
+        args.json,
         "crash",
-        [figures.Figure(label, len(found[key]), None, "", target="max=0") for key, label in names.items()],
-        kills=kills,
-        fault_rounds=fault_rounds,
-        cashiers=cashiers,
+        [figures.Figure("ordering refusals", ordering, None, "")]
+        + [figures.Figure(label, len(found[key]), None, "", target="max=0") for key, label in labels.items()],
+        kills=args.kills,
+        platform_kills=run.platform.kills,
+        fault_rounds=args.fault_rounds,
+        disk_full_rounds=args.disk_full_rounds,
+        cashiers=args.cashiers,
         msgids=len(run.told),
         answers=dict(kinds),
+        while_full=dict(run.while_full),
+        disk_rows=run.disk_rows,
+        disk_times=run.disk_times,
+        platform_restarts=run.platform.restarts,
     )
     return 1 if any(found.values()) else 0
 
@@ -359,9 +388,15 @@ async def main(kills: int, fault_rounds: int, cashiers: int, seed: int, json_pat
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=50, help="gateway SIGKILLs at random instants")
+    ap.add_argument("--platform-kills", type=int, default=10, help="simulator SIGKILLs at random instants")
     ap.add_argument("--fault-rounds", type=int, default=10, help="rounds of simulator faults on a random infno")
+    ap.add_argument(
+        "--disk-full-rounds", type=int, default=2, help="rounds of a full state disk (root: mounts a tmpfs)"
+    )
+    ap.add_argument("--disk-mib", type=int, default=128, help="the state disk's size for disk-full rounds")
     ap.add_argument("--cashiers", type=int, default=6)
     ap.add_argument("--seed", type=int, default=None, help="for a repeatable schedule of kills and faults")
     ap.add_argument("--json", help="also write the figures as JSON to this file")
     a = ap.parse_args()
-    sys.exit(asyncio.run(main(a.kills, a.fault_rounds, a.cashiers, a.seed or random.randrange(2**32), a.json)))
+    a.seed = a.seed if a.seed is not None else random.randrange(2**32)
+    sys.exit(asyncio.run(main(a)))

@@ -156,6 +156,12 @@ class Failover(_Strict):
     failback_after: PositiveSeconds = 30.0
     #: how often each upstream is probed (connect; with TLCP, a handshake)
     probe_interval: PositiveSeconds = 5.0
+    #: a connect still pending after this long is raced by the next upstream (a silent drop costs this, not the
+    #: connect timeout)
+    race_after: PositiveSeconds = 1.0
+    #: an upstream connection silent this long (data unacknowledged, keepalive unanswered) is dead: its breaker
+    #: opens and safe requests on it are sent again elsewhere (TCP_USER_TIMEOUT; whole milliseconds, at least 1 s)
+    dead_after: Annotated[float, Field(ge=1.0, le=600.0)] = 1.5
 
 
 class Identity(_Strict):

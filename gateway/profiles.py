@@ -16,7 +16,8 @@ from pathlib import Path
 
 from gateway.crypto import Certificate, CertificateError, KeyFileError, SM2PrivateKey, read_key_file
 from gateway.errors import ConfigError, GatewayError
-from gateway.platform.profile import BUNDLED, Profile, bundled_profile, parse_profile
+from gateway.platform.bundled import BUNDLED
+from gateway.platform.profile import Profile, bundled_profile, parse_profile
 from gateway.platform.signing import ProfileCodec, ProfileKeyError, ProfileKeys, sm4_key_from_secret
 from gateway.secretfile import SecretFileError, read_secret
 

@@ -7,14 +7,19 @@ Unix socket.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
+import socket
+import struct
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import termios
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -26,6 +31,8 @@ from gateway.config import Config
 from gateway.http1.client import ClientResponse
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
+
+T = TypeVar("T")
 
 # -- hypothesis profiles -------------------------------------------------------------------------------
 #
@@ -44,6 +51,18 @@ def fuzz_examples(ci: int) -> int:
     """A property test's example count: `ci` (what the CI run affords for it) under the ci profile, the profile's
     own count under any other, so that an explicit @settings(max_examples=...) never caps a deep run."""
     return ci if HYPOTHESIS_PROFILE == "ci" else settings.default.max_examples
+
+
+#: why a `root`-marked test is skipped for a developer who is not root (CI runs as root, and fails on any skip)
+NEEDS_ROOT = "needs root (network namespaces, nftables, throwaway users): run as root, as CI does"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    for item in items:
+        if item.get_closest_marker("root") is not None:
+            item.add_marker(pytest.mark.skip(reason=NEEDS_ROOT))
 
 
 _skipped: list[str] = []
@@ -123,6 +142,64 @@ async def gateway(sim: Simulator, short_tmp: Path) -> AsyncIterator[Gateway]:
     await daemon.start()
     yield Gateway(daemon, config, sim)
     await daemon.stop(grace=1.0)
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], within: float = 30.0) -> None:
+    """Wait until `condition` (a function, sync or async) holds, polled every 10 ms: tests wait for what they
+    need to have happened, not for a time they hope is long enough. `within` seconds is a guard against a hang,
+    never a measurement."""
+    async with asyncio.timeout(within):
+        while True:
+            held = condition()
+            if held if isinstance(held, bool) else await held:
+                return
+            await asyncio.sleep(0.01)
+
+
+class LoopClock:
+    """The running event loop's clock, stopped: it moves only when the test advances it. A timer the code under
+    test set (asyncio.timeout, call_later, a keep-alive or header timeout) then fires exactly when the test has moved
+    the clock past it, never because the machine was slow, and never before. Nothing that waits on a loop timer ends
+    by itself meanwhile, so waits are guarded in real time (a thread) by within()."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.now = loop.time()
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def within(self, awaitable: Awaitable[T], seconds: float = 30.0) -> T:
+        """Await it; fail if that takes `seconds` of real time."""
+        task = asyncio.ensure_future(awaitable)
+        guard = threading.Timer(seconds, self.loop.call_soon_threadsafe, (task.cancel,))
+        guard.start()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            raise AssertionError(f"not done within {seconds} s of real time") from None
+        finally:
+            guard.cancel()
+
+    async def until_read(self, sock: socket.socket) -> None:
+        """Until the peer has read all that was sent on `sock` and its reader has run on it. The loop turns without
+        a timer (none would fire): the kernel's count of unread bytes is polled once per turn."""
+        while struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, bytes(4)))[0]:  # noqa: ASYNC110 - no event for it
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the reader woken by those bytes was queued before this task: it has run now
+
+
+@pytest_asyncio.fixture
+async def loop_clock() -> AsyncIterator[LoopClock]:
+    """The loop's clock stopped for the test (see LoopClock). Request it after the fixtures that start the code
+    under test: it is given back before they stop, so their shutdown runs on real time."""
+    loop = asyncio.get_running_loop()
+    clock = LoopClock(loop)
+    loop.time = lambda: clock.now  # type: ignore[method-assign]
+    try:
+        yield clock
+    finally:
+        del loop.time  # type: ignore[method-assign]
 
 
 _msgid_seq = iter(range(1, 10**9))

@@ -18,7 +18,7 @@ from gateway.http1.messages import Peer
 from gateway.http1.server import Http1Server
 from gateway.platform.bundled import bundled_his_paths
 from gateway.platform.envelope import RequestEnvelope, decode_response
-from gateway.relay.forwarder import RelayAnswer
+from gateway.relay.answer import RelayAnswer
 
 from conftest import example as platform_example
 from conftest import fuzz_examples

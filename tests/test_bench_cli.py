@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.cli_bench import BEGIN, BENCHES, END, bench_dir, markdown, script, table
+from gateway.cli.bench import BEGIN, BENCHES, END, bench_dir, markdown, script, table
 
 from conftest import ybgate_output
 

@@ -51,7 +51,7 @@ async def test_stop_finishes_what_was_queued() -> None:
     await asyncio.sleep(0)  # the call is queued, its future not awaited yet
     await first
     pending = asyncio.ensure_future(worker.run(lambda: (time.sleep(0.05), done.append(2))))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # queued, as the first was
     await asyncio.to_thread(worker.stop)  # blocks until the thread ends: off the loop, so the result can land
     await pending
     assert done == [1, 2]
@@ -60,8 +60,9 @@ async def test_stop_finishes_what_was_queued() -> None:
 async def test_a_cancelled_caller_does_not_break_the_worker() -> None:
     worker = BlockingWorker("test-worker")
     try:
-        slow = asyncio.ensure_future(worker.run(lambda: time.sleep(0.05)))
-        await asyncio.sleep(0.01)
+        started = threading.Event()
+        slow = asyncio.ensure_future(worker.run(lambda: (started.set(), time.sleep(0.05))))
+        assert await asyncio.to_thread(started.wait, 30)  # cancelled while the worker runs it
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow

@@ -118,7 +118,7 @@ def test_every_command_answers_broken_input_in_one_line(short_tmp: Path) -> None
     """Every subcommand, with missing files, a directory or garbage as its config, wrong types, garbage arguments
     and a daemon that is not running: a non-zero exit, one line (a rejected config: its problem and the verdict),
     never a traceback. (Unreadable files are not tried: the suite runs as root, who reads everything.)"""
-    from gateway.cli import _parser
+    from gateway.cli.main import _parser
 
     state = short_tmp / "state"
     state.mkdir()

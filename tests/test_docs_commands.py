@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import _parser
+from gateway.cli.main import _parser
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

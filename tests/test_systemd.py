@@ -20,7 +20,7 @@ from gateway.health.systemd import Notifier, listen_fds
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, example, fresh, ybgate_output, ybgate_process
+from conftest import PLATFORM_PATH, example, fresh, until, ybgate_output, ybgate_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -174,14 +174,12 @@ async def test_socket_activation_restart_refuses_no_request(sim: Simulator, shor
         clients = [asyncio.create_task(client()) for _ in range(4)]
         await served(10)
         before = len(results)
-        started = time.monotonic()
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), 15) == 0
         second = await _start_activated(cfg, listener, log)
         await served(before + 10)
         stop.set()
         await asyncio.gather(*clients)
-        restart_window = time.monotonic() - started
     finally:
         for p in (first, locals().get("second")):
             if p is not None and p.returncode is None:
@@ -190,7 +188,6 @@ async def test_socket_activation_restart_refuses_no_request(sim: Simulator, shor
         listener.close()
     failures = [r for r in results if r != 200]
     assert not failures, (failures[:5], log.read_text()[-2000:])
-    assert restart_window < 30
     assert sum(1 for m in sim.ledger.messages if m.infno == "9001") == len(results)
 
 
@@ -238,10 +235,7 @@ async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp:
     assert code == 1 and "not answering" in err
     proc = await ybgate_process("run", "--config", str(cfg))
     try:
-        for _ in range(100):
-            if (short_tmp / "run/api.sock").exists():
-                break
-            await asyncio.sleep(0.1)
+        await until((short_tmp / "run/api.sock").exists)
         await request(
             "POST",
             PLATFORM_PATH,
@@ -256,7 +250,7 @@ async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp:
         assert code == 0
         assert "answered 1  refused 2  failed 0" in text, text
         assert "  by kind: msgid_conflict 2" in text, text
-        assert "upstream sim (primary): tcp" in text and "link: not watched" in text
+        assert "upstream sim (primary, ACTIVE): tcp" in text and "link: not watched" in text
         [line] = [ln for ln in text.splitlines() if signin["msgid"] in ln]  # one line for the msgid, counted
         assert line.startswith("refused msgid_conflict: 9001 ") and "(x2)" in line, text
     finally:

@@ -23,10 +23,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "systemd"
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("setpriv") is None,
-    reason="needs root, useradd and setpriv to create and act as throwaway users",
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        shutil.which("useradd") is None or shutil.which("setpriv") is None,
+        reason="needs useradd and setpriv to create and act as throwaway users",
+    ),
+]
 
 
 def _section(unit: str, section: str) -> configparser.SectionProxy:

@@ -20,7 +20,7 @@ from gateway.platform.envelope import GBK, RequestEnvelope, charset_of, decode_r
 from gateway.policy.engine import Caller
 from gateway.policy.gate import PolicyDenied, PolicyGate
 from gateway.policy.model import ClientRule
-from gateway.relay.forwarder import RelayAnswer
+from gateway.relay.answer import RelayAnswer
 
 from .accesslog import AccessEntry, AccessLog
 from .answers import DEFAULT_MODE, AnswerMode, failure_response, file_response

@@ -33,7 +33,13 @@ def upstream_targets(config: Config) -> list[UpstreamTarget]:
         path = upstream_path(u.path, "path" in u.model_fields_set, resolve_profile(u.profile))
         targets.append(
             UpstreamTarget(
-                name=u.name, host=u.host, port=u.port, role=u.role, path=path, connect_timeout=u.connect_timeout
+                name=u.name,
+                host=u.host,
+                port=u.port,
+                role=u.role,
+                path=path,
+                connect_timeout=u.connect_timeout,
+                dead_after=config.failover.dead_after,
             )
         )
     return targets
@@ -97,11 +103,20 @@ def build_transport(
     return RoutedTransport(routes)
 
 
-def metered_transport(config: Config, metrics: Metrics) -> Transport:
-    """build_transport, counting handshakes (full or resumed) and what client authentication each upstream took."""
+def metered_transport(
+    config: Config, metrics: Metrics, on_handshake: Callable[[str, bool], None] | None = None
+) -> Transport:
+    """build_transport, counting handshakes (full or resumed) and what client authentication each upstream took;
+    `on_handshake` also hears of each handshake (the pool shows session reuse per upstream)."""
+
+    def handshake(upstream: str, resumed: bool) -> None:
+        metrics.tlcp_handshakes.labels(upstream, "resumed" if resumed else "full").inc()
+        if on_handshake is not None:
+            on_handshake(upstream, resumed)
+
     return build_transport(
         config,
-        lambda upstream, resumed: metrics.tlcp_handshakes.labels(upstream, "resumed" if resumed else "full").inc(),
+        handshake,
         lambda upstream, choice: metrics.tlcp_client_auth_learned.labels(
             upstream, choice.shape.value, choice.form.value
         ).inc(),

@@ -122,7 +122,7 @@ class Daemon:
             await parts.start(TaskPart(drift.name, drift.run, self.deadline))
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         if self._given_transport is None:
-            self.transport = metered_transport(cfg, metrics)
+            self.transport = metered_transport(cfg, metrics, self._handshake_done)
         self.host = HostSampler(cfg.state_dir)
         metrics.add_host(self.host)
         if cfg.mqtt.enabled:
@@ -252,7 +252,8 @@ class Daemon:
             "link": None if link is None else {"interface": link.interface, "up": link.up, "routes": link.routes},
             "upstreams": [
                 {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
-                | ({k: v for k, v in snap.items() if k in ("active", "breaker", "healthy_for_s")})
+                | {k: v for k, v in snap.items() if k not in ("name", "role")}
+                | {"route": self._route(u.host)}
                 for u, snap in zip(self.config.upstreams, snapshots, strict=True)
             ],
             "recent": self.recent.snapshot(),
@@ -260,6 +261,17 @@ class Daemon:
             if self.gate.policy is None
             else {"version": self.gate.policy.version, "files": list(self.gate.policy.files)},
         } | (self.checks.status() if self.checks is not None else {})
+
+    def _handshake_done(self, upstream: str, resumed: bool) -> None:
+        # the pool shows session reuse per upstream; it exists from the upstreams part on, before any handshake
+        if self.upstreams is not None:
+            self.upstreams.pool.handshake(upstream, resumed)
+
+    def _route(self, host: str) -> dict[str, Any] | None:
+        """The interface the route to an upstream leaves by, and the one it should (None: no link watched)."""
+        if self.link is None or self.link.state is None:
+            return None
+        return {"via": self.link.state.routes.get(host), "interface": self.link.state.interface}
 
     def health_document(self) -> dict[str, Any]:
         doc = self.status()

@@ -43,6 +43,7 @@ class RelayPart:
             lambda e: rule_for(catalogue.classify(e.infno)).resend,
             codecs=codecs,
             on_skew=lambda upstream, skew: metrics.clock_skew.labels(upstream).set(round(skew, 3)),
+            race_after=cfg.failover.race_after,
         )
         sender: Sender = forwarder
         self.session: SignInSession | None = None

@@ -54,7 +54,8 @@ class Upstreams:
         # No route: fail over now rather than after the next requests time out.
         for u in self.cfg.upstreams:
             if u.host == event.detail["upstream"]:
-                self.pool.trip(u.name)
+                via = event.detail.get("via")
+                self.pool.trip(u.name, f"route to {u.host} lost (via {via or 'nothing'})")
 
     @property
     def tlcp(self) -> TlcpTransport | None:

@@ -79,7 +79,7 @@ class Certificate:
             ku = c.extensions.get_extension_for_oid(ExtensionOID.KEY_USAGE).value
             usage = frozenset(n for n in _USAGE_NAMES if getattr(ku, n))
         with contextlib.suppress(x509.ExtensionNotFound):
-            is_ca = c.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value.ca
+            is_ca = c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         return cls(
             der=der,
             subject=c.subject.rfc4514_string(),
@@ -122,9 +122,7 @@ class Certificate:
     def extended_key_usage(self) -> frozenset[str] | None:
         """Dotted OIDs of the extendedKeyUsage extension; None when there is none (no restriction)."""
         try:
-            eku = x509.load_der_x509_certificate(self.der).extensions.get_extension_for_oid(
-                ExtensionOID.EXTENDED_KEY_USAGE
-            )
+            eku = x509.load_der_x509_certificate(self.der).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
         except x509.ExtensionNotFound:
             return None
         return frozenset(oid.dotted_string for oid in eku.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from asn1crypto import algos as asn1_algos
@@ -27,7 +28,7 @@ from gateway.crypto.symmetric import pkcs7_pad, pkcs7_unpad, random_bytes
 SM2_CURVE_OID = "1.2.156.10197.1.301"
 HMAC_SM3_OID = "1.2.156.10197.1.401.2"
 SM4_CBC_OID = "1.2.156.10197.1.104.2"
-_PRFS = {
+_PRFS: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     HMAC_SM3_OID: hashes.SM3,
     "sha256": hashes.SHA256,
     "sha1": hashes.SHA1,
@@ -79,7 +80,7 @@ def _scalar_from_pkcs8(der: bytes) -> int:
     algorithm = info["private_key_algorithm"]
     oid = algorithm["algorithm"].dotted
     if oid == SM2_CURVE_OID:  # some tools name the key algorithm id-sm2 directly
-        named = SM2_CURVE_OID
+        named: str | None = SM2_CURVE_OID
     elif algorithm["algorithm"].native == "ec":
         named = algorithm["parameters"].chosen.dotted if algorithm["parameters"].name == "named" else None
     else:

@@ -6,6 +6,8 @@ it computed itself. Decryption always checks C3 (Tongsuo verifies it and refuses
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from asn1crypto.algos import DSASignature
 from asn1crypto.core import Integer, OctetString, Sequence
 
@@ -182,5 +184,5 @@ class SM2PrivateKey:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("SM2 private keys are not picklable")

@@ -86,5 +86,5 @@ def listen_fds(env: Mapping[str, str] | None = None, *, unset: bool = True) -> d
     if unset and isinstance(env, dict | os._Environ):
         # Children must not believe the sockets are theirs.
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            env.pop(key, None)  # type: ignore[union-attr]
+            env.pop(key, None)
     return out

@@ -103,7 +103,13 @@ async def _pump(
     on_clear_alerts: Callable[[], None] | None,
 ) -> None:
     while True:
-        data = await raw_reader.read(READ_SIZE)
+        try:
+            data = await raw_reader.read(READ_SIZE)
+        except OSError as exc:
+            # The kernel gave up on the connection (TCP_USER_TIMEOUT, keepalive) or it was reset: whoever reads
+            # must hear it now, not at its deadline.
+            reader.set_exception(exc)
+            return
         if not data:
             reader.feed_eof()
             return

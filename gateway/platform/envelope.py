@@ -72,9 +72,8 @@ class RequestEnvelope:
     def psn_no(self) -> str | None:
         """The insured person's number, where the payload carries one (used to order money-moving work)."""
         data = self.fields["input"].get("data") if isinstance(self.fields["input"], dict) else None
-        if isinstance(data, dict) and isinstance(data.get("psn_no"), str) and data["psn_no"]:
-            return data["psn_no"]
-        return None
+        psn_no = data.get("psn_no") if isinstance(data, dict) else None
+        return psn_no if isinstance(psn_no, str) and psn_no else None
 
 
 @dataclass(frozen=True)
@@ -265,7 +264,8 @@ def _to_datetime(match: re.Match[str] | None) -> datetime | None:
     if match is None:
         return None
     try:
-        return datetime(*(int(g) for g in match.groups()))
+        year, month, day, hour, minute, second = (int(g) for g in match.groups())
+        return datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
 

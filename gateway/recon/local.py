@@ -105,7 +105,9 @@ def _line(row: Row, info: dict[str, Any]) -> tuple[GroupKey, StatementLine, str]
         refd_setl_flag="1" if refund else "0",
         msgid=row.msgid,
         setl_time=setl_time,
-        **{a: money(info[a]) for a in AMOUNTS},
+        medfee_sumamt=money(info["medfee_sumamt"]),
+        fund_pay_sumamt=money(info["fund_pay_sumamt"]),
+        acct_pay=money(info["acct_pay"]),
     )
     return key, line, setl_time[:10]
 

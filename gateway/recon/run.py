@@ -35,7 +35,7 @@ from gateway.platform.stmtfiles import (
 from gateway.recon import report as reports
 from gateway.recon.compare import HOSPITAL_ONLY, Difference, confirmed_absent, differences
 from gateway.recon.local import REFUNDS, LocalDay, read_day
-from gateway.relay.forwarder import RelayAnswer
+from gateway.relay.answer import RelayAnswer
 from gateway.relay.session import Operator
 
 log = structlog.get_logger("gateway.recon")

@@ -29,7 +29,8 @@ from gateway.platform.catalogue import Catalogue, TxInfo
 from gateway.platform.envelope import RequestEnvelope, decode_request
 from gateway.platform.msgids import MsgidMaker
 from gateway.relay import settleclock
-from gateway.relay.forwarder import AmbiguousOutcome, RelayAnswer
+from gateway.relay.answer import RelayAnswer
+from gateway.relay.forwarder import AmbiguousOutcome
 from gateway.relay.outcomes import NothingToResolve, OutcomeUnknown, told
 from gateway.relay.repository import NotInDoubt, Outbox, OutboxUnavailable
 from gateway.relay.resolution import NO_ANSWER, Resolver
@@ -91,16 +92,21 @@ class DurableRelay:
         info = self.catalogue.classify(envelope.infno)
         loop = asyncio.get_running_loop()
         wall_deadline = time.time() + (deadline - loop.time())
-        accepted = await self.outbox.accept(
-            msgid=envelope.msgid,
-            infno=envelope.infno,
-            tx_class=info.tx_class,
-            psn_no=envelope.psn_no,
-            body=envelope.body,
-            deadline=wall_deadline,
-            send=True,
-            client=client,
-        )
+        try:
+            accepted = await self.outbox.accept(
+                msgid=envelope.msgid,
+                infno=envelope.infno,
+                tx_class=info.tx_class,
+                psn_no=envelope.psn_no,
+                body=envelope.body,
+                deadline=wall_deadline,
+                send=True,
+                client=client,
+            )
+        except OutboxUnavailable as exc:
+            # The commit group it joined was refused (disk full); the msgid may be one accepted before and asked
+            # again, which must never hear "nothing was accepted".
+            return await self._refused_or_known(envelope.msgid, deadline, exc)
         if not accepted.new:
             return await self._replay(accepted.row, deadline)
         done: asyncio.Future[Row] = loop.create_future()
@@ -123,6 +129,24 @@ class DurableRelay:
         if fresh is not None:
             return fresh  # the answer as it came (and its latency): no second decode of the stored copy
         return await self._answer(row, deadline)
+
+    async def _refused_or_known(self, msgid: str, deadline: float, refused: OutboxUnavailable) -> RelayAnswer:
+        """After accept was refused: a msgid the outbox does not hold hears that nothing was accepted; one it holds
+        is a repeat and gets its stored outcome. Looked up read-only beside the writer, whose commit groups keep
+        failing while the disk is full; when a lookup fails, nobody can say, and that is "outcome unknown"."""
+        try:
+            held = await self.outbox.holds(msgid)
+        except OutboxUnavailable as exc:
+            raise self._not_stored(msgid, exc) from None
+        if not held:
+            raise refused
+        try:
+            row = await self.outbox.get(msgid)
+        except OutboxUnavailable as exc:
+            raise self._not_stored(msgid, exc) from None
+        if row is None:  # pruned in between: it was final long ago, and what it was is gone
+            raise self._not_stored(msgid, refused)
+        return await self._replay(row, deadline)
 
     async def _replay(self, row: Row, deadline: float) -> RelayAnswer:
         """The same msgid again: its stored outcome, or the one in flight — never a second send."""

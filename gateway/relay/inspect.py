@@ -47,6 +47,15 @@ def list_rows(path: Path, *, state: str | None = None, limit: int = 50) -> list[
         conn.close()
 
 
+def holds(path: Path, msgid: str) -> bool:
+    """Whether the outbox holds `msgid`, read beside the writer (whose commits may be failing: a full disk)."""
+    conn = _open(path)
+    try:
+        return conn.execute("SELECT 1 FROM outbox WHERE msgid = ?", (msgid,)).fetchone() is not None
+    finally:
+        conn.close()
+
+
 def show(path: Path, msgid: str) -> dict[str, Any] | None:
     conn = _open(path)
     try:

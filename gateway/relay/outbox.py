@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, Unpack
 
 from gateway.platform.catalogue import TxClass
-from gateway.relay import outbox_format
+from gateway.relay import inspect, outbox_format
 from gateway.relay.engine import GroupCommit, disk_trouble
 from gateway.relay.repository import (
     Accepted,
@@ -258,6 +258,14 @@ class SqliteOutbox:
         if self.on_final is not None:
             self.on_final([row])
         return row
+
+    async def holds(self, msgid: str) -> bool:
+        """Whether it holds `msgid`, read beside the writer: its commit groups may be failing (a full disk), and
+        a lookup through them fails with them."""
+        try:
+            return await asyncio.to_thread(inspect.holds, self.path, msgid)
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxUnavailable(f"the outbox cannot be read: {exc}") from None
 
     async def reversals_of(self, msgid: str) -> list[Row]:
         """The 2601 rows the gateway stored to undo `msgid`, oldest first."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gateway.errors import GatewayError, UpstreamTimeout
 from gateway.platform.envelope import decode_response
-from gateway.relay.forwarder import RelayAnswer
+from gateway.relay.answer import RelayAnswer
 from gateway.relay.schema import Row
 from gateway.relay.states import Reason, State
 

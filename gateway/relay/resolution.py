@@ -20,7 +20,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import structlog
 
@@ -32,7 +32,7 @@ from gateway.relay import settleclock
 from gateway.relay.checking import Verdict, judge, query_envelope
 from gateway.relay.forwarder import AmbiguousOutcome
 from gateway.relay.outcomes import NothingToResolve
-from gateway.relay.repository import Outbox
+from gateway.relay.repository import Outbox, OutboxUnavailable
 from gateway.relay.reversal import Reversals
 from gateway.relay.rules import IfAbsent, Plan, plan_for, rule_for
 from gateway.relay.schema import Change, Row
@@ -190,6 +190,12 @@ class Resolver:
             self.busy.add(row.msgid)
             try:
                 row = await self._resend(row, original)
+            except OutboxUnavailable as exc:
+                # Its send could not be recorded (disk full, read-only): nothing was sent; check again later.
+                resends -= 1
+                log.warning("resend_not_stored", msgid=row.msgid, error=exc.message)
+                await self.nap(row.msgid, self.timing.resolve_pause(attempt))
+                continue
             finally:
                 self.busy.discard(row.msgid)
             if row.state.final:
@@ -197,14 +203,26 @@ class Resolver:
         return await self.current(row.msgid)
 
     async def _final(self, row: Row, to: State, outcome: str, reason: Reason | None = None) -> Row:
-        """A move the resolution decided, unless ops decided first (the row is final already)."""
         moved: Change = {"outcome": outcome}
         if reason is not None:
             moved["reason"] = reason
-        try:
-            return await self.outbox.move(row.msgid, to, **moved)
-        except IllegalMove:
-            return await self.current(row.msgid)
+        return await self._keep(row.msgid, to, **moved)
+
+    async def _keep(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
+        """A move the resolution decided, unless ops decided first (the row is final already). When the outbox
+        cannot store it (disk full, read-only), the decision is kept and stored as soon as it writes again."""
+        attempt = 0
+        while True:
+            try:
+                return await self.outbox.move(msgid, to, **fields)
+            except IllegalMove:
+                return await self.current(msgid)
+            except OutboxUnavailable as exc:
+                if not self.going_on(msgid):
+                    raise
+                attempt += 1
+                log.warning("resolution_not_stored", msgid=msgid, state=to.value, error=exc.message)
+                await self.nap(msgid, self.timing.resolve_pause(attempt))
 
     async def _note(self, row: Row, outcome: str) -> Row:
         return await self._final(row, State.IN_DOUBT, outcome)
@@ -220,15 +238,11 @@ class Resolver:
             answer = await self.sender.submit(original, asyncio.get_running_loop().time() + 30)
         except (AmbiguousOutcome, UpstreamTimeout) as exc:
             # the settle time starts again from this send
-            return await self.outbox.move(
-                row.msgid, State.IN_DOUBT, outcome=exc.message, doubt_clock=settleclock.stamp()
-            )
+            return await self._keep(row.msgid, State.IN_DOUBT, outcome=exc.message, doubt_clock=settleclock.stamp())
         except UpstreamError as exc:
-            return await self.outbox.move(
-                row.msgid, State.FAILED, outcome=f"not sent: {exc.message}", reason=Reason.NOT_SENT
-            )
+            return await self._keep(row.msgid, State.FAILED, outcome=f"not sent: {exc.message}", reason=Reason.NOT_SENT)
         log.warning("resent_after_check", msgid=row.msgid, infno=row.infno, attempt=attempt)
-        return await self.outbox.move(
+        return await self._keep(
             row.msgid,
             State.ANSWERED,
             response=answer.response.body,

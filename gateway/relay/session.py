@@ -25,7 +25,7 @@ import structlog
 from gateway.errors import UpstreamError
 from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope, decode_request
 from gateway.platform.msgids import MsgidMaker
-from gateway.relay.forwarder import RelayAnswer
+from gateway.relay.answer import RelayAnswer
 
 log = structlog.get_logger("gateway.relay")
 

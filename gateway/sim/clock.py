@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +17,20 @@ class SettableClock:
     def __init__(self, source: Callable[[], float] = time.time) -> None:
         self._source = source
         self.offset = 0.0
+        self._pinned: float | None = None
 
     def __call__(self) -> float:
-        return self._source() + self.offset
+        return self._source() + self.offset if self._pinned is None else self._pinned
+
+    @contextlib.contextmanager
+    def pinned(self, at: float) -> Iterator[float]:
+        """Stand still at `at` while one message is processed: its every reading of the time is the one the
+        journal keeps, so replaying it gives the same booked_at, sign-in time and file numbers."""
+        self._pinned = at
+        try:
+            yield at
+        finally:
+            self._pinned = None
 
     def set(self, spec: dict[str, Any]) -> float:
         """{"now": epoch seconds or "yyyy-MM-dd HH:mm:ss" (platform time)} or {"advance": seconds}."""

@@ -6,7 +6,8 @@ import asyncio
 import collections
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -20,6 +21,7 @@ from gateway.platform.signing import TIF_NONCE, ProfileCodec, Refusal
 from gateway.sim.clock import SettableClock
 from gateway.sim.errors import platform_time
 from gateway.sim.faults import UNPROCESSED, FaultTable
+from gateway.sim.journal import Entry, Journal, JournalDamaged
 from gateway.sim.ledger import Ledger, Message
 from gateway.sim.platform import SimPlatform
 from gateway.sim.statements import FileAnswer
@@ -46,7 +48,11 @@ class SimAddresses:
 
 
 class Simulator:
-    def __init__(self, platform: SimPlatform | None = None, *, profile: ProfileCodec | None = None) -> None:
+    def __init__(
+        self, platform: SimPlatform | None = None, *, profile: ProfileCodec | None = None, journal: Path | None = None
+    ) -> None:
+        if platform is not None and journal is not None:
+            raise ValueError("a journal replays through the simulator's own platform and clock: give one or the other")
         self.ledger = platform.ledger if platform else Ledger()
         #: the platform's clock, settable by admin call (a platform given by the caller keeps its own)
         self.clock = SettableClock()
@@ -59,6 +65,33 @@ class Simulator:
         self.faults = FaultTable()
         self._servers: list[asyncio.Server] = []
         self.addresses: SimAddresses | None = None
+        #: every message received, on disk before it is answered (None: the ledger lives in memory only)
+        self.journal = Journal(journal) if journal is not None else None
+        if self.journal is not None:
+            self._replay(self.journal)
+
+    # -- the journal ----------------------------------------------------------------------------------------
+
+    def _replay(self, journal: Journal) -> None:
+        """Rebuild the ledger (and sign-ins, records, id counters) from the journal, in the order received."""
+        for entry in journal.entries():
+            message = Message(**entry.message)
+            if entry.request is not None:
+                with self.clock.pinned(entry.at):
+                    answer = self.platform.process(entry.request)
+                if int(answer["infcode"]) != message.infcode:
+                    raise JournalDamaged(
+                        f"{journal.path}: replaying {message.infno} {message.msgid} answered "
+                        f"{answer['infcode']}, the journal says {message.infcode}"
+                    )
+            self.ledger.record(message)
+        log.info("sim_replayed", journal=str(journal.path), messages=len(journal))
+
+    def _record(self, message: Message, request: dict[str, Any] | None = None, at: float = 0.0) -> None:
+        """Into the journal (on disk) first, then the ledger: what is answered is never forgotten."""
+        if self.journal is not None:
+            self.journal.append(Entry(at, asdict(message), request))
+        self.ledger.record(message)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -106,7 +139,7 @@ class Simulator:
             try:
                 doc = self._open(request)
             except Refusal as refusal:
-                self.ledger.record(Message(0, "", "", -1, "profile_refused", time.time()))
+                self._record(Message(0, "", "", -1, "profile_refused", time.time()))
                 log.info("sim_refused", reason=refusal.message, path=request.path)
                 return self._answer({"infcode": -1, "err_msg": refusal.message, "output": None})
         else:
@@ -115,7 +148,7 @@ class Simulator:
                 if not isinstance(doc, dict):
                     raise TypeError("not an object")
             except (UnicodeDecodeError, ValueError, TypeError):
-                self.ledger.record(Message(0, "", "", -1, None, time.time()))
+                self._record(Message(0, "", "", -1, None, time.time()))
                 return _json(200, {"infcode": -1, "err_msg": "报文格式错误，无法解析", "output": None})
         infno, msgid = str(doc.get("infno", "")), str(doc.get("msgid", ""))
         fault = self.faults.take(infno)
@@ -123,18 +156,11 @@ class Simulator:
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.kind in UNPROCESSED:
             return self._unprocessed(fault.kind, infno, msgid)
-        answer = self.platform.process(doc)
-        code = answer["infcode"]
-        self.ledger.record(
-            Message(
-                len(self.ledger.messages) + 1,
-                infno,
-                msgid,
-                int(code),
-                fault.kind if fault and fault.kind != "delay" else None,
-                time.time(),
-            )
-        )
+        with self.clock.pinned(self.clock()) as at:
+            answer = self.platform.process(doc)
+        kind = fault.kind if fault and fault.kind != "delay" else None
+        seq = len(self.ledger.messages) + 1
+        self._record(Message(seq, infno, msgid, int(answer["infcode"]), kind, time.time()), doc, at)
         if fault is not None and fault.kind == "drop_after":
             raise Abort()
         if fault is not None and fault.kind == "reset":
@@ -146,9 +172,7 @@ class Simulator:
     def _unprocessed(self, kind: str, infno: str, msgid: str) -> Response:
         """A fault that keeps the request from being processed: the message is recorded, nothing booked."""
         refused = kind == "refuse"
-        self.ledger.record(
-            Message(len(self.ledger.messages) + 1, infno, msgid, -1 if refused else None, kind, time.time())
-        )
+        self._record(Message(len(self.ledger.messages) + 1, infno, msgid, -1 if refused else None, kind, time.time()))
         if refused:
             return self._answer({"infcode": -1, "err_msg": "系统繁忙，请稍后重试", "output": None})
         if kind == "http502":

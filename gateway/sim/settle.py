@@ -9,7 +9,7 @@ so a reconciliation day can hold several groups the way a real one does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from gateway.sim.errors import PlatformError, input_data, platform_time
 from gateway.sim.ledger import Ledger, Settlement
@@ -27,7 +27,16 @@ CANCELS: dict[str, frozenset[str]] = {
 }
 
 
-def split(total: float) -> dict[str, float]:
+class Split(TypedDict):
+    """Who pays a total: the fund, the insured's account, and the cash rest."""
+
+    medfee_sumamt: float
+    fund_pay_sumamt: float
+    acct_pay: float
+    psn_cash_pay: float
+
+
+def split(total: float) -> Split:
     fund = round(total * 0.6, 2)
     acct = round(min(total - fund, total * 0.25), 2)
     return {
@@ -36,6 +45,16 @@ def split(total: float) -> dict[str, float]:
         "acct_pay": acct,
         "psn_cash_pay": round(total - fund - acct, 2),
     }
+
+
+def negated(paid: Split) -> Split:
+    """A refund line's amounts: the settlement's, with the sign turned."""
+    return Split(
+        medfee_sumamt=-paid["medfee_sumamt"],
+        fund_pay_sumamt=-paid["fund_pay_sumamt"],
+        acct_pay=-paid["acct_pay"],
+        psn_cash_pay=-paid["psn_cash_pay"],
+    )
 
 
 def amount(data: dict[str, Any]) -> float:
@@ -135,7 +154,7 @@ class SimSettlements:
             setl_optins=setl.setl_optins,
             refd_setl_flag="1",
             origin=setl.setl_id,
-            **{k: -v for k, v in split(setl.medfee_sumamt).items()},
+            **negated(split(setl.medfee_sumamt)),
         )
         self.ledger.refund(refund)
         return {"setlinfo": setlinfo(refund)}

@@ -50,7 +50,9 @@ def _line(s: Settlement, amounts: dict[str, Decimal] | None = None) -> Statement
         refd_setl_flag=s.refd_setl_flag,
         msgid=s.msgid,
         setl_time=platform_time(s.booked_at),
-        **values,
+        medfee_sumamt=values["medfee_sumamt"],
+        fund_pay_sumamt=values["fund_pay_sumamt"],
+        acct_pay=values["acct_pay"],
     )
 
 

@@ -143,7 +143,8 @@ class Connection:
         return out
 
     def receive_data(self, data: bytes) -> list[Event]:
-        if self._state is State.CLOSED:
+        # The property, not _state: the type checker would take _state as open in the loop below, which closes it.
+        if self.state is State.CLOSED:
             return []
         self._records.feed(data)
         try:

@@ -4,7 +4,6 @@ entry per finished request and none for a refused one."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -16,7 +15,7 @@ from gateway.audit.log import AuditLog, Outcome, audit_files
 from gateway.audit.verify import verify
 from gateway.crypto import SM2PrivateKey, sm3
 
-from conftest import Gateway, example, fresh, ybgate_output
+from conftest import Gateway, example, fresh, until, ybgate_output
 
 
 def outcome(i: int, state: str = "answered") -> Outcome:
@@ -137,9 +136,13 @@ async def test_the_gateway_audits_each_finished_request_once_and_no_refused_one(
     gateway.sim.faults.set("2207", {"kind": "drop_after", "times": 1})
     settle = fresh("2207_settle_request.json", sign_no=sign_no)
     await gateway.post(settle)  # in doubt, then reversed: one entry for the settlement, one for the 2601
-    await asyncio.sleep(0.2)
     assert gateway.daemon.audit is not None
     directory = gateway.config.audit_dir
+
+    def outcome_infnos() -> list[str]:
+        return [e["infno"] for e in map(json.loads, lines(directory)) if e["kind"] == "outcome"]
+
+    await until(lambda: "2601" in outcome_infnos())  # the 冲正's outcome is written after the HIS's answer
     entries = [json.loads(ln) for ln in lines(directory)]
     outcomes = [(e["msgid"], e["infno"], e["state"]) for e in entries if e["kind"] == "outcome"]
     assert (query["msgid"], "1101", "answered") in outcomes

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.http1.unix_client import request
 
-from conftest import Gateway, fresh, ybgate_output
+from conftest import Gateway, fresh, until, ybgate_output
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,16 +78,21 @@ async def test_a_duplicate_infno_cannot_pass_a_settlement_as_a_query(gateway: Ga
 async def test_bad_policy_under_traffic_is_refused_and_the_old_one_stays(gateway: Gateway, short_tmp: Path) -> None:
     sign_no = await gateway.sign_in()
     good = policy_file(gateway).read_text()
-    results: list[int] = []
+    results: list[tuple[int, int]] = []  # (the phase the request was sent in, its status)
+    phase = 0  # 0 before the refused reload, 1 after it, 2 after the good one
     stop = asyncio.Event()
 
     async def cashier() -> None:
         while not stop.is_set():
+            sent_in = phase
             reply = await gateway.post(fresh("1101_query_request.json", sign_no=sign_no))
-            results.append(reply.status)
+            results.append((sent_in, reply.status))
+
+    def answered_in(n: int) -> list[int]:
+        return [status for sent_in, status in results if sent_in == n]
 
     clients = [asyncio.create_task(cashier()) for _ in range(3)]
-    await asyncio.sleep(0.3)
+    await until(lambda: len(results) >= 3)  # traffic is flowing
     # Line 8 names a group nobody defined: the whole file is refused, with its line.
     policy_file(gateway).write_text(good.replace("allow: [everything]", "allow: [everything]\n    deny: [queriez]"))
     cfg = short_tmp / "ops.yaml"
@@ -98,20 +103,20 @@ async def test_bad_policy_under_traffic_is_refused_and_the_old_one_stays(gateway
     )
     code, _, err = await ybgate_output("policy", "reload", "--config", str(cfg))
     assert code == 1 and f"{policy_file(gateway)}:8:12: clients[0].deny[0]" in err and "queriez" in err
-    await asyncio.sleep(0.3)
+    phase = 1
     assert await metric(gateway, "ybgate_policy_reloads_total", result="refused") == 1
     # The HIS never noticed: every request during and after the refused reload was answered.
-    before = len(results)
-    await asyncio.sleep(0.3)
-    assert len(results) > before and set(results) == {200}
+    await until(lambda: len(answered_in(1)) >= 3)
+    assert set(answered_in(0) + answered_in(1)) == {200}
     # A good edit that drops 1101 applies at once: the next queries are refused.
     policy_file(gateway).write_text(good.replace('everything: ["*"]', 'everything: ["9001"]'))
     code, out, _ = await ybgate_output("policy", "reload", "--config", str(cfg))
     assert code == 0 and "in force" in out
-    await asyncio.sleep(0.2)
+    phase = 2
+    await until(lambda: len(answered_in(2)) >= 3)
     stop.set()
     await asyncio.gather(*clients)
-    assert results[-1] == 403
+    assert set(answered_in(2)) == {403}
     status = json.loads(
         (
             await request("GET", "/status", host=gateway.daemon.admin_address[0], port=gateway.daemon.admin_address[1])

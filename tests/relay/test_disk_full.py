@@ -20,7 +20,11 @@ import pytest_asyncio
 from gateway.app.daemon import Daemon
 from gateway.app.demo import demo_config
 from gateway.crypto import sm3
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
+from gateway.errors import GatewayError
 from gateway.platform.catalogue import TxClass
+from gateway.platform.envelope import decode_request
 from gateway.relay.outbox import OutboxUnavailable, SqliteOutbox
 from gateway.relay.states import State
 from gateway.sim.server import Simulator
@@ -152,3 +156,102 @@ async def test_the_wal_gives_its_space_back_once_writes_succeed_again(small_disk
         assert await box.get("M-AGAIN") is not None and await box.get(f"M{n:05d}") is not None
     finally:
         await box.stop()
+
+
+def fee_upload(sign_no: str, psn_no: str, sn: str) -> dict[str, object]:
+    doc = fresh("2207_settle_request.json", infno="2204", sign_no=sign_no)
+    line = {"feedetl_sn": sn, "mdtrt_id": "M1", "psn_no": psn_no, "det_item_fee_sumamt": "12.00"}
+    doc["input"] = {"feedetail": [line]}
+    return doc
+
+
+async def test_a_repeat_is_never_told_not_accepted_while_the_disk_is_full(
+    gateway_on_small_disk: Gateway, small_disk: Path
+) -> None:
+    """The crash harness's disk-full round saw a 2204 the platform had booked answered 503 outbox_unavailable
+    ("nothing was accepted") when the cashier asked again with the same msgid: the repeat's lookup joined a
+    commit group with new requests whose rows did not fit, and the whole group was refused. The repeat and the
+    new requests reach the outbox together here, as they do under load."""
+    gateway = gateway_on_small_disk
+    relay, outbox = gateway.daemon.relay, gateway.daemon.outbox
+    assert relay is not None and outbox is not None
+    sign_no = await gateway.sign_in()
+    booked = fee_upload(sign_no, "44000000000000000031", "0000000001")
+    first = json.loads((await gateway.post(booked)).body)
+    assert str(first["infcode"]) == "0"
+    assert [f["msgid"] for f in gateway.sim.ledger.fees] == [booked["msgid"]]
+
+    filler = fill(small_disk)
+    loop = asyncio.get_running_loop()
+    again = decode_request(json.dumps(booked, ensure_ascii=False).encode())
+    new = [
+        decode_request(json.dumps(fee_upload(sign_no, "44000000000000000032", f"{n:010d}")).encode())
+        for n in range(2, 40)
+    ]
+    # Together, as under load: one commit group for the repeat's lookup and the new rows that do not fit.
+    answers = await asyncio.gather(
+        relay.submit(again, loop.time() + 5), *(relay.submit(e, loop.time() + 5) for e in new), return_exceptions=True
+    )
+    # New work is refused as before, every upload of it: nothing of it was accepted (a 503, not a 504).
+    assert all(isinstance(a, GatewayError) and a.kind == "outbox_unavailable" for a in answers[1:]), answers[1:]
+    repeat = answers[0]
+    # The old code: outbox_unavailable, "nothing was accepted", for fee lines the platform holds.
+    if isinstance(repeat, BaseException):
+        assert isinstance(repeat, GatewayError) and repeat.kind == "outcome_unknown", repr(repeat)
+    else:
+        assert str(repeat.response.infcode) == "0"
+
+    os.unlink(filler)  # space returns; no restart: the same msgid gets the platform's answer
+    replay = json.loads((await gateway.post(booked)).body)
+    assert str(replay["infcode"]) == "0", replay
+    row = await outbox.get(str(booked["msgid"]))
+    assert row is not None and row.state is State.ANSWERED
+    assert [f["msgid"] for f in gateway.sim.ledger.fees].count(booked["msgid"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "final"),
+    [("drop_after", State.CONFIRMED), ("drop_before", State.ANSWERED)],
+    ids=["held-confirmed", "absent-resent"],
+)
+async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(
+    sim: Simulator, small_disk: Path, fault: str, final: State
+) -> None:
+    """The crash harness's disk-full round left 2204s in doubt for good (until a restart): the answer was lost,
+    the check query (5204) ran while the disk was full, and storing what it found failed — "confirmed" when the
+    platform held the fee lines, the new send when it did not — and the check task ended on that error with
+    nothing left to retry it. The decision (or the resend) now waits for the disk and is made once it writes."""
+    assert sim.addresses is not None
+    config = demo_config(small_disk, sim.addresses.platform, level="warning")
+    config = config.model_copy(update={"relay": config.relay.model_copy(update={"reversal_settle": 1.0})})
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        gateway, outbox = Gateway(daemon, config, sim), daemon.outbox
+        assert outbox is not None
+        sim.faults.set("2204", {"kind": fault, "times": 1})  # its answer lost; booked (after) or not (before)
+        doc = fee_upload(await gateway.sign_in(), "44000000000000000033", "0000000001")
+        msgid = str(doc["msgid"])
+        his = asyncio.create_task(gateway.post(doc))
+        async with asyncio.timeout(10):
+            while (row := await outbox.get(msgid)) is None or row.state is not State.IN_DOUBT:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        filler = fill(small_disk)  # before the check runs (after the settle time)
+        failures = daemon.metrics.registry.get_sample_value
+        async with asyncio.timeout(15):
+            while not (failures("ybgate_outbox_write_failures_total") or 0):  # noqa: ASYNC110 - the check's store
+                await asyncio.sleep(0.02)
+        assert [m.infno for m in sim.ledger.messages].count("5204") == 1  # it was the check that met the full disk
+        assert json.loads((await his).body)["gateway_error"] == "outcome_unknown"
+        os.unlink(filler)  # space returns; no restart
+        async with asyncio.timeout(15):  # the old code: in doubt for ever
+            while (await outbox.get(msgid)).state is not final:  # type: ignore[union-attr]  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        again = json.loads((await gateway.post(doc)).body)
+        if final is State.CONFIRMED:
+            assert again["gateway_error"] == "booked_no_answer", again
+        else:
+            assert str(again["infcode"]) == "0", again  # sent again once the platform showed it never had it
+        assert [f["msgid"] for f in sim.ledger.fees] == [msgid]
+    finally:
+        await daemon.stop(grace=1.0)

@@ -16,7 +16,7 @@ from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.states import State
 from gateway.sim.server import Simulator
 
-from conftest import Gateway, fresh, ybgate_output
+from conftest import Gateway, fresh, until, ybgate_output
 
 
 def infnos(sim: Simulator) -> list[str]:
@@ -65,7 +65,7 @@ async def test_new_settlement_waits_for_the_persons_reversal(gateway: Gateway) -
     first = fresh("2207_settle_request.json", sign_no=sign_no)
     second = fresh("2207_settle_request.json", sign_no=sign_no)
     task = asyncio.create_task(gateway.post(first))
-    await asyncio.sleep(0.2)  # the first is being reversed now
+    await until(lambda: "2601" in infnos(gateway.sim))  # the first is being reversed now (its 2601 held 0.8 s)
     reply2 = await gateway.post(second)
     reply1 = await task
     assert json.loads(reply1.body)["gateway_error"] == "reversed"

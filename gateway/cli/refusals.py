@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from gateway import cli_profiles
+from gateway.cli import profiles as cli_profiles
 from gateway.config import Config
 
 #: sysexits' EX_CONFIG: systemd's RestartPreventExitStatus= keeps a unit with a bad setting from restarting every second

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    from gateway.platform.profile import BUNDLED, bundled_profile
+    from gateway.platform.bundled import BUNDLED
+    from gateway.platform.profile import bundled_profile
 
     for name in BUNDLED:
         print(f"{name:10} {bundled_profile(name).description or '(the national interface as specified)'}")
@@ -184,6 +185,6 @@ def _sim(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ybgate profile sim: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    from gateway.cli import cmd_sim
+    from gateway.cli.sim import cmd_sim
 
     return cmd_sim(args.host, args.port, args.admin_port, args.pki, profile=ProfileCodec(profile, keys, platform=True))

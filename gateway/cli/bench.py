@@ -34,8 +34,9 @@ BENCHES: dict[str, list[str]] = {
     "restart": ["--restarts", "3", "--clients", "4"],
     # about half a minute: every upstream fault against every transaction class, checked against its contract
     "faults": [],
-    # about a minute: cashiers against a gateway SIGKILLed 10 times and 4 fault rounds; every count must be 0
-    "crash": ["--kills", "10", "--fault-rounds", "4"],
+    # about a minute: cashiers against a gateway SIGKILLed 10 times, a platform 3 times, 4 fault rounds and a
+    # disk-full round (as root); every count must be 0
+    "crash": ["--kills", "10", "--platform-kills", "3", "--fault-rounds", "4", "--disk-full-rounds", "1"],
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
