@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from gateway.app.daemon import Daemon
+from gateway.app.demo import TLCP_PART
 from gateway.config import load_config_text
 from gateway.crypto.testpki import generate_test_pki
-from gateway.app.daemon import Daemon
-from gateway.app.demo import TLCP_PART
 from gateway.http1.unix_client import request
 
 from conftest import PLATFORM_PATH, fresh
