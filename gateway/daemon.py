@@ -68,10 +68,12 @@ from gateway.recon.report import Report
 from gateway.recon.report import paths as report_paths
 from gateway.recon.run import Reconciler, ReconSettings
 from gateway.recon.schedule import NotYet, ReconSchedule
+from gateway.relay.backends import outbox_for
 from gateway.relay.callback import CallbackRelay, HisTarget
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import Row, SqliteOutbox
+from gateway.relay.pg_outbox import PgOutbox
 from gateway.relay.rules import rule_for
 from gateway.relay.session import SignInSession
 from gateway.tasks import end_tasks
@@ -118,7 +120,7 @@ class Daemon:
         self.mqtt: HealthPublisher | None = None
         self.link: LinkMonitor | None = None
         self.pool: UpstreamPool | None = None
-        self.outbox: SqliteOutbox | None = None
+        self.outbox: SqliteOutbox | PgOutbox | None = None
         self.checks: HealthChecks | None = None
         self.gate = PolicyGate(None)
         self.firewall: Firewall | None = None
@@ -173,7 +175,13 @@ class Daemon:
             codecs=codecs,
             on_skew=lambda upstream, skew: self.metrics.clock_skew.labels(upstream).set(round(skew, 3)),
         )
-        self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
+        self.outbox = outbox_for(
+            cfg.relay.outbox.backend,
+            state_dir=cfg.state_dir,
+            dsn_file=cfg.relay.outbox.dsn_file,
+            synchronous=cfg.relay.outbox_synchronous,
+            digest=sm3,
+        )
         await self.outbox.start()
         outbox = self.outbox
         self.metrics.add_outbox_writes(lambda: outbox.write_failures)

@@ -74,6 +74,29 @@ def read_dsn(path: Path) -> str:
     return dsn
 
 
+def _why(dsn_file: Path, kind: str) -> str:
+    # The driver's text may name the server, the user or (for a malformed DSN) the DSN itself: only the
+    # exception's class goes out.
+    return f"the outbox database of {dsn_file} is unavailable ({kind})"
+
+
+async def probe(dsn_file: Path, connect_timeout: float = 5.0) -> None:
+    """Log in and ask the server one trivial question; OutboxUnavailable (no DSN in it) when that fails."""
+    dsn = read_dsn(dsn_file)
+    failed: str | None = None
+    try:
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+    except (*_UNAVAILABLE, ValueError) as e:
+        failed = type(e).__name__
+    del dsn
+    if failed is not None:
+        raise OutboxUnavailable(_why(dsn_file, failed))
+
+
 class PgOutbox:
     def __init__(
         self,
@@ -113,7 +136,7 @@ class PgOutbox:
             failed = type(e).__name__
         del dsn
         if failed is not None:  # raised outside the handler: the driver's exception is not even its context
-            raise OutboxUnavailable(self._why(failed))
+            raise OutboxUnavailable(_why(self.dsn_file, failed))
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             await pg_schema.migrate(conn, f"the database of {self.dsn_file}")
@@ -122,11 +145,6 @@ class PgOutbox:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-    def _why(self, kind: str) -> str:
-        # The driver's text may name the server, the user or (for a malformed DSN) the DSN itself: only the
-        # exception's class goes out.
-        return f"the outbox database of {self.dsn_file} is unavailable ({kind})"
 
     async def _tx(self, op: Callable[[Any], Awaitable[T]], *, write: bool = True) -> T:
         if self._pool is None:
@@ -139,7 +157,7 @@ class PgOutbox:
         if write:
             self._write_failures += 1
         log.warning("outbox database unavailable", error=failed)
-        raise OutboxUnavailable(self._why(failed))
+        raise OutboxUnavailable(_why(self.dsn_file, failed))
 
     # -- the relay's operations ------------------------------------------------------------------------------
 
