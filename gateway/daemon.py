@@ -208,6 +208,7 @@ class Daemon:
             reversal_settle=cfg.relay.reversal_settle,
             on_event=self._relay_event,
             msgids=self.msgids,
+            shared_poll=0.05 if cfg.relay.outbox.backend == "postgresql" else None,
         )
         # What a previous run left unfinished is settled before any new request is taken.
         await self.relay.recover()
