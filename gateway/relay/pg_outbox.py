@@ -38,11 +38,13 @@ from gateway.relay.pg_sql import (
 from gateway.relay.repository import (
     Accepted,
     InDoubtItem,
-    MsgidConflict,
-    NotInDoubt,
     OutboxSummary,
     OutboxUnavailable,
+    nothing_to_decide,
     reversal_client,
+    reversal_not_stored,
+    reversal_unfinished,
+    used_before,
 )
 from gateway.relay.rules import ordered_classes
 from gateway.relay.schema import ALL, SETTABLE, Change, Row, row_from
@@ -184,7 +186,7 @@ class PgOutbox:
                 original = await _select(conn, only_while_in_doubt, lock=True)
                 if original is None or original.state is not State.IN_DOUBT:
                     state = original.state.value if original else "gone"
-                    raise NotInDoubt(f"{only_while_in_doubt} is {state}: no 冲正 for it is stored")
+                    raise reversal_not_stored(only_while_in_doubt, state)
             blockers: tuple[str, ...] = ()
             if ordered:
                 await conn.execute(
@@ -206,10 +208,7 @@ class PgOutbox:
             existing = await _select(conn, msgid)
             assert existing is not None
             if existing.body_digest != digest:
-                raise MsgidConflict(
-                    f"msgid {msgid} was already used for a different request ({existing.infno}); "
-                    "a new request needs a new msgid"
-                )
+                raise used_before(msgid, existing.infno)
             return Accepted(existing, new=False)
 
         return await self._tx(op)
@@ -245,13 +244,10 @@ class PgOutbox:
             row = await _select(conn, msgid, lock=True)
             if row is None or row.state is not State.IN_DOUBT:
                 state = row.state.value if row else "not in the outbox"
-                raise NotInDoubt(f"{msgid} is {state} meanwhile: nothing to decide ({row.outcome if row else ''})")
+                raise nothing_to_decide(msgid, state, row.outcome if row else None)
             open_reversals = [r[0] for r in await conn.fetch(UNFINISHED_REVERSALS, reversal_client(msgid))]
             if open_reversals:
-                raise NotInDoubt(
-                    f"{msgid}: 冲正 {', '.join(open_reversals)} went out and its answer was lost, so the platform may "
-                    "have reversed it; the gateway asks again (same omsgid) and settles it: decide after that"
-                )
+                raise reversal_unfinished(msgid, open_reversals)
             new = await conn.fetchrow(
                 move_sql(to, ("outcome", "reason")), to.value, time.time(), outcome, reason, msgid, list(sources(to))
             )
