@@ -6,6 +6,7 @@ listing every problem with file:line:column, the field path and what was expecte
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -21,6 +22,20 @@ if TYPE_CHECKING:
     from gateway.profiles import SecretRefs
 
 DEFAULT_CONFIG_PATH = Path("/etc/ybgate/ybgate.yaml")
+
+
+class Applies(enum.Enum):
+    """When a changed setting takes effect. Every field carries one of these in its annotation, or sits in a
+    section whose field carries one (the mark covers the whole section, which then changes as a unit): a reload
+    (SIGHUP) applies LIVE fields at once and reports the RESTART fields that changed, keeping their running values
+    until the next start. gateway.config_marks reads the marks; a test holds every field to having one."""
+
+    LIVE = "live"
+    RESTART = "restart"
+
+
+LIVE = Applies.LIVE
+RESTART = Applies.RESTART
 
 
 class _Strict(BaseModel):
@@ -58,22 +73,23 @@ class TcpListen(_Strict):
 
 
 class Api(_Strict):
-    socket: Path | None = None
-    socket_mode: int = 0o660
-    socket_group: str | None = None
-    tcp: list[TcpListen] = []
+    socket: Annotated[Path | None, RESTART] = None
+    socket_mode: Annotated[int, RESTART] = 0o660
+    socket_group: Annotated[str | None, RESTART] = None
+    tcp: Annotated[list[TcpListen], RESTART] = []
     #: connections the kernel queues for the API listeners before it refuses more (a HIS burst, a restart);
     #: as the socket unit's Backlog=, and capped by the kernel's net.core.somaxconn (a warning says so)
-    backlog: Annotated[int, Field(ge=16, le=65535)] = 1024
+    backlog: Annotated[int, Field(ge=16, le=65535), RESTART] = 1024
     #: the path families of the province gateways HIS code is written for (see gateway.api.routes for the
     #: placeholders): by default every bundled profile's (his_paths), so a HIS keeps its path and changes only
     #: its base URL
-    paths: list[str] = Field(default_factory=lambda: list(bundled_his_paths()))
-    limits: Limits = Limits()
+    paths: Annotated[list[str], LIVE] = Field(default_factory=lambda: list(bundled_his_paths()))
+    #: for new connections
+    limits: Annotated[Limits, LIVE] = Limits()
     #: deadline for a HIS request when the HIS does not send X-Ybgate-Timeout
-    default_timeout: PositiveSeconds = 30.0
+    default_timeout: Annotated[PositiveSeconds, LIVE] = 30.0
     #: the most a HIS may ask for with X-Ybgate-Timeout
-    max_timeout: PositiveSeconds = 120.0
+    max_timeout: Annotated[PositiveSeconds, LIVE] = 120.0
 
     @field_validator("socket_mode", mode="before")
     @classmethod
@@ -140,6 +156,12 @@ class Failover(_Strict):
     failback_after: PositiveSeconds = 30.0
     #: how often each upstream is probed (connect; with TLCP, a handshake)
     probe_interval: PositiveSeconds = 5.0
+    #: a connect still pending after this long is raced by the next upstream (a silent drop costs this, not the
+    #: connect timeout)
+    race_after: PositiveSeconds = 1.0
+    #: an upstream connection silent this long (data unacknowledged, keepalive unanswered) is dead: its breaker
+    #: opens and safe requests on it are sent again elsewhere (TCP_USER_TIMEOUT; whole milliseconds, at least 1 s)
+    dead_after: Annotated[float, Field(ge=1.0, le=600.0)] = 1.5
 
 
 class Identity(_Strict):
@@ -335,8 +357,8 @@ class Firewall(_Strict):
 
 class PolicySection(_Strict):
     #: policy files or directories (a directory: its *.yaml in name order); see policies/README.md
-    paths: Annotated[list[Path], Field(min_length=1)] = [Path("/etc/ybgate/policies")]
-    firewall: Firewall = Firewall()
+    paths: Annotated[list[Path], Field(min_length=1), LIVE] = [Path("/etc/ybgate/policies")]
+    firewall: Annotated[Firewall, RESTART] = Firewall()
 
 
 class CallbackForward(_Strict):
@@ -363,15 +385,17 @@ class CallbackSection(_Strict):
 class Audit(_Strict):
     """The SM3-chained audit log of every final outcome (see gateway/audit)."""
 
-    enabled: bool = True
+    enabled: Annotated[bool, RESTART] = True
     #: default: state_dir/audit
-    directory: Path | None = None
-    rotate_bytes: Annotated[int, Field(ge=4096)] = 64 * 1024 * 1024
-    checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
-    checkpoint_interval: PositiveSeconds = 300.0
+    directory: Annotated[Path | None, RESTART] = None
+    #: live: the next write past it starts a new file
+    rotate_bytes: Annotated[int, Field(ge=4096), LIVE] = 64 * 1024 * 1024
+    #: live: a checkpoint declaring the new cadence is written at once (the verifier holds what follows to it)
+    checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000), LIVE] = 1000
+    checkpoint_interval: Annotated[PositiveSeconds, LIVE] = 300.0
     #: each checkpoint's seq and hash appended here as it is made (for a syslog collector or the platform side
     #: to keep), so a tail cut after the last checkpoint is visible to `ybgate audit verify --anchor`
-    anchor_file: Path | None = None
+    anchor_file: Annotated[Path | None, RESTART] = None
 
 
 class ReconGroup(_Strict):
@@ -404,25 +428,29 @@ class Recon(_Strict):
 
 
 class Config(_Strict):
-    state_dir: Path = Path("/var/lib/ybgate")
-    runtime_dir: Path = Path("/run/ybgate")
+    # Sections marked RESTART are built into long-lived parts at start (listeners, directories, the upstream set
+    # with its breakers and sign-in, the outbox, MQTT, the netlink watch, the firewall, the reconciliation
+    # schedule); sections without a mark have their fields marked one by one.
+    state_dir: Annotated[Path, RESTART] = Path("/var/lib/ybgate")
+    runtime_dir: Annotated[Path, RESTART] = Path("/run/ybgate")
     #: permits plain-TCP upstreams; only for tests and the bundled demo, never on a 前置机
-    development: bool = False
+    development: Annotated[bool, RESTART] = False
     api: Api = Api()
-    admin: Admin = Admin()
-    mqtt: Mqtt = Mqtt()
-    health: Health = Health()
-    identity: Identity | None = None
-    failover: Failover = Failover()
-    relay: Relay = Relay()
-    session: Session | None = None
+    admin: Annotated[Admin, RESTART] = Admin()
+    mqtt: Annotated[Mqtt, RESTART] = Mqtt()
+    health: Annotated[Health, RESTART] = Health()
+    #: re-read on every reload (certificate rotation); a set `certs check` would refuse keeps the running one
+    identity: Annotated[Identity | None, LIVE] = None
+    failover: Annotated[Failover, RESTART] = Failover()
+    relay: Annotated[Relay, RESTART] = Relay()
+    session: Annotated[Session | None, RESTART] = None
     #: the access policy; absent: /etc/ybgate/policies — or, with development: true only, no policy at all
     policy: PolicySection | None = None
-    callback: CallbackSection | None = None
+    callback: Annotated[CallbackSection | None, RESTART] = None
     audit: Audit = Audit()
-    recon: Recon = Recon()
-    upstreams: Annotated[list[Upstream], Field(min_length=1)]
-    logging: Logging = Logging()
+    recon: Annotated[Recon, RESTART] = Recon()
+    upstreams: Annotated[list[Upstream], Field(min_length=1), RESTART]
+    logging: Annotated[Logging, LIVE] = Logging()
 
     @model_validator(mode="after")
     def _checks(self) -> Config:

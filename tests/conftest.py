@@ -25,9 +25,9 @@ import pytest
 import pytest_asyncio
 from hypothesis import settings
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.config import Config
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.http1.client import ClientResponse
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator

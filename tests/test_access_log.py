@@ -15,9 +15,9 @@ import pytest
 import pytest_asyncio
 
 from gateway.api.accesslog import AccessEntry, AccessLog
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.config import AccessLogging
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.sim.server import Simulator
 
 from conftest import Gateway, example, fresh

@@ -16,9 +16,9 @@ import pytest
 import pytest_asyncio
 import structlog
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.config import Limits
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.http1.unix_client import request
 from gateway.logging import configure
 from gateway.sim.server import Simulator

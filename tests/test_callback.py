@@ -9,15 +9,16 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from gateway.config import CallbackForward, CallbackSection, PolicySection
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
+from gateway.config import CallbackForward, CallbackSection, Config, PolicySection
 from gateway.crypto import Certificate, SM2PrivateKey
 from gateway.crypto.testpki import generate_test_pki
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.http1.client import encode_request, exchange
 from gateway.net.tlcp_stream import open_tlcp_connection
 from gateway.net.tlcp_transport import chain_verifier
@@ -75,16 +76,11 @@ def platform_client(pki: Path, *, role: str = "server") -> TLCPConfig:
 OTHER_CA = Path(__file__).resolve().parent / "data" / "crypto" / "vectors" / "certs" / "other_ca.crt.pem"
 
 
-@pytest_asyncio.fixture
-async def rig(short_tmp: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Daemon, His, Path]]:
-    """The daemon with its callback listener; ``request.param`` (indirect parametrization) adds callback
-    settings."""
-    pki = generate_test_pki(short_tmp / "pki")["ca"].parent
-    his = His()
-    await his.start()
+def callback_config(tmp: Path, pki: Path, his: His, **settings: Any) -> Config:
+    """The demo configuration with the callback listener on a free port, the test PKI's platform pinned."""
     port = free_port()
     platform_subject = Certificate.from_pem((pki / "server_sign.crt.pem").read_bytes()).subject
-    config = demo_config(short_tmp / "gw", ("127.0.0.1", 9), pki=pki)
+    config = demo_config(tmp / "gw", ("127.0.0.1", 9), pki=pki)
     assert config.policy is not None
     policy_dir = config.policy.paths[0]
     with (policy_dir / "demo.yaml").open("a") as f:
@@ -92,17 +88,24 @@ async def rig(short_tmp: Path, request: pytest.FixtureRequest) -> AsyncIterator[
             f"callback: {{address: 127.0.0.1, port: {port}, sources: [127.0.0.1/32]}}\n"
             f"callback_peers:\n  - subject: {json.dumps(platform_subject, ensure_ascii=False)}\n"
         )
-    config = config.model_copy(
+    return config.model_copy(
         update={
             "policy": PolicySection(paths=[policy_dir]),
             "callback": CallbackSection(
-                enabled=True,
-                forward=CallbackForward(host="127.0.0.1", port=his.port, path=CALLBACK_PATH),
-                **getattr(request, "param", {}),
+                enabled=True, forward=CallbackForward(host="127.0.0.1", port=his.port, path=CALLBACK_PATH), **settings
             ),
         }
     )
-    daemon = Daemon(config)
+
+
+@pytest_asyncio.fixture
+async def rig(short_tmp: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Daemon, His, Path]]:
+    """The daemon with its callback listener; ``request.param`` (indirect parametrization) adds callback
+    settings."""
+    pki = generate_test_pki(short_tmp / "pki")["ca"].parent
+    his = His()
+    await his.start()
+    daemon = Daemon(callback_config(short_tmp, pki, his, **getattr(request, "param", {})))
     await daemon.start()
     yield daemon, his, pki
     await daemon.stop(1)

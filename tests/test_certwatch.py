@@ -7,9 +7,9 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config, sim_tlcp_config
 from gateway.crypto.testpki import generate_test_pki
-from gateway.daemon import Daemon
-from gateway.demo import demo_config, sim_tlcp_config
 from gateway.health.certwatch import CertFigure, ExpiryWatch, threshold_reached
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
@@ -62,7 +62,7 @@ async def test_daemon_reports_days_left_and_warns_about_its_own_certificate(shor
     config = config.model_copy(update={"admin": config.admin.model_copy(update={"enabled": True, "port": 0})})
     daemon = Daemon(config)
     events: list[tuple[str, dict[str, object]]] = []
-    daemon._event = lambda kind, detail: events.append((kind, detail))  # type: ignore[method-assign]
+    daemon.events.subscribe(lambda e: events.append((e.kind, e.detail)))
     await daemon.start()
     try:
         assert daemon.admin_address is not None

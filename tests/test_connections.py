@@ -9,9 +9,9 @@ import json
 import pytest
 
 from gateway.errors import UpstreamError
-from gateway.net.connections import ConnectionPool
+from gateway.net.connections import Connection, ConnectionPool
 from gateway.net.pool import UpstreamPool
-from gateway.net.transport import TcpTransport, UpstreamTarget
+from gateway.net.transport import TcpTransport, UpstreamTarget, UpstreamUnreachable
 from gateway.platform.envelope import decode_request
 from gateway.relay.forwarder import AmbiguousOutcome, Forwarder
 from gateway.sim.server import Simulator
@@ -93,3 +93,47 @@ async def test_second_silence_is_an_unknown_outcome_not_a_not_sent(sim: Simulato
         await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
     assert isinstance(info.value, AmbiguousOutcome) and info.value.http_status == 504
     await fwd.connections.close()
+
+
+async def test_a_platform_gone_after_a_stale_connection_counts_against_its_breaker(sim: Simulator) -> None:
+    """The kept connection was reset and the fresh one is refused: not sent, and the upstream's breaker hears of
+    it (the old forwarder let that failure pass the breaker by). The refusal is stood in for: nothing lets the
+    real platform go away between the stale exchange and the fresh connect."""
+    fwd = forwarder(sim, reuse=True)
+    sign_no = await sign_in(fwd)
+    [conn] = fwd.connections._idle["sim"]
+    sim.faults.set("1101", {"kind": "drop_before", "times": 1})
+    real_get = fwd.connections.get
+
+    async def refuse_fresh(target: UpstreamTarget, *, reuse: bool) -> Connection:
+        if not reuse:  # the stale retry's fresh connect: the platform went away meanwhile
+            raise UpstreamUnreachable(f"{target.name}: Connection refused")
+        return await real_get(target, reuse=reuse)
+
+    fwd.connections.get = refuse_fresh  # type: ignore[method-assign]
+    with pytest.raises(UpstreamUnreachable):
+        await fwd.submit(envelope("1101_query_request.json", sign_no), await deadline())
+    assert fwd.pool.breakers["sim"].failures == 1
+    assert fwd.pool.health["sim"].last_failure_cause == "sim: Connection refused"
+    assert conn.writer.is_closing()
+    await fwd.connections.close()
+
+
+async def test_upstream_connections_are_watched_by_the_kernel(sim: Simulator) -> None:
+    """A kept connection on a link that went silent must end in seconds (ETIMEDOUT), not at the HIS's deadline:
+    unacknowledged data ends it after dead_after, and keepalive probes after a second of silence find an idle or
+    waiting one. Read back from the real socket."""
+    import socket
+
+    assert sim.addresses is not None
+    host, port = sim.addresses.platform
+    _, writer = await TcpTransport().open(UpstreamTarget("sim", host, port, dead_after=1.5))
+    sock = writer.get_extra_info("socket")
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1500
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 1
+    finally:
+        writer.close()
+        await writer.wait_closed()

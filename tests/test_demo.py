@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from gateway.demo import DemoRun
+from gateway.app.demo import DemoRun
 from gateway.http1.unix_client import request
 
 from conftest import Gateway, example, fresh
@@ -61,7 +61,7 @@ async def test_a_retry_with_the_same_msgid_resends_the_same_bytes(gateway: Gatew
     # the gateway rightly refused a different body under a used msgid. Here every envelope built differs.
     import itertools
 
-    from gateway import demo
+    from gateway.app import demo
 
     assert gateway.sim.addresses is not None
     stamps = itertools.count()

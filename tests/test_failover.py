@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from gateway.config import load_config_text
-from gateway.daemon import Daemon
+import structlog
+from test_status_page import Cells, chromium
+
+from gateway.app.daemon import Daemon
+from gateway.config import load_config, load_config_text
 from gateway.http1.unix_client import request
 from gateway.sim.ledger import Ledger
 from gateway.sim.platform import SimPlatform
@@ -82,3 +88,88 @@ async def test_failover_and_failback_under_load(short_tmp: Path) -> None:
     switches = daemon.metrics.failovers
     assert switches.labels("primary", "backup")._value.get() >= 1
     assert switches.labels("backup", "primary")._value.get() >= 1
+
+
+async def test_a_dead_primary_shows_everywhere_within_one_probe_interval(short_tmp: Path) -> None:
+    """Ops look at the log, `ybgate status` (and --json) and the status page: each names the primary's open
+    breaker and why, and which upstream is active, once the next probe has seen the primary gone."""
+    platform = SimPlatform(Ledger())
+    primary, backup = Simulator(platform), Simulator(platform)
+    p_addr, b_addr = await primary.start(), await backup.start()
+    with socket.socket() as s:  # a fixed admin port: the CLI finds the daemon through the config file
+        s.bind(("127.0.0.1", 0))
+        admin_port = s.getsockname()[1]
+    path = short_tmp / "ybgate.yaml"
+    path.write_text(
+        f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\n"
+        f"admin: {{port: {admin_port}}}\n"
+        "failover: {failures_to_open: 1, cooldown: 60, probe_interval: 1.0}\n"
+        "upstreams:\n"
+        f"  - {{name: primary, role: primary, host: 127.0.0.1, port: {p_addr.platform[1]}, transport: tcp}}\n"
+        f"  - {{name: backup, role: backup, host: 127.0.0.1, port: {b_addr.platform[1]}, transport: tcp}}\n"
+    )
+    cfg = load_config(path)
+    daemon = Daemon(cfg)
+    await daemon.start()
+
+    async def call() -> int:
+        body = json.dumps(fresh("9001_signin_request.json")).encode()
+        return (await request("POST", PLATFORM_PATH, body, unix_socket=str(cfg.api_socket), time_limit=10)).status
+
+    async def status() -> dict[str, dict[str, object]]:
+        doc = json.loads((await request("GET", "/status", host="127.0.0.1", port=admin_port)).body)
+        return {u["name"]: u for u in doc["upstreams"]}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", "--config", str(path), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    try:
+        assert await call() == 200
+        assert (await status())["primary"]["last_success"] is not None
+        with structlog.testing.capture_logs() as logs:
+            killed = time.monotonic()
+            await primary.stop()
+            while (await status())["primary"]["breaker"] != "open":
+                assert time.monotonic() - killed < 10
+                await asyncio.sleep(0.02)
+            shown = time.monotonic() - killed
+            assert await call() == 200  # the backup answers it
+        seen = await status()
+        text = await asyncio.to_thread(cli)
+        as_json = json.loads(await asyncio.to_thread(cli, "--json"))
+        dom = await chromium(f"http://127.0.0.1:{admin_port}/", short_tmp, "--dump-dom")
+    finally:
+        await daemon.stop(1)
+        await backup.stop()
+    print(f"the dead primary showed in /status {shown:.2f} s after it was killed (probe interval 1 s)")
+    assert shown < cfg.failover.probe_interval + 0.5
+
+    cause = str(seen["primary"]["last_failure_cause"])
+    assert cause.startswith("probe: primary") and "refused" in cause.lower()
+    assert seen["primary"]["active"] is False and seen["backup"]["active"] is True
+    assert seen["primary"]["last_failure"] is not None and seen["backup"]["last_failure"] is None
+    assert seen["primary"]["route"] is None  # no interface watched in this test
+
+    [breaker] = [e for e in logs if e["event"] == "breaker"]
+    assert breaker["upstream"] == "primary" and (breaker["from"], breaker["to"]) == ("closed", "open")
+    assert breaker["cause"] == cause
+    [switched] = [e for e in logs if e["event"] == "upstream_switched"]
+    assert (switched["from"], switched["to"]) == ("primary", "backup") and "refused" in switched["cause"].lower()
+
+    assert "upstream primary (primary, standby): tcp" in text and "breaker open" in text
+    assert "upstream backup (backup, ACTIVE)" in text and cause in text
+    [p_json] = [u for u in as_json["upstreams"] if u["name"] == "primary"]
+    assert p_json["breaker"] == "open" and p_json["last_failure_cause"] == cause
+
+    cells = Cells()
+    cells.feed(dom)
+    row = cells.cells[cells.cells.index("primary") : cells.cells.index("backup")]
+    assert "open" in row and "standby" in row and any(cause in c for c in row)
+    assert "ACTIVE" in cells.cells[cells.cells.index("backup") :]

@@ -78,7 +78,8 @@ async def test_missing_interface(netns: str) -> None:
 
 
 def test_daemon_reports_link_state_in_metrics(netns: str, short_tmp) -> None:
-    """The whole daemon inside the namespace: a link cut shows in /metrics within a second."""
+    """The whole daemon inside the namespace: a link cut shows in /metrics within a second, and the upstream
+    whose route left with it has its breaker opened."""
     cfg = short_tmp / "ybgate.yaml"
     cfg.write_text(
         f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\n"
@@ -113,6 +114,10 @@ def test_daemon_reports_link_state_in_metrics(netns: str, short_tmp) -> None:
             assert time.monotonic() - started < 1.0, "link down not reported within a second"
             time.sleep(0.05)
         assert metric('ybgate_upstream_route_ok{address="10.251.8.9"}') == "0.0"
+        # no route: the breaker opens at once, not after requests time out
+        while metric('ybgate_breaker_state{upstream="p"}') != "2.0":
+            assert time.monotonic() - started < 5.0, "the lost route did not open the breaker"
+            time.sleep(0.05)
     finally:
         proc.terminate()
         proc.wait(15)

@@ -1,5 +1,10 @@
 """Cutting the primary link under load (nftables drop inside a namespace the test creates): traffic moves
-to the backup within 3 s, every HIS call gets an answer, and the primary's return moves traffic back."""
+to the backup within 3 s, every HIS call gets an answer, and the primary's return moves traffic back.
+
+With the default settings a silent drop (packets vanish, no RST) fails over in under the 3 s connect timeout:
+connects that hang are raced by the backup, kept connections die of TCP_USER_TIMEOUT, and queries caught on
+them are sent again on the backup. A flapping primary never gets traffic back before it has stayed up for
+failback_after."""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import TLCP_PART
 from gateway.config import load_config_text
-from gateway.daemon import Daemon
+from gateway.crypto.testpki import generate_test_pki
 from gateway.http1.unix_client import request
 
 from conftest import PLATFORM_PATH, fresh
@@ -50,7 +57,8 @@ def platform_ns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=15, check=False)
 
 
-def start_sim(ns: str, addr: str) -> subprocess.Popen[bytes]:
+def start_sim(ns: str, addr: str, pki: Path | None = None) -> subprocess.Popen[bytes]:
+    tlcp = ["--pki", str(pki)] if pki is not None else []
     return subprocess.Popen(
         [
             "ip",
@@ -67,6 +75,7 @@ def start_sim(ns: str, addr: str) -> subprocess.Popen[bytes]:
             str(PORT),
             "--admin-port",
             "9480",
+            *tlcp,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -93,6 +102,12 @@ async def wait_listening(addr: str) -> None:
             w.close()
             return
     raise AssertionError(f"simulator on {addr} did not start")
+
+
+DROP_PRIMARY = (
+    f"table inet cut {{\n chain input {{\n  type filter hook input priority 0\n"
+    f"  ip daddr {PRIMARY} tcp dport {PORT} drop\n }}\n}}\n"
+)
 
 
 async def test_cut_primary_link_under_load(platform_ns: str, short_tmp: Path) -> None:
@@ -133,11 +148,7 @@ async def test_cut_primary_link_under_load(platform_ns: str, short_tmp: Path) ->
         await asyncio.sleep(1.0)
         assert daemon.pool.active == "primary"
         cut = time.monotonic()
-        nft(
-            platform_ns,
-            f"table inet cut {{\n chain input {{\n  type filter hook input priority 0\n"
-            f"  ip daddr {PRIMARY} tcp dport {PORT} drop\n }}\n}}\n",
-        )
+        nft(platform_ns, DROP_PRIMARY)
         while daemon.pool.active != "backup":
             assert time.monotonic() - cut < 3.0, "traffic did not move to the backup within 3 s"
             await asyncio.sleep(0.02)
@@ -166,3 +177,204 @@ async def test_cut_primary_link_under_load(platform_ns: str, short_tmp: Path) ->
     assert sum(1 for r in results if r[0] > cut and r[1] == 200) > 20
     assert failover < 3.0 and 1.0 <= failback < 6.0
     print(f"failover {failover:.2f} s, failback {failback:.2f} s, {len(results)} calls, {len(failed)} unknown")
+
+
+SESSION = (
+    "session: {sign_in: true, opter: '0099', opter_name: ops, fixmedins_code: H44030000001, fixmedins_name: x,"
+    " mdtrtarea_admvs: '440300', mac: 00-00-00-00-00-00, ip: 10.0.0.9}\n"
+)
+
+
+class QueryLoad:
+    """Cashier stations sending 1101 queries without a sign_no (the gateway signs in for them) back to back:
+    (sent, answered, HTTP status, gateway_error) per call, in monotonic seconds."""
+
+    def __init__(self, socket: str, stations: int) -> None:
+        self.socket, self.stations = socket, stations
+        self.results: list[tuple[float, float, int, str | None]] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _station(self) -> None:
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            reply = await request(
+                "POST",
+                PLATFORM_PATH,
+                json.dumps(fresh("1101_query_request.json", sign_no="")).encode(),
+                unix_socket=self.socket,
+                time_limit=40,
+            )
+            self.results.append((sent, time.monotonic(), reply.status, json.loads(reply.body).get("gateway_error")))
+            await asyncio.sleep(0.02)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._station()) for _ in range(self.stations)]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+async def serving(sims: list[subprocess.Popen[bytes]]) -> None:
+    await wait_listening(PRIMARY)
+    await wait_listening(BACKUP)
+    assert all(p.poll() is None for p in sims)
+
+
+def stop_sims(sims: list[subprocess.Popen[bytes]]) -> None:
+    for p in sims:
+        p.terminate()
+        p.wait(10)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tlcp"])
+async def test_silent_drop_with_default_settings_fails_over_under_3_s(
+    platform_ns: str, short_tmp: Path, transport: str
+) -> None:
+    """Default failover settings and connect timeouts, two separate platforms (the backup knows nothing of the
+    primary's sign-in), 6 stations of queries on kept-alive connections, over plain TCP and over mutual TLCP.
+    The figure is the time from the drop to the first answer of a call sent after it (such a call can only have
+    been answered by the backup)."""
+    pki = None
+    identity = ""
+    if transport == "tlcp":
+        pki = generate_test_pki(short_tmp / "pki", server_ips=(PRIMARY, BACKUP))["ca"].parent
+        identity = TLCP_PART.format(pki=pki)
+    sims = [start_sim(platform_ns, PRIMARY, pki), start_sim(platform_ns, BACKUP, pki)]
+    cfg = load_config_text(
+        f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 0}}\n"
+        + SESSION
+        + identity
+        + "upstreams:\n"
+        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: {transport}}}\n"
+        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: {transport}}}\n"
+    )
+    assert cfg.failover.model_fields_set == set() and cfg.upstreams[0].connect_timeout == 3.0
+    daemon = Daemon(cfg)
+    load = QueryLoad(str(cfg.api_socket), stations=6)
+    try:
+        await serving(sims)
+        await daemon.start()
+        assert daemon.pool is not None
+        load.start()
+        await asyncio.sleep(1.5)
+        assert daemon.pool.active == "primary" and load.results
+        cut = time.monotonic()
+        nft(platform_ns, DROP_PRIMARY)
+        while not any(sent > cut and status == 200 for sent, _, status, _ in load.results):
+            assert time.monotonic() - cut < 30, "no answer through the backup"
+            await asyncio.sleep(0.01)
+        first = min(done for sent, done, status, _ in load.results if sent > cut and status == 200) - cut
+        await asyncio.sleep(1.0)
+    finally:
+        await load.stop()
+        await daemon.stop(1)
+        stop_sims(sims)
+    failed = [r for r in load.results if r[2] != 200]
+    # the queries the dark link swallowed: sent on it (kept connections) before the first answer via the backup
+    caught = [done - sent for sent, done, _, _ in load.results if sent < cut + first < done]
+    print(
+        f"silent drop, default settings, {transport}: first answer via the backup {first:.2f} s after the drop; "
+        f"{len(caught)} queries caught on the dark link, answered via the backup after {max(caught, default=0):.2f} s"
+        f" at most; {len(load.results)} calls, {len(failed)} not answered 200"
+    )
+    assert not failed, failed[:3]  # queries caught on the dead link were sent again, on the backup
+    assert daemon.pool.active == "backup"
+    # The mechanisms bound it by race_after (1 s) + a connect, or dead_after (2 s) + a retry pause; 3 s is the
+    # connect timeout they beat.
+    assert first < 3.0
+
+
+async def test_a_flapping_primary_never_gets_traffic_back(platform_ns: str, short_tmp: Path) -> None:
+    """After a failover, the primary's link comes back for 2.5 s and drops again for 1.5 s, four times: probes
+    see each drop, every drop starts the failback clock over, and traffic stays on the backup. Once the primary
+    stays up for failback_after, traffic goes back to it. (The old pool counted from the breaker's closing, and
+    a single failed probe did not open it: traffic went back in the middle of the flapping.)"""
+    sims = [start_sim(platform_ns, PRIMARY), start_sim(platform_ns, BACKUP)]
+    cfg = load_config_text(
+        f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 0}}\n"
+        + SESSION
+        + "failover: {cooldown: 0.5, cooldown_max: 1, successes_to_close: 1, failback_after: 4, probe_interval: 0.3}\n"
+        "upstreams:\n"
+        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: tcp, connect_timeout: 1}}\n"
+        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: tcp, connect_timeout: 1}}\n"
+    )
+    daemon = Daemon(cfg)
+    load = QueryLoad(str(cfg.api_socket), stations=3)
+    seen: set[str] = set()
+
+    async def watch(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            assert daemon.pool is not None
+            seen.add(daemon.pool.active)
+            await asyncio.sleep(0.02)
+
+    try:
+        await serving(sims)
+        await daemon.start()
+        assert daemon.pool is not None
+        load.start()
+        await asyncio.sleep(1.0)
+        nft(platform_ns, DROP_PRIMARY)
+        while daemon.pool.active != "backup":  # noqa: ASYNC110 - the pool has no event to wait on
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.5)
+        for _ in range(4):
+            nft(platform_ns, "delete table inet cut")
+            await watch(2.5)
+            nft(platform_ns, DROP_PRIMARY)
+            await watch(1.5)
+        assert seen == {"backup"}, "the flapping primary got traffic back"
+        assert daemon.metrics.failovers.labels("primary", "backup")._value.get() == 1
+        restored = time.monotonic()
+        nft(platform_ns, "delete table inet cut")
+        while daemon.pool.active != "primary":
+            assert time.monotonic() - restored < 20, "traffic did not return to the steady primary"
+            await asyncio.sleep(0.02)
+        failback = time.monotonic() - restored
+        await asyncio.sleep(0.5)
+    finally:
+        await load.stop()
+        await daemon.stop(1)
+        stop_sims(sims)
+    print(f"flapping primary kept off for 16 s; steady again, traffic back after {failback:.2f} s")
+    assert failback >= cfg.failover.failback_after
+    assert daemon.metrics.failovers.labels("backup", "primary")._value.get() == 1
+    assert all(status == 200 for _, _, status, _ in load.results), [r for r in load.results if r[2] != 200][:3]
+
+
+async def test_a_first_sign_in_does_not_wait_behind_a_silent_primary(platform_ns: str, short_tmp: Path) -> None:
+    """The primary is dark before the gateway has any connection to it: the gateway's own 9001 sign-in, then
+    the query it was made for, go to the backup after race_after instead of waiting out the 3 s connect
+    timeout (the old gateway: 3.03 s for the first answer)."""
+    sims = [start_sim(platform_ns, PRIMARY), start_sim(platform_ns, BACKUP)]
+    cfg = load_config_text(
+        f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 0}}\n"
+        + SESSION
+        + "upstreams:\n"
+        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: tcp}}\n"
+        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: tcp}}\n"
+    )
+    daemon = Daemon(cfg)
+    try:
+        await serving(sims)
+        nft(platform_ns, DROP_PRIMARY)
+        await daemon.start()
+        sent = time.monotonic()
+        reply = await request(
+            "POST",
+            PLATFORM_PATH,
+            json.dumps(fresh("1101_query_request.json", sign_no="")).encode(),
+            unix_socket=str(cfg.api_socket),
+            time_limit=40,
+        )
+        answered = time.monotonic() - sent
+    finally:
+        await daemon.stop(1)
+        stop_sims(sims)
+    print(f"primary dark from the start: sign-in and first query answered via the backup in {answered:.2f} s")
+    assert reply.status == 200 and str(json.loads(reply.body)["infcode"]) == "0"
+    assert daemon.session is not None and daemon.session.sign_ins == 1
+    assert answered < 2.5  # race_after (1 s) once, instead of the connect timeout (3 s)

@@ -50,7 +50,7 @@ async def test_status_and_read_only_admin(gateway: Gateway) -> None:
     status = json.loads((await request("GET", "/status", host=host, port=port)).body)
     [up] = status["upstreams"]
     platform = gateway.sim.addresses.platform
-    assert up | {"healthy_for_s": 0} == {
+    assert up | {"healthy_for_s": 0, "last_success": 0} == {
         "name": "sim",
         "role": "primary",
         "address": f"{platform[0]}:{platform[1]}",
@@ -58,6 +58,11 @@ async def test_status_and_read_only_admin(gateway: Gateway) -> None:
         "active": True,
         "breaker": "closed",
         "healthy_for_s": 0,
+        "last_success": 0,  # the probe's, at start
+        "last_failure": None,
+        "last_failure_cause": "",
+        "tlcp_handshakes": {"full": 0, "resumed": 0},
+        "route": None,  # no interface watched
     }
     assert status["in_flight"] == 0
     assert (await request("POST", "/metrics", b"x", host=host, port=port)).status == 405

@@ -250,7 +250,7 @@ async def test_cli_status_talks_to_the_running_daemon(sim: Simulator, short_tmp:
         assert code == 0
         assert "answered 1  refused 2  failed 0" in text, text
         assert "  by kind: msgid_conflict 2" in text, text
-        assert "upstream sim (primary): tcp" in text and "link: not watched" in text
+        assert "upstream sim (primary, ACTIVE): tcp" in text and "link: not watched" in text
         [line] = [ln for ln in text.splitlines() if signin["msgid"] in ln]  # one line for the msgid, counted
         assert line.startswith("refused msgid_conflict: 9001 ") and "(x2)" in line, text
     finally:

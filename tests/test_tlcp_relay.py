@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config, demo_policy, sim_tlcp_config
 from gateway.config import Config, load_config_text
 from gateway.crypto.testpki import generate_test_pki
-from gateway.daemon import Daemon
-from gateway.demo import demo_config, demo_policy, sim_tlcp_config
 from gateway.errors import ConfigError
 from gateway.sim.server import Simulator
 
@@ -126,7 +126,7 @@ def test_own_identity_from_another_ca_stops_the_start(pki: Path, short_tmp: Path
     config = demo_config(short_tmp, ("127.0.0.1", 9), pki=pki)
     assert config.identity is not None
     bad = config.model_copy(update={"identity": config.identity.model_copy(update={"ca_bundle": KAT_CA})})
-    from gateway.assembly import build_transport
+    from gateway.app.assembly import build_transport
     from gateway.errors import GatewayError
 
     with pytest.raises(GatewayError, match="is not a trusted CA"):
@@ -176,7 +176,7 @@ def test_daemon_refuses_to_start_with_a_readable_key(pki: Path, tmp_path: Path) 
 
 
 def test_upstream_tlcp_client_auth_settings_reach_the_transport(pki: Path, short_tmp: Path) -> None:
-    from gateway.assembly import auto_settings, tlcp_configs
+    from gateway.app.assembly import auto_settings, tlcp_configs
     from gateway.tlcp import AlertStyle, CertVerifyForm, ClientCertShape
 
     config = demo_config(short_tmp, ("127.0.0.1", 9), pki=pki)

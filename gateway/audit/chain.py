@@ -18,7 +18,7 @@ GENESIS = "0" * 64
 
 
 def canonical(entry: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in entry.items() if k not in ("hash", "sig")}
+    body = {k: v for k, v in entry.items() if k not in ("hash", "sig", "sig_next")}
     return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -26,21 +26,24 @@ def link(prev: str, entry: dict[str, Any]) -> str:
     return sm3(bytes.fromhex(prev) + canonical(entry)).hex()
 
 
-def seal(entry: dict[str, Any], prev: str, signer: SM2PrivateKey | None = None) -> tuple[str, bytes]:
+def seal(
+    entry: dict[str, Any], prev: str, signer: SM2PrivateKey | None = None, next_signer: SM2PrivateKey | None = None
+) -> tuple[str, bytes]:
     """The hash of `entry` linked to `prev`, and its line for the file (with prev, hash and, for a signed
-    checkpoint, sig). The canonical bytes are serialised once and reused for the line: the audit log is on
-    every request's path."""
+    checkpoint, sig; for a signer rotation also sig_next, by the new key). The canonical bytes are serialised
+    once and reused for the line: the audit log is on every request's path."""
     body = canonical(dict(entry) | {"prev": prev})
     digest = sm3(bytes.fromhex(prev) + body).hex()
     extra = f',"hash":"{digest}"'
-    if signer is not None:
-        extra += f',"sig":"{base64.b64encode(signer.sign(bytes.fromhex(digest))).decode()}"'
+    for name, key in (("sig", signer), ("sig_next", next_signer)):
+        if key is not None:
+            extra += f',"{name}":"{base64.b64encode(key.sign(bytes.fromhex(digest))).decode()}"'
     return digest, body[:-1] + extra.encode() + b"}\n"
 
 
-def signature_ok(entry: dict[str, Any], key: SM2PublicKey) -> bool:
+def signature_ok(entry: dict[str, Any], key: SM2PublicKey, *, field: str = "sig") -> bool:
     try:
-        key.verify(base64.b64decode(entry["sig"]), bytes.fromhex(entry["hash"]))
+        key.verify(base64.b64decode(entry[field]), bytes.fromhex(entry["hash"]))
     except (KeyError, ValueError, TypeError, CryptoError):
         return False
     return True

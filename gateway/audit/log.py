@@ -26,8 +26,9 @@ import structlog
 from gateway.audit.anchor import Anchor, AnchorSink
 from gateway.audit.chain import GENESIS, seal
 from gateway.audit.format import check_and_mark
+from gateway.audit.signers import rotation_fields
 from gateway.blocking import BlockingWorker
-from gateway.crypto import SM2PrivateKey, sm3
+from gateway.crypto import Certificate, SM2PrivateKey, sm3
 
 log = structlog.get_logger("gateway.audit")
 
@@ -80,6 +81,7 @@ class AuditLog:
         checkpoint_interval: float = 300.0,
         signer: SM2PrivateKey | None = None,
         signer_subject: str | None = None,
+        signer_chain: Sequence[Certificate] = (),
         anchors: Sequence[AnchorSink] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -89,6 +91,8 @@ class AuditLog:
         self.checkpoint_interval = checkpoint_interval
         self.signer = signer
         self.signer_subject = signer_subject
+        #: the signer's certificate and intermediates, written into a rotation checkpoint as its `from`
+        self.signer_chain = tuple(signer_chain)
         self.anchors = tuple(anchors)
         self._ts = 0.0
         self.seq = 0
@@ -179,6 +183,17 @@ class AuditLog:
             self._file = None
         self._writer.stop()
 
+    def configure(self, rotate_bytes: int, checkpoint_every: int, checkpoint_interval: float) -> None:
+        """New settings from a reload. A new cadence is declared at once in a checkpoint: `audit verify` holds the
+        entries after a checkpoint to the cadence it declares, so the change must not wait for the next one."""
+        self.rotate_bytes = rotate_bytes
+        if (checkpoint_every, checkpoint_interval) == (self.checkpoint_every, self.checkpoint_interval):
+            return
+        self.checkpoint_every, self.checkpoint_interval = checkpoint_every, checkpoint_interval
+        self.checkpoint()
+        self._start_flush()
+        log.info("audit_cadence_changed", every=checkpoint_every, interval=checkpoint_interval)
+
     # -- writing --------------------------------------------------------------------------------------------
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
@@ -208,10 +223,27 @@ class AuditLog:
                 self.checkpoint_interval
             ):
                 self.checkpoint()
+        self._start_flush()
+
+    def _start_flush(self) -> None:
         if self._pending and self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop(), name="audit-flush")
 
-    def checkpoint(self) -> None:
+    def rotate_signer(self, key: SM2PrivateKey, chain: Sequence[Certificate]) -> bool:
+        """Certificate rotation: a checkpoint naming both certificates, signed by the old key and the new one
+        (gateway.audit.signers), then the new key signs every checkpoint after it. False if `chain` is the
+        certificate already in force (nothing to record)."""
+        if self.signer_chain and self.signer_chain[0].der == chain[0].der:
+            return False
+        old = self.signer_subject
+        if self.signer is not None and self.signer_chain:
+            self.checkpoint(rotation_fields(self.signer_chain, chain), next_signer=key)
+        self.signer, self.signer_subject, self.signer_chain = key, chain[0].subject, tuple(chain)
+        self._start_flush()
+        log.info("audit_signer_switched", was=old, signer=chain[0].subject, serial=f"{chain[0].serial:x}")
+        return True
+
+    def checkpoint(self, extra: dict[str, Any] | None = None, *, next_signer: SM2PrivateKey | None = None) -> None:
         """A signed entry covering the chain so far; it declares the cadence, so that a verifier holds the entries
         after it to the cadence this writer kept."""
         self._append(
@@ -222,18 +254,20 @@ class AuditLog:
                 "signer": self.signer_subject,
                 "every": self.checkpoint_every,
                 "interval": self.checkpoint_interval,
-            },
+            }
+            | (extra or {}),
             signed=True,
+            next_signer=next_signer,
         )
         self._since_checkpoint = 0
         self._last_checkpoint = self._ts
         for publish in self.anchors:
             publish(Anchor(self.seq, self.prev, self._ts))
 
-    def _append(self, entry: dict[str, Any], *, signed: bool = False) -> None:
+    def _append(self, entry: dict[str, Any], *, signed: bool = False, next_signer: SM2PrivateKey | None = None) -> None:
         self._ts = float(entry["ts"])
         self.seq += 1
-        self.prev, text = seal(entry | {"seq": self.seq}, self.prev, self.signer if signed else None)
+        self.prev, text = seal(entry | {"seq": self.seq}, self.prev, self.signer if signed else None, next_signer)
         self._pending.append(text)
         if not signed:
             self.entries += 1

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.chain import GENESIS, link, signature_ok
-from gateway.crypto import SM2PublicKey
+from gateway.audit.signers import Signers, rotation_entries
+from gateway.crypto import Certificate, SM2PublicKey
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -83,9 +84,24 @@ def _lines(files: list[Path]) -> Iterator[tuple[Path, int, bytes, bool, bool]]:
             yield path, len(complete) + 1, parts[-1], False, last_file
 
 
-def verify(files: Iterable[Path], key: SM2PublicKey | None = None, cadence: Cadence | None = None) -> Report:
+def verify(
+    files: Iterable[Path],
+    key: SM2PublicKey | None = None,
+    cadence: Cadence | None = None,
+    roots: list[Certificate] | None = None,
+) -> Report:
+    """Check the chain; with `key`, every checkpoint signature, following signer rotations (gateway.audit.signers)
+    from the first signer to the last, `key` being one of them; with `roots`, each rotation's new certificate
+    must chain to them."""
     files = list(files)
     report = Report()
+    signers = None
+    if key is not None:
+        found = Signers.for_log(rotation_entries(files), key, roots)
+        if isinstance(found, str):
+            report.problem = found
+            return report
+        signers, key = found, found.key
     prev, seq = GENESIS, 0
     first = True
     span = _Span(cadence or Cadence())
@@ -107,6 +123,12 @@ def verify(files: Iterable[Path], key: SM2PublicKey | None = None, cadence: Cade
             report.notes.append(f"chain starts at seq {seq + 1} (earlier files not given)")
         first = False
         problem = _check(entry, prev, seq, key, report)
+        if problem is None and signers is not None and entry.get("kind") == "checkpoint" and "rotation" in entry:
+            problem = signers.follow(entry)
+            key = signers.key
+            report.notes.append(f"{where}: checkpoints signed by {entry.get('next_signer')} from here (rotation)")
+            if roots is None:
+                report.notes.append(f"{where}: the new signer's certificate not checked against a CA (no CA given)")
         if problem is not None:
             report.problem = f"{label}: {problem}"
             return report
@@ -116,6 +138,8 @@ def verify(files: Iterable[Path], key: SM2PublicKey | None = None, cadence: Cade
         report.hashes[seq], report.last_where = prev, where
     report.last_hash, report.last_seq = prev, seq
     _finish(report, files, key, span)
+    if report.ok and signers is not None and not signers.vouched:
+        report.problem = "the certificate given signed none of this log's checkpoints"
     return report
 
 

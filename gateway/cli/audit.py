@@ -92,15 +92,17 @@ def _verify(args: argparse.Namespace) -> int:
     from gateway.audit.verify import verify
     from gateway.crypto import Certificate
 
-    key = None
+    key = roots = None
     cert_path = args.cert
     if cert_path is None and not args.files:
         identity = load_config(args.config).identity
-        cert_path = identity.sign_cert if identity is not None else None
+        if identity is not None:
+            # a signer rotation in the log must hand over to a certificate of the identity's CA
+            cert_path, roots = identity.sign_cert, Certificate.load_pem_chain(identity.ca_bundle.read_bytes())
     if cert_path is not None:
         key = Certificate.load_pem_chain(cert_path.read_bytes())[0].public_key
     files = _files(args)
-    report = verify(files, key, _cadence(args))
+    report = verify(files, key, _cadence(args), roots)
     if report.ok and args.anchor is not None:
         report.problem = check_anchors(args.anchor, report.hashes, report.last_seq, report.last_where)
     for note in report.notes:

@@ -7,7 +7,7 @@ import sys
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.demo import main_demo
+    from gateway.app.demo import main_demo
 
     tcp: tuple[str, int] | None = None
     if args.tcp != "off":

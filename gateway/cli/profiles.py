@@ -113,7 +113,7 @@ def _show(ref: str) -> int:
 
 
 def _check(config_path: Path) -> int:
-    from gateway.assembly import profile_codecs
+    from gateway.app.assembly import profile_codecs
     from gateway.config import load_config
 
     config = load_config(config_path)

@@ -15,7 +15,7 @@ def cmd_run(path: Path) -> int:
     # structlog imports rich whenever it is installed (a development tool pulls it in) for pretty tracebacks
     # the daemon never prints (its logs are JSON lines): 11 MiB of resident memory for nothing.
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
-    from gateway.daemon import Daemon
+    from gateway.app.daemon import Daemon
     from gateway.health.systemd import Notifier, listen_fds
     from gateway.logging import configure
 

@@ -14,7 +14,7 @@ from gateway.errors import GatewayError
 def cmd_sim(
     host: str, port: int, admin_port: int, pki: Path | None = None, profile: Any = None, *, journal: Path | None = None
 ) -> int:
-    from gateway.demo import sim_tlcp_config
+    from gateway.app.demo import sim_tlcp_config
     from gateway.logging import configure
     from gateway.sim.journal import JournalDamaged
     from gateway.sim.server import Simulator

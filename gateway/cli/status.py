@@ -39,8 +39,10 @@ def cmd_status(path: Path, as_json: bool) -> int:
         print("  by kind: " + ", ".join(f"{kind} {n}" for kind, n in recent["by_kind"].items()))
     link = doc.get("link")
     print(f"link: {link['interface']} {'up' if link['up'] else 'DOWN'}" if link else "link: not watched")
-    for u in doc["upstreams"]:
-        print(f"upstream {u['name']} ({u['role']}): {u['transport']} {u['address']}")
+    from gateway.cli.upstreams import upstream_lines
+
+    for line in upstream_lines(doc["upstreams"]):
+        print(line)
     for e in recent["errors"][:10]:
         what = "refused" if e.get("refused") else "failed"
         again = f" (x{e['repeats']})" if e.get("repeats", 1) > 1 else ""

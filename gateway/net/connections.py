@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.net.transport import Transport, UpstreamTarget
 
@@ -42,6 +44,13 @@ class ConnectionPool:
         self._idle: dict[str, deque[Connection]] = {}
         self.opened = 0
         self.reuses = 0
+        self._adopted: set[asyncio.Task[None]] = set()
+
+    def adopt(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (a connect nobody waits for any more, settling in the background) until close()."""
+        task = asyncio.create_task(work, name="connect-settling")
+        self._adopted.add(task)
+        task.add_done_callback(self._adopted.discard)
 
     async def get(self, target: UpstreamTarget, *, reuse: bool) -> Connection:
         """An idle live connection when `reuse` allows one, else a new one (UpstreamUnreachable on failure)."""
@@ -70,6 +79,9 @@ class ConnectionPool:
         idle.append(conn)
 
     async def close(self) -> None:
+        for task in list(self._adopted):
+            task.cancel()
+        await asyncio.gather(*self._adopted, return_exceptions=True)
         for idle in self._idle.values():
             while idle:
                 await idle.pop().close()

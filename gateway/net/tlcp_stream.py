@@ -103,7 +103,13 @@ async def _pump(
     on_clear_alerts: Callable[[], None] | None,
 ) -> None:
     while True:
-        data = await raw_reader.read(READ_SIZE)
+        try:
+            data = await raw_reader.read(READ_SIZE)
+        except OSError as exc:
+            # The kernel gave up on the connection (TCP_USER_TIMEOUT, keepalive) or it was reset: whoever reads
+            # must hear it now, not at its deadline.
+            reader.set_exception(exc)
+            return
         if not data:
             reader.feed_eof()
             return
@@ -174,12 +180,18 @@ async def connect_client(
 
 
 async def start_tlcp_server(
-    handler: Handler, host: str, port: int, *, config: TLCPConfig, handshake_timeout: float = 10.0
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    config: TLCPConfig | Callable[[], TLCPConfig],
+    handshake_timeout: float = 10.0,
 ) -> asyncio.Server:
-    """Serve TLCP; ``handler(reader, writer)`` runs for each connection that completes its handshake."""
+    """Serve TLCP; ``handler(reader, writer)`` runs for each connection that completes its handshake. A callable
+    ``config`` is asked for each new connection (certificate rotation reaches a running listener)."""
 
     async def on_connect(raw_reader: asyncio.StreamReader, raw_writer: asyncio.StreamWriter) -> None:
-        conn = ServerConnection(config)
+        conn = ServerConnection(config() if callable(config) else config)
         conn.start()
         try:
             reader, writer = await _wrap(conn, raw_reader, raw_writer, handshake_timeout)

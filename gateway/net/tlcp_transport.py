@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from gateway.crypto import Certificate, CertificateError, verify_chain
 from gateway.crypto.certs import ENC, SIGN
 from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, UpstreamMemory, open_adaptive
-from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
+from gateway.net.transport import UpstreamTarget, UpstreamUnreachable, os_reason, watch_liveness
 from gateway.tlcp import AlertDescription, PeerVerifier, Session, TLCPAlert, TLCPConfig
 
 
@@ -136,6 +136,7 @@ class TlcpTransport:
             # Whatever went wrong (a peer that chokes on the offer included), the next attempt starts afresh.
             self._kept.pop(target.name, None)
             raise _unreachable(target, exc) from None
+        watch_liveness(writer, target.dead_after)  # type: ignore[arg-type]  # a StreamWriter in all it uses
         done = writer.handshake
         self._keep(target.name, config, done.session, done.resumed)
         if self.on_handshake is not None:
@@ -150,7 +151,7 @@ def _unreachable(target: UpstreamTarget, exc: Exception) -> UpstreamUnreachable:
     if isinstance(exc, TimeoutError):
         return UpstreamUnreachable(f"{where}: connect and handshake took over {target.connect_timeout}s")
     assert isinstance(exc, OSError)
-    return UpstreamUnreachable(f"{where}: {exc.strerror or exc}")
+    return UpstreamUnreachable(f"{where}: {os_reason(exc)}")
 
 
 class RoutedTransport:

@@ -18,8 +18,9 @@ from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.http1.client import BadUpstreamResponse, ClientResponse, NoResponse, encode_request, exchange
 from gateway.http1.messages import attachment_filename
 from gateway.net.connections import Connection, ConnectionPool
+from gateway.net.dialer import RACE_AFTER, Dialer, NoConnection
 from gateway.net.pool import UpstreamPool
-from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
+from gateway.net.transport import UpstreamTarget, UpstreamUnreachable, link_dead
 from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope
 from gateway.platform.profile import Profile
 from gateway.platform.signing import OutboundRequest, ProfileCodec, ProfileKeys, UntrustedAnswer
@@ -37,6 +38,10 @@ class AmbiguousOutcome(UpstreamError):
 
     http_status = 504
     kind = "outcome_unknown"
+
+
+class LinkDead(AmbiguousOutcome):
+    """The connection died under the request (the kernel's TCP_USER_TIMEOUT or keepalive): the link is gone."""
 
 
 def never_reuse(_: RequestEnvelope) -> bool:
@@ -58,6 +63,7 @@ class Forwarder:
         codecs: Mapping[str, ProfileCodec] | None = None,
         clock: Callable[[], float] = time.time,
         on_skew: Callable[[str, float], None] | None = None,
+        race_after: float = RACE_AFTER,
     ) -> None:
         self.pool = pool
         self.connections = connections
@@ -65,6 +71,7 @@ class Forwarder:
         self.codecs: Mapping[str, ProfileCodec] = codecs or {}
         self.clock = clock
         self.on_skew = on_skew
+        self.dialer = Dialer(pool, connections, race_after=race_after)
 
     def _codec(self, target: UpstreamTarget) -> ProfileCodec:
         return self.codecs.get(target.name, PLAIN)
@@ -76,41 +83,43 @@ class Forwarder:
 
     async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer:
         """`deadline` is a loop time; past it the HIS gets a timeout answer whatever state the send is in."""
-        loop = asyncio.get_running_loop()
-        errors: list[str] = []
         candidates = self.pool.candidates()
         if not candidates:
             raise UpstreamError("every upstream's circuit breaker is open: request not sent; try again shortly")
         reuse = self.reusable(envelope)
-        # A connection failure moves on to the next upstream: nothing was sent, so any transaction may.
-        for target in candidates:
-            if deadline - loop.time() <= 0:
-                break
-            # Encoded before connecting: a request the profile cannot carry never takes a connection.
-            outbound = self._encode(target, envelope)
-            if not self.pool.acquire(target):
-                continue
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    conn = await self.connections.get(target, reuse=reuse)
-            except UpstreamUnreachable as exc:
-                self.pool.report(target, ok=False)
-                errors.append(exc.message)
-                log.warning("upstream_unreachable", upstream=target.name, reason=exc.message, msgid=envelope.msgid)
-                continue
-            except TimeoutError:
-                self.pool.report(target, ok=False)
-                errors.append(f"{target.name}: deadline passed while connecting")
-                break
-            try:
-                response = await self._send(conn, envelope, outbound, deadline, reuse)
-            except (AmbiguousOutcome, UpstreamTimeout):
-                self.pool.report(target, ok=False)  # a silent upstream counts against its breaker too
-                raise
-            self.pool.report(target, ok=True)
-            return RelayAnswer(response, target.name, time.perf_counter() - started)
-        raise UpstreamError("platform not reachable, request not sent: " + "; ".join(errors or ["deadline passed"]))
+        # Encoded before connecting: a request the profile cannot carry never takes a connection.
+        first = self._encode(candidates[0], envelope)
+        started = time.perf_counter()
+        # A connection failure moves on to the next upstream (a hung connect is raced by it): nothing was sent,
+        # so any transaction may.
+        try:
+            ticket, conn = await self.dialer.connect(candidates, reuse=reuse, deadline=deadline)
+        except NoConnection as exc:
+            log.warning("upstream_unreachable", reason=exc.message, msgid=envelope.msgid)
+            raise UpstreamError(f"platform not reachable, request not sent: {exc.message}") from None
+        except TimeoutError:
+            raise UpstreamError("platform not reachable, request not sent: deadline passed while connecting") from None
+        target = conn.target
+        try:
+            outbound = first if target == candidates[0] else self._encode(target, envelope)
+        except BaseException:
+            self.pool.release(ticket)
+            await self.connections.put(conn, keep=reuse)
+            raise
+        try:
+            response = await self._send(conn, envelope, outbound, deadline, reuse)
+        except LinkDead as exc:
+            self.pool.trip(target.name, exc.message)
+            raise
+        except (AmbiguousOutcome, UpstreamTimeout, UpstreamUnreachable) as exc:
+            # a silent upstream counts against its breaker too, as does a failed fresh connect after a stale one
+            self.pool.report(ticket, ok=False, cause=exc.message)
+            raise
+        except BaseException:
+            self.pool.release(ticket)
+            raise
+        self.pool.report(ticket, ok=True, served=True)
+        return RelayAnswer(response, target.name, time.perf_counter() - started)
 
     async def _send(
         self, conn: Connection, envelope: RequestEnvelope, outbound: OutboundRequest, deadline: float, reuse: bool
@@ -183,8 +192,13 @@ class Forwarder:
         except NoResponse:
             await self.connections.put(conn, keep=False)
             raise
-        except TimeoutError:
+        except TimeoutError as exc:
             await self.connections.put(conn, keep=False)
+            if link_dead(exc):
+                raise LinkDead(
+                    f"{target.name} stopped answering: the kernel gave up on the connection after "
+                    f"{target.dead_after:g} s of silence; outcome unknown"
+                ) from None
             raise UpstreamTimeout(
                 f"no answer from {target.name} before the deadline; the request was sent and its outcome is unknown"
             ) from None

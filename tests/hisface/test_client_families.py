@@ -20,9 +20,9 @@ import pytest
 import pytest_asyncio
 from hisclients import FAMILIES, Answer, Family, apache_multipart, call, dotnet_multipart
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.config import TcpListen
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.platform.stmtfiles import download_input, upload_input
 from gateway.sim.server import Simulator
 

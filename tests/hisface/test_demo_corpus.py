@@ -225,7 +225,7 @@ async def test_the_demo_tour_works_as_printed(demo: Demo) -> None:
     for command in (f"ybgate status --config {config[1]}", f"ybgate outbox list --config {config[1]}"):
         assert command in demo.printed
     code, out = await ybgate("status", "--config", config[1])
-    assert code == 0 and "upstream sim (primary)" in out, out
+    assert code == 0 and "upstream sim (primary, ACTIVE)" in out, out
     code, out = await ybgate("outbox", "list", "--config", config[1])
     assert code == 0 and "9101" in out, out  # the upload the demo made for the download sample
     host, port = re.match(r"http://([\d.]+):(\d+)/", page[1]).groups()  # type: ignore[union-attr]

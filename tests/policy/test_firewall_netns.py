@@ -20,7 +20,7 @@ from scapy.config import conf
 from scapy.layers.inet import IP, TCP
 from scapy.sendrecv import sr1
 
-from gateway.demo import demo_policy
+from gateway.app.demo import demo_policy
 from gateway.http1.unix_client import request
 from gateway.policy.firewall import mismatch, observe, render
 from gateway.policy.loader import load_policy_text

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from profilekit import APP_ID, PAASID, SM4_HEX, TIF_SECRET, write_private
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import DEMO_CONFIG
 from gateway.config import load_config_text
 from gateway.crypto.testpki import generate_test_pki
-from gateway.daemon import Daemon
-from gateway.demo import DEMO_CONFIG
 
 from conftest import Gateway, fresh, ybgate_output, ybgate_process
 

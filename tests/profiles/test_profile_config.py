@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from profilekit import PAASID, SM4_HEX, TIF_SECRET, write_private
 
-from gateway.assembly import profile_codecs, upstream_targets
+from gateway.app.assembly import profile_codecs, upstream_targets
 from gateway.config import load_config_text
 from gateway.crypto.testpki import generate_test_pki
 from gateway.errors import ConfigError

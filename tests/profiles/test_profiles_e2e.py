@@ -16,12 +16,12 @@ import pytest_asyncio
 import structlog
 from profilekit import APP_ID, PAASID, SM4_HEX, TIF_SECRET, gmssl_verifies, openssl, openssl_verifies, write_private
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import DEMO_CONFIG, TLCP_PART, demo_policy, sim_tlcp_config
 from gateway.config import Config, load_config_text
 from gateway.crypto import SM2PrivateKey
 from gateway.crypto.sm2 import raw_to_der_signature
 from gateway.crypto.testpki import generate_test_pki
-from gateway.daemon import Daemon
-from gateway.demo import DEMO_CONFIG, TLCP_PART, demo_policy, sim_tlcp_config
 from gateway.platform.profile import bundled_profile
 from gateway.platform.signing import ProfileCodec, ProfileKeys, sorted_kv
 from gateway.sim.ledger import Ledger

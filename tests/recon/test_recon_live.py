@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest_asyncio
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.config import Recon, ReconGroup
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.http1.unix_client import request
 from gateway.recon.schedule import ReconSchedule
 from gateway.sim.server import Simulator

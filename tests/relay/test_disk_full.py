@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.crypto import sm3
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.errors import GatewayError
 from gateway.platform.catalogue import TxClass
 from gateway.platform.envelope import decode_request

@@ -8,9 +8,9 @@ import json
 import re
 from pathlib import Path
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.crypto import sm3
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.states import State

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.crypto import sm3
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.http1.unix_client import request
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import NotInDoubt, SqliteOutbox, reversal_client

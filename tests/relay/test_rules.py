@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.platform.catalogue import TxClass, national
 from gateway.relay import rules
 from gateway.relay.outcomes import NothingToResolve

@@ -8,8 +8,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.sim.server import Simulator
 
 from conftest import Gateway, fresh, gateway_operator

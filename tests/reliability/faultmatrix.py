@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.http1.unix_client import request
 from gateway.platform.catalogue import national
 from gateway.relay.durable import DurableRelay

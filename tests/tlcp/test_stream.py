@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from dataclasses import replace
 
 import pytest
@@ -88,6 +90,30 @@ async def test_close_notify_during_the_handshake_ends_it_at_once() -> None:
             await open_tlcp_connection("127.0.0.1", port, config=CLIENT, timeout=60)
         assert info.value.remote and info.value.description == AlertDescription.close_notify
         assert got_hello.is_set()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_connection_the_kernel_ends_is_heard_by_the_reader_at_once() -> None:
+    """A reset (or the kernel's ETIMEDOUT under TCP_USER_TIMEOUT, on a silent drop) on the raw socket reaches
+    whoever reads the TLCP stream at once. The old pump died with the error and the reader waited for data that
+    could never come, until its deadline: a query on a dead kept connection waited half the HIS's deadline."""
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer._raw.transport.abort()  # type: ignore[attr-defined]  # a reset, not a TLCP close
+
+    server = await start_tlcp_server(reset, "127.0.0.1", 0, config=replace(SERVER, require_client_cert=True))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await open_tlcp_connection("127.0.0.1", port, config=client_with_certs(), timeout=5)
+        writer.write(b"request\n")
+        await writer.drain()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
     finally:
         server.close()
         await server.wait_closed()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from gateway.app.demo import sim_tlcp_config
 from gateway.crypto.testpki import generate_test_pki
-from gateway.demo import sim_tlcp_config
 from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.net.tlcp_transport import TlcpTransport
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable

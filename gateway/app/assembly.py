@@ -1,5 +1,5 @@
 """Building the gateway's parts from the configuration: upstream targets, profiles with their keys, TLCP
-settings with the identity, MQTT and HTTP limits, and which settings a reload may change. Plain functions,
+settings with the identity, MQTT and HTTP limits. Plain functions,
 used by the daemon (the composition root) and by the CLI's checks."""
 
 from __future__ import annotations
@@ -7,10 +7,11 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.config import Session as SessionConfig
+from gateway.health.metrics import Metrics
 from gateway.health.mqtt import MqttSettings
 from gateway.http1 import Limits
 from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, configured
@@ -22,6 +23,9 @@ from gateway.relay.session import Operator
 from gateway.secretfile import read_secret
 from gateway.tlcp import AlertStyle, TLCPConfig
 
+if TYPE_CHECKING:
+    from gateway.identity import LoadedIdentity
+
 
 def upstream_targets(config: Config) -> list[UpstreamTarget]:
     targets = []
@@ -29,7 +33,13 @@ def upstream_targets(config: Config) -> list[UpstreamTarget]:
         path = upstream_path(u.path, "path" in u.model_fields_set, resolve_profile(u.profile))
         targets.append(
             UpstreamTarget(
-                name=u.name, host=u.host, port=u.port, role=u.role, path=path, connect_timeout=u.connect_timeout
+                name=u.name,
+                host=u.host,
+                port=u.port,
+                role=u.role,
+                path=path,
+                connect_timeout=u.connect_timeout,
+                dead_after=config.failover.dead_after,
             )
         )
     return targets
@@ -47,14 +57,15 @@ def session_operator(s: SessionConfig) -> Operator:
     return Operator(**s.model_dump(exclude={"sign_in", "max_age"}))
 
 
-def tlcp_configs(config: Config) -> dict[str, TLCPConfig]:
+def tlcp_configs(config: Config, ident: LoadedIdentity | None = None) -> dict[str, TLCPConfig]:
     """The TLCP settings per upstream, with the identity loaded and checked (chains, roles, key permissions,
-    keys matching certificates) from the files as they are now. Raises on anything `certs check` refuses."""
+    keys matching certificates) from the files as they are now, unless given already loaded. Raises on anything
+    `certs check` refuses."""
     configs: dict[str, TLCPConfig] = {}
     if config.identity is not None and any(u.transport == "tlcp" for u in config.upstreams):
         from gateway.identity import load_identity
 
-        ident = load_identity(config.identity)
+        ident = ident or load_identity(config.identity)
         for u in config.upstreams:
             if u.transport != "tlcp":
                 continue
@@ -92,6 +103,26 @@ def build_transport(
     return RoutedTransport(routes)
 
 
+def metered_transport(
+    config: Config, metrics: Metrics, on_handshake: Callable[[str, bool], None] | None = None
+) -> Transport:
+    """build_transport, counting handshakes (full or resumed) and what client authentication each upstream took;
+    `on_handshake` also hears of each handshake (the pool shows session reuse per upstream)."""
+
+    def handshake(upstream: str, resumed: bool) -> None:
+        metrics.tlcp_handshakes.labels(upstream, "resumed" if resumed else "full").inc()
+        if on_handshake is not None:
+            on_handshake(upstream, resumed)
+
+    return build_transport(
+        config,
+        handshake,
+        lambda upstream, choice: metrics.tlcp_client_auth_learned.labels(
+            upstream, choice.shape.value, choice.form.value
+        ).inc(),
+    )
+
+
 def mqtt_settings(config: Config) -> MqttSettings:
     m = config.mqtt
     tls = None
@@ -124,47 +155,18 @@ def http_limits(config: Config) -> Limits:
     )
 
 
-# Fields a reload cannot change under a running daemon: listeners, directories, the upstream set and its
-# failover, MQTT, the watched interface, the outbox settings and the sign-in operator. A reload reports them;
-# they apply at the next restart. The identity is re-read on every reload (certificate rotation).
-RESTART_FIELDS = (
-    "state_dir",
-    "runtime_dir",
-    "development",
-    "api.socket",
-    "api.socket_mode",
-    "api.socket_group",
-    "api.tcp",
-    "admin",
-    "mqtt",
-    "health",
-    "failover",
-    "upstreams",
-    "relay",
-    "session",
-    "policy.firewall",
-    "callback",
-)
-
-
-def field_of(config: Config, dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        if value is None:
-            return None  # an optional section that is absent
-        value = getattr(value, part)
-    return value
-
-
-def with_fields(config: Config, values: dict[str, Any]) -> Config:
-    """A copy of `config` with some dotted fields set back (frozen models: rebuild the path)."""
-    for dotted, value in values.items():
-        head, _, rest = dotted.partition(".")
-        if rest:
-            section = getattr(config, head)
-            if section is None:
-                continue  # the new file dropped the whole section: nothing to keep a field in
-            config = config.model_copy(update={head: section.model_copy(update={rest: value})})
-        else:
-            config = config.model_copy(update={head: value})
-    return config
+def completion_values(cfg: Config) -> dict[str, str]:
+    """What envelopes are completed with for clients that ask: the sign-in operator's identity (session:)."""
+    s = cfg.session
+    if s is None:
+        return {}
+    return {
+        "fixmedins_code": s.fixmedins_code,
+        "fixmedins_name": s.fixmedins_name,
+        "mdtrtarea_admvs": s.mdtrtarea_admvs,
+        "recer_sys_code": s.recer_sys_code,
+        "infver": "V1.0",
+        "opter": s.opter,
+        "opter_name": s.opter_name,
+        "opter_type": s.opter_type,
+    }

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.api.answers import AnswerMode
+from gateway.app.daemon import Daemon
 from gateway.config import Config, load_config_text
 from gateway.crypto import Certificate, SM2PrivateKey
 from gateway.crypto.testpki import generate_test_pki
-from gateway.daemon import Daemon
 from gateway.demo_tour import PERSON, MsgIds, envelope, tour, write_config, write_samples
 from gateway.http1.unix_client import request
 from gateway.net.tlcp_transport import ca_names, chain_verifier

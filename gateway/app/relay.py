@@ -1,0 +1,77 @@
+"""The relay as a part: the forwarder over the upstreams, sign-in on the HIS's behalf where configured, and the
+durable relay over the outbox. What a previous run left unfinished is settled when it starts, before any new
+request is taken; on stop it finishes what is in flight within the deadline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.app.assembly import session_operator
+from gateway.app.parts import Common
+from gateway.app.upstreams import Upstreams
+from gateway.config import Config
+from gateway.platform.msgids import MsgidMaker
+from gateway.platform.signing import ProfileCodec
+from gateway.relay.durable import DurableRelay, Sender
+from gateway.relay.forwarder import Forwarder
+from gateway.relay.outbox import SqliteOutbox
+from gateway.relay.pg_outbox import PgOutbox
+from gateway.relay.rules import rule_for
+from gateway.relay.session import SignInSession
+
+
+class RelayPart:
+    name = "relay"
+
+    def __init__(
+        self,
+        cfg: Config,
+        common: Common,
+        *,
+        codecs: dict[str, ProfileCodec],
+        upstreams: Upstreams,
+        outbox: SqliteOutbox | PgOutbox,
+        msgids: MsgidMaker,
+    ) -> None:
+        self.events, self.deadline, metrics = common.events, common.deadline, common.metrics
+        # One platform behind every upstream: the primary's profile says how its transactions are classed.
+        primary = next(u for u in cfg.upstreams if u.role == "primary")
+        catalogue = codecs[primary.name].profile.catalogue
+        # Keep-alive reuse only where a resend is harmless: a stale connection can swallow a request.
+        forwarder = Forwarder(
+            upstreams.pool,
+            upstreams.connections,
+            lambda e: rule_for(catalogue.classify(e.infno)).resend,
+            codecs=codecs,
+            on_skew=lambda upstream, skew: metrics.clock_skew.labels(upstream).set(round(skew, 3)),
+            race_after=cfg.failover.race_after,
+        )
+        sender: Sender = forwarder
+        self.session: SignInSession | None = None
+        if cfg.session is not None and cfg.session.sign_in:
+            self.session = SignInSession(
+                forwarder,
+                session_operator(cfg.session),
+                max_age=cfg.session.max_age,
+                on_event=self._event,
+                msgids=msgids,
+            )
+            sender = self.session
+        self.relay = DurableRelay(
+            outbox,
+            sender,
+            catalogue,
+            reversal_settle=cfg.relay.reversal_settle,
+            on_event=self._event,
+            msgids=msgids,
+            shared_poll=0.05 if cfg.relay.outbox.backend == "postgresql" else None,
+        )
+
+    def _event(self, kind: str, detail: dict[str, Any]) -> None:
+        self.events.emit(kind, detail, source="relay")
+
+    async def start(self) -> None:
+        await self.relay.recover()
+
+    async def stop(self) -> None:
+        await self.relay.stop(grace=self.deadline.left(0.5))
