@@ -16,9 +16,9 @@ import pytest
 import pytest_asyncio
 from test_check_refusals import Setup, _cli
 
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
 from gateway.config import Config
-from gateway.daemon import Daemon
-from gateway.demo import demo_config
 from gateway.relay.pg_outbox import PgOutbox
 from gateway.sim.server import Simulator
 
