@@ -176,7 +176,22 @@ class Identity(_Strict):
     key_password_file: Path | None = None
 
 
+class OutboxStore(_Strict):
+    """Where the outbox lives (a restart applies a change): the local SQLite file under state_dir, or a PostgreSQL
+    database shared by a pair of 前置机, its postgresql:// DSN (with the password) in a secret file."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    dsn_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> OutboxStore:
+        if self.backend == "postgresql" and self.dsn_file is None:
+            raise ValueError("relay.outbox.backend postgresql needs relay.outbox.dsn_file (the DSN's secret file)")
+        return self
+
+
 class Relay(_Strict):
+    outbox: OutboxStore = OutboxStore()
     #: FULL survives power loss (the default and the promise); NORMAL only a process crash
     outbox_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: answered requests are kept this long (for replays by msgid, ops and reconciliation), then pruned

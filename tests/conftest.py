@@ -34,6 +34,9 @@ from gateway.sim.server import Simulator
 
 T = TypeVar("T")
 
+#: a real PostgreSQL for the outbox's second backend (tests/pg_cluster.py)
+pytest_plugins = ["pg_cluster"]
+
 # -- hypothesis profiles -------------------------------------------------------------------------------
 #
 # ci (the default): each property test runs the example count it declares with fuzz_examples(), from a seed

@@ -50,6 +50,7 @@ from gateway.recon.run import Reconciler
 from gateway.recon.schedule import ReconSchedule
 from gateway.relay.durable import DurableRelay
 from gateway.relay.outbox import SqliteOutbox
+from gateway.relay.pg_outbox import PgOutbox
 from gateway.relay.session import SignInSession
 
 log = structlog.get_logger("gateway.daemon")
@@ -205,7 +206,7 @@ class Daemon:
         return self.upstreams.connections if self.upstreams is not None else None
 
     @property
-    def outbox(self) -> SqliteOutbox | None:
+    def outbox(self) -> SqliteOutbox | PgOutbox | None:
         return self.storage.outbox if self.storage is not None else None
 
     @property

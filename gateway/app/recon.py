@@ -18,6 +18,7 @@ from gateway.recon.run import Reconciler, ReconSettings
 from gateway.recon.schedule import NotYet, ReconSchedule
 from gateway.relay.durable import DurableRelay
 from gateway.relay.outbox import SqliteOutbox
+from gateway.relay.pg_outbox import PgOutbox
 
 
 class ReconPart:
@@ -28,7 +29,7 @@ class ReconPart:
         cfg: Config,
         common: Common,
         *,
-        outbox: SqliteOutbox,
+        outbox: SqliteOutbox | PgOutbox,
         relay: DurableRelay,
         msgids: MsgidMaker,
     ) -> None:

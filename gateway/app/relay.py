@@ -15,6 +15,7 @@ from gateway.platform.signing import ProfileCodec
 from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
+from gateway.relay.pg_outbox import PgOutbox
 from gateway.relay.rules import rule_for
 from gateway.relay.session import SignInSession
 
@@ -29,7 +30,7 @@ class RelayPart:
         *,
         codecs: dict[str, ProfileCodec],
         upstreams: Upstreams,
-        outbox: SqliteOutbox,
+        outbox: SqliteOutbox | PgOutbox,
         msgids: MsgidMaker,
     ) -> None:
         self.events, self.deadline, metrics = common.events, common.deadline, common.metrics
@@ -63,6 +64,7 @@ class RelayPart:
             reversal_settle=cfg.relay.reversal_settle,
             on_event=self._event,
             msgids=msgids,
+            shared_poll=0.05 if cfg.relay.outbox.backend == "postgresql" else None,
         )
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:

@@ -16,7 +16,9 @@ from gateway.config import Config
 from gateway.crypto import Certificate, sm3
 from gateway.health.mqtt import HealthPublisher
 from gateway.identity import LoadedIdentity, load_identity
+from gateway.relay.backends import outbox_for
 from gateway.relay.outbox import Row, SqliteOutbox
+from gateway.relay.pg_outbox import PgOutbox
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -33,7 +35,13 @@ class Storage:
             self.anchors.append(AnchorFile(cfg.audit.anchor_file).publish)
         if mqtt is not None:
             self.anchors.append(lambda anchor: mqtt.retain("audit/anchor", anchor.doc()))
-        self.outbox = SqliteOutbox(cfg.state_dir / "outbox.db", digest=sm3, synchronous=cfg.relay.outbox_synchronous)
+        self.outbox: SqliteOutbox | PgOutbox = outbox_for(
+            cfg.relay.outbox.backend,
+            state_dir=cfg.state_dir,
+            dsn_file=cfg.relay.outbox.dsn_file,
+            synchronous=cfg.relay.outbox_synchronous,
+            digest=sm3,
+        )
         self.audit: AuditLog | None = None
 
     async def start(self) -> None:

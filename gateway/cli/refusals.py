@@ -28,7 +28,22 @@ def problems(config: Config, notes: list[str] | None = None) -> list[str]:
     out += _mqtt_problems(config)
     out += cli_profiles.key_problems(config)
     out += _policy_problems(config, notes if notes is not None else [])
+    out += _outbox_problems(config)
     return out
+
+
+def _outbox_problems(config: Config) -> list[str]:
+    """A shared outbox database that does not answer or refuses the login (the one check that opens a
+    connection: the daemon could not start without it)."""
+    import asyncio
+
+    from gateway.relay.backends import database_problem
+
+    unreadable = _unreadable(("relay.outbox.dsn_file", config.relay.outbox.dsn_file))
+    if unreadable:
+        return unreadable
+    problem = asyncio.run(database_problem(config.relay.outbox.backend, config.relay.outbox.dsn_file))
+    return [problem] if problem else []
 
 
 def _group_problems(config: Config) -> list[str]:

@@ -36,6 +36,7 @@ from gateway.relay.repository import NotInDoubt, Outbox, OutboxUnavailable
 from gateway.relay.resolution import NO_ANSWER, Resolver
 from gateway.relay.rules import Plan, plan_for, rule_for
 from gateway.relay.schema import Row
+from gateway.relay.shared import until_settled
 from gateway.relay.states import Reason, State
 from gateway.relay.timing import RelayTiming
 
@@ -65,12 +66,15 @@ class DurableRelay:
         reversal_settle: float = 60.0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         msgids: MsgidMaker | None = None,
+        shared_poll: float | None = None,
     ) -> None:
         self.outbox = outbox
         self.sender = sender
         self.catalogue = catalogue
         self.timing = RelayTiming(max_attempts, backoff, backoff_max, resolve_backoff_max, min_attempt, reversal_settle)
         self.on_event = on_event or (lambda kind, detail: None)
+        #: the outbox is shared with another gateway: how often to look at a row it is sending (shared.py)
+        self.shared_poll = shared_poll
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         #: outcomes the outbox could not store yet, each retried by a task of its own until it can
         self._unstored: dict[str, asyncio.Task[Row | None]] = {}
@@ -155,6 +159,8 @@ class DurableRelay:
             await self._wait_for(row.msgid, deadline)
             try:
                 row = await self.outbox.get(row.msgid) or row
+                if self.shared_poll is not None and self._deciding(row.msgid) is None:
+                    row = await until_settled(self.outbox, row, deadline, self.shared_poll)
             except OutboxUnavailable as exc:
                 raise self._not_stored(row.msgid, exc) from None
         return await self._answer(row, deadline)

@@ -31,7 +31,11 @@ from gateway.relay.repository import (
     NotInDoubt,
     OutboxSummary,
     OutboxUnavailable,
+    nothing_to_decide,
     reversal_client,
+    reversal_not_stored,
+    reversal_unfinished,
+    used_before,
 )
 from gateway.relay.rules import ordered_classes
 from gateway.relay.schema import ALL, NAMES, SETTABLE, Change, Row, row_from
@@ -164,7 +168,7 @@ class SqliteOutbox:
                 original = _select(conn, only_while_in_doubt)
                 if original is None or original.state is not State.IN_DOUBT:
                     now_in = original.state.value if original else "gone"
-                    raise NotInDoubt(f"{only_while_in_doubt} is {now_in}: no 冲正 for it is stored")
+                    raise reversal_not_stored(only_while_in_doubt, now_in)
             blockers: tuple[str, ...] = ()
             if send and psn_no and tx_class.value in (classes := _ordered()):
                 params = _person_params(psn_no, msgid, classes)
@@ -196,10 +200,7 @@ class SqliteOutbox:
             existing = _select(conn, msgid)
             assert existing is not None
             if existing.body_digest != digest:
-                raise MsgidConflict(
-                    f"msgid {msgid} was already used for a different request ({existing.infno}); "
-                    "a new request needs a new msgid"
-                )
+                raise used_before(msgid, existing.infno)
             return Accepted(self._decoded(existing), new=False)
 
         return await self._do(op)
@@ -242,15 +243,12 @@ class SqliteOutbox:
             row = _select(conn, msgid)
             if row is None or row.state is not State.IN_DOUBT:
                 state = row.state.value if row else "not in the outbox"
-                raise NotInDoubt(f"{msgid} is {state} meanwhile: nothing to decide ({row.outcome if row else ''})")
+                raise nothing_to_decide(msgid, state, row.outcome if row else None)
             open_reversals = [
                 r[0] for r in conn.execute(_UNFINISHED_REVERSALS, (reversal_client(msgid), *_UNFINISHED_VALUES))
             ]
             if open_reversals:
-                raise NotInDoubt(
-                    f"{msgid}: 冲正 {', '.join(open_reversals)} went out and its answer was lost, so the platform may "
-                    "have reversed it; the gateway asks again (same omsgid) and settles it: decide after that"
-                )
+                raise reversal_unfinished(msgid, open_reversals)
             new = conn.execute(sql, (to.value, time.time(), outcome, reason, msgid, *_SOURCES[to])).fetchone()
             return self._decoded(row_from(new))
 

@@ -20,7 +20,7 @@ FORMAT = 2
 # Failed rows written before format 2 get their reason from the words the releases before it wrote: the
 # "no answer" prefix is what told a query's timeout from "not processed" then. Words that name no reason (a 2601
 # refused with an HTTP error) stay "unrecorded": such a row was told "not processed" then, and still is.
-_BACKFILL = """
+BACKFILL = """
 UPDATE outbox SET reason = CASE
     WHEN outcome LIKE 'no answer in time%' THEN 'no_answer'
     WHEN outcome LIKE 'not sent: an earlier transaction for this person%' THEN 'order'
@@ -70,7 +70,7 @@ def _migrate(conn: sqlite3.Connection, found: int) -> None:
         if column.name not in have:
             conn.execute(f"ALTER TABLE outbox ADD COLUMN {column.name} {column.sql}")  # constants of schema.py
     if found < 2:
-        conn.execute(_BACKFILL)
+        conn.execute(BACKFILL)
     mark(conn)
 
 

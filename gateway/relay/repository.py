@@ -46,6 +46,29 @@ class NotInDoubt(GatewayError):
     kind = "not_in_doubt"
 
 
+def used_before(msgid: str, infno: str) -> MsgidConflict:
+    """The refusal of a msgid stored with a different body (`infno`: the stored request's)."""
+    return MsgidConflict(
+        f"msgid {msgid} was already used for a different request ({infno}); a new request needs a new msgid"
+    )
+
+
+def reversal_not_stored(original: str, state: str) -> NotInDoubt:
+    return NotInDoubt(f"{original} is {state}: no 冲正 for it is stored")
+
+
+def nothing_to_decide(msgid: str, state: str, outcome: str | None) -> NotInDoubt:
+    return NotInDoubt(f"{msgid} is {state} meanwhile: nothing to decide ({outcome or ''})")
+
+
+def reversal_unfinished(msgid: str, reversals: list[str]) -> NotInDoubt:
+    """An ops decision refused while a 冲正 of the row is unfinished: that 2601 may have reversed it."""
+    return NotInDoubt(
+        f"{msgid}: 冲正 {', '.join(reversals)} went out and its answer was lost, so the platform may "
+        "have reversed it; the gateway asks again (same omsgid) and settles it: decide after that"
+    )
+
+
 def reversal_client(msgid: str) -> str:
     """The `client` of a 2601 the gateway sends to undo `msgid`: how a 冲正 row names its original."""
     return f"ybgate:reversal of {msgid}"

@@ -211,17 +211,19 @@ def test_random_structures_never_crash_the_loader(doc: dict[str, object]) -> Non
 
 
 def test_gate_refuses_with_the_rule_and_limits_rates() -> None:
+    from datetime import datetime
+
     gate = PolicyGate(load_policy_text(BASE + "rate_limits:\n  settlement: {per_second: 2, burst: 2}\n"))
     cashier = Caller(uid=1000, gid=1500)
-    gate.check(cashier, "2207", now=0.0)
-    gate.check(cashier, "2207", now=0.0)
+    noon = datetime(2026, 11, 23, 12, 0)  # outside the policy's night window, whenever the test runs
+    gate.check(cashier, "2207", now=0.0, local=noon)
+    gate.check(cashier, "2207", now=0.0, local=noon)
     with pytest.raises(RateLimited, match="2207 is limited to 2/s over all clients"):
-        gate.check(cashier, "2207", now=0.0)
-    gate.check(cashier, "2207", now=0.5)  # one token back after half a second
+        gate.check(cashier, "2207", now=0.0, local=noon)
+    gate.check(cashier, "2207", now=0.5, local=noon)  # one token back after half a second
     with pytest.raises(PolicyDenied) as info:
-        gate.check(Caller(uid=7, gid=7), "1101")
+        gate.check(Caller(uid=7, gid=7), "1101", local=noon)
     assert info.value.http_status == 403 and "default deny" in info.value.message
-    from datetime import datetime
 
     with pytest.raises(MaintenanceWindow) as late:
         gate.check(cashier, "2207", now=9.0, local=datetime(2026, 11, 23, 23, 55))

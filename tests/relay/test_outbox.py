@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ import pytest
 from gateway.crypto import sm3
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import MsgidConflict, OutboxUnavailable, SqliteOutbox
+from gateway.relay.pg_outbox import PgOutbox
+from gateway.relay.repository import Outbox
 from gateway.relay.schema import DDL
 from gateway.relay.states import IllegalMove, Reason, State
 
@@ -32,7 +35,25 @@ async def opened(path: Path, **kw: object) -> SqliteOutbox:
     return box
 
 
-async def accept(box: SqliteOutbox, mid: str, body: bytes = b"{}", **kw: object):
+MakeBox = Callable[[], Awaitable[Outbox]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_box(request: pytest.FixtureRequest, tmp_path: Path) -> MakeBox:
+    """The repository's contract holds for both backends: the tests that take this run on each."""
+    dsn_file = request.getfixturevalue("pg_dsn_file") if request.param == "postgresql" else None
+
+    async def make() -> Outbox:
+        if dsn_file is None:
+            return await opened(tmp_path / "o.db")
+        box = PgOutbox(dsn_file, digest=sm3)
+        await box.start()
+        return box
+
+    return make
+
+
+async def accept(box: Outbox, mid: str, body: bytes = b"{}", **kw: object):
     args = {
         "msgid": mid,
         "infno": "2207",
@@ -44,8 +65,8 @@ async def accept(box: SqliteOutbox, mid: str, body: bytes = b"{}", **kw: object)
     return await box.accept(**args)  # type: ignore[arg-type]
 
 
-async def test_accept_is_idempotent_by_msgid(tmp_path: Path) -> None:
-    box = await opened(tmp_path / "o.db")
+async def test_accept_is_idempotent_by_msgid(make_box: MakeBox) -> None:
+    box = await make_box()
     first = await accept(box, "M" * 30, b'{"a": 1}')
     again = await accept(box, "M" * 30, b'{"a": 1}')
     assert first.new and not again.new and again.row.state is State.ACCEPTED
@@ -53,11 +74,12 @@ async def test_accept_is_idempotent_by_msgid(tmp_path: Path) -> None:
         await accept(box, "M" * 30, b'{"a": 2}')
     assert info.value.http_status == 409
     await box.stop()
-    assert (os.stat(tmp_path / "o.db").st_mode & 0o777) == 0o600
+    if isinstance(box, SqliteOutbox):
+        assert (os.stat(box.path).st_mode & 0o777) == 0o600
 
 
-async def test_state_table(tmp_path: Path) -> None:
-    box = await opened(tmp_path / "o.db")
+async def test_state_table(make_box: MakeBox) -> None:
+    box = await make_box()
     await accept(box, "A" * 30)
     with pytest.raises(IllegalMove):
         await box.move("A" * 30, State.ANSWERED)  # an answer without a send
@@ -79,8 +101,8 @@ async def test_state_table(tmp_path: Path) -> None:
     await box.stop()
 
 
-async def test_accept_and_send_claims_the_first_attempt_unless_the_person_is_blocked(tmp_path: Path) -> None:
-    box = await opened(tmp_path / "o.db")
+async def test_accept_and_send_claims_the_first_attempt_unless_the_person_is_blocked(make_box: MakeBox) -> None:
+    box = await make_box()
     first = await accept(box, msgid(1), b"1", send=True)
     assert first.row.state is State.SENDING and first.row.attempts == 1 and first.blockers == ()
     stored = await box.get(msgid(1))
@@ -109,10 +131,10 @@ async def test_group_commit_batches_concurrent_accepts(tmp_path: Path) -> None:
     await again.stop()
 
 
-async def test_only_earlier_work_of_a_person_blocks(tmp_path: Path) -> None:
+async def test_only_earlier_work_of_a_person_blocks(make_box: MakeBox) -> None:
     """Two requests queued behind a third do not wait for each other: only work accepted before a request
     blocks it (#20: "…8841 blocked by …8842, …8842 by …8843" until their deadlines)."""
-    box = await opened(tmp_path / "o.db")
+    box = await make_box()
     first, second, third = "A" * 30, "B" * 30, "C" * 30
     assert (await accept(box, first, send=True)).blockers == ()
     assert (await accept(box, second, send=True)).blockers == (first,)
@@ -125,8 +147,8 @@ async def test_only_earlier_work_of_a_person_blocks(tmp_path: Path) -> None:
     await box.stop()
 
 
-async def test_queries_and_pruning(tmp_path: Path) -> None:
-    box = await opened(tmp_path / "o.db")
+async def test_queries_and_pruning(make_box: MakeBox) -> None:
+    box = await make_box()
     await accept(box, "A" * 30, psn_no="P1")
     await accept(box, "B" * 30, psn_no="P1")
     await accept(box, "C" * 30, psn_no="P2", tx_class=TxClass.SAFE, infno="1101")
@@ -333,17 +355,16 @@ def test_the_schema_is_defined_once() -> None:
     assert tuple(r[1] for r in conn.execute("PRAGMA table_info(outbox)")) == schema.NAMES
 
 
-def test_sqlite_outbox_implements_the_repository_interface() -> None:
-    """The relay is written against repository.Outbox; the SQLite backend offers each of its calls with the same
-    parameters (the seam a PostgreSQL backend implements next)."""
+@pytest.mark.parametrize("backend", [SqliteOutbox, PgOutbox])
+def test_each_backend_implements_the_repository_interface(backend: type) -> None:
+    """The relay is written against repository.Outbox; each backend offers each of its calls with the same
+    parameters."""
     import inspect as pyinspect
-
-    from gateway.relay.repository import Outbox
 
     for name, member in vars(Outbox).items():
         if name.startswith("_") or not callable(member):
             continue
-        ours = getattr(SqliteOutbox, name)
+        ours = getattr(backend, name)
         assert pyinspect.iscoroutinefunction(ours) == pyinspect.iscoroutinefunction(member), name
         assert list(pyinspect.signature(ours).parameters) == list(pyinspect.signature(member).parameters), name
-    assert isinstance(SqliteOutbox.write_failures, property)
+    assert isinstance(backend.write_failures, property)

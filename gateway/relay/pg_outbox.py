@@ -1,0 +1,359 @@
+"""The durable outbox on PostgreSQL: the repository (gateway/relay/repository.py's Outbox) for gateways that keep
+their state in a database of the site's, with the same guarantees as SqliteOutbox.
+
+Each operation is one transaction on a pooled connection (asyncpg), committed with synchronous_commit on
+whatever the server's default, so a call returns only once what it wrote is durable; an operation that refuses
+raises inside its transaction, which rolls back: nothing is written. The msgid is the table's primary key, so
+an INSERT of a msgid another transaction is writing waits for that one to commit and then finds its row.
+
+The DSN (a postgresql:// URI, with the password) is read from a secret file when the outbox starts. It is never
+logged and never put into an exception: a database that cannot be reached or refuses the login is reported by
+the kind of failure only (OutboxUnavailable), with the file's name to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar, Unpack
+
+import asyncpg
+import structlog
+
+from gateway.platform.catalogue import TxClass
+from gateway.relay import pg_schema
+from gateway.relay.pg_sql import (
+    ACCEPT_INSERT,
+    BY_SEQ,
+    FINALS,
+    MARKS,
+    SELECT,
+    UNFINISHED_REVERSALS,
+    move_sql,
+    person_sql,
+    sources,
+)
+from gateway.relay.repository import (
+    Accepted,
+    InDoubtItem,
+    OutboxSummary,
+    OutboxUnavailable,
+    nothing_to_decide,
+    reversal_client,
+    reversal_not_stored,
+    reversal_unfinished,
+    used_before,
+)
+from gateway.relay.rules import ordered_classes
+from gateway.relay.schema import ALL, SETTABLE, Change, Row, row_from
+from gateway.relay.states import IllegalMove, Reason, State, check_reason
+
+T = TypeVar("T")
+log = structlog.get_logger("gateway.relay.outbox")
+
+#: what tells "the database is not there or not ours" from a defect: these refuse the call, never crash the relay
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InvalidCatalogNameError,
+)
+
+
+def read_dsn(path: Path) -> str:
+    try:
+        dsn = path.read_text().strip()
+    except OSError as e:
+        raise OutboxUnavailable(f"cannot read the outbox database's DSN file {path}: {e.strerror}") from None
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        raise OutboxUnavailable(f"{path}: the outbox database's DSN is not a postgresql:// URI")
+    return dsn
+
+
+def _why(dsn_file: Path, kind: str) -> str:
+    # The driver's text may name the server, the user or (for a malformed DSN) the DSN itself: only the
+    # exception's class goes out.
+    return f"the outbox database of {dsn_file} is unavailable ({kind})"
+
+
+async def probe(dsn_file: Path, connect_timeout: float = 5.0) -> None:
+    """Log in and ask the server one trivial question; OutboxUnavailable (no DSN in it) when that fails."""
+    dsn = read_dsn(dsn_file)
+    failed: str | None = None
+    try:
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+    except (*_UNAVAILABLE, ValueError) as e:
+        failed = type(e).__name__
+    del dsn
+    if failed is not None:
+        raise OutboxUnavailable(_why(dsn_file, failed))
+
+
+class PgOutbox:
+    def __init__(
+        self,
+        dsn_file: Path,
+        *,
+        digest: Callable[[bytes], bytes],
+        pool_size: int = 8,
+        connect_timeout: float = 5.0,
+        on_final: Callable[[list[Row]], None] | None = None,
+    ) -> None:
+        self.dsn_file = dsn_file
+        self.digest = digest
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        #: told of each row that reached a final state, once its COMMIT returned (the audit log listens here)
+        self.on_final = on_final
+        self._pool: asyncpg.Pool | None = None
+        self._write_failures = 0
+
+    @property
+    def write_failures(self) -> int:
+        return self._write_failures
+
+    async def start(self) -> None:
+        dsn = read_dsn(self.dsn_file)
+        failed: str | None = None
+        try:
+            self._pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.connect_timeout,
+                # durable on return whatever the server's or the role's default
+                server_settings={"synchronous_commit": "on", "application_name": "ybgate"},
+            )
+        except (*_UNAVAILABLE, ValueError) as e:  # ValueError: a DSN the driver cannot parse
+            failed = type(e).__name__
+        del dsn
+        if failed is not None:  # raised outside the handler: the driver's exception is not even its context
+            raise OutboxUnavailable(_why(self.dsn_file, failed))
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            await pg_schema.migrate(conn, f"the database of {self.dsn_file}")
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _tx(self, op: Callable[[Any], Awaitable[T]], *, write: bool = True) -> T:
+        if self._pool is None:
+            raise OutboxUnavailable("the outbox is not started")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await op(conn)
+        except _UNAVAILABLE as e:
+            failed = type(e).__name__
+        if write:
+            self._write_failures += 1
+        log.warning("outbox database unavailable", error=failed)
+        raise OutboxUnavailable(_why(self.dsn_file, failed))
+
+    # -- the relay's operations ------------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        *,
+        msgid: str,
+        infno: str,
+        tx_class: TxClass,
+        psn_no: str | None,
+        body: bytes,
+        deadline: float | None,
+        send: bool = False,
+        client: str | None = None,
+        only_while_in_doubt: str | None = None,
+    ) -> Accepted:
+        """As SqliteOutbox.accept. The person's row in outbox_person_lock is locked first, so that the check for
+        earlier unfinished work and the claim are one decision across connections (and gateways)."""
+        digest = self.digest(body)
+        ordered = psn_no is not None and tx_class in ordered_classes()
+
+        async def op(conn: Any) -> Accepted:
+            if only_while_in_doubt is not None:
+                original = await _select(conn, only_while_in_doubt, lock=True)
+                if original is None or original.state is not State.IN_DOUBT:
+                    state = original.state.value if original else "gone"
+                    raise reversal_not_stored(only_while_in_doubt, state)
+            blockers: tuple[str, ...] = ()
+            if ordered:
+                await conn.execute(
+                    "INSERT INTO outbox_person_lock (psn_no) VALUES ($1) "
+                    "ON CONFLICT (psn_no) DO UPDATE SET psn_no = EXCLUDED.psn_no",
+                    psn_no,
+                )
+                if send:
+                    classes = sorted(c.value for c in ordered_classes())
+                    found = await conn.fetch(person_sql(len(classes), earlier=False), psn_no, *classes, msgid)
+                    blockers = tuple(r[0] for r in found)
+            claim, attempts = (State.SENDING, 1) if send and not blockers else (State.ACCEPTED, 0)
+            now = time.time()
+            values: tuple[Any, ...] = (msgid, infno, tx_class.value, psn_no, claim.value, attempts, now, now)
+            values += (deadline, None, digest, body, None, None, client, None, None)
+            inserted = await conn.fetchrow(ACCEPT_INSERT, *values)
+            if inserted is not None:
+                return Accepted(row_from(tuple(inserted)), new=True, blockers=blockers)
+            existing = await _select(conn, msgid)
+            assert existing is not None
+            if existing.body_digest != digest:
+                raise used_before(msgid, existing.infno)
+            return Accepted(existing, new=False)
+
+        return await self._tx(op)
+
+    async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
+        if set(fields) - SETTABLE:
+            raise ValueError(f"cannot set {sorted(set(fields) - SETTABLE)}")
+        check_reason(to, fields.get("reason"))
+        values: dict[str, Any] = dict(fields)
+        if "reason" in values:
+            values["reason"] = values["reason"].value
+        sql = move_sql(to, tuple(values))
+
+        async def op(conn: Any) -> Row:
+            new = await conn.fetchrow(sql, to.value, time.time(), *values.values(), msgid, list(sources(to)))
+            if new is not None:
+                return row_from(tuple(new))
+            row = await _select(conn, msgid)
+            if row is None:
+                raise KeyError(msgid)
+            raise IllegalMove(f"{msgid}: {row.state.value} -> {to.value}")
+
+        row = await self._tx(op)
+        if row.state.final and self.on_final is not None:
+            self.on_final([row])
+        return row
+
+    async def decide(self, msgid: str, to: State, outcome: str) -> Row:
+        """As SqliteOutbox.decide; the row is locked while its 冲正s are looked at."""
+        reason = Reason.OPS.value if to is State.FAILED else None
+
+        async def op(conn: Any) -> Row:
+            row = await _select(conn, msgid, lock=True)
+            if row is None or row.state is not State.IN_DOUBT:
+                state = row.state.value if row else "not in the outbox"
+                raise nothing_to_decide(msgid, state, row.outcome if row else None)
+            open_reversals = [r[0] for r in await conn.fetch(UNFINISHED_REVERSALS, reversal_client(msgid))]
+            if open_reversals:
+                raise reversal_unfinished(msgid, open_reversals)
+            new = await conn.fetchrow(
+                move_sql(to, ("outcome", "reason")), to.value, time.time(), outcome, reason, msgid, list(sources(to))
+            )
+            return row_from(tuple(new))
+
+        row = await self._tx(op)
+        if self.on_final is not None:
+            self.on_final([row])
+        return row
+
+    async def get(self, msgid: str) -> Row | None:
+        return await self._tx(lambda conn: _select(conn, msgid), write=False)
+
+    async def holds(self, msgid: str) -> bool:
+        """Whether it holds `msgid` (a read of its own: nothing here queues behind writes)."""
+
+        async def op(conn: Any) -> bool:
+            return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE msgid = $1)", msgid))
+
+        return await self._tx(op, write=False)
+
+    async def reversals_of(self, msgid: str) -> list[Row]:
+        return await self._rows(f"SELECT {ALL} FROM outbox WHERE client = $1 {BY_SEQ}", reversal_client(msgid))  # noqa: S608
+
+    async def unfinished(self) -> list[Row]:
+        return await self._rows(f"SELECT {ALL} FROM outbox WHERE state IN ({MARKS}) ORDER BY created")  # noqa: S608
+
+    async def in_doubt_for(self, psn_no: str, *, before: str) -> list[Row]:
+        classes = sorted(c.value for c in ordered_classes())
+        return await self._rows(person_sql(len(classes), earlier=True), psn_no, *classes, before)
+
+    # -- views and housekeeping ------------------------------------------------------------------------------
+
+    async def recent(self, limit: int = 50, state: State | None = None) -> list[Row]:
+        if state is None:
+            return await self._rows(f"SELECT {ALL} FROM outbox ORDER BY created DESC LIMIT $1", limit)  # noqa: S608
+        return await self._rows(
+            f"SELECT {ALL} FROM outbox WHERE state = $1 ORDER BY created DESC LIMIT $2",  # noqa: S608
+            state.value,
+            limit,
+        )
+
+    async def prune(self, older_than: float, batch: int = 500) -> int:
+        """Delete finished rows last updated before `older_than`, in small transactions."""
+        total = 0
+        while True:
+
+            async def op(conn: Any) -> int:
+                status = await conn.execute(
+                    "DELETE FROM outbox WHERE msgid IN (SELECT msgid FROM outbox WHERE updated < $1 "
+                    "AND state = ANY($2::text[]) LIMIT $3)",
+                    older_than,
+                    list(FINALS),
+                    batch,
+                )
+                return int(status.split()[-1])
+
+            n = await self._tx(op)
+            total += n
+            if n < batch:
+                return total
+            await asyncio.sleep(0)
+
+    async def summary(self, in_doubt_limit: int = 20) -> OutboxSummary:
+        async def op(conn: Any) -> OutboxSummary:
+            counts = {r[0]: r[1] for r in await conn.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
+            oldest = await conn.fetchval(f"SELECT MIN(created) FROM outbox WHERE state IN ({MARKS})")  # noqa: S608
+            doubt = await conn.fetch(
+                "SELECT msgid, infno, created, updated, outcome FROM outbox WHERE state = $1 ORDER BY created LIMIT $2",
+                State.IN_DOUBT.value,
+                in_doubt_limit,
+            )
+            items = tuple(InDoubtItem(*r) for r in doubt)
+            return OutboxSummary(counts, oldest, items[0].created if items else None, items)
+
+        return await self._tx(op, write=False)
+
+    async def counts(self) -> dict[str, int]:
+        async def op(conn: Any) -> dict[str, int]:
+            return {r[0]: r[1] for r in await conn.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
+
+        return await self._tx(op, write=False)
+
+    async def finished_since(self, since: float) -> list[Row]:
+        return await self._rows(
+            f"SELECT {ALL} FROM outbox WHERE updated >= $1 AND state = ANY($2::text[]) ORDER BY updated",  # noqa: S608
+            since,
+            list(FINALS),
+        )
+
+    async def between(self, start: float, end: float, infnos: frozenset[str]) -> list[Row]:
+        return await self._rows(
+            f"SELECT {ALL} FROM outbox WHERE created >= $1 AND created < $2 AND infno = ANY($3::text[]) "  # noqa: S608
+            "ORDER BY created",
+            start,
+            end,
+            sorted(infnos),
+        )
+
+    async def _rows(self, sql: str, *params: Any) -> list[Row]:
+        async def op(conn: Any) -> list[Row]:
+            return [row_from(tuple(r)) for r in await conn.fetch(sql, *params)]
+
+        return await self._tx(op, write=False)
+
+
+async def _select(conn: Any, msgid: str, *, lock: bool = False) -> Row | None:
+    r = await conn.fetchrow(SELECT + (" FOR UPDATE" if lock else ""), msgid)
+    return row_from(tuple(r)) if r else None

@@ -1,0 +1,67 @@
+"""The outbox's table on PostgreSQL, built from schema.py's columns, and its format, kept in a one-row table.
+
+Plain SQL that PostgreSQL 12 and the databases speaking its dialect accept: no extensions, no identity columns
+or other newer syntax. SQLite's types map to their PostgreSQL names (REAL is single precision there: the
+clocks need DOUBLE PRECISION). A `seq` column gives the order of acceptance that SQLite's rowid gives.
+
+The same versioning as the SQLite file (outbox_format.FORMAT): a database written by a later release is refused
+before anything in it is touched; an older one gets the columns it lacks and is marked, in one transaction,
+under a transaction-scoped advisory lock so that two gateways starting together do not both create the table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.relay import outbox_format, schema
+from gateway.relay.outbox_format import OutboxFormatError
+from gateway.relay.states import UNFINISHED
+
+#: the advisory lock key under which the schema is created or migrated (any constant both nodes agree on)
+MIGRATION_LOCK = 0x79626761  # "ybga"
+
+_TYPES = (("REAL", "DOUBLE PRECISION"), ("BLOB", "BYTEA"))
+
+
+def pg_sql(sql: str) -> str:
+    """A column's SQLite type and constraints in PostgreSQL's words."""
+    for sqlite, pg in _TYPES:
+        sql = sql.replace(sqlite, pg)
+    return sql
+
+
+_DEFINITIONS = ",\n    ".join(f"{c.name} {pg_sql(c.sql)}" for c in schema.COLUMNS)
+_UNFINISHED = ", ".join(f"'{s.value}'" for s in UNFINISHED)
+DDL = (
+    f"CREATE TABLE IF NOT EXISTS outbox (\n    {_DEFINITIONS},\n    seq BIGSERIAL NOT NULL\n)",
+    f"CREATE INDEX IF NOT EXISTS outbox_unfinished ON outbox(state) WHERE state IN ({_UNFINISHED})",
+    "CREATE INDEX IF NOT EXISTS outbox_person ON outbox(psn_no, state)",
+    "CREATE INDEX IF NOT EXISTS outbox_updated ON outbox(updated)",
+    "CREATE INDEX IF NOT EXISTS outbox_client ON outbox(client)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON outbox(seq)",
+    # one row per person with ordered work: accept locks it, so the check for a person's earlier unfinished
+    # work and the claim of the first attempt are one decision across connections and gateways
+    "CREATE TABLE IF NOT EXISTS outbox_person_lock (psn_no TEXT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS outbox_format (format INTEGER NOT NULL)",
+)
+
+
+async def migrate(conn: Any, where: str) -> None:
+    """Create the tables, or bring older ones up to this format, and mark them (an asyncpg connection)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        exists = await conn.fetchval("SELECT to_regclass('outbox_format') IS NOT NULL")
+        found = await conn.fetchval("SELECT MAX(format) FROM outbox_format") if exists else None
+        if found is not None and found > outbox_format.FORMAT:
+            raise OutboxFormatError(
+                f"{where}: outbox format {found} was written by a later ybgate (this one reads up to "
+                f"{outbox_format.FORMAT}); run that release again, or restore a backup made by this one"
+            )
+        for statement in DDL:
+            await conn.execute(statement)
+        for column in schema.COLUMNS:  # tables written before a column existed get it
+            await conn.execute(f"ALTER TABLE outbox ADD COLUMN IF NOT EXISTS {column.name} {pg_sql(column.sql)}")
+        if found is not None and found < 2:
+            await conn.execute(outbox_format.BACKFILL)
+        await conn.execute("DELETE FROM outbox_format")
+        await conn.execute("INSERT INTO outbox_format (format) VALUES ($1)", outbox_format.FORMAT)

@@ -1,0 +1,117 @@
+"""The relay on PostgreSQL end to end: DurableRelay through the real socket and the simulator with its outbox in
+a real database (relay.outbox.backend: postgresql), two gateways on one database, and `ybgate check` telling
+ops in one line that the database does not answer or refuses the login."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pg_cluster
+import pytest
+import pytest_asyncio
+from test_check_refusals import Setup, _cli
+
+from gateway.app.daemon import Daemon
+from gateway.app.demo import demo_config
+from gateway.config import Config
+from gateway.relay.pg_outbox import PgOutbox
+from gateway.sim.server import Simulator
+
+from conftest import Gateway, fresh
+
+
+def on_postgresql(config: Config, dsn_file: Path) -> Config:
+    outbox = config.relay.outbox.model_copy(update={"backend": "postgresql", "dsn_file": dsn_file})
+    return config.model_copy(update={"relay": config.relay.model_copy(update={"outbox": outbox})})
+
+
+@pytest_asyncio.fixture
+async def pair(sim: Simulator, pg_dsn_file: Path) -> AsyncIterator[tuple[Gateway, Gateway]]:
+    """Two gateways (two Daemons, each its own state directory and sockets) on one outbox database."""
+    assert sim.addresses is not None
+    roots = [Path(tempfile.mkdtemp(prefix="ybg-")) for _ in range(2)]
+    daemons = []
+    try:
+        for root in roots:
+            config = on_postgresql(demo_config(root, sim.addresses.platform, level="warning"), pg_dsn_file)
+            daemon = Daemon(config)
+            await daemon.start()
+            daemons.append(Gateway(daemon, config, sim))
+        yield daemons[0], daemons[1]
+    finally:
+        for gw in daemons:
+            await gw.daemon.stop(grace=1.0)
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_the_relay_runs_on_postgresql(pair: tuple[Gateway, Gateway]) -> None:
+    a, _ = pair
+    assert isinstance(a.daemon.outbox, PgOutbox)
+    sign_no = await a.sign_in()
+    settle = fresh("2207_settle_request.json", sign_no=sign_no)
+    first, again = await a.post(settle), await a.post(settle)
+    assert first.status == again.status == 200 and first.body == again.body
+    assert str(json.loads(first.body)["infcode"]) == "0"
+    assert [s.state for s in a.sim.ledger.by_msgid(settle["msgid"])] == ["booked"]
+    conflict = await a.post(settle | {"opter": "0099"})
+    assert conflict.status == 409 and json.loads(conflict.body)["gateway_error"] == "msgid_conflict"
+    row = await a.daemon.outbox.get(settle["msgid"])
+    assert row is not None and row.state.value == "answered"
+
+
+async def test_the_same_msgid_at_both_gateways_is_sent_once_with_one_answer(pair: tuple[Gateway, Gateway]) -> None:
+    """A HIS that retries at the other node (or two workstations racing) never causes a second send, and gets the
+    one answer: the msgid is unique in the database, one node sends, and the other waits for its row to settle
+    (the old code answered "outcome unknown" from the node that did not send)."""
+    a, b = pair
+    sign_no = await a.sign_in()
+    a.sim.faults.set("2207", {"kind": "delay", "delay": 0.5, "times": 1})
+    settle = fresh("2207_settle_request.json", sign_no=sign_no)
+    replies = await asyncio.gather(a.post(settle), b.post(settle), a.post(settle), b.post(settle))
+    assert {r.status for r in replies} == {200} and len({r.body for r in replies}) == 1
+    assert str(json.loads(replies[0].body)["infcode"]) == "0"
+    assert len(a.sim.ledger.by_msgid(settle["msgid"])) == 1
+    conflict = await b.post(settle | {"opter": "0099"})
+    assert conflict.status == 409
+
+
+@pytest.mark.parametrize("fault", ["none", "wrong password", "no server"])
+def test_check_names_an_unusable_database_in_one_line(
+    tmp_path: Path, pg: pg_cluster.Cluster, pg_dsn_file: Path, fault: str
+) -> None:
+    setup = Setup(tmp_path)
+    dsn = pg_dsn_file.read_text().strip()
+    if fault == "wrong password":
+        dsn = dsn.replace(pg_cluster.PASSWORD, "Wr0ng-Secret-42")
+    elif fault == "no server":
+        dsn = dsn.replace(str(pg.socket_dir), str(tmp_path))
+    pg_dsn_file.write_text(dsn)
+    setup.config.write_text(
+        setup.config.read_text() + f"relay: {{outbox: {{backend: postgresql, dsn_file: {pg_dsn_file}}}}}\n"
+    )
+    done = _cli("check", "--config", str(setup.config))
+    output = done.stdout + done.stderr
+    assert pg_cluster.PASSWORD not in output and "Wr0ng-Secret-42" not in output
+    if fault == "none":
+        assert done.returncode == 0, output
+        return
+    lines = [line for line in done.stderr.splitlines() if line.startswith("relay.outbox:")]
+    kind = "InvalidPasswordError" if fault == "wrong password" else "unavailable"
+    assert len(lines) == 1 and kind in lines[0] and str(pg_dsn_file) in lines[0], output
+    assert done.returncode == 1
+
+
+def test_the_postgresql_backend_needs_its_dsn_file(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from gateway.config import OutboxStore
+
+    with pytest.raises(ValidationError, match=r"needs relay\.outbox\.dsn_file"):
+        OutboxStore(backend="postgresql")
+    assert OutboxStore().backend == "sqlite"  # nothing changes for a single host
