@@ -38,8 +38,8 @@ from gateway.relay.repository import (
     used_before,
 )
 from gateway.relay.rules import ordered_classes
-from gateway.relay.schema import ALL, NAMES, SETTABLE, Change, Row, row_from
-from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, Reason, State, check_reason
+from gateway.relay.schema import ALL, NAMES, Change, Row, change_values, row_from
+from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, Reason, State
 
 __all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOutbox", "disk_trouble"]
 
@@ -207,13 +207,7 @@ class SqliteOutbox:
 
     async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
         """Move a row to `to` (checked against the table of legal moves) and set fields; durable on return."""
-        if set(fields) - SETTABLE:
-            raise ValueError(f"cannot set {sorted(set(fields) - SETTABLE)}")
-
-        check_reason(to, fields.get("reason"))
-        values: dict[str, Any] = dict(fields)
-        if "reason" in values:
-            values["reason"] = values["reason"].value
+        values = change_values(to, fields)
         if "response" in values and values["response"] is not None:
             values["response"] = self.codec.encode(values["response"])
         sql = _move_sql(to, tuple(values))

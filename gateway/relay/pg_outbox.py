@@ -47,8 +47,8 @@ from gateway.relay.repository import (
     used_before,
 )
 from gateway.relay.rules import ordered_classes
-from gateway.relay.schema import ALL, SETTABLE, Change, Row, row_from
-from gateway.relay.states import IllegalMove, Reason, State, check_reason
+from gateway.relay.schema import ALL, Change, Row, change_values, row_from
+from gateway.relay.states import IllegalMove, Reason, State
 
 T = TypeVar("T")
 log = structlog.get_logger("gateway.relay.outbox")
@@ -214,12 +214,7 @@ class PgOutbox:
         return await self._tx(op)
 
     async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
-        if set(fields) - SETTABLE:
-            raise ValueError(f"cannot set {sorted(set(fields) - SETTABLE)}")
-        check_reason(to, fields.get("reason"))
-        values: dict[str, Any] = dict(fields)
-        if "reason" in values:
-            values["reason"] = values["reason"].value
+        values = change_values(to, fields)
         sql = move_sql(to, tuple(values))
 
         async def op(conn: Any) -> Row:

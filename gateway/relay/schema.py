@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from gateway.platform.catalogue import TxClass
-from gateway.relay.states import UNFINISHED, Reason, State
+from gateway.relay.states import UNFINISHED, Reason, State, check_reason
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,18 @@ class Change(TypedDict, total=False):
 
 
 SETTABLE = frozenset(Change.__annotations__)
+
+
+def change_values(to: State, fields: Change) -> dict[str, Any]:
+    """A move's fields as column values, checked as every backend must: only settable columns, and a reason
+    exactly where the move is to FAILED (states.check_reason)."""
+    if set(fields) - SETTABLE:
+        raise ValueError(f"cannot set {sorted(set(fields) - SETTABLE)}")
+    check_reason(to, fields.get("reason"))
+    values: dict[str, Any] = dict(fields)
+    if "reason" in values:
+        values["reason"] = values["reason"].value
+    return values
 
 
 def _quoted(states: tuple[State, ...]) -> str:
