@@ -8,8 +8,10 @@ seen as well.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _loaded_by(module: str) -> set[str]:
@@ -24,3 +26,18 @@ def test_loading_the_his_face_loads_no_tunnel() -> None:
     tunnel = sorted(m for m in loaded if m.startswith(("gateway.net", "gateway.tlcp")))
     assert tunnel == []
     assert "gateway.relay.forwarder" not in loaded
+
+
+def test_the_tlcp_core_knows_nothing_of_http() -> None:
+    # What a broken tunnel means to a caller (an HTTP status, an unknown outcome) is decided by the layers that speak
+    # HTTP; the protocol core only names alerts. import-linter cannot see an attribute, so the words are checked.
+    core = Path(__file__).resolve().parent.parent / "gateway" / "tlcp"
+    sources = sorted(core.rglob("*.py"))
+    assert len(sources) > 10  # the right folder
+    named = [
+        f"{p.name}:{n}"
+        for p in sources
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"http", line, re.I)
+    ]
+    assert named == []

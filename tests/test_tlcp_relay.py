@@ -3,6 +3,7 @@ what happens when the platform's certificate or ours does not check out."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -19,7 +21,10 @@ from gateway.app.demo import demo_config, demo_policy, sim_tlcp_config
 from gateway.config import Config, load_config_text
 from gateway.crypto.testpki import generate_test_pki
 from gateway.errors import ConfigError
+from gateway.http1.client import exchange
+from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.sim.server import Simulator
+from gateway.tlcp import TLCPAlert
 
 from conftest import Gateway, fresh
 
@@ -200,3 +205,76 @@ def test_upstream_tlcp_client_auth_settings_reach_the_transport(pki: Path, short
         AlertStyle.CLEAR,
     )
     assert not auto_settings(config)[name].shape and not auto_settings(config)[name].form
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    return head + await reader.readexactly(length)
+
+
+async def alerting_platform(sim: Simulator, pki: Path, infno: str) -> asyncio.Server:
+    """The platform over TLCP in front of the simulator: each request is passed on and its answer returned, except
+    that a request for `infno` is booked at the simulator and then answered with a fatal TLCP alert instead of
+    its answer (a platform front end failing after the work was done)."""
+    assert sim.addresses is not None
+    host, port = sim.addresses.platform
+
+    async def serve(reader: asyncio.StreamReader, writer: Any) -> None:
+        try:
+            while True:
+                request = await _read_request(reader)
+                up_reader, up_writer = await asyncio.open_connection(host, port)
+                reply = await exchange(up_reader, up_writer, request)
+                up_writer.close()
+                if f'"infno": "{infno}"'.encode() in request or f'"infno":"{infno}"'.encode() in request:
+                    # a fatal internal_error alert in the clear, as GmSSL sends its alerts, on the raw socket
+                    os.write(writer.get_extra_info("socket").fileno(), bytes([21, 1, 1, 0, 2, 2, 80]))
+                    return
+                head = f"HTTP/1.1 {reply.status} OK\r\nContent-Length: {len(reply.body)}\r\n"
+                head += "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items if k.lower() != "content-length")
+                writer.write(head.encode("latin-1") + b"\r\n" + reply.body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, TLCPAlert):
+            return
+        finally:
+            writer.close()
+
+    return await start_tlcp_server(serve, "127.0.0.1", 0, config=sim_tlcp_config(pki))
+
+
+async def test_an_alert_in_place_of_the_answer_is_an_unknown_outcome_resolved_by_the_class_rule(
+    pki: Path, short_tmp: Path
+) -> None:
+    # The settlement reached the platform and was booked; the tunnel then broke with a fatal alert. The old code
+    # let the alert through as a "tlcp" failure: the HIS heard the gateway's own error, and the row stayed in
+    # flight with nobody resolving it until a restart. It is an unknown outcome, resolved by its class rule (冲正 for
+    # a settlement) like any other.
+    sim = Simulator()
+    await sim.start()
+    front = await alerting_platform(sim, pki, "2207")
+    config = demo_config(short_tmp, front.sockets[0].getsockname()[:2], pki=pki)
+    daemon = Daemon(config)
+    await daemon.start()
+    gw = Gateway(daemon, config, sim)
+    try:
+        sign_no = await gw.sign_in()
+        doc = fresh("2207_settle_request.json", sign_no=sign_no)
+        reply = await gw.post(doc)
+        answer = json.loads(reply.body)
+        assert answer["gateway_error"] == "reversed", answer
+        [booked] = sim.ledger.by_msgid(str(doc["msgid"]))
+        assert booked.state == "reversed"
+        assert daemon.outbox is not None
+        row = await daemon.outbox.get(str(doc["msgid"]))
+        assert row is not None and row.state.final
+        again = await gw.post(doc)
+        assert json.loads(again.body)["gateway_error"] == "reversed"
+        assert len(sim.ledger.settlements) == 1
+    finally:
+        await daemon.stop(1)
+        front.close()
+        await front.wait_closed()
+        await sim.stop()

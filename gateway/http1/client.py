@@ -65,7 +65,12 @@ async def exchange(
     max_body: int = 8 * 1024 * 1024,
 ) -> ClientResponse:
     """Send `request` and read one complete response. Timeouts belong to the caller (deadline)."""
-    writer.write(request)
+    try:
+        writer.write(request)
+    except ConnectionError as exc:
+        # A stream that refuses the write (a TLCP tunnel already ended) sent nothing: for a reused keep-alive
+        # connection that is the platform having closed it while idle, like a reset before the response.
+        raise NoResponse(f"connection closed before the request was sent ({exc})") from None
     await writer.drain()
     state = _ResponseParse(max_body)
     received = 0

@@ -1,8 +1,10 @@
 """asyncio streams over the sans-IO TLCP core: ``open_tlcp_connection`` and ``start_tlcp_server``.
 
 The reader is a plain :class:`asyncio.StreamReader` fed with decrypted application data; the writer
-encrypts on ``write``. A fatal alert (ours or the peer's) reaches the reader as a
-:class:`~gateway.tlcp.alerts.TLCPAlert`; the peer's close_notify is EOF.
+encrypts on ``write``. During the handshake a failure raises :class:`~gateway.tlcp.alerts.TLCPAlert`; once the
+stream is open, a fatal alert (ours or the peer's) reaches its reader and writer as :class:`TunnelBroken`, a
+ConnectionError, because that is what it means to whoever speaks HTTP over the stream: the connection ended, in the
+middle of whatever it carried. The peer's close_notify is EOF.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ READ_SIZE = 65536
 Handler = Callable[[asyncio.StreamReader, "TLCPStreamWriter"], Awaitable[None]]
 
 
+class TunnelBroken(ConnectionError):
+    """An open TLCP stream ended by a fatal alert; ``alert`` is which one, and whose."""
+
+    def __init__(self, alert: TLCPAlert) -> None:
+        super().__init__(f"TLCP tunnel broken: {alert.message}")
+        self.alert = alert
+
+
 class TLCPStreamWriter:
     """The writing half; ``handshake`` holds the completed handshake (suite, session, peer certificates)."""
 
@@ -33,7 +43,10 @@ class TLCPStreamWriter:
         self._pump: asyncio.Task[None] | None = None
 
     def write(self, data: bytes) -> None:
-        self._conn.send_data(data)
+        try:
+            self._conn.send_data(data)
+        except TLCPAlert as exc:  # the stream ended (an alert, the peer's close): nothing of `data` went out
+            raise TunnelBroken(exc) from None
         self._raw.write(self._conn.data_to_send())
 
     async def drain(self) -> None:
@@ -90,7 +103,7 @@ def _deliver(events: list[Event], reader: asyncio.StreamReader) -> bool:
             reader.feed_eof()
             return False
         elif isinstance(event, AlertReceived) and event.fatal:
-            reader.set_exception(event.error())
+            reader.set_exception(TunnelBroken(event.error()))
             return False
     return True
 
@@ -116,7 +129,7 @@ async def _pump(
         try:
             events = conn.receive_data(data)
         except TLCPAlert as exc:
-            reader.set_exception(exc)
+            reader.set_exception(TunnelBroken(exc))
             with contextlib.suppress(ConnectionError, RuntimeError):
                 raw_writer.write(conn.data_to_send())
                 raw_writer.close()

@@ -64,7 +64,6 @@ class TLCPAlert(GatewayError):
     """
 
     kind = "tlcp"
-    http_status = 502
 
     def __init__(self, description: int, message: str = "", *, remote: bool = False) -> None:
         self.description = description

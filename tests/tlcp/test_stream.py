@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from gateway.net.tlcp_stream import open_tlcp_connection, start_tlcp_server
+from gateway.http1.client import NoResponse, encode_request, exchange
+from gateway.net.tlcp_stream import TunnelBroken, open_tlcp_connection, start_tlcp_server
 from gateway.tlcp.alerts import AlertDescription, TLCPAlert
 
 from .peers import CLIENT, SERVER, client_with_certs
@@ -113,6 +116,46 @@ async def test_a_connection_the_kernel_ends_is_heard_by_the_reader_at_once() -> 
         await writer.drain()
         with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_stream_the_peer_closed_refuses_a_write_as_nothing_sent() -> None:
+    # A keep-alive tunnel the platform closed while idle: the write finds the stream ended. The old code raised the
+    # core's TLCPAlert out of the HTTP exchange (a "tlcp" failure nobody resolved); it is a connection that gave
+    # no response, which the forwarder retries fresh when the connection was a reused one.
+    async def close_at_once(reader: asyncio.StreamReader, writer: Any) -> None:
+        writer.close()
+
+    server = await start_tlcp_server(close_at_once, "127.0.0.1", 0, config=SERVER)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await open_tlcp_connection("127.0.0.1", port, config=CLIENT, timeout=5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the peer's close_notify
+        with pytest.raises(NoResponse, match="before the request was sent"):
+            await exchange(reader, writer, encode_request("POST", "platform", "/", [], b"{}"))
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_fatal_alert_on_an_open_stream_reaches_the_reader_as_a_broken_connection() -> None:
+    async def alert_at_once(reader: asyncio.StreamReader, writer: Any) -> None:
+        await reader.readline()
+        os.write(writer.get_extra_info("socket").fileno(), bytes([21, 1, 1, 0, 2, 2, 80]))  # internal_error, clear
+
+    server = await start_tlcp_server(alert_at_once, "127.0.0.1", 0, config=SERVER)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await open_tlcp_connection("127.0.0.1", port, config=CLIENT, timeout=5)
+        writer.write(b"hello\n")
+        with pytest.raises(TunnelBroken) as info:
+            await asyncio.wait_for(reader.read(), 5)
+        assert isinstance(info.value, ConnectionError)
+        assert info.value.alert.remote and info.value.alert.description == AlertDescription.internal_error
         writer.close()
     finally:
         server.close()
