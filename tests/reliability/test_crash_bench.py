@@ -5,16 +5,14 @@ comparison is checked on hand-made ledgers too, so that a 0 means the harness lo
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import json
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from benchrun import run_bench
 
 from gateway.cli.bench import bench_dir
 
@@ -44,21 +42,13 @@ def harness() -> ModuleType:
 
 @pytest.mark.root
 async def test_short_crash_run_counts_nothing_wrong(short_tmp: Path) -> None:
-    out = short_tmp / "crash.json"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(bench_dir() / "crash.py"),
-        *("--kills", "4", "--platform-kills", "2", "--fault-rounds", "2", "--disk-full-rounds", "1"),
-        *("--cashiers", "4", "--json", str(out)),
-        cwd=short_tmp,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=os.environ | {"PYTHONPATH": str(bench_dir().parent)},
+    code, doc, text = await run_bench(
+        "crash.py",
+        ["--kills", "4", "--platform-kills", "2", "--fault-rounds", "2", "--disk-full-rounds", "1", "--cashiers", "4"],
+        short_tmp,
+        240,
     )
-    printed, _ = await asyncio.wait_for(proc.communicate(), 240)
-    text = printed.decode(errors="replace")
-    assert proc.returncode == 0, text
-    doc = json.loads(out.read_text())
+    assert code == 0, text
     figures = {f["figure"]: f["ybgate"] for f in doc["figures"]}
     assert {k: figures[k] for k in COUNTS} == dict.fromkeys(COUNTS, 0), text
     notes = doc["notes"]
