@@ -4,10 +4,12 @@ the checkout on PYTHONPATH, its figures read back from its --json file."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from gateway.cli.bench import bench_dir
@@ -31,3 +33,17 @@ async def run_bench(script: str, args: list[str], work: Path, limit: float) -> t
     printed, _ = await asyncio.wait_for(proc.communicate(), limit)
     doc = json.loads(out.read_text()) if out.exists() else {}
     return proc.returncode, doc, printed.decode(errors="replace")
+
+
+def load_bench(script: str) -> ModuleType:
+    """A bench script as a module, for checks of its pieces (its own imports of bench/ modules resolve)."""
+    sys.path.insert(0, str(bench_dir()))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{Path(script).stem}_bench", bench_dir() / script)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(bench_dir()))

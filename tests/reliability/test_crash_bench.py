@@ -5,16 +5,12 @@ comparison is checked on hand-made ledgers too, so that a 0 means the harness lo
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from benchrun import run_bench
-
-from gateway.cli.bench import bench_dir
+from benchrun import load_bench, run_bench
 
 COUNTS = (
     "lost",
@@ -28,16 +24,7 @@ COUNTS = (
 
 
 def harness() -> ModuleType:
-    sys.path.insert(0, str(bench_dir()))  # the bench's own `import figures`
-    try:
-        spec = importlib.util.spec_from_file_location("crash_bench", bench_dir() / "crash.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(bench_dir()))
+    return load_bench("crash.py")
 
 
 @pytest.mark.root

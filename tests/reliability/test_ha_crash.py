@@ -8,9 +8,10 @@ run by hand: `ybgate bench ha` or `python bench/ha.py --kills 200`."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from benchrun import run_bench
+from benchrun import load_bench, run_bench
 from pg_cluster import bindir
 
 COUNTS = ("lost", "double-booked", "told false", "left unresolved", "msgids reused", "ordering refusals false")
@@ -34,3 +35,14 @@ async def test_two_nodes_killed_in_turn_lose_nothing_and_book_nothing_twice(shor
     assert len(notes["survivor"]) + len(notes["recovery"]) == notes["held"], text
     answers = notes["answers"]
     assert notes["msgids"] > 1000 and answers["answered"] > notes["msgids"] // 2, text
+
+
+def test_takeover_is_told_from_restart_recovery_by_when_the_node_was_back() -> None:
+    """A held msgid answered before the killed node answered again was the survivor's work; after, its own restart's.
+    A held msgid never answered is neither (the run counts it as left unresolved)."""
+    ha = load_bench("ha.py")
+    answers = (("A", 11.5), ("B", 13.0), ("C", None), ("D", 30.0))
+    told = [SimpleNamespace(msgid=msgid, definite_at=at) for msgid, at in answers]
+    kills = [ha.Kill("a", at=10.0, back=12.0, held=frozenset({"A", "B", "C"})), ha.Kill("b", 20.0, 25.0, frozenset())]
+    run = SimpleNamespace(told=told, kills=kills)
+    assert ha.takeover(run) == ([1.5], [3.0])
