@@ -4,10 +4,8 @@ the end against the simulator's ledger and the outbox (#20).
 
 The gateway runs as a real process (`python -m gateway run`), the simulator as another (`python -m gateway sim
 --journal`: its ledger is on disk, fsync'd before each answer and replayed at start, so it stays the ground
-truth through its own SIGKILLs). Each cashier serves one person and follows the README on every answer: the same
-msgid again after outcome_unknown or a cut connection, a new msgid after reversed / not_processed /
-outbox_unavailable. Now and then, while a money-moving request is in doubt, a second terminal charges the same
-person (a new 2207): the gateway holds it back or refuses it, and the refusal must be true. A disk-full round
+truth through its own SIGKILLs). The cashiers (crash_cashiers.py) serve one person each and follow the README on
+every answer; now and then a second terminal charges a person whose money-moving request is in doubt. A disk-full round
 (root: the state directory is a tmpfs) holds settlements at the platform, fills the disk to the last byte, and
 gives the space back without restarting the gateway: every settlement told outcome_unknown meanwhile must be
 final in the outbox again before the gateway is next killed. The counts are in crash_compare.py; every one but
@@ -25,7 +23,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -37,18 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import figures
-from crash_compare import ASK_AGAIN, BOOKED, COUNTS, MONEY_MOVING, Told, compare
+from crash_cashiers import DEADLINE, Cashiers, post_at
+from crash_compare import COUNTS, Told, compare
 from crash_disk import SmallDisk
-from crash_mix import CANCELS, MIX, Envelopes
+from crash_mix import MIX
 from crash_procs import Platform, free_port, gateway_config, spawn, stderr_tail, write_failures
 
-from gateway.http1.client import BadUpstreamResponse
-from gateway.http1.unix_client import request
-
-PATH = "/fsi/api/rsfComIfsService/callService"
 FAULT_KINDS = ("drop_before", "drop_after", "reset", "garbage", "http502", "refuse", "delay")
-#: the HIS's deadline per request
-DEADLINE = 4.0
 #: how long a delay fault holds a request at the platform: past the HIS's deadline
 FAULT_DELAY = DEADLINE + 1.0
 #: a 冲正 that finds nothing is believed after this long (the real default is 60 s; the harness shortens it). It
@@ -56,10 +48,6 @@ FAULT_DELAY = DEADLINE + 1.0
 #: time at its restart, and with 3 s against a 6 s delay its 冲正 found nothing while the original was still on
 #: its way, and the cashier was told not processed for a 2305 booked 2 s later (the harness's setting).
 REVERSAL_SETTLE = FAULT_DELAY + 1.0
-#: how often a second terminal charges a person whose money-moving request is in doubt, and its deadline: a
-#: terminal at the counter waits a second or so before it gives up
-SECOND_TERMINAL = 0.5
-SECOND_DEADLINE = 1.0
 #: a disk-full round: how long settlements stay at the platform, and how long the outbox may take to store
 #: what it kept in memory once space is back (the settle wait of an in-doubt settlement included)
 DISK_DELAY = 1.5
@@ -80,19 +68,16 @@ def outbox_rows(db: Path) -> dict[str, str]:
         conn.close()
 
 
-class Run:
+class Run(Cashiers):
     def __init__(self, work: Path, platform: Platform, seed: int) -> None:
+        super().__init__(random.Random(seed))
         self.work = work
         self.platform = platform
-        self.rng = random.Random(seed)
         self.sock = str(work / "run" / "api.sock")
         self.state = work / "state"
         self.admin_port = free_port()
         self.cfg = gateway_config(work, self.state, platform.port, self.admin_port, REVERSAL_SETTLE)
         self.gw: asyncio.subprocess.Process | None = None
-        self.told: list[Told] = []
-        self.stop = asyncio.Event()
-        self.settle_by = 0.0
         #: held by a disk-full round: no gateway kill while the disk is full (a start on a full disk is refused)
         self.exclusive = asyncio.Lock()
         self.disk_full = False
@@ -104,14 +89,13 @@ class Run:
         self.messages = 0  # in the platform's ledger at the end
         #: per round: seconds from full to the first refusal, from space back to every kept outcome final
         self.disk_times: list[float] = []
-        self.mix = Envelopes()
 
     # -- the gateway ----------------------------------------------------------------------------------------
 
     async def start_gateway(self) -> None:
         self.gw = await spawn(self.work / "gateway.err", "run", "--config", str(self.cfg))
         for _ in range(600):
-            if await self.sign_in() is not None:
+            if await self.sign_in(0) is not None:
                 return
             if self.gw.returncode is not None:
                 break
@@ -126,86 +110,16 @@ class Run:
             await self.gw.wait()
             await self.start_gateway()
 
-    async def sign_in(self) -> str | None:
-        doc = self.mix.sign_in()
-        try:
-            reply = await request("POST", PATH, json.dumps(doc).encode(), unix_socket=self.sock, time_limit=10)
-            return str(json.loads(reply.body)["output"]["signinoutb"]["sign_no"])
-        except (OSError, TimeoutError, BadUpstreamResponse, ValueError, KeyError, TypeError):
-            return None
-
     # -- cashiers -------------------------------------------------------------------------------------------
 
-    async def post(self, doc: dict[str, Any], deadline: float = DEADLINE) -> tuple[str, dict[str, Any]]:
-        """One attempt: the answer's kind (the gateway's own outcome, or answered/refused) and the body."""
-        try:
-            reply = await request(
-                "POST",
-                PATH,
-                json.dumps(doc, ensure_ascii=False).encode(),
-                unix_socket=self.sock,
-                headers=[("X-Ybgate-Timeout", str(deadline))],
-                time_limit=deadline + 5,
-            )
-            body = json.loads(reply.body)
-        except (OSError, TimeoutError, BadUpstreamResponse, ValueError):
-            return "unreachable", {}  # killed under us: nothing definite was said
-        if body.get("gateway_error"):
-            return str(body["gateway_error"]), body
-        return ("answered" if str(body.get("infcode")) == "0" else "refused"), body
+    async def post(self, doc: dict[str, Any], deadline: float = DEADLINE, desk: int = 0) -> tuple[str, dict[str, Any]]:
+        return await post_at(self.sock, doc, deadline)
 
-    async def ask(
-        self, doc: dict[str, Any], psn_no: str, meanwhile: Any = None, deadline: float = DEADLINE
-    ) -> tuple[Told, dict[str, Any]]:
-        """Ask until something definite is said, the same msgid every time, as the README tells the HIS.
-        `meanwhile(told)`: what the person's other terminal does once, while this one is in doubt."""
-        loop = asyncio.get_running_loop()
-        told = Told(str(doc["msgid"]), str(doc["infno"]), person=psn_no, sent_at=loop.time())
-        self.told.append(told)
-        while True:
-            kind, body = await self.post(doc, deadline)
-            told.heard(kind, body, loop.time())
-            if self.disk_full:
-                self.while_full[kind] += 1
-                if kind == "outcome_unknown":
-                    self.kept.add(told.msgid)
-            if kind not in ASK_AGAIN or (self.stop.is_set() and loop.time() > self.settle_by):
-                return told, body
-            if meanwhile is not None:
-                await meanwhile(told)
-                meanwhile = None
-            await asyncio.sleep(0.3)
-
-    async def cashier(self, n: int) -> None:
-        psn_no = f"4400000000000{n:07d}"
-        settled: dict[str, list[str]] = {"2207": [], "2304": []}
-        sign_no = await self.sign_in() or ""
-
-        async def second_terminal(first: Told) -> None:
-            if first.infno in MONEY_MOVING and self.rng.random() < SECOND_TERMINAL and not self.stop.is_set():
-                doc = self.mix.envelope("2207", psn_no, sign_no)
-                told, body = await self.ask(doc, psn_no, deadline=SECOND_DEADLINE)
-                if told.last == "answered":
-                    settled["2207"].append(str(body["output"]["setlinfo"]["setl_id"]))
-
-        weights = list(MIX.values())
-        while not self.stop.is_set():
-            infno = self.rng.choices(list(MIX), weights)[0]
-            family = CANCELS.get(infno)
-            if family is not None and not settled[family]:
-                infno = family
-            setl_id = settled[family][0] if family is not None and infno not in settled else ""
-            told, body = await self.ask(self.mix.envelope(infno, psn_no, sign_no, setl_id), psn_no, second_terminal)
-            if told.last == "answered" and infno in settled:
-                settled[infno].append(str(body["output"]["setlinfo"]["setl_id"]))
-            elif told.last in BOOKED and family is not None and setl_id in settled[family]:
-                settled[family].remove(setl_id)
-            elif told.last == "refused" and family is not None and "已撤销" in str(body.get("err_msg")):
-                settled[family].remove(setl_id)  # told false before: counted below, not the cashier's concern
-            if told.last == "refused" and "签到" in str(body.get("err_msg")):
-                sign_no = await self.sign_in() or sign_no
-            if told.last == "outbox_unavailable":
-                await asyncio.sleep(0.3)  # "请稍后重试": a HIS tries again a little later, with a new msgid
+    def heard(self, told: Told, kind: str) -> None:
+        if self.disk_full:
+            self.while_full[kind] += 1
+            if kind == "outcome_unknown":
+                self.kept.add(told.msgid)
 
     # -- rounds ---------------------------------------------------------------------------------------------
 

@@ -94,12 +94,16 @@ class Platform:
                 await asyncio.sleep(0.1)
 
 
-def gateway_config(work: Path, state: Path, platform: int, admin: int, reversal_settle: float) -> Path:
+def gateway_config(
+    work: Path, state: Path, platform: int, admin: int, reversal_settle: float, dsn_file: Path | None = None
+) -> Path:
+    """The gateway's config; with `dsn_file`, its outbox in that PostgreSQL database (a node of a pair)."""
     cfg = work / "ybgate.yaml"
+    outbox = f", outbox: {{backend: postgresql, dsn_file: {dsn_file}}}" if dsn_file is not None else ""
     cfg.write_text(
         f"development: true\nstate_dir: {state}\nruntime_dir: {work}/run\n"
         f"admin: {{port: {admin}}}\nlogging: {{level: warning}}\n"
-        f"relay: {{reversal_settle: {reversal_settle}}}\n"
+        f"relay: {{reversal_settle: {reversal_settle}{outbox}}}\n"
         f"upstreams: [{{name: sim, host: 127.0.0.1, port: {platform}, transport: tcp}}]\n"
     )
     return cfg

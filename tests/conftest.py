@@ -34,8 +34,8 @@ from gateway.sim.server import Simulator
 
 T = TypeVar("T")
 
-#: a real PostgreSQL for the outbox's second backend (tests/pg_cluster.py)
-pytest_plugins = ["pg_cluster"]
+#: a real PostgreSQL for the outbox's second backend (tests/pg_fixtures.py)
+pytest_plugins = ["pg_fixtures"]
 
 # -- hypothesis profiles -------------------------------------------------------------------------------
 #

@@ -1,6 +1,7 @@
-"""A pytest plugin (tests/conftest.py loads it): a throwaway PostgreSQL cluster from Debian's package, one for the
-session, with a fresh database for each test that asks for one: initdb and pg_ctl in a temporary directory, listening
-only on a Unix socket there, with password (SCRAM) authentication so that a DSN carries a real secret.
+"""A throwaway PostgreSQL cluster from Debian's package: initdb and pg_ctl in a temporary directory, listening only
+on a Unix socket there, with password (SCRAM) authentication so that a DSN carries a real secret. The suite's
+fixtures (tests/pg_fixtures.py) start one per session; the two-node crash harness (bench/ha.py) starts its own and
+restarts it under load. Plain Python, no pytest: the bench imports it too.
 
 PostgreSQL refuses to run as root: as root (CI) the cluster belongs to the package's `postgres` user and every
 server command runs through runuser; as anyone else it belongs to that user.
@@ -9,17 +10,13 @@ server command runs through runuser; as anyone else it belongs to that user.
 from __future__ import annotations
 
 import glob
-import itertools
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 PASSWORD = "s3cret-pg-Pa55"
 
@@ -52,17 +49,31 @@ class Cluster:
             cmd = ["runuser", "-u", self.owner, "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
+    def _ctl(self, action: str, *options: str) -> None:
+        self.run("pg_ctl", "-D", str(self.root / "data"), *options, "-w", action)
+
     def stop(self) -> None:
-        self.run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+        self._ctl("stop", "-m", "immediate")
 
     def start(self) -> None:
-        self.run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "server.log"), "-w", "start")
+        self._ctl("start", "-l", str(self.root / "server.log"))
+
+    def restart(self) -> None:
+        """What an operator's restart does: sessions are cut, what was committed stays (fast, not immediate)."""
+        self._ctl("restart", "-m", "fast", "-l", str(self.root / "server.log"))
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL as the cluster's superuser over the socket (schema changes a test needs, new databases)."""
         cmd = [str(self.bindir / "psql"), "-h", str(self.root), "-d", dbname, "-U", "ybgate", "-qAtc", sql]
         env = {**os.environ, "PGPASSWORD": PASSWORD}
         return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, timeout=60).stdout
+
+    def dsn_file(self, path: Path, dbname: str) -> Path:
+        """A new database and its DSN in a file (0600, as a secret file is kept)."""
+        self.psql(f"CREATE DATABASE {dbname}")
+        path.write_text(self.dsn(dbname=dbname) + "\n")
+        path.chmod(0o600)
+        return path
 
 
 def create(bins: Path) -> Cluster:
@@ -93,29 +104,3 @@ def destroy(cluster: Cluster) -> None:
         cluster.stop()
     finally:
         shutil.rmtree(cluster.root, ignore_errors=True)
-
-
-_databases = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def pg() -> Iterator[Cluster]:
-    bins = bindir()
-    if bins is None:
-        pytest.skip("PostgreSQL's server is not installed (Debian: apt-get install postgresql)")
-    cluster = create(bins)
-    try:
-        yield cluster
-    finally:
-        destroy(cluster)
-
-
-@pytest.fixture
-def pg_dsn_file(pg: Cluster, tmp_path: Path) -> Path:
-    """A DSN file (0600, as a secret file is kept) for a database of this test's own."""
-    name = f"t{os.getpid()}_{next(_databases)}"
-    pg.psql(f"CREATE DATABASE {name}")
-    path = tmp_path / "outbox.dsn"
-    path.write_text(pg.dsn(dbname=name) + "\n")
-    path.chmod(0o600)
-    return path

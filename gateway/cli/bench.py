@@ -37,6 +37,10 @@ BENCHES: dict[str, list[str]] = {
     # about a minute: cashiers against a gateway SIGKILLed 10 times, a platform 3 times, 4 fault rounds and a
     # disk-full round (as root); every count must be 0
     "crash": ["--kills", "10", "--platform-kills", "3", "--fault-rounds", "4", "--disk-full-rounds", "1"],
+    # about three minutes: two gateways on one PostgreSQL outbox (a cluster of its own), SIGKILLed 50 times in
+    # turn (twice held down past the takeover target), PostgreSQL restarted 3 times; every count must be 0; and
+    # one node's throughput on PostgreSQL against one on SQLite
+    "ha": ["--kills", "50", "--long-downs", "2", "--pg-restarts", "3"],
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -54,7 +58,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
         help="benchmarks against same-run baselines: crypto, tlcp, relay(-tlcp), policy, idle, restart, faults, "
-        "crash, all",
+        "crash, ha, all",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

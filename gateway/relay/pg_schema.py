@@ -57,6 +57,11 @@ async def migrate(conn: Any, where: str) -> None:
                 f"{where}: outbox format {found} was written by a later ybgate (this one reads up to "
                 f"{outbox_format.FORMAT}); run that release again, or restore a backup made by this one"
             )
+        if found == outbox_format.FORMAT and await _has_every_column(conn):
+            # Nothing to change, and no DDL run for nothing: CREATE INDEX and ALTER TABLE lock the table even when
+            # IF NOT EXISTS makes them no-ops, so a node starting would stall, or deadlock with, the other
+            # node's work on it (a restarted node of a pair failed to start, again and again, that way).
+            return
         for statement in DDL:
             await conn.execute(statement)
         for column in schema.COLUMNS:  # tables written before a column existed get it
@@ -65,3 +70,14 @@ async def migrate(conn: Any, where: str) -> None:
             await conn.execute(outbox_format.BACKFILL)
         await conn.execute("DELETE FROM outbox_format")
         await conn.execute("INSERT INTO outbox_format (format) VALUES ($1)", outbox_format.FORMAT)
+
+
+async def _has_every_column(conn: Any) -> bool:
+    """Whether the outbox table has every column this release writes (a read of the catalogue: no table lock)."""
+    names = [c.name for c in schema.COLUMNS]
+    present = await conn.fetchval(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'outbox' AND column_name = ANY($1::text[])",
+        names,
+    )
+    return bool(present == len(names))

@@ -5,18 +5,12 @@ comparison is checked on hand-made ledgers too, so that a 0 means the harness lo
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-import json
-import os
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-
-from gateway.cli.bench import bench_dir
+from benchrun import load_bench, run_bench
 
 COUNTS = (
     "lost",
@@ -30,35 +24,18 @@ COUNTS = (
 
 
 def harness() -> ModuleType:
-    sys.path.insert(0, str(bench_dir()))  # the bench's own `import figures`
-    try:
-        spec = importlib.util.spec_from_file_location("crash_bench", bench_dir() / "crash.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(bench_dir()))
+    return load_bench("crash.py")
 
 
 @pytest.mark.root
 async def test_short_crash_run_counts_nothing_wrong(short_tmp: Path) -> None:
-    out = short_tmp / "crash.json"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(bench_dir() / "crash.py"),
-        *("--kills", "4", "--platform-kills", "2", "--fault-rounds", "2", "--disk-full-rounds", "1"),
-        *("--cashiers", "4", "--json", str(out)),
-        cwd=short_tmp,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=os.environ | {"PYTHONPATH": str(bench_dir().parent)},
+    code, doc, text = await run_bench(
+        "crash.py",
+        ["--kills", "4", "--platform-kills", "2", "--fault-rounds", "2", "--disk-full-rounds", "1", "--cashiers", "4"],
+        short_tmp,
+        240,
     )
-    printed, _ = await asyncio.wait_for(proc.communicate(), 240)
-    text = printed.decode(errors="replace")
-    assert proc.returncode == 0, text
-    doc = json.loads(out.read_text())
+    assert code == 0, text
     figures = {f["figure"]: f["ybgate"] for f in doc["figures"]}
     assert {k: figures[k] for k in COUNTS} == dict.fromkeys(COUNTS, 0), text
     notes = doc["notes"]

@@ -1,0 +1,115 @@
+"""The two-node harness's parts (#26): a gateway node of a pair (`python -m gateway run` with its outbox in the
+shared PostgreSQL database; SIGKILLed and started again on the same state directory), and that database in a
+throwaway cluster (tests/pg_cluster.py: initdb/pg_ctl as a non-root user, a Unix socket only), restarted under
+load as an operator would (`pg_ctl restart -m fast`)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+from crash_cashiers import post_at, sign_no_of
+from crash_mix import Envelopes
+from crash_procs import START_LIMIT, free_port, gateway_config, spawn, stderr_tail
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the suite's throwaway cluster
+import pg_cluster
+
+FINAL = ("answered", "reversed", "failed", "confirmed")
+
+
+class Node:
+    """One gateway of the pair: its own state and runtime directories, its own API socket."""
+
+    def __init__(self, work: Path, name: str, platform: int, reversal_settle: float, dsn_file: Path | None) -> None:
+        self.name = name
+        self.work = work / name
+        (self.work / "run").mkdir(parents=True)
+        self.sock = str(self.work / "run" / "api.sock")
+        self.err = self.work / "gateway.err"
+        self.cfg = gateway_config(self.work, self.work / "state", platform, free_port(), reversal_settle, dsn_file)
+        self.proc: asyncio.subprocess.Process | None = None
+        #: msgids a cashier is asking this node about right now (attempts under way)
+        self.asking: Counter[str] = Counter()
+        self.starts: list[float] = []  # seconds from spawn to the first answer through it
+        #: answering since its last start; `lives` counts its starts, so an attempt can tell whether the node it
+        #: was sent to was killed under it
+        self.ready = False
+        self.lives = 0
+
+    @property
+    def up(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self, mix: Envelopes) -> None:
+        """Spawn and wait until a sign-in through it is answered; a process that exits (its database restarting
+        as it opened the outbox) is spawned again, within START_LIMIT."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while loop.time() < began + START_LIMIT:
+            self.proc = await spawn(self.err, "run", "--config", str(self.cfg))
+            while self.proc.returncode is None and loop.time() < began + START_LIMIT:
+                if sign_no_of(*await post_at(self.sock, mix.sign_in())) is not None:
+                    self.starts.append(round(loop.time() - began, 2))
+                    self.ready = True
+                    self.lives += 1
+                    return
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+        raise SystemExit(f"ha: node {self.name} did not start; its stderr ends:\n{stderr_tail(self.err)}")
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.ready = False
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.up:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            await self.proc.wait()
+
+
+class Database:
+    """The pair's outbox database in a cluster of its own."""
+
+    def __init__(self, work: Path) -> None:
+        bins = pg_cluster.bindir()
+        if bins is None:
+            raise SystemExit("ha: PostgreSQL's server is not installed (Debian: apt-get install postgresql)")
+        self.cluster = pg_cluster.create(bins)
+        self.work = work
+        self.restarts: list[float] = []  # seconds each `pg_ctl restart -m fast` took
+
+    def dsn_file(self, name: str) -> Path:
+        return self.cluster.dsn_file(self.work / f"{name}.dsn", name)
+
+    async def restart(self) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.to_thread(self.cluster.restart)
+        self.restarts.append(round(loop.time() - began, 2))
+
+    async def rows(self, dbname: str, among: set[str] | None = None, unfinished: bool = False) -> dict[str, str]:
+        """msgid -> state in the outbox (only `among`, only rows not final), waiting out a restart (bounded)."""
+        where = [f"state NOT IN ({', '.join(repr(s) for s in FINAL)})"] if unfinished else []
+        if among is not None:
+            if not among:
+                return {}
+            where.append(f"msgid IN ({', '.join(repr(m) for m in sorted(among))})")
+        sql = "SELECT msgid, state FROM outbox" + (f" WHERE {' AND '.join(where)}" if where else "")
+        for _ in range(100):
+            try:
+                out = await asyncio.to_thread(self.cluster.psql, sql, dbname)
+            except Exception:  # noqa: BLE001 - the server restarting: psql exits non-zero
+                await asyncio.sleep(0.2)
+                continue
+            return dict(line.split("|", 1) for line in out.splitlines() if line)
+        raise SystemExit("ha: the outbox database did not answer")
+
+    def destroy(self) -> None:
+        pg_cluster.destroy(self.cluster)

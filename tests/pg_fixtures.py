@@ -1,0 +1,32 @@
+"""A pytest plugin (tests/conftest.py loads it): a throwaway PostgreSQL cluster (tests/pg_cluster.py) for the
+session, with a fresh database for each test that asks for one."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pg_cluster import Cluster, bindir, create, destroy
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Cluster]:
+    bins = bindir()
+    if bins is None:
+        pytest.skip("PostgreSQL's server is not installed (Debian: apt-get install postgresql)")
+    cluster = create(bins)
+    try:
+        yield cluster
+    finally:
+        destroy(cluster)
+
+
+@pytest.fixture
+def pg_dsn_file(pg: Cluster, tmp_path: Path) -> Path:
+    """A DSN file (0600, as a secret file is kept) for a database of this test's own."""
+    return pg.dsn_file(tmp_path / "outbox.dsn", f"t{os.getpid()}_{next(_databases)}")
