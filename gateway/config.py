@@ -182,6 +182,11 @@ class OutboxStore(_Strict):
 
     backend: Literal["sqlite", "postgresql"] = "sqlite"
     dsn_file: Path | None = None
+    #: this gateway's name among the pair (the host's name by default); each start owns its rows under it
+    node: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] | None = None
+    #: seconds a gateway's lease on its unfinished rows lasts without renewal (renewed every third of it): after
+    #: that the other gateway claims and settles them
+    lease: Annotated[float, Field(ge=1.5, le=60)] = 5.0
 
     @model_validator(mode="after")
     def _dsn_for_postgresql(self) -> OutboxStore:

@@ -4,7 +4,11 @@ request is taken; on stop it finishes what is in flight within the deadline."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
+
+import structlog
 
 from gateway.app.assembly import session_operator
 from gateway.app.parts import Common
@@ -16,8 +20,11 @@ from gateway.relay.durable import DurableRelay, Sender
 from gateway.relay.forwarder import Forwarder
 from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.pg_outbox import PgOutbox
+from gateway.relay.repository import OutboxUnavailable
 from gateway.relay.rules import rule_for
 from gateway.relay.session import SignInSession
+
+log = structlog.get_logger("gateway.daemon")
 
 
 class RelayPart:
@@ -66,12 +73,29 @@ class RelayPart:
             msgids=msgids,
             shared_poll=0.05 if cfg.relay.outbox.backend == "postgresql" else None,
         )
+        #: on a shared database, how often to look for rows of a gateway whose lease lapsed
+        self.takeover_every = cfg.relay.outbox.lease / 2 if cfg.relay.outbox.backend == "postgresql" else None
+        self._takeover: asyncio.Task[None] | None = None
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
         self.events.emit(kind, detail, source="relay")
 
     async def start(self) -> None:
         await self.relay.recover()
+        if self.takeover_every is not None:
+            self._takeover = asyncio.create_task(self._take_over(self.takeover_every), name="outbox-takeover")
+
+    async def _take_over(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.relay.takeover()
+            except OutboxUnavailable as exc:  # the outbox logs and counts it; the next round tries again
+                log.warning("outbox_takeover_deferred", error=exc.message)
 
     async def stop(self) -> None:
+        if self._takeover is not None:
+            self._takeover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._takeover
         await self.relay.stop(grace=self.deadline.left(0.5))

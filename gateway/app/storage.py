@@ -41,6 +41,8 @@ class Storage:
             dsn_file=cfg.relay.outbox.dsn_file,
             synchronous=cfg.relay.outbox_synchronous,
             digest=sm3,
+            node=cfg.relay.outbox.node,
+            lease=cfg.relay.outbox.lease,
         )
         self.audit: AuditLog | None = None
 

@@ -19,11 +19,13 @@ def outbox_for(
     dsn_file: Path | None,
     synchronous: str,
     digest: Callable[[bytes], bytes],
+    node: str | None = None,
+    lease: float = 5.0,
 ) -> SqliteOutbox | PgOutbox:
     if backend == "postgresql":
         if dsn_file is None:
             raise ValueError("the postgresql outbox needs a DSN file")
-        return PgOutbox(dsn_file, digest=digest)
+        return PgOutbox(dsn_file, digest=digest, node=node, lease=lease)
     return SqliteOutbox(state_dir / "outbox.db", digest=digest, synchronous=synchronous)
 
 

@@ -26,15 +26,16 @@ import structlog
 from gateway.backoff import backoff
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.platform.catalogue import Catalogue, TxInfo
-from gateway.platform.envelope import RequestEnvelope, decode_request
+from gateway.platform.envelope import RequestEnvelope
 from gateway.platform.msgids import MsgidMaker
 from gateway.relay import settleclock
 from gateway.relay.answer import RelayAnswer
 from gateway.relay.forwarder import AmbiguousOutcome
 from gateway.relay.outcomes import NothingToResolve, OutcomeUnknown, told
+from gateway.relay.recovery import settle_left
 from gateway.relay.repository import NotInDoubt, Outbox, OutboxUnavailable
-from gateway.relay.resolution import NO_ANSWER, Resolver
-from gateway.relay.rules import Plan, plan_for, rule_for
+from gateway.relay.resolution import Resolver
+from gateway.relay.rules import rule_for
 from gateway.relay.schema import Row
 from gateway.relay.shared import until_settled
 from gateway.relay.states import Reason, State
@@ -42,7 +43,7 @@ from gateway.relay.timing import RelayTiming
 
 log = structlog.get_logger("gateway.relay")
 
-RESTARTED_FIRST = "not sent: the gateway restarted first"
+LEASE_LAPSED = "this gateway's lease on the shared outbox lapsed (database unreachable): not sent from here"
 #: pauses between tries to store an outcome the outbox refused (disk full, read-only), seconds
 STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.5, 5.0
 
@@ -79,14 +80,7 @@ class DurableRelay:
         #: outcomes the outbox could not store yet, each retried by a task of its own until it can
         self._unstored: dict[str, asyncio.Task[Row | None]] = {}
         self._msgids = msgids or MsgidMaker()
-        self.resolver = Resolver(
-            outbox,
-            sender,
-            catalogue,
-            self._msgids,
-            self.timing,
-            on_event=self.on_event,
-        )
+        self.resolver = Resolver(outbox, sender, catalogue, self._msgids, self.timing, on_event=self.on_event)
         self._stopping = False
 
     # -- the HIS-facing entry -------------------------------------------------------------------------------
@@ -228,6 +222,8 @@ class DurableRelay:
                 await self._store(msgid, State.SENDING, attempts=attempt, instead=State.FAILED)
             claimed = False
             try:
+                if not self.outbox.may_send:
+                    raise UpstreamError(LEASE_LAPSED)
                 answer = await self.sender.submit(envelope, self._attempt_deadline(info, deadline))
             except (AmbiguousOutcome, UpstreamTimeout) as exc:
                 row = await self._store(
@@ -378,43 +374,18 @@ class DurableRelay:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def recover(self) -> dict[str, int]:
-        """Settle what a previous run left unfinished, before new work: ACCEPTED was never sent (failed);
-        SENDING may have left (in doubt); in-doubt work is resolved by its class rule."""
-        counts = {"not_sent": 0, "in_doubt": 0, "reversing": 0, "checking": 0}
-        unfinished = await self.outbox.unfinished()
-        # 冲正s cut short first, before any resolution starts: a fresh 2601 for their original settles them
-        # too (Reversals.close_lost), and a row read before that would then be moved a second time.
-        plans = {row.msgid: plan_for(self.resolver.info_of(row)) for row in unfinished}
-        for row in unfinished:
-            if plans[row.msgid] is not Plan.BY_ORIGINAL:
-                continue
-            if row.state is State.ACCEPTED:
-                await self.outbox.move(row.msgid, State.FAILED, outcome=RESTARTED_FIRST, reason=Reason.NOT_SENT)
-            elif row.state is State.SENDING:
-                await self.outbox.move(row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send")
-        for found in unfinished:
-            row = found
-            plan = plans[row.msgid]
-            if plan is Plan.BY_ORIGINAL:
-                continue
-            if row.state is State.ACCEPTED:
-                await self.outbox.move(row.msgid, State.FAILED, outcome=RESTARTED_FIRST, reason=Reason.NOT_SENT)
-                counts["not_sent"] += 1
-                continue
-            if row.state is State.SENDING:
-                row = await self.outbox.move(
-                    row.msgid, State.IN_DOUBT, outcome="the gateway restarted mid-send", doubt_clock=settleclock.stamp()
-                )
-            if plan is Plan.ASK_AGAIN:
-                await self.outbox.move(
-                    row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: the gateway restarted", reason=Reason.NO_ANSWER
-                )
-                continue
-            await self.resolver.settle(row, decode_request(row.request), self.resolver.info_of(row))
-            counts[{Plan.REVERSE: "reversing", Plan.CHECK: "checking", Plan.OPS: "in_doubt"}[plan]] += 1
-        await self.resolver.reversals.settle_orphans()
+        """Settle what a previous run left unfinished (recovery.settle_left), before any new work."""
+        counts = await settle_left(self.outbox, self.resolver, await self.outbox.unfinished(), "the gateway restarted")
         if any(counts.values()):
             log.warning("recovered", **counts)
+        return counts
+
+    async def takeover(self) -> dict[str, int]:
+        """Claim and settle, by the same rules, the rows of a gateway of the pair whose lease lapsed."""
+        if not (orphans := await self.outbox.orphans()):
+            return {}
+        counts = await settle_left(self.outbox, self.resolver, orphans, "the gateway that owned it stopped")
+        log.warning("outbox_takeover", msgids=[r.msgid for r in orphans][:20], **counts)
         return counts
 
     async def stop(self, grace: float = 5.0) -> None:

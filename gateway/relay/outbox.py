@@ -126,6 +126,13 @@ class SqliteOutbox:
         return self.engine.write_failures
 
     @property
+    def may_send(self) -> bool:
+        return True  # one gateway per file: nobody else can have claimed its rows
+
+    async def orphans(self) -> list[Row]:
+        return []
+
+    @property
     def checkpoints(self) -> int:
         return self.engine.checkpoints
 

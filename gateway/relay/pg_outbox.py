@@ -6,6 +6,11 @@ whatever the server's default, so a call returns only once what it wrote is dura
 raises inside its transaction, which rolls back: nothing is written. The msgid is the table's primary key, so
 an INSERT of a msgid another transaction is writing waits for that one to commit and then finds its row.
 
+Two gateways (a pair of 前置机) share one database. Each unfinished row is owned by the gateway that accepted or
+claimed it (`owner`, this start's node id) under that gateway's lease (pg_lease.py). A row whose owner holds no live
+lease is an orphan the other gateway claims (UPDATE … FOR UPDATE SKIP LOCKED) and settles by the class rules; a
+gateway sends only while its lease surely holds, and its move into sending is fenced by ownership.
+
 The DSN (a postgresql:// URI, with the password) is read from a secret file when the outbox starts. It is never
 logged and never put into an exception: a database that cannot be reached or refuses the login is reported by
 the kind of failure only (OutboxUnavailable), with the file's name to look at.
@@ -24,13 +29,16 @@ import structlog
 
 from gateway.platform.catalogue import TxClass
 from gateway.relay import pg_schema
+from gateway.relay.pg_lease import Lease
 from gateway.relay.pg_sql import (
     ACCEPT_INSERT,
     BY_SEQ,
+    CLAIM,
     FINALS,
     MARKS,
     SELECT,
     UNFINISHED_REVERSALS,
+    fenced_move_sql,
     move_sql,
     person_sql,
     sources,
@@ -108,8 +116,12 @@ class PgOutbox:
         pool_size: int = 8,
         connect_timeout: float = 5.0,
         on_final: Callable[[list[Row]], None] | None = None,
+        node: str | None = None,
+        lease: float = 5.0,
     ) -> None:
         self.dsn_file = dsn_file
+        self.lease = Lease(node, lease, self._tx)
+        self.node = self.lease.node
         self.digest = digest
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
@@ -142,11 +154,32 @@ class PgOutbox:
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             await pg_schema.migrate(conn, f"the database of {self.dsn_file}")
+        await self.lease.start()
 
     async def stop(self) -> None:
         if self._pool is not None:
+            await self.lease.stop()
             await self._pool.close()
             self._pool = None
+
+    # -- the lease -------------------------------------------------------------------------------------------
+
+    @property
+    def may_send(self) -> bool:
+        """Whether this gateway's lease surely still holds: it sends nothing for a row otherwise, since the other
+        gateway may have claimed it."""
+        return self.lease.holds
+
+    async def orphans(self) -> list[Row]:
+        """Unfinished rows whose gateway holds no live lease, now claimed by this one (oldest first)."""
+        return await self._claim(own=False)
+
+    async def _claim(self, *, own: bool) -> list[Row]:
+        async def op(conn: Any) -> list[Row]:
+            return [row_from(tuple(r)) for r in await conn.fetch(CLAIM, self.node, own)]
+
+        rows = await self._tx(op)
+        return sorted(rows, key=lambda r: r.created)
 
     async def _tx(self, op: Callable[[Any], Awaitable[T]], *, write: bool = True) -> T:
         if self._pool is None:
@@ -187,6 +220,9 @@ class PgOutbox:
                 if original is None or original.state is not State.IN_DOUBT:
                     state = original.state.value if original else "gone"
                     raise reversal_not_stored(only_while_in_doubt, state)
+                owner = await conn.fetchval("SELECT owner FROM outbox WHERE msgid = $1", only_while_in_doubt)
+                if owner != self.node:  # claimed by the other gateway after this one's lease lapsed: its to settle
+                    raise reversal_not_stored(only_while_in_doubt, f"claimed by {owner}")
             blockers: tuple[str, ...] = ()
             if ordered:
                 await conn.execute(
@@ -201,7 +237,7 @@ class PgOutbox:
             claim, attempts = (State.SENDING, 1) if send and not blockers else (State.ACCEPTED, 0)
             now = time.time()
             values: tuple[Any, ...] = (msgid, infno, tx_class.value, psn_no, claim.value, attempts, now, now)
-            values += (deadline, None, digest, body, None, None, client, None, None)
+            values += (deadline, None, digest, body, None, None, client, None, None, self.node)
             inserted = await conn.fetchrow(ACCEPT_INSERT, *values)
             if inserted is not None:
                 return Accepted(row_from(tuple(inserted)), new=True, blockers=blockers)
@@ -215,15 +251,22 @@ class PgOutbox:
 
     async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
         values = change_values(to, fields)
-        sql = move_sql(to, tuple(values))
+        # A move into sending is the step before a send: only by the row's owner (see the module's doc).
+        fenced = to is State.SENDING
+        sql = (fenced_move_sql if fenced else move_sql)(to, tuple(values))
+        params: tuple[Any, ...] = (to.value, time.time(), *values.values(), msgid, list(sources(to)))
+        if fenced:
+            params += (self.node,)
 
         async def op(conn: Any) -> Row:
-            new = await conn.fetchrow(sql, to.value, time.time(), *values.values(), msgid, list(sources(to)))
+            new = await conn.fetchrow(sql, *params)
             if new is not None:
                 return row_from(tuple(new))
             row = await _select(conn, msgid)
             if row is None:
                 raise KeyError(msgid)
+            if fenced and row.state.value in sources(to):
+                raise IllegalMove(f"{msgid}: claimed by the other gateway of the pair; not sent from here")
             raise IllegalMove(f"{msgid}: {row.state.value} -> {to.value}")
 
         row = await self._tx(op)
@@ -268,7 +311,9 @@ class PgOutbox:
         return await self._rows(f"SELECT {ALL} FROM outbox WHERE client = $1 {BY_SEQ}", reversal_client(msgid))  # noqa: S608
 
     async def unfinished(self) -> list[Row]:
-        return await self._rows(f"SELECT {ALL} FROM outbox WHERE state IN ({MARKS}) ORDER BY created")  # noqa: S608
+        """The unfinished rows this gateway is to settle, claimed: its own, and the orphans of gateways without a
+        live lease — never those of the other gateway while it runs."""
+        return await self._claim(own=True)
 
     async def in_doubt_for(self, psn_no: str, *, before: str) -> list[Row]:
         classes = sorted(c.value for c in ordered_classes())

@@ -30,7 +30,11 @@ def pg_sql(sql: str) -> str:
     return sql
 
 
-_DEFINITIONS = ",\n    ".join(f"{c.name} {pg_sql(c.sql)}" for c in schema.COLUMNS)
+#: columns of the shared database only: which gateway of the pair owns an unfinished row (its node's incarnation,
+#: see outbox_node); SQLite's file has one gateway, so it has no such column
+PG_COLUMNS: tuple[schema.Column, ...] = (schema.Column("owner", "TEXT", shown=False),)
+_COLUMNS = (*schema.COLUMNS, *PG_COLUMNS)
+_DEFINITIONS = ",\n    ".join(f"{c.name} {pg_sql(c.sql)}" for c in _COLUMNS)
 _UNFINISHED = ", ".join(f"'{s.value}'" for s in UNFINISHED)
 DDL = (
     f"CREATE TABLE IF NOT EXISTS outbox (\n    {_DEFINITIONS},\n    seq BIGSERIAL NOT NULL\n)",
@@ -43,6 +47,9 @@ DDL = (
     # work and the claim of the first attempt are one decision across connections and gateways
     "CREATE TABLE IF NOT EXISTS outbox_person_lock (psn_no TEXT PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS outbox_format (format INTEGER NOT NULL)",
+    # each running gateway's lease, in the database's clock (seconds since the epoch): a row whose owner has no
+    # live lease here is an orphan any other gateway may claim and settle
+    "CREATE TABLE IF NOT EXISTS outbox_node (node TEXT PRIMARY KEY, lease_until DOUBLE PRECISION NOT NULL)",
 )
 
 
@@ -64,7 +71,7 @@ async def migrate(conn: Any, where: str) -> None:
             return
         for statement in DDL:
             await conn.execute(statement)
-        for column in schema.COLUMNS:  # tables written before a column existed get it
+        for column in _COLUMNS:  # tables written before a column existed get it
             await conn.execute(f"ALTER TABLE outbox ADD COLUMN IF NOT EXISTS {column.name} {pg_sql(column.sql)}")
         if found is not None and found < 2:
             await conn.execute(outbox_format.BACKFILL)
@@ -73,8 +80,11 @@ async def migrate(conn: Any, where: str) -> None:
 
 
 async def _has_every_column(conn: Any) -> bool:
-    """Whether the outbox table has every column this release writes (a read of the catalogue: no table lock)."""
-    names = [c.name for c in schema.COLUMNS]
+    """Whether the outbox table has every column and table this release writes (a read of the catalogue: no table
+    lock)."""
+    if not await conn.fetchval("SELECT to_regclass('outbox_node') IS NOT NULL"):
+        return False
+    names = [c.name for c in _COLUMNS]
     present = await conn.fetchval(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
         "AND table_name = 'outbox' AND column_name = ANY($1::text[])",

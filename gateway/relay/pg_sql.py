@@ -15,9 +15,25 @@ FINALS = tuple(s.value for s in State if s.final)
 BY_SEQ = "ORDER BY seq"
 
 SELECT = f"SELECT {ALL} FROM outbox WHERE msgid = $1"  # noqa: S608
+#: the row's columns, then its owner (the accepting gateway)
 ACCEPT_INSERT = (
-    f"INSERT INTO outbox ({ALL}) VALUES ({', '.join(f'${i + 1}' for i in range(len(NAMES)))}) "  # noqa: S608
+    f"INSERT INTO outbox ({ALL}, owner) VALUES ({', '.join(f'${i + 1}' for i in range(len(NAMES) + 1))}) "  # noqa: S608
     f"ON CONFLICT (msgid) DO NOTHING RETURNING {ALL}"
+)
+#: the database's clock, in seconds since the epoch: every lease is stamped and compared in it, never a node's
+DB_NOW = "extract(epoch from clock_timestamp())"
+RENEW = (
+    f"INSERT INTO outbox_node (node, lease_until) VALUES ($1, {DB_NOW} + $2) "  # noqa: S608
+    "ON CONFLICT (node) DO UPDATE SET lease_until = EXCLUDED.lease_until"
+)
+#: unfinished rows claimed by $1: its own when $2, and those whose owner holds no live lease (a gateway that died
+#: or stopped; or none, rows written before owners). SKIP LOCKED: a row another gateway is claiming or moving
+#: right now is not waited for, it is not an orphan.
+CLAIM = (
+    f"UPDATE outbox SET owner = $1 WHERE msgid IN (SELECT msgid FROM outbox WHERE state IN ({MARKS}) "  # noqa: S608
+    "AND ((owner = $1 AND $2) OR owner IS NULL OR (owner <> $1 AND owner NOT IN "
+    f"(SELECT node FROM outbox_node WHERE lease_until > {DB_NOW}))) FOR UPDATE SKIP LOCKED) "
+    f"RETURNING {ALL}"
 )
 UNFINISHED_REVERSALS = f"SELECT msgid FROM outbox WHERE client = $1 AND state IN ({MARKS}) {BY_SEQ}"  # noqa: S608
 
@@ -35,6 +51,14 @@ def move_sql(to: State, fields: tuple[str, ...]) -> str:
     sets = ", ".join(f"{k} = ${i + 1}" for i, k in enumerate(("state", "updated", *fields)))
     n = len(fields) + 2
     return f"UPDATE outbox SET {sets} WHERE msgid = ${n + 1} AND state = ANY(${n + 2}::text[]) RETURNING {ALL}"  # noqa: S608
+
+
+@functools.cache
+def fenced_move_sql(to: State, fields: tuple[str, ...]) -> str:
+    """move_sql's UPDATE, only while the row is owned by the gateway in the parameter after the sources: a move
+    into sending by a gateway whose row was claimed by the other one (its lease lapsed) changes nothing."""
+    n = len(fields) + 2
+    return move_sql(to, fields).replace(" RETURNING ", f" AND owner = ${n + 3} RETURNING ", 1)
 
 
 @functools.cache

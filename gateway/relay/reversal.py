@@ -169,10 +169,11 @@ class Reversals:
             await self.steps.outbox.move(lost.msgid, to, **moved)
             log.info("lost_reversal_settled", msgid=lost.msgid, original=original.msgid, state=to.value)
 
-    async def settle_orphans(self) -> None:
-        """At start: 2601s left unfinished whose original is already final (their answer was lost, then a later
-        2601 settled the original; or they were cut short) are settled by the original's outcome."""
-        for row in await self.steps.outbox.unfinished():
+    async def settle_orphans(self, left: list[Row]) -> None:
+        """Of the rows a previous run (or the other gateway) `left` unfinished: 2601s whose original is already
+        final (their answer was lost, then a later 2601 settled the original; or they were cut short) are settled
+        by the original's outcome."""
+        for row in left:
             if plan_for(self.steps.info_of(row)) is not Plan.BY_ORIGINAL:
                 continue
             if not (row.client or "").startswith(reversal_client("")):
