@@ -13,6 +13,7 @@ Files are audit-NNNNNN.jsonl in one directory; a new file starts when the curren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -34,6 +35,10 @@ log = structlog.get_logger("gateway.audit")
 
 #: seconds before the newest audited outcome from which catch-up compares the outbox with the chain
 CATCH_UP_MARGIN = 5.0
+#: pauses between tries to write a batch the disk refused, seconds
+RETRY_FIRST, RETRY_MAX = 0.1, 5.0
+#: how long a stop waits for a refused batch to be written
+CLOSE_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,8 @@ class AuditLog:
         self._flushing: asyncio.Task[None] | None = None
         self._writer = BlockingWorker("audit-fsync")
         self.entries = 0
+        #: batches the disk refused (full, read-only, I/O error); each is kept and written again
+        self.write_failures = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -175,9 +182,22 @@ class AuditLog:
     async def close(self) -> None:
         if self._since_checkpoint and self._file is not None:
             self.checkpoint()  # a clean stop leaves no unsigned span
-        await self.drain()
+        try:
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self.drain()
+        except TimeoutError:  # a disk that keeps refusing: one last try below, then the catch-up's turn
+            if self._flushing is not None:
+                self._flushing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flushing
         if self._pending:
-            await self._flush()
+            try:
+                await self._flush()
+            except OSError as exc:
+                # The next start's catch-up audits these outcomes again from the outbox (catch_up_since).
+                log.error(  # noqa: TRY400 - the errno says it; a traceback adds nothing
+                    "audit_unwritten_at_stop", error=exc.strerror, pending=len(self._pending)
+                )
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -274,17 +294,39 @@ class AuditLog:
             self._since_checkpoint += 1
 
     async def _flush_loop(self) -> None:
+        """Write what is pending until nothing is. A batch the disk refuses stays first in line and is tried
+        again (backing off up to RETRY_MAX): the chain is sealed in memory, so a gap would break it for good."""
+        pause = RETRY_FIRST
         try:
             while self._pending:
-                await self._flush()
+                try:
+                    await self._flush()
+                except OSError as exc:
+                    self.write_failures += 1
+                    if pause == RETRY_FIRST:  # once per episode
+                        log.error(  # noqa: TRY400 - the errno says it; a traceback adds nothing
+                            "audit_write_failed", error=exc.strerror, errno=exc.errno, pending=len(self._pending)
+                        )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, RETRY_MAX)
+                    continue
+                if pause != RETRY_FIRST:
+                    log.info("audit_write_resumed", failures=self.write_failures)
+                pause = RETRY_FIRST
         finally:
             self._flushing = None
 
     async def _flush(self) -> None:
-        data, self._pending = b"".join(self._pending), []
-        await self._writer.run(lambda: self._write(data))
+        batch = self._pending
+        self._pending = []
+        try:
+            await self._writer.run(lambda: self._write(b"".join(batch)))
+        except BaseException:
+            self._pending[:0] = batch  # first in line again, before what was recorded meanwhile
+            raise
 
     def _write(self, data: bytes) -> None:
+        """Append `data` and fsync, whole or not at all: a write the disk cuts short is cut back off the file."""
         assert self._file is not None and self._path is not None
         if self._file.tell() + len(data) > self.rotate_bytes and self._file.tell() > 0:
             os.fsync(self._file.fileno())
@@ -292,5 +334,14 @@ class AuditLog:
             number = int(self._path.stem.split("-")[1]) + 1
             self._open_file(self._path.with_name(f"audit-{number:06d}.jsonl"))
             log.info("audit_rotated", file=str(self._path))
-        self._file.write(data)
-        os.fsync(self._file.fileno())
+        fd = self._file.fileno()
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:  # an unbuffered write may take only part of it when the disk is nearly full
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise

@@ -6,16 +6,14 @@ The state directory is a real tmpfs of a few MiB the test mounts (root), filled 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from diskfull import fill, small_tmpfs
 
 from gateway.app.daemon import Daemon
 from gateway.app.demo import demo_config
@@ -34,13 +32,8 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture
 def small_disk(short_tmp: Path) -> Iterator[Path]:
-    where = short_tmp / "st"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0750", "tmpfs", str(where)], check=True, timeout=15)
-    try:
+    with small_tmpfs(short_tmp / "st", "4m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, timeout=15)
 
 
 @pytest_asyncio.fixture
@@ -51,25 +44,6 @@ async def gateway_on_small_disk(sim: Simulator, small_disk: Path) -> AsyncIterat
     await daemon.start()
     yield Gateway(daemon, config, sim)
     await daemon.stop(grace=1.0)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of the disk; the file to delete to give them back."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (65536, 4096, 1):  # until even one more byte does not fit
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * size)
-    finally:
-        os.close(fd)
-    probe = disk / "probe"
-    with pytest.raises(OSError) as full:
-        probe.write_bytes(b"\0" * 4096)
-    assert full.value.errno == errno.ENOSPC
-    probe.unlink(missing_ok=True)
-    return filler
 
 
 async def test_a_full_disk_while_the_settlement_is_out_is_outcome_unknown(
