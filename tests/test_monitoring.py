@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from gateway.health.host import HostSampler
-from gateway.health.metrics import Metrics
+from gateway.health.lastexit import LastExit
+from gateway.health.metrics import AuditFigures, Metrics
 
 MONITORING = Path(__file__).parent.parent / "monitoring"
 RULES = MONITORING / "alerts.yml"
@@ -87,6 +88,8 @@ def exported_names(tmp_path: Path) -> set[str]:
     metrics.add_host(HostSampler(tmp_path))
     metrics.add_pool(_Pool())
     metrics.add_outbox_writes(lambda: 0)
+    metrics.add_audit(lambda: AuditFigures(chain_ok=True, checked_at=1.0, write_failures=0))
+    metrics.add_previous_exit(LastExit("watchdog", "killed", "ABRT"))
     suffixes = {
         "counter": ("_total",),
         "histogram": ("_bucket", "_sum", "_count"),

@@ -28,6 +28,7 @@ from gateway.app.policy import FirewallDrift, PolicyPart
 from gateway.app.recon import ReconPart
 from gateway.app.relay import RelayPart
 from gateway.app.rotation import rotate
+from gateway.app.status import status_document
 from gateway.app.storage import Storage
 from gateway.app.upstreams import Upstreams
 from gateway.audit.log import AuditLog
@@ -36,6 +37,7 @@ from gateway.config_marks import keep_running
 from gateway.errors import ConfigError, GatewayError, RequestError
 from gateway.health.checks import HealthChecks
 from gateway.health.host import HostSampler
+from gateway.health.lastexit import read_last_exit
 from gateway.health.metrics import Metrics
 from gateway.health.mqtt import HealthPublisher
 from gateway.health.recent import Recent
@@ -126,6 +128,7 @@ class Daemon:
             self.transport = metered_transport(cfg, metrics, self._handshake_done)
         self.host = HostSampler(cfg.state_dir)
         metrics.add_host(self.host)
+        metrics.add_previous_exit(read_last_exit(cfg.state_dir))
         if cfg.mqtt.enabled:
             # Settings (and the secret file) are read before anything listens: a bad one stops the start.
             self.mqtt = HealthPublisher(mqtt_settings(cfg), self.health_document, metrics)
@@ -134,7 +137,7 @@ class Daemon:
         metrics.add_pool(self.upstreams.pool)
         codecs = profile_codecs(cfg)
         self.storage = storage = await parts.start(Storage(cfg, self.mqtt))
-        metrics.add_outbox_writes(lambda: storage.outbox.write_failures)
+        storage.export(metrics)
         # One minter for every message the gateway sends itself, its position kept across restarts.
         try:
             self.msgids = MsgidMaker(high_water=cfg.state_dir / "msgid.seq")
@@ -171,10 +174,8 @@ class Daemon:
             deadline=self.deadline,
         )
         self.his = await parts.start(his)
-        prune = storage.prune_forever
-        await parts.start(
-            TaskPart("outbox-prune", lambda: prune(lambda: self.config.relay.retention_days), self.deadline)
-        )
+        for task in storage.housekeeping(lambda: self.config.relay.retention_days, self.deadline):
+            await parts.start(task)
         identity = cfg.identity
         self.checks = checks = HealthChecks(
             metrics,
@@ -243,36 +244,21 @@ class Daemon:
         return self.his.tcp_addresses if self.his is not None else []
 
     def status(self) -> dict[str, Any]:
-        link = self.link.state if self.link is not None else None
-        snapshots = self.upstreams.snapshot() if self.upstreams is not None else [{} for _ in self.config.upstreams]
-        return {
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "in_flight": self.his.http.in_flight if self.his else 0,
-            "api_socket": str(self.config.api_socket),
-            "link": None if link is None else {"interface": link.interface, "up": link.up, "routes": link.routes},
-            "upstreams": [
-                {"name": u.name, "role": u.role, "address": f"{u.host}:{u.port}", "transport": u.transport}
-                | {k: v for k, v in snap.items() if k not in ("name", "role")}
-                | {"route": self._route(u.host)}
-                for u, snap in zip(self.config.upstreams, snapshots, strict=True)
-            ],
-            "recent": self.recent.snapshot(),
-            "policy": None
-            if self.gate.policy is None
-            else {"version": self.gate.policy.version, "files": list(self.gate.policy.files)},
-        } | (self.checks.status() if self.checks is not None else {})
+        return status_document(
+            self.config,
+            started_at=self.started_at,
+            link_watch=self.link,
+            upstreams=self.upstreams,
+            his=self.his,
+            recent=self.recent,
+            gate=self.gate,
+            checks=self.checks,
+        )
 
     def _handshake_done(self, upstream: str, resumed: bool) -> None:
         # the pool shows session reuse per upstream; it exists from the upstreams part on, before any handshake
         if self.upstreams is not None:
             self.upstreams.pool.handshake(upstream, resumed)
-
-    def _route(self, host: str) -> dict[str, Any] | None:
-        """The interface the route to an upstream leaves by, and the one it should (None: no link watched)."""
-        if self.link is None or self.link.state is None:
-            return None
-        return {"via": self.link.state.routes.get(host), "interface": self.link.state.interface}
 
     def health_document(self) -> dict[str, Any]:
         doc = self.status()

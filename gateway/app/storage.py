@@ -10,10 +10,13 @@ from collections.abc import Callable
 
 import structlog
 
+from gateway.app.parts import Deadline, TaskPart
 from gateway.audit.anchor import AnchorFile, AnchorSink
 from gateway.audit.log import AuditLog, Outcome
+from gateway.audit.tailcheck import TailCheck
 from gateway.config import Config
 from gateway.crypto import Certificate, sm3
+from gateway.health.metrics import AuditFigures, Metrics
 from gateway.health.mqtt import HealthPublisher
 from gateway.identity import LoadedIdentity, load_identity
 from gateway.relay.backends import outbox_for
@@ -21,6 +24,9 @@ from gateway.relay.outbox import Row, SqliteOutbox
 from gateway.relay.pg_outbox import PgOutbox
 
 log = structlog.get_logger("gateway.daemon")
+
+#: seconds between the running gateway's checks of what it appended to its audit chain
+AUDIT_CHECK_EVERY = 60.0
 
 
 class Storage:
@@ -45,6 +51,7 @@ class Storage:
             lease=cfg.relay.outbox.lease,
         )
         self.audit: AuditLog | None = None
+        self.audit_check: TailCheck | None = None
 
     async def start(self) -> None:
         await self.outbox.start()
@@ -87,6 +94,7 @@ class Storage:
             log.warning("audit_catch_up", entries=len(missing))
             audit.record(_outcome(r) for r in missing)
         self.outbox.on_final = lambda rows: audit.record(_outcome(r) for r in rows)
+        self.audit_check = TailCheck(cfg.audit_dir)
 
     def prepare_identity(self, ident: LoadedIdentity) -> Callable[[], None]:
         """Certificate rotation: the audit log records the hand-over and signs with the new key from then on."""
@@ -108,6 +116,39 @@ class Storage:
         await self.outbox.stop()
         if self.audit is not None:
             await self.audit.close()
+
+    def export(self, metrics: Metrics) -> None:
+        metrics.add_outbox_writes(lambda: self.outbox.write_failures)
+        metrics.add_audit(self.audit_figures)
+
+    def housekeeping(self, retention_days: Callable[[], int], deadline: Deadline) -> list[TaskPart]:
+        """The background loops of this part: the hourly prune and, with an audit log, its chain's self-check."""
+        tasks = [TaskPart("outbox-prune", lambda: self.prune_forever(retention_days), deadline)]
+        if self.audit is not None:
+            tasks.append(TaskPart("audit-check", self.check_audit_forever, deadline))
+        return tasks
+
+    def audit_figures(self) -> AuditFigures | None:
+        if self.audit is None or self.audit_check is None:
+            return None
+        check = self.audit_check
+        return AuditFigures(check.ok, check.checked_at, self.audit.write_failures)
+
+    async def check_audit(self) -> bool:
+        """One round of the audit chain's self-check (TailCheck); logs a break the round it is found."""
+        check = self.audit_check
+        if check is None:
+            return True
+        was_ok = check.ok
+        ok = await asyncio.to_thread(check.run)
+        if was_ok and not ok:
+            log.error("audit_chain_broken", problem=check.problem, hint="ybgate audit verify says where and what")
+        return ok
+
+    async def check_audit_forever(self) -> None:
+        while True:
+            await self.check_audit()
+            await asyncio.sleep(AUDIT_CHECK_EVERY)
 
     async def prune_forever(self, retention_days: Callable[[], int]) -> None:
         """Drop finished rows past retention, hourly, in small batches (the writer never stalls for long)."""

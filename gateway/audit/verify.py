@@ -113,7 +113,7 @@ def verify(
                 return report
             report.torn_tail = f"{where}: an incomplete last line (a write cut short by a crash)"
             break
-        entry, report.problem = _entry(raw, where)
+        entry, report.problem = parse_entry(raw, where)
         if entry is None:
             return report
         label = f"{where} seq {entry['seq']} msgid {entry.get('msgid', '-')}"
@@ -160,7 +160,7 @@ def _finish(report: Report, files: list[Path], key: SM2PublicKey | None, span: _
         report.notes.append("checkpoint signatures not checked (no certificate given)")
 
 
-def _entry(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
+def parse_entry(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
     """The line as a chain entry, or what makes it none (altered, an export's proof line, a hand-written line)."""
     try:
         entry = json.loads(raw)

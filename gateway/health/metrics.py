@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -12,6 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from gateway.health.host import HostSampler
+from gateway.health.lastexit import LastExit
 from gateway.relay.states import State
 
 # HIS-facing latency spans sub-millisecond refusals to platform answers near the HIS's timeout.
@@ -179,6 +181,24 @@ class Metrics:
         answered "outcome unknown", not outbox_unavailable, so only this counter shows them all."""
         self.registry.register(_CountCollector("ybgate_outbox_write_failures", _WRITE_FAILURES_HELP, failures))
 
+    def add_audit(self, view: Callable[[], AuditFigures | None]) -> None:
+        """The audit chain's self-check and its writer's refused batches, read at scrape time (no series while
+        the audit log is off)."""
+        self.registry.register(_AuditCollector(view))
+
+    def add_previous_exit(self, last: LastExit | None) -> None:
+        """How systemd says the previous run ended (gateway/health/lastexit.py); no series when it did not say."""
+        if last is None:
+            return
+        gauge = Gauge(
+            "ybgate_previous_exit",
+            "1, labelled with how systemd says the previous run of the service ended (result watchdog: killed for a "
+            "stalled event loop)",
+            ["result", "code", "status"],
+            registry=self.registry,
+        )
+        gauge.labels(last.result, last.code, last.status).set(1)
+
     def add_host(self, sampler: HostSampler) -> None:
         """Sample host figures at scrape time (no background task, no stale values)."""
         self.registry.register(_HostCollector(sampler))
@@ -225,6 +245,39 @@ class _OutboxCollector(Collector):
 
 
 _WRITE_FAILURES_HELP = "outbox commit groups the disk refused (full, read-only, I/O error)"
+
+
+@dataclass(frozen=True)
+class AuditFigures:
+    chain_ok: bool
+    checked_at: float | None  # wall time of the last completed self-check round
+    write_failures: int
+
+
+class _AuditCollector(Collector):
+    def __init__(self, view: Callable[[], AuditFigures | None]) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        figures = self.view()
+        if figures is None:
+            return
+        yield GaugeMetricFamily(
+            "ybgate_audit_chain_ok",
+            "1 while every entry the running gateway appended links to the one before it; 0 once one does not",
+            value=1 if figures.chain_ok else 0,
+        )
+        if figures.checked_at is not None:
+            yield GaugeMetricFamily(
+                "ybgate_audit_chain_checked_timestamp_seconds",
+                "when the running gateway last completed a check of its audit chain",
+                value=figures.checked_at,
+            )
+        yield CounterMetricFamily(
+            "ybgate_audit_write_failures",
+            "audit batches the disk refused (full, read-only, I/O error); each is kept and written again",
+            value=figures.write_failures,
+        )
 
 
 class _CountCollector(Collector):
