@@ -171,4 +171,5 @@ def _outcome(row: Row) -> Outcome:
         row.response,
         row.updated,
         row.client,
+        tuple(row.completed.split(",")) if row.completed else (),
     )

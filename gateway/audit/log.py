@@ -54,6 +54,7 @@ class Outcome:
     response: bytes | None
     finished: float  # when the outbox recorded the final state (its `updated`)
     client: str | None = None
+    completed: tuple[str, ...] = ()  # the envelope fields the gateway filled in for the HIS
 
 
 def audit_files(directory: Path) -> list[Path]:
@@ -234,6 +235,8 @@ class AuditLog:
                     "request_sm3": o.request_sm3.hex(),
                     "response_sm3": sm3(o.response).hex() if o.response is not None else None,
                 }
+                # only where there were some: entries of requests sent complete read as they always did
+                | ({"completed": list(o.completed)} if o.completed else {})
             )
             self.last_finished = max(self.last_finished, o.finished)
             # Checked after every entry, on the times written in the entries: `audit verify` holds the log to

@@ -100,6 +100,7 @@ class DurableRelay:
                 deadline=wall_deadline,
                 send=True,
                 client=client,
+                completed=envelope.completed,
             )
         except OutboxUnavailable as exc:
             # The commit group it joined was refused (disk full); the msgid may be one accepted before and asked

@@ -157,6 +157,7 @@ class SqliteOutbox:
         send: bool = False,
         client: str | None = None,
         only_while_in_doubt: str | None = None,
+        completed: tuple[str, ...] = (),
     ) -> Accepted:
         """Store a new request, or find the stored one with the same msgid.
 
@@ -200,6 +201,7 @@ class SqliteOutbox:
                 client,
                 None,  # doubt_clock
                 None,  # reason
+                ",".join(completed) or None,
             )
             # Insert first and look only on a conflict: a new msgid (nearly every request) costs one statement.
             if conn.execute(_INSERT, values).rowcount:

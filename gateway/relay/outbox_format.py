@@ -13,9 +13,9 @@ from pathlib import Path
 from gateway.errors import GatewayError
 from gateway.relay import schema
 
-#: 2: the column reason (why a row failed); 1: the marker itself, with the columns client and doubt_clock;
-#: 0: unmarked files of earlier releases
-FORMAT = 2
+#: 3: the column completed (the envelope fields the gateway filled in); 2: the column reason (why a row failed);
+#: 1: the marker itself, with the columns client and doubt_clock; 0: unmarked files of earlier releases
+FORMAT = 3
 
 # Failed rows written before format 2 get their reason from the words the releases before it wrote: the
 # "no answer" prefix is what told a query's timeout from "not processed" then. Words that name no reason (a 2601

@@ -208,6 +208,7 @@ class PgOutbox:
         send: bool = False,
         client: str | None = None,
         only_while_in_doubt: str | None = None,
+        completed: tuple[str, ...] = (),
     ) -> Accepted:
         """As SqliteOutbox.accept. The person's row in outbox_person_lock is locked first, so that the check for
         earlier unfinished work and the claim are one decision across connections (and gateways)."""
@@ -237,7 +238,8 @@ class PgOutbox:
             claim, attempts = (State.SENDING, 1) if send and not blockers else (State.ACCEPTED, 0)
             now = time.time()
             values: tuple[Any, ...] = (msgid, infno, tx_class.value, psn_no, claim.value, attempts, now, now)
-            values += (deadline, None, digest, body, None, None, client, None, None, self.node)
+            values += (deadline, None, digest, body, None, None, client, None, None, ",".join(completed) or None)
+            values += (self.node,)
             inserted = await conn.fetchrow(ACCEPT_INSERT, *values)
             if inserted is not None:
                 return Accepted(row_from(tuple(inserted)), new=True, blockers=blockers)

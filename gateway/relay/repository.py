@@ -127,6 +127,7 @@ class Outbox(Protocol):
         send: bool = False,
         client: str | None = None,
         only_while_in_doubt: str | None = None,
+        completed: tuple[str, ...] = (),  # the envelope fields the gateway filled in, kept for the audit
     ) -> Accepted: ...
 
     async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row: ...

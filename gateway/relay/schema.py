@@ -38,6 +38,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("client", "TEXT", since=1),
     Column("doubt_clock", "TEXT", since=1, shown=False),
     Column("reason", "TEXT", since=2),
+    # the envelope fields the gateway filled in for the HIS (platform.completion), comma-separated; for the audit
+    Column("completed", "TEXT", since=3, shown=False),
 )
 NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 #: every column, in order, for SELECTs (names are constants of this module; values always travel as parameters)
@@ -107,6 +109,7 @@ class Row:
     client: str | None = None  # who sent it: the policy's client name (or the peer, without a policy)
     doubt_clock: str | None = None  # when it last went in doubt, as settleclock.stamp() wrote it
     reason: Reason | None = None  # why it failed (FAILED rows only)
+    completed: str | None = None  # the envelope fields the gateway filled in, comma-separated
 
 
 def row_from(v: tuple[Any, ...]) -> Row:
@@ -131,4 +134,5 @@ def row_from(v: tuple[Any, ...]) -> Row:
         v[14],
         v[15],
         reason,
+        v[17],
     )

@@ -8,6 +8,7 @@ import json
 import pytest
 import structlog
 
+from gateway.audit.log import audit_files
 from gateway.policy.loader import PolicyError, load_policy_text
 
 from conftest import Gateway, fresh, gateway_operator
@@ -57,6 +58,17 @@ async def test_a_half_envelope_is_completed_and_relayed_once(signing: Gateway) -
     again = await signing.post(raw)
     assert json.loads(again.body) == answer
     assert [m.msgid for m in signing.sim.ledger.messages].count(msgid) == 1
+    # the audit entry of its outcome names the fields the gateway filled in, and only those
+    assert (row := await signing.daemon.outbox.get(msgid)) is not None and row.completed == ",".join(COMPLETE)  # type: ignore[union-attr]
+    part = half("1101_query_request.json") | {"opter": "0012", "opter_name": "王五"}
+    assert str(json.loads((await signing.post(part)).body)["infcode"]) == "0"
+    audit = signing.daemon.audit
+    assert audit is not None
+    await audit.drain()
+    entries = [json.loads(line) for f in audit_files(signing.config.audit_dir) for line in f.read_text().splitlines()]
+    by_msgid = {e.get("msgid"): e for e in entries if e.get("kind") == "outcome"}
+    assert by_msgid[msgid]["completed"] == COMPLETE
+    assert by_msgid[part["msgid"]]["completed"] == [f for f in COMPLETE if f not in ("opter", "opter_name")]
 
 
 async def test_a_field_the_his_sent_is_never_overwritten(signing: Gateway) -> None:

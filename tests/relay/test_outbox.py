@@ -78,6 +78,18 @@ async def test_accept_is_idempotent_by_msgid(make_box: MakeBox) -> None:
         assert (os.stat(box.path).st_mode & 0o777) == 0o600
 
 
+async def test_the_fields_the_gateway_filled_in_are_kept_for_the_audit(make_box: MakeBox) -> None:
+    box = await make_box()
+    try:
+        first = await accept(box, "F" * 30, completed=("sign_no", "opter"))
+        assert first.row.completed == "sign_no,opter"
+        await accept(box, "G" * 30)
+        stored = {m: await box.get(m) for m in ("F" * 30, "G" * 30)}
+        assert [r.completed for r in stored.values() if r is not None] == ["sign_no,opter", None]
+    finally:
+        await box.stop()
+
+
 async def test_state_table(make_box: MakeBox) -> None:
     box = await make_box()
     await accept(box, "A" * 30)
@@ -242,8 +254,8 @@ async def test_a_full_disk_refuses_new_work_and_keeps_what_was_accepted(tmp_path
 
 async def test_an_outbox_from_before_the_added_columns_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    old_schema = DDL.replace(",\n    client TEXT,\n    doubt_clock TEXT,\n    reason TEXT\n", "\n")
-    assert "client" not in old_schema and "doubt_clock" not in old_schema and "reason" not in old_schema
+    old_schema = DDL.replace(",\n    client TEXT,\n    doubt_clock TEXT,\n    reason TEXT,\n    completed TEXT\n", "\n")
+    assert all(c not in old_schema for c in ("client", "doubt_clock", "reason", "completed"))
     conn = sqlite3.connect(path)
     conn.executescript(old_schema)
     conn.execute(
@@ -257,9 +269,9 @@ async def test_an_outbox_from_before_the_added_columns_is_migrated_in_place(tmp_
     try:
         old = await box.get(msgid(1))
         assert old is not None and old.client is None and old.doubt_clock is None and old.state is State.ANSWERED
-        await accept(box, msgid(2), client="his-cashier")
+        await accept(box, msgid(2), client="his-cashier", completed=("sign_no", "opter"))
         new = await box.get(msgid(2))
-        assert new is not None and new.client == "his-cashier"
+        assert new is not None and new.client == "his-cashier" and new.completed == "sign_no,opter"
         await box.move(msgid(2), State.SENDING, attempts=1)
         await box.move(msgid(2), State.IN_DOUBT, doubt_clock="b 1.0")
         doubted = await box.get(msgid(2))

@@ -116,4 +116,4 @@ async def test_format1_failed_rows_get_their_reason_from_the_words_they_were_wri
         assert (await box.get(mid1(1))).reason is Reason.NOT_SENT  # type: ignore[union-attr]
     finally:
         await box.stop()
-    assert user_version(path) == FORMAT == 2
+    assert user_version(path) == FORMAT == 3
