@@ -12,12 +12,8 @@ Time and randomness are parameters: TIF timestamp and nonce are fresh per send, 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,185 +23,37 @@ from gateway.crypto import (
     CryptoError,
     DecryptionError,
     InvalidSignature,
-    SM2PrivateKey,
-    SM2PublicKey,
-    pkcs7_pad,
-    pkcs7_unpad,
-    sm3,
-    sm4_ecb_decrypt,
-    sm4_ecb_encrypt,
 )
-from gateway.errors import GatewayError, UpstreamError
 from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope
 from gateway.platform.envelope import decode_response as decode_plain_response
-from gateway.platform.profile import Charset, Profile, SignatureForm, SignedContent, Sm4KeySource
-
-TIF_PAASID = "x-tif-paasid"
-TIF_TIMESTAMP = "x-tif-timestamp"
-TIF_NONCE = "x-tif-nonce"
-TIF_SIGNATURE = "x-tif-signature"
-_NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_RESPOND_TIME = re.compile(r"^[0-9]{17}$")
-# ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
-_UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")
-
-#: clock skew (seconds) worth a warning where the profile sets no TIF allowance of its own
-DEFAULT_SKEW_WARNING = 60.0
-
-
-class ProfileKeyError(GatewayError):
-    """The key material does not fit the profile (missing, wrong length): a configuration problem."""
-
-    kind = "profile_keys"
-
-
-class RequestNotEncodable(UpstreamError):
-    """The envelope cannot be put on the wire as the profile says (e.g. a character GBK lacks). Nothing was
-    sent, so the relay may report "not sent"."""
-
-    kind = "profile_encode"
-
-
-class UntrustedAnswer(GatewayError):
-    """An answer arrived but is not what the profile promises (bad signature, undecryptable, wrong charset):
-    the request left and we cannot believe what came back, so its outcome is unknown."""
-
-    kind = "untrusted_answer"
-
-
-class Refusal(GatewayError):
-    """The platform side refuses a request for a profile reason; `message` is the Chinese err_msg it sends."""
-
-    kind = "profile_refused"
-
-
-@dataclass(frozen=True, repr=False)
-class ProfileKeys:
-    """Key material for one side of a profile. `own_key` signs what this side sends, `peer_key` verifies what
-    it receives: the hospital's key and the platform's public key on the gateway, the other way round on
-    the platform (simulator)."""
-
-    paasid: str | None = None
-    tif_secret: str | None = None
-    app_id: str | None = None
-    sm4_key: bytes | None = None
-    own_key: SM2PrivateKey | None = None
-    peer_key: SM2PublicKey | None = None
-
-    def __repr__(self) -> str:
-        names = ("paasid", "tif_secret", "app_id", "sm4_key", "own_key", "peer_key")
-        held = [name for name in names if getattr(self, name)]
-        return f"ProfileKeys(<{', '.join(held) or 'none'}>)"
-
-    def missing(self, profile: Profile, *, platform: bool = False) -> list[str]:
-        return sorted(name for name in profile.needs(platform=platform) if not getattr(self, name))
-
-
-def sm4_key_from_secret(secret: str, source: Sm4KeySource) -> bytes:
-    """The 16-byte SM4 key from the text of a secret file, as the profile derives it."""
-    text = secret.strip()
-    if source is Sm4KeySource.HEX:
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            raise ProfileKeyError("the SM4 key file must hold 32 hex digits") from None
-        if len(key) != 16:
-            raise ProfileKeyError(f"the SM4 key file must hold 32 hex digits (16 bytes), got {len(key)} bytes")
-        return key
-    if not text:
-        raise ProfileKeyError("the app secret file is empty")
-    return sm3(text.encode("utf-8"))[:16]
-
-
-# -- the pieces, each with its known-answer tests --------------------------------------------------------------
-
-
-def tif_signature(timestamp: str, secret: str, nonce: str) -> str:
-    """x-tif-signature: lowercase hex SHA-256 of timestamp + secret + nonce + timestamp."""
-    return hashlib.sha256((timestamp + secret + nonce + timestamp).encode("utf-8")).hexdigest()
-
-
-def tif_headers(paasid: str, secret: str, now: float, nonce: str) -> list[tuple[str, str]]:
-    timestamp = str(int(now))
-    return [
-        (TIF_PAASID, paasid),
-        (TIF_TIMESTAMP, timestamp),
-        (TIF_NONCE, nonce),
-        (TIF_SIGNATURE, tif_signature(timestamp, secret, nonce)),
-    ]
-
-
-def compact_json(value: Any, *, sort_keys: bool = False) -> bytes:
-    """The UTF-8 JSON a signature covers: no spaces, Chinese as itself (not \\u escapes)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys).encode("utf-8")
-
-
-def sorted_kv(value: Any) -> bytes:
-    """k=v&k=v over the non-empty fields, keys sorted; nested values as compact JSON with sorted keys."""
-    if not isinstance(value, dict):
-        return compact_json(value, sort_keys=True)
-    parts = []
-    for key in sorted(value):
-        v = value[key]
-        if v in (None, "", [], {}):
-            continue
-        text = v if isinstance(v, str) else compact_json(v, sort_keys=True).decode("utf-8")
-        parts.append(f"{key}={text}")
-    return "&".join(parts).encode("utf-8")
-
-
-def signed_bytes(value: Any, content: SignedContent) -> bytes:
-    return compact_json(value) if content is SignedContent.JSON else sorted_kv(value)
-
-
-def sign_payload(key: SM2PrivateKey, data: bytes, form: SignatureForm, uid: bytes) -> str:
-    return base64.b64encode(key.sign(data, uid, raw=form is SignatureForm.RAW)).decode("ascii")
-
-
-def verify_payload(key: SM2PublicKey, cainfo: str, data: bytes, form: SignatureForm, uid: bytes) -> None:
-    try:
-        signature = base64.b64decode(cainfo, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidSignature("cainfo is not Base64") from None
-    key.verify(signature, data, uid, raw=form is SignatureForm.RAW)
-
-
-def sm4_seal(key: bytes, plain: bytes) -> str:
-    """SM4-ECB with PKCS#7, Base64 — the provinces' message encryption (ECB is theirs, not our choice)."""
-    return base64.b64encode(sm4_ecb_encrypt(key, pkcs7_pad(plain))).decode("ascii")
-
-
-def sm4_open(key: bytes, sealed: str) -> bytes:
-    try:
-        raw = base64.b64decode(sealed, validate=True)
-    except (binascii.Error, ValueError):
-        raise DecryptionError("not Base64") from None
-    try:
-        return pkcs7_unpad(sm4_ecb_decrypt(key, raw))
-    except CryptoError as exc:
-        raise DecryptionError(exc.message) from None
-
-
-def _encode_text(text: str, charset: Charset) -> bytes:
-    return text.encode(charset.value)
-
-
-def _charset_from(content_type: str | None, fallback: Charset) -> str:
-    for part in (content_type or "").split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.strip().lower() == "charset":
-            cs = value.strip().strip('"').lower()
-            if cs in ("utf-8", "utf8"):
-                return "utf-8"
-            if cs in ("gbk", "gb2312", "gb18030", "cp936"):
-                return "gb18030"  # superset: reads GBK and GB2312 without loss
-            return cs
-    return "gb18030" if fallback is not Charset.UTF8 else "utf-8"
-
-
-def _content_type(charset: Charset) -> str:
-    return f"application/json;charset={charset.header}"
-
+from gateway.platform.profile import Charset, Profile, SignedContent
+from gateway.platform.signing_pieces import (
+    DEFAULT_SKEW_WARNING,
+    NONCE_FORM,
+    RESPOND_TIME_FORM,
+    TIF_NONCE,
+    TIF_PAASID,
+    TIF_SIGNATURE,
+    TIF_TIMESTAMP,
+    UNIX_SECONDS_FORM,
+    ProfileKeyError,
+    ProfileKeys,
+    Refusal,
+    RequestNotEncodable,
+    UntrustedAnswer,
+    charset_from,
+    compact_json,
+    content_type_for,
+    encode_text,
+    sign_payload,
+    sm4_key_from_secret,
+    sm4_open,
+    sm4_seal,
+    sorted_kv,
+    tif_headers,
+    tif_signature,
+    verify_payload,
+)
 
 # -- hospital side ---------------------------------------------------------------------------------------------
 
@@ -247,7 +95,7 @@ class ProfileCodec:
     def encode_request(self, envelope: RequestEnvelope, *, base_path: str, now: float, nonce: str) -> OutboundRequest:
         p, k = self.profile, self.keys
         path = p.path_for(envelope.infno, base_path)
-        headers: list[tuple[str, str]] = [("Content-Type", _content_type(p.charset))]
+        headers: list[tuple[str, str]] = [("Content-Type", content_type_for(p.charset))]
         if p.tif is not None:
             assert k.paasid is not None and k.tif_secret is not None
             headers += tif_headers(k.paasid, k.tif_secret, now, nonce)
@@ -271,7 +119,7 @@ class ProfileCodec:
             fields["app_id"] = k.app_id
         text = compact_json(fields).decode("utf-8")
         try:
-            body = _encode_text(text, p.charset)
+            body = encode_text(text, p.charset)
         except UnicodeEncodeError as exc:
             raise RequestNotEncodable(
                 f"request not sent: {text[exc.start : exc.end]!r} has no {p.charset.header} encoding "
@@ -291,7 +139,7 @@ class ProfileCodec:
     def decode_response(self, body: bytes, headers: Mapping[str, str], *, now: float) -> InboundResponse:
         """`headers` with lower-case names. Raises UntrustedAnswer when the answer is not what the profile says."""
         p = self.profile
-        charset = _charset_from(headers.get("content-type"), p.charset)
+        charset = charset_from(headers.get("content-type"), p.charset)
         if p.sign is None and p.encrypt is None and charset == "utf-8":
             try:
                 envelope = decode_plain_response(body)
@@ -364,7 +212,7 @@ class ProfileCodec:
         p = self.profile
         if p.tif is not None:
             self._check_tif(headers, now)
-        declared = _charset_from(headers.get("content-type"), Charset.UTF8)
+        declared = charset_from(headers.get("content-type"), Charset.UTF8)
         expected = "utf-8" if p.charset is Charset.UTF8 else "gb18030"
         if declared != expected:
             raise Refusal(f"报文字符集不正确，应为{p.charset.header}")
@@ -421,11 +269,11 @@ class ProfileCodec:
         nonce, signature = headers.get(TIF_NONCE, ""), headers.get(TIF_SIGNATURE, "")
         if not paasid or paasid != k.paasid:
             raise Refusal("网关校验失败：x-tif-paasid 不正确")
-        if not _UNIX_SECONDS.match(stamp):
+        if not UNIX_SECONDS_FORM.match(stamp):
             raise Refusal("网关校验失败：x-tif-timestamp 格式不正确")
         if abs(now - int(stamp)) > self.profile.tif.allowance:
             raise Refusal("网关校验失败：x-tif-timestamp 已过期，请校准时间")
-        if not _NONCE.match(nonce):
+        if not NONCE_FORM.match(nonce):
             raise Refusal("网关校验失败：x-tif-nonce 格式不正确")
         assert k.tif_secret is not None
         if not hmac.compare_digest(signature.encode(), tif_signature(stamp, k.tif_secret, nonce).encode()):
@@ -451,17 +299,17 @@ class ProfileCodec:
         headers = [("x-tif-timestamp", str(int(now)))] if p.tif is not None else []
         # The platform's own charset: GB18030 covers every character its data can hold.
         charset = Charset.UTF8 if p.charset is Charset.UTF8 else Charset.GB18030
-        return [("Content-Type", _content_type(charset)), *headers], compact_json(out).decode().encode(charset.value)
+        return [("Content-Type", content_type_for(charset)), *headers], compact_json(out).decode().encode(charset.value)
 
 
 def _platform_time(envelope: ResponseEnvelope, headers: Mapping[str, str], profile: Profile) -> float | None:
     """The platform's clock at answering: its TIF timestamp header if sent (unambiguous Unix seconds), else
     respond_time read in the platform's zone."""
     stamp = headers.get(TIF_TIMESTAMP)
-    if stamp and _UNIX_SECONDS.match(stamp):
+    if stamp and UNIX_SECONDS_FORM.match(stamp):
         return float(stamp)
     raw = envelope.fields.get("respond_time")
-    if not isinstance(raw, str) or not _RESPOND_TIME.match(raw):
+    if not isinstance(raw, str) or not RESPOND_TIME_FORM.match(raw):
         return None
     try:
         # Fields by position: strptime costs ~20 µs and takes a lock, on every answer's path.
@@ -477,3 +325,20 @@ def _platform_time(envelope: ResponseEnvelope, headers: Mapping[str, str], profi
     except ValueError:
         return None
     return local.timestamp() + int(raw[14:]) / 1000
+
+
+# what importers of this module use from the pieces, besides the codec
+__all__ = [
+    "TIF_NONCE",
+    "InboundResponse",
+    "OutboundRequest",
+    "ProfileCodec",
+    "ProfileKeyError",
+    "ProfileKeys",
+    "Refusal",
+    "RequestNotEncodable",
+    "UntrustedAnswer",
+    "compact_json",
+    "sm4_key_from_secret",
+    "sorted_kv",
+]
