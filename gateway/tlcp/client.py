@@ -10,20 +10,22 @@ from gateway.tlcp.alerts import AlertDescription, TLCPAlert
 from gateway.tlcp.config import ClientCertShape, Credentials
 from gateway.tlcp.connection import Connection, State, check_usage, load_certificate
 from gateway.tlcp.events import ClientAuth, HandshakeComplete
+from gateway.tlcp.key_exchange import (
+    ClientKeyExchangeECC,
+    ClientKeyExchangeECDHE,
+    ServerKeyExchangeECC,
+    ServerKeyExchangeECDHE,
+)
 from gateway.tlcp.messages import (
     CertificateMessage,
     CertificateRequest,
     CertificateVerify,
     ClientHello,
-    ClientKeyExchangeECC,
-    ClientKeyExchangeECDHE,
     HandshakeType,
     NewSessionTicket,
     RawHandshake,
     ServerHello,
     ServerHelloDone,
-    ServerKeyExchangeECC,
-    ServerKeyExchangeECDHE,
     server_name_extension,
 )
 from gateway.tlcp.record import TLCP_VERSION

@@ -12,18 +12,20 @@ from gateway.tlcp.client import ske_ecc_payload
 from gateway.tlcp.config import CertVerifyForm, Credentials
 from gateway.tlcp.connection import Connection, State, check_usage, load_certificate
 from gateway.tlcp.events import HandshakeComplete
+from gateway.tlcp.key_exchange import (
+    ClientKeyExchangeECC,
+    ClientKeyExchangeECDHE,
+    ServerKeyExchangeECC,
+    ServerKeyExchangeECDHE,
+)
 from gateway.tlcp.messages import (
     CertificateMessage,
     CertificateRequest,
     CertificateVerify,
     ClientHello,
-    ClientKeyExchangeECC,
-    ClientKeyExchangeECDHE,
     HandshakeType,
     RawHandshake,
     ServerHello,
-    ServerKeyExchangeECC,
-    ServerKeyExchangeECDHE,
 )
 from gateway.tlcp.record import TLCP_VERSION
 from gateway.tlcp.session import Session

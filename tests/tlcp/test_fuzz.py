@@ -8,21 +8,23 @@ from hypothesis import strategies as st
 from gateway.tlcp.alerts import TLCPAlert
 from gateway.tlcp.client import ClientConnection
 from gateway.tlcp.connection import State
+from gateway.tlcp.key_exchange import (
+    ClientKeyExchangeECC,
+    ClientKeyExchangeECDHE,
+    ServerKeyExchangeECC,
+    ServerKeyExchangeECDHE,
+)
 from gateway.tlcp.keyschedule import TrafficKeys
 from gateway.tlcp.messages import (
     CertificateMessage,
     CertificateRequest,
     CertificateVerify,
     ClientHello,
-    ClientKeyExchangeECC,
-    ClientKeyExchangeECDHE,
     Finished,
     HandshakeReader,
     NewSessionTicket,
     ServerHello,
     ServerHelloDone,
-    ServerKeyExchangeECC,
-    ServerKeyExchangeECDHE,
 )
 from gateway.tlcp.record import CbcProtection, ContentType, GcmProtection, RecordLayer
 from gateway.tlcp.server import ServerConnection

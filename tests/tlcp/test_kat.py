@@ -7,20 +7,22 @@ import pytest
 from gateway.crypto import CryptoError, sm3
 from gateway.tlcp import keyschedule
 from gateway.tlcp.client import ske_ecc_payload
+from gateway.tlcp.key_exchange import (
+    ClientKeyExchangeECC,
+    ClientKeyExchangeECDHE,
+    ServerKeyExchangeECC,
+    ServerKeyExchangeECDHE,
+)
 from gateway.tlcp.messages import (
     CertificateMessage,
     CertificateRequest,
     CertificateVerify,
     ClientHello,
-    ClientKeyExchangeECC,
-    ClientKeyExchangeECDHE,
     Finished,
     HandshakeType,
     NewSessionTicket,
     ServerHello,
     ServerHelloDone,
-    ServerKeyExchangeECC,
-    ServerKeyExchangeECDHE,
     encode_handshake,
 )
 from gateway.tlcp.suites import KeyExchange

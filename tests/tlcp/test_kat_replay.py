@@ -22,13 +22,15 @@ from gateway.tlcp import keyschedule
 from gateway.tlcp.client import ClientConnection
 from gateway.tlcp.config import CertVerifyForm, ClientCertShape
 from gateway.tlcp.events import AlertReceived, ApplicationData, CloseNotify, Event, HandshakeComplete
+from gateway.tlcp.key_exchange import (
+    ClientKeyExchangeECC,
+    ServerKeyExchangeECC,
+)
 from gateway.tlcp.messages import (
     CertificateRequest,
     CertificateVerify,
-    ClientKeyExchangeECC,
     HandshakeReader,
     HandshakeType,
-    ServerKeyExchangeECC,
 )
 from gateway.tlcp.record import ContentType, RecordLayer, protection_for
 from gateway.tlcp.server import ServerConnection
