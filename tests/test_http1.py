@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from gateway.errors import RequestError
 from gateway.http1 import Limits, Request, Response
 from gateway.http1.client import BadUpstreamResponse, encode_request, exchange
-from gateway.http1.server import Http1Server, _Parse, encode_response
+from gateway.http1.parse import RequestParse
+from gateway.http1.server import Http1Server, encode_response
 
 from conftest import fuzz_examples
 
@@ -21,7 +22,7 @@ REQ = encode_request("POST", "h", "/fsi/api/x", [("Content-Type", "application/j
 
 
 def feed(data: bytes, chunk: int, limits: Limits | None = None) -> list[Request]:
-    state = _Parse(limits or Limits())
+    state = RequestParse(limits or Limits())
     for i in range(0, len(data), chunk):
         try:
             state.feed(data[i : i + chunk])

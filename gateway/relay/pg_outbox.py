@@ -166,8 +166,7 @@ class PgOutbox:
 
     @property
     def may_send(self) -> bool:
-        """Whether this gateway's lease surely still holds: it sends nothing for a row otherwise, since the other
-        gateway may have claimed it."""
+        """Whether this gateway's lease surely still holds (else the other gateway may have claimed its rows)."""
         return self.lease.holds
 
     async def orphans(self) -> list[Row]:
@@ -313,8 +312,7 @@ class PgOutbox:
         return await self._rows(f"SELECT {ALL} FROM outbox WHERE client = $1 {BY_SEQ}", reversal_client(msgid))  # noqa: S608
 
     async def unfinished(self) -> list[Row]:
-        """The unfinished rows this gateway is to settle, claimed: its own, and the orphans of gateways without a
-        live lease — never those of the other gateway while it runs."""
+        """Claimed, the unfinished rows this gateway is to settle (repository.Outbox.unfinished)."""
         return await self._claim(own=True)
 
     async def in_doubt_for(self, psn_no: str, *, before: str) -> list[Row]:
