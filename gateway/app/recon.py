@@ -53,6 +53,7 @@ class ReconPart:
             lag_days=r.lag_days,
             retry_interval=r.retry_interval,
             max_attempts=r.max_attempts,
+            alone=outbox.alone,
         )
         self._loop = TaskPart("recon", self.schedule.run_forever, common.deadline)
 

@@ -22,6 +22,7 @@ from gateway.identity import LoadedIdentity, load_identity
 from gateway.relay.backends import outbox_for
 from gateway.relay.outbox import Row, SqliteOutbox
 from gateway.relay.pg_outbox import PgOutbox
+from gateway.relay.repository import OutboxUnavailable
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -154,7 +155,13 @@ class Storage:
         """Drop finished rows past retention, hourly, in small batches (the writer never stalls for long)."""
         while True:
             days = retention_days()
-            removed = await self.outbox.prune(time.time() - days * 86400)
+            removed = 0
+            try:
+                async with self.outbox.alone("prune") as mine:  # one gateway of a pair at a time
+                    if mine:
+                        removed = await self.outbox.prune(time.time() - days * 86400)
+            except OutboxUnavailable as exc:  # the database is away: the next hour's turn
+                log.warning("outbox_prune_deferred", error=exc.message)
             if removed:
                 log.info("outbox_pruned", rows=removed, retention_days=days)
             await asyncio.sleep(3600)

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -52,8 +53,11 @@ class ReconSchedule:
         retry_interval: float = 600.0,
         max_attempts: int = 6,
         clock: Callable[[], float] = time.time,
+        alone: Callable[[str], AbstractAsyncContextManager[bool]] | None = None,
     ) -> None:
         self.reconciler = reconciler
+        #: whether this gateway runs the day now (one gateway of a pair at a time: Outbox.alone)
+        self.alone = alone
         self.directory = directory
         self.cutoff_text = cutoff
         hour, minute = (int(x) for x in cutoff.split(":"))
@@ -98,18 +102,29 @@ class ReconSchedule:
             cut += timedelta(days=1)
         return max(1.0, (cut - local).total_seconds())
 
+    async def run_alone(self, day: date) -> reports.Report | None:
+        """The day's run, unless the other gateway of a pair is running one (None: this one's turn comes later)."""
+        if self.alone is None:
+            self.attempts[day] += 1
+            return await self.reconciler.run(day)
+        async with self.alone("recon") as mine:
+            if not mine:
+                log.info("recon_left_to_the_other_gateway", date=day.isoformat())
+                return None
+            self.attempts[day] += 1
+            return await self.reconciler.run(day)
+
     async def run_forever(self) -> None:
         while True:
             wait = self.until_next(self.clock())
             day = self.due(self.clock())
             if day is not None:
-                self.attempts[day] += 1
                 try:
-                    report = await self.reconciler.run(day)
+                    report = await self.run_alone(day)
                 except Exception:  # a bug or a full disk must not end the daily schedule
                     log.exception("recon_run_failed", date=day.isoformat(), attempt=self.attempts[day])
                     wait = min(wait, self.retry_interval)
                 else:
-                    if report.status == reports.INCOMPLETE:
+                    if report is None or report.status == reports.INCOMPLETE:
                         wait = min(wait, self.retry_interval)
             await asyncio.sleep(min(wait, MAX_SLEEP))

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.relay.outbox import SqliteOutbox
-from gateway.relay.pg_outbox import PgOutbox, probe
+from gateway.relay.pg_connect import probe
+from gateway.relay.pg_outbox import PgOutbox
 from gateway.relay.repository import OutboxUnavailable
 
 

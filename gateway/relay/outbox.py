@@ -14,10 +14,11 @@ SM4 encryption at rest with a key from the key store, should a site require it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol, Unpack
 
@@ -131,6 +132,10 @@ class SqliteOutbox:
 
     async def orphans(self) -> list[Row]:
         return []
+
+    @contextlib.asynccontextmanager
+    async def alone(self, job: str) -> AsyncIterator[bool]:
+        yield True  # one gateway per file
 
     @property
     def checkpoints(self) -> int:

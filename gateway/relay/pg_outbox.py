@@ -19,8 +19,10 @@ the kind of failure only (OutboxUnavailable), with the file's name to look at.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
 
@@ -29,6 +31,7 @@ import structlog
 
 from gateway.platform.catalogue import TxClass
 from gateway.relay import pg_schema
+from gateway.relay.pg_connect import UNAVAILABLE, read_dsn, why_unavailable
 from gateway.relay.pg_lease import Lease
 from gateway.relay.pg_sql import (
     ACCEPT_INSERT,
@@ -59,52 +62,9 @@ from gateway.relay.schema import ALL, Change, Row, change_values, row_from
 from gateway.relay.states import IllegalMove, Reason, State
 
 T = TypeVar("T")
+#: advisory lock keys of run-once jobs: this base plus the job name's CRC (the schema's lock is pg_schema's)
+JOB_LOCKS = 0x79620000_00000000
 log = structlog.get_logger("gateway.relay.outbox")
-
-#: what tells "the database is not there or not ours" from a defect: these refuse the call, never crash the relay
-_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InvalidCatalogNameError,
-)
-
-
-def read_dsn(path: Path) -> str:
-    try:
-        dsn = path.read_text().strip()
-    except OSError as e:
-        raise OutboxUnavailable(f"cannot read the outbox database's DSN file {path}: {e.strerror}") from None
-    if not dsn.startswith(("postgresql://", "postgres://")):
-        raise OutboxUnavailable(f"{path}: the outbox database's DSN is not a postgresql:// URI")
-    return dsn
-
-
-def _why(dsn_file: Path, kind: str) -> str:
-    # The driver's text may name the server, the user or (for a malformed DSN) the DSN itself: only the
-    # exception's class goes out.
-    return f"the outbox database of {dsn_file} is unavailable ({kind})"
-
-
-async def probe(dsn_file: Path, connect_timeout: float = 5.0) -> None:
-    """Log in and ask the server one trivial question; OutboxUnavailable (no DSN in it) when that fails."""
-    dsn = read_dsn(dsn_file)
-    failed: str | None = None
-    try:
-        conn = await asyncpg.connect(dsn, timeout=connect_timeout)
-        try:
-            await conn.fetchval("SELECT 1")
-        finally:
-            await conn.close()
-    except (*_UNAVAILABLE, ValueError) as e:
-        failed = type(e).__name__
-    del dsn
-    if failed is not None:
-        raise OutboxUnavailable(_why(dsn_file, failed))
 
 
 class PgOutbox:
@@ -146,11 +106,11 @@ class PgOutbox:
                 # durable on return whatever the server's or the role's default
                 server_settings={"synchronous_commit": "on", "application_name": "ybgate"},
             )
-        except (*_UNAVAILABLE, ValueError) as e:  # ValueError: a DSN the driver cannot parse
+        except (*UNAVAILABLE, ValueError) as e:  # ValueError: a DSN the driver cannot parse
             failed = type(e).__name__
         del dsn
         if failed is not None:  # raised outside the handler: the driver's exception is not even its context
-            raise OutboxUnavailable(_why(self.dsn_file, failed))
+            raise OutboxUnavailable(why_unavailable(self.dsn_file, failed))
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             await pg_schema.migrate(conn, f"the database of {self.dsn_file}")
@@ -169,6 +129,28 @@ class PgOutbox:
         """Whether this gateway's lease surely still holds (else the other gateway may have claimed its rows)."""
         return self.lease.holds
 
+    @contextlib.asynccontextmanager
+    async def alone(self, job: str) -> AsyncIterator[bool]:
+        """Whether this gateway holds `job`'s advisory lock (session-level, on a connection kept for the job; let
+        go at the end, or by the server when the gateway dies)."""
+        if self._pool is None:
+            raise OutboxUnavailable("the outbox is not started")
+        key = JOB_LOCKS + zlib.crc32(job.encode())
+        try:
+            conn = await self._pool.acquire()
+        except UNAVAILABLE as e:
+            raise OutboxUnavailable(why_unavailable(self.dsn_file, type(e).__name__)) from None
+        try:
+            mine = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            try:
+                yield mine
+            finally:
+                if mine:
+                    with contextlib.suppress(*UNAVAILABLE):
+                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        finally:
+            await self._pool.release(conn)
+
     async def orphans(self) -> list[Row]:
         """Unfinished rows whose gateway holds no live lease, now claimed by this one (oldest first)."""
         return await self._claim(own=False)
@@ -186,12 +168,12 @@ class PgOutbox:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 return await op(conn)
-        except _UNAVAILABLE as e:
+        except UNAVAILABLE as e:
             failed = type(e).__name__
         if write:
             self._write_failures += 1
         log.warning("outbox database unavailable", error=failed)
-        raise OutboxUnavailable(_why(self.dsn_file, failed))
+        raise OutboxUnavailable(why_unavailable(self.dsn_file, failed))
 
     # -- the relay's operations ------------------------------------------------------------------------------
 

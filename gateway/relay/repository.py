@@ -15,6 +15,7 @@ pruning) use only this. SQLite (gateway/relay/outbox.py) implements it today; a 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, Unpack
 
@@ -109,6 +110,10 @@ class Outbox(Protocol):
     #: gateway whose lease lapsed may have had its rows claimed by the other); a local file is always its own
     @property
     def may_send(self) -> bool: ...
+
+    #: `async with outbox.alone("recon") as mine:` — whether this gateway runs `job` now: on a shared database only
+    #: one gateway of the pair holds a job's lock at a time (the others skip their turn); a local file: always
+    def alone(self, job: str) -> AbstractAsyncContextManager[bool]: ...
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...

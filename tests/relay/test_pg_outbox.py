@@ -17,7 +17,8 @@ from gateway.crypto import sm3
 from gateway.platform.catalogue import TxClass
 from gateway.relay import outbox_format
 from gateway.relay.outbox_format import OutboxFormatError
-from gateway.relay.pg_outbox import PgOutbox, read_dsn
+from gateway.relay.pg_connect import read_dsn
+from gateway.relay.pg_outbox import PgOutbox
 from gateway.relay.repository import MsgidConflict, NotInDoubt, OutboxUnavailable
 from gateway.relay.states import Reason, State
 

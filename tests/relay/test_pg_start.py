@@ -10,7 +10,8 @@ from pathlib import Path
 import asyncpg
 
 from gateway.crypto import sm3
-from gateway.relay.pg_outbox import PgOutbox, read_dsn
+from gateway.relay.pg_connect import read_dsn
+from gateway.relay.pg_outbox import PgOutbox
 
 
 async def test_a_second_node_starts_while_the_first_holds_rows_of_the_outbox(pg_dsn_file: Path) -> None:

@@ -175,3 +175,42 @@ async def test_a_gateway_whose_lease_cannot_be_renewed_stops_sending(pg_dsn_file
     finally:
         await blocker.close()
         await a.stop()
+
+
+async def test_run_once_work_runs_on_one_gateway_at_a_time(pg_dsn_file: Path, tmp_path: Path) -> None:
+    # Reconciliation and pruning take the job's lock in the shared database: while one gateway of the pair holds
+    # it, the other skips its turn (its schedule tries again later). A local SQLite outbox always runs its own.
+    from datetime import date
+
+    from gateway.crypto import sm3
+    from gateway.recon.schedule import ReconSchedule
+    from gateway.relay.outbox import SqliteOutbox
+
+    a = PgOutbox(pg_dsn_file, digest=sm3, node="node-a", lease=LEASE)
+    b = PgOutbox(pg_dsn_file, digest=sm3, node="node-b", lease=LEASE)
+    local = SqliteOutbox(tmp_path / "outbox.db", digest=sm3)
+    for box in (a, b, local):
+        await box.start()
+    try:
+        async with a.alone("recon") as first:
+            assert first
+            async with b.alone("recon") as second, b.alone("prune") as other_job:
+                assert not second and other_job  # one lock per job
+
+            class Ran:  # stands in for the reconciler: only whether the schedule called it is looked at here
+                def __init__(self) -> None:
+                    self.days: list[date] = []
+
+                async def run(self, day: date) -> None:
+                    self.days.append(day)
+
+            ran = Ran()
+            skipped = ReconSchedule(ran, tmp_path, alone=b.alone)  # type: ignore[arg-type]
+            assert await skipped.run_alone(date(2026, 12, 1)) is None and ran.days == []
+        async with b.alone("recon") as now_free:
+            assert now_free
+        async with local.alone("recon") as own:
+            assert own
+    finally:
+        for box in (a, b, local):
+            await box.stop()
