@@ -41,6 +41,12 @@ def add_parsers(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        if config.relay.outbox.backend == "postgresql":
+            # The outbox is the database's: its backups are the database's own tools, not a copy of a file here.
+            raise BackupError(
+                "the outbox is in PostgreSQL (relay.outbox): back it up with the database's own tools (pg_dump, "
+                f"or its replication); this host's audit log is the directory {config.audit_dir}"
+            )
         if args.command == "backup":
             backup(config.state_dir / "outbox.db", config.audit_dir, args.dest)
             print(f"backup written to {args.dest}")

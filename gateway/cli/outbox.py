@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.cli.config_file import read_config
 from gateway.config import DEFAULT_CONFIG_PATH, Config
+from gateway.errors import GatewayError
 
 
 def add_parser(sub: Any) -> None:
@@ -77,6 +78,20 @@ def _outbox_resolve(config: Config, args: argparse.Namespace) -> int:
     return 0 if doc["state"] in ("answered", "reversed", "failed", "confirmed") else 1
 
 
+def _read(db: Path, dsn_file: Path | None, args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:
+    """The rows `list` prints, or the row `show` prints, from the local file or the shared database."""
+    from gateway.relay import inspect, pg_inspect
+
+    listing = args.outbox_command == "list"
+    if dsn_file is not None:
+        if listing:
+            return asyncio.run(pg_inspect.list_rows(dsn_file, state=args.state, limit=args.limit)), None
+        return [], asyncio.run(pg_inspect.show(dsn_file, args.msgid))
+    if listing:
+        return inspect.list_rows(db, state=args.state, limit=args.limit), None
+    return [], inspect.show(db, args.msgid)
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     import json
     import sqlite3
@@ -89,17 +104,22 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 1
     if args.outbox_command == "resolve":
         return _outbox_resolve(config, args)
+    store = config.relay.outbox
     db = config.state_dir / "outbox.db"
+    where = str(store.dsn_file if store.backend == "postgresql" else db)
     try:
+        rows, doc = _read(db, store.dsn_file if store.backend == "postgresql" else None, args)
         if args.outbox_command == "list":
-            for row in inspect.list_rows(db, state=args.state, limit=args.limit):
+            for row in rows:
                 print(inspect.line(row))
             return 0
-        doc = inspect.show(db, args.msgid)
     except BrokenPipeError:
         raise  # the reader stopped early: main() ends quietly
     except (OSError, ValueError, sqlite3.Error) as exc:
-        print(f"ybgate outbox: {db}: {exc}", file=sys.stderr)
+        print(f"ybgate outbox: {where}: {exc}", file=sys.stderr)
+        return 1
+    except GatewayError as exc:  # the database is away or refuses the login: said without the DSN
+        print(f"ybgate outbox: {exc.message}", file=sys.stderr)
         return 1
     if doc is None:
         print(f"ybgate outbox: no request with msgid {args.msgid}", file=sys.stderr)

@@ -115,3 +115,54 @@ def test_the_postgresql_backend_needs_its_dsn_file(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match=r"needs relay\.outbox\.dsn_file"):
         OutboxStore(backend="postgresql")
     assert OutboxStore().backend == "sqlite"  # nothing changes for a single host
+
+
+def config_on_postgresql(root: Path, dsn_file: Path) -> Setup:
+    setup = Setup(root)
+    setup.config.write_text(
+        setup.config.read_text() + f"relay: {{outbox: {{backend: postgresql, dsn_file: {dsn_file}}}}}\n"
+    )
+    return setup
+
+
+async def test_ops_read_the_shared_outbox(tmp_path: Path, pg: pg_cluster.Cluster, pg_dsn_file: Path) -> None:
+    # `ybgate outbox list|show` read the database the configuration names (they read only the local SQLite file
+    # before); a database that refuses the login is one line, without the DSN.
+    from gateway.crypto import sm3
+    from gateway.platform.catalogue import TxClass
+
+    box = PgOutbox(pg_dsn_file, digest=sm3, node="node-a")
+    await box.start()
+    try:
+        msgid = "H44030000001202612050800009999"
+        body = json.dumps({"infno": "2207", "msgid": msgid, "input": {"data": {"psn_no": "P1"}}}).encode()
+        await box.accept(
+            msgid=msgid, infno="2207", tx_class=TxClass.MONEY_MOVING, psn_no="P1", body=body, deadline=None, send=True
+        )
+    finally:
+        await box.stop()
+    setup = await asyncio.to_thread(config_on_postgresql, tmp_path, pg_dsn_file)
+    listed = await asyncio.to_thread(_cli, "outbox", "list", "--config", str(setup.config))
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.splitlines()
+    assert msgid in line and "sending" in line and "2207" in line
+    shown = await asyncio.to_thread(_cli, "outbox", "show", msgid, "--config", str(setup.config))
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["msgid"] == msgid and doc["state"] == "sending" and doc["request"]["infno"] == "2207"
+    missing = await asyncio.to_thread(_cli, "outbox", "show", "H" * 30, "--config", str(setup.config))
+    assert missing.returncode == 1 and "no request with msgid" in missing.stderr
+    await asyncio.to_thread(
+        lambda: pg_dsn_file.write_text(pg_dsn_file.read_text().replace(pg_cluster.PASSWORD, "Wr0ng-Secret-42"))
+    )
+    refused = await asyncio.to_thread(_cli, "outbox", "list", "--config", str(setup.config))
+    assert refused.returncode == 1 and "InvalidPasswordError" in refused.stderr
+    assert "Wr0ng-Secret-42" not in refused.stderr + refused.stdout and "Traceback" not in refused.stderr
+
+
+def test_backup_and_restore_point_to_the_database_for_a_shared_outbox(tmp_path: Path, pg_dsn_file: Path) -> None:
+    setup = config_on_postgresql(tmp_path, pg_dsn_file)
+    for args in (("backup", str(tmp_path / "b")), ("restore", str(tmp_path / "b"))):
+        done = _cli(*args, "--config", str(setup.config))
+        assert done.returncode == 1 and "pg_dump" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert not (tmp_path / "b").exists()
