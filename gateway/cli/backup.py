@@ -13,12 +13,12 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.running import daemon_answers
 from gateway.config import DEFAULT_CONFIG_PATH, load_config
 from gateway.errors import ConfigError
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             backup(config.state_dir / "outbox.db", config.audit_dir, args.dest)
             print(f"backup written to {args.dest}")
         else:
-            if _daemon_answers(config.control_socket):
+            if daemon_answers(config.control_socket):
                 raise BackupError(f"the daemon is running (it answers on {config.control_socket}): stop it first")
             restore(args.src, config.state_dir / "outbox.db", config.audit_dir)
             print(f"restored {args.src} into {config.state_dir}")
@@ -135,13 +135,3 @@ def restore(src: Path, outbox: Path, audit_dir: Path) -> None:
     os.chmod(outbox, 0o600)
     shutil.copytree(src / "audit", audit_dir)
     os.chmod(audit_dir, 0o750)  # noqa: S103 -- the audit directory's own mode (AuditLog.open makes it 0750)
-
-
-def _daemon_answers(control: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(2)
-        try:
-            s.connect(str(control))
-        except OSError:
-            return False
-    return True

@@ -43,6 +43,15 @@ def add_parser(sub: Any) -> None:
     ores.add_argument("--reason", default="", help="what the platform showed (required with --booked/--not-booked)")
     ores.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
 
+    omig = outbox_sub.add_parser(
+        "migrate",
+        help="move this host's SQLite outbox into the PostgreSQL database relay.outbox.dsn_file names",
+        description="Every row, in every state, in one transaction; the SQLite file is only read. Run it with the "
+        "daemon stopped, then set relay.outbox.backend: postgresql. Run again, it moves nothing twice.",
+    )
+    omig.add_argument("--to", choices=["postgresql"], required=True)
+    omig.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
+
 
 def _states() -> list[Any]:
     from gateway.relay.states import State
@@ -78,6 +87,30 @@ def _outbox_resolve(config: Config, args: argparse.Namespace) -> int:
     return 0 if doc["state"] in ("answered", "reversed", "failed", "confirmed") else 1
 
 
+def _outbox_migrate(config: Config) -> int:
+    from gateway.cli.running import daemon_answers
+    from gateway.relay.pg_migrate import migrate
+
+    source, dsn_file = config.state_dir / "outbox.db", config.relay.outbox.dsn_file
+    if dsn_file is None:
+        print("ybgate outbox migrate: relay.outbox.dsn_file names no database to move the outbox into", file=sys.stderr)
+        return 1
+    if daemon_answers(config.control_socket):
+        print(f"ybgate outbox migrate: the daemon is running ({config.control_socket}): stop it first", file=sys.stderr)
+        return 1
+    try:
+        moved, already = asyncio.run(migrate(source, dsn_file))
+    except GatewayError as exc:
+        print(f"ybgate outbox migrate: {exc.message}", file=sys.stderr)
+        return 1
+    for state in sorted(set(moved) | set(already)):
+        print(f"{state:<10} moved {moved[state]:>7}   already there {already[state]:>7}")
+    print(f"{sum(moved.values())} rows moved from {source} (left as it was) into the database of {dsn_file}")
+    if config.relay.outbox.backend != "postgresql":
+        print("next: set relay.outbox.backend: postgresql in the configuration, then start the daemon")
+    return 0
+
+
 def _read(db: Path, dsn_file: Path | None, args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:
     """The rows `list` prints, or the row `show` prints, from the local file or the shared database."""
     from gateway.relay import inspect, pg_inspect
@@ -104,6 +137,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 1
     if args.outbox_command == "resolve":
         return _outbox_resolve(config, args)
+    if args.outbox_command == "migrate":
+        return _outbox_migrate(config)
     store = config.relay.outbox
     db = config.state_dir / "outbox.db"
     where = str(store.dsn_file if store.backend == "postgresql" else db)
