@@ -236,9 +236,9 @@ async def ybgate_output(*args: str) -> tuple[int, str, str]:
 
 def gateway_operator() -> Any:
     """The operator the gateway signs in as in tests of its own requests (sign-in, reconciliation)."""
-    from gateway.config import Session
+    from gateway.config import SessionSettings
 
-    return Session(
+    return SessionSettings(
         sign_in=True,
         opter="0099",
         opter_name="ybgate",

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.net.breaker import Breaker, BreakerPolicy, BreakerState, IllegalTransition
-from gateway.net.pool import UpstreamPool
+from gateway.net.pool import UpstreamFailover
 from gateway.net.transport import UpstreamTarget
 
 from conftest import fuzz_examples
@@ -98,25 +98,25 @@ class Clock:
         return self.now
 
 
-def pair(clock: Clock, failback_after: float = 10.0) -> tuple[UpstreamPool, UpstreamTarget, UpstreamTarget]:
+def pair(clock: Clock, failback_after: float = 10.0) -> tuple[UpstreamFailover, UpstreamTarget, UpstreamTarget]:
     primary, backup = UpstreamTarget("p", "10.0.0.1", 1), UpstreamTarget("b", "10.0.0.2", 1, role="backup")
-    pool = UpstreamPool([primary, backup], policy=P, failback_after=failback_after, clock=clock)
+    pool = UpstreamFailover([primary, backup], policy=P, failback_after=failback_after, clock=clock)
     return pool, primary, backup
 
 
-def serve(pool: UpstreamPool, target: UpstreamTarget) -> None:
+def serve(pool: UpstreamFailover, target: UpstreamTarget) -> None:
     ticket = pool.acquire(target)
     assert ticket is not None
     pool.report(ticket, ok=True, served=True)
 
 
-def fail(pool: UpstreamPool, target: UpstreamTarget, cause: str = "connect timed out") -> None:
+def fail(pool: UpstreamFailover, target: UpstreamTarget, cause: str = "connect timed out") -> None:
     ticket = pool.acquire(target)
     assert ticket is not None
     pool.report(ticket, ok=False, cause=cause)
 
 
-def fail_over(pool: UpstreamPool, primary: UpstreamTarget, backup: UpstreamTarget, clock: Clock) -> None:
+def fail_over(pool: UpstreamFailover, primary: UpstreamTarget, backup: UpstreamTarget, clock: Clock) -> None:
     for _ in range(P.failures_to_open):
         fail(pool, primary)
     assert pool.breakers["p"].state is BreakerState.OPEN

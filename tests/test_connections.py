@@ -9,8 +9,8 @@ import json
 import pytest
 
 from gateway.errors import UpstreamError
-from gateway.net.connections import Connection, ConnectionPool
-from gateway.net.pool import UpstreamPool
+from gateway.net.connections import Connection, KeepAlivePool
+from gateway.net.pool import UpstreamFailover
 from gateway.net.transport import TcpTransport, UpstreamTarget, UpstreamUnreachable
 from gateway.platform.envelope import decode_request
 from gateway.relay.forwarder import AmbiguousOutcome, Forwarder
@@ -22,8 +22,8 @@ from conftest import example
 def forwarder(sim: Simulator, *, reuse: bool) -> Forwarder:
     assert sim.addresses is not None
     host, port = sim.addresses.platform
-    pool = UpstreamPool([UpstreamTarget("sim", host, port)])
-    return Forwarder(pool, ConnectionPool(TcpTransport(), idle_timeout=5), lambda e: reuse)
+    pool = UpstreamFailover([UpstreamTarget("sim", host, port)])
+    return Forwarder(pool, KeepAlivePool(TcpTransport(), idle_timeout=5), lambda e: reuse)
 
 
 def envelope(infno_doc: str, sign_no: str = ""):

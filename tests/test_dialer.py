@@ -11,9 +11,9 @@ import asyncio
 import pytest
 
 from gateway.net.breaker import BreakerPolicy, BreakerState
-from gateway.net.connections import ConnectionPool
+from gateway.net.connections import KeepAlivePool
 from gateway.net.dialer import Dialer, NoConnection
-from gateway.net.pool import UpstreamPool
+from gateway.net.pool import UpstreamFailover
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
 
 PRIMARY = UpstreamTarget("p", "10.0.0.1", 1, connect_timeout=5)
@@ -51,11 +51,11 @@ async def listener() -> asyncio.Server:
     server.close()
 
 
-def rig(listener: asyncio.Server, race_after: float) -> tuple[Hanging, UpstreamPool, ConnectionPool, Dialer]:
+def rig(listener: asyncio.Server, race_after: float) -> tuple[Hanging, UpstreamFailover, KeepAlivePool, Dialer]:
     transport = Hanging(listener.sockets[0].getsockname()[1])
     # failback at once for a primary that never failed nor lagged: only the race itself can keep traffic off it
-    pool = UpstreamPool([PRIMARY, BACKUP], policy=BreakerPolicy(failures_to_open=1), failback_after=0.001)
-    connections = ConnectionPool(transport)
+    pool = UpstreamFailover([PRIMARY, BACKUP], policy=BreakerPolicy(failures_to_open=1), failback_after=0.001)
+    connections = KeepAlivePool(transport)
     return transport, pool, connections, Dialer(pool, connections, race_after=race_after)
 
 

@@ -24,7 +24,7 @@ async def test_a_task_whose_wait_for_swallowed_the_cancel_is_cancelled_again() -
 
     async def probe_loop() -> None:
         nonlocal rounds
-        while True:  # the shape of UpstreamPool.probe_loop
+        while True:  # the shape of UpstreamFailover.probe_loop
             rounds += 1
             await asyncio.wait_for(connected if rounds == 1 else asyncio.sleep(0.01), 3)
             asleep.set()

@@ -9,8 +9,7 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.config import Config
-from gateway.config import Session as SessionConfig
+from gateway.config import Config, SessionSettings
 from gateway.health.metrics import Metrics
 from gateway.health.mqtt import MqttSettings
 from gateway.http1 import Limits
@@ -53,7 +52,7 @@ def profile_codecs(config: Config) -> dict[str, ProfileCodec]:
     }
 
 
-def session_operator(s: SessionConfig) -> Operator:
+def session_operator(s: SessionSettings) -> Operator:
     return Operator(**s.model_dump(exclude={"sign_in", "max_age"}))
 
 

@@ -43,8 +43,8 @@ from gateway.health.mqtt import HealthPublisher
 from gateway.health.recent import Recent
 from gateway.health.systemd import Notifier
 from gateway.identity import identity_cert_figures
-from gateway.net.connections import ConnectionPool
-from gateway.net.pool import UpstreamPool
+from gateway.net.connections import KeepAlivePool
+from gateway.net.pool import UpstreamFailover
 from gateway.net.transport import TcpTransport, Transport
 from gateway.platform.msgids import MsgidMaker
 from gateway.policy.gate import PolicyGate
@@ -199,11 +199,11 @@ class Daemon:
         return self.policy.gate
 
     @property
-    def pool(self) -> UpstreamPool | None:
+    def pool(self) -> UpstreamFailover | None:
         return self.upstreams.pool if self.upstreams is not None else None
 
     @property
-    def connections(self) -> ConnectionPool | None:
+    def connections(self) -> KeepAlivePool | None:
         return self.upstreams.connections if self.upstreams is not None else None
 
     @property

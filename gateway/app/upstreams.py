@@ -16,8 +16,8 @@ from gateway.app.parts import Deadline, TaskPart
 from gateway.config import Config
 from gateway.identity import LoadedIdentity
 from gateway.net.breaker import BreakerPolicy
-from gateway.net.connections import ConnectionPool
-from gateway.net.pool import UpstreamPool
+from gateway.net.connections import KeepAlivePool
+from gateway.net.pool import UpstreamFailover
 from gateway.net.tlcp_transport import TlcpTransport
 from gateway.net.transport import Transport
 
@@ -30,13 +30,13 @@ class Upstreams:
     def __init__(self, cfg: Config, transport: Transport, events: EventSink, deadline: Deadline) -> None:
         self.cfg, self.transport, self.events = cfg, transport, events
         f = cfg.failover
-        self.pool = UpstreamPool(
+        self.pool = UpstreamFailover(
             upstream_targets(cfg),
             policy=BreakerPolicy(f.failures_to_open, f.cooldown, f.cooldown_max, f.successes_to_close),
             failback_after=f.failback_after,
             on_change=lambda old, new: events.emit("upstream_switched", {"was": old, "to": new}),
         )
-        self.connections = ConnectionPool(transport)
+        self.connections = KeepAlivePool(transport)
         self._probes = TaskPart("probes", lambda: self.pool.probe_loop(transport, f.probe_interval), deadline)
         self._unsubscribe = events.subscribe(self._route_lost)
 

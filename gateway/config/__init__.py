@@ -39,7 +39,7 @@ from gateway.config.sections import (
     Recon,
     ReconGroup,
     Relay,
-    Session,
+    SessionSettings,
     TcpListen,
 )
 from gateway.config.upstream import (
@@ -70,7 +70,7 @@ class Config(_Strict):
     identity: Annotated[Identity | None, LIVE] = None
     failover: Annotated[Failover, RESTART] = Failover()
     relay: Annotated[Relay, RESTART] = Relay()
-    session: Annotated[Session | None, RESTART] = None
+    session: Annotated[SessionSettings | None, RESTART] = None
     #: the access policy; absent: /etc/ybgate/policies — or, with development: true only, no policy at all
     policy: PolicySection | None = None
     callback: Annotated[CallbackSection | None, RESTART] = None
@@ -184,7 +184,7 @@ __all__ = [
     "ReconGroup",
     "Relay",
     "SecretRef",
-    "Session",
+    "SessionSettings",
     "TcpListen",
     "Upstream",
     "UpstreamSecrets",

@@ -179,7 +179,7 @@ class Logging(_Strict):
     access: AccessLogging = AccessLogging()
 
 
-class Session(_Strict):
+class SessionSettings(_Strict):
     """Sign-in (9001) on the HIS's behalf, for requests that arrive without a sign_no."""
 
     sign_in: bool = False

@@ -36,7 +36,7 @@ class Connection:
             await self.writer.wait_closed()
 
 
-class ConnectionPool:
+class KeepAlivePool:
     def __init__(self, transport: Transport, *, max_idle: int = 8, idle_timeout: float = 20.0) -> None:
         self.transport = transport
         self.max_idle = max_idle

@@ -17,8 +17,8 @@ import asyncio
 from collections.abc import Sequence
 
 from gateway.net.breaker import Ticket
-from gateway.net.connections import Connection, ConnectionPool
-from gateway.net.pool import UpstreamPool
+from gateway.net.connections import Connection, KeepAlivePool
+from gateway.net.pool import UpstreamFailover
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
 
 #: the default head start of each upstream over the next one in line (seconds)
@@ -32,7 +32,7 @@ class NoConnection(UpstreamUnreachable):
 
 
 class Dialer:
-    def __init__(self, pool: UpstreamPool, connections: ConnectionPool, *, race_after: float = RACE_AFTER) -> None:
+    def __init__(self, pool: UpstreamFailover, connections: KeepAlivePool, *, race_after: float = RACE_AFTER) -> None:
         self.pool = pool
         self.connections = connections
         self.race_after = race_after

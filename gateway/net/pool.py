@@ -37,7 +37,7 @@ class UpstreamHealth:
     handshakes_resumed: int = 0
 
 
-class UpstreamPool:
+class UpstreamFailover:
     def __init__(
         self,
         targets: list[UpstreamTarget],

@@ -22,7 +22,7 @@ from gateway.crypto import Certificate, CertificateError, verify_chain
 from gateway.crypto.certs import ENC, SIGN
 from gateway.net.tlcp_adaptive import AuthChoice, AutoSettings, UpstreamMemory, open_adaptive
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable, os_reason, watch_liveness
-from gateway.tlcp import AlertDescription, PeerVerifier, Session, TLCPAlert, TLCPConfig
+from gateway.tlcp import AlertDescription, PeerVerifier, TLCPAlert, TLCPConfig, TlcpSession
 
 
 def chain_verifier(roots: list[Certificate], *, pins: frozenset[str] = frozenset()) -> PeerVerifier:
@@ -71,7 +71,7 @@ def _alert_for(message: str) -> int:
 @dataclasses.dataclass(frozen=True)
 class _Kept:
     config: TLCPConfig  # the settings the session was made under
-    session: Session
+    session: TlcpSession
     until: float  # monotonic
 
 
@@ -110,7 +110,7 @@ class TlcpTransport:
             return config
         return dataclasses.replace(config, session=kept.session)
 
-    def _keep(self, name: str, config: TLCPConfig, session: Session | None, resumed: bool) -> None:
+    def _keep(self, name: str, config: TLCPConfig, session: TlcpSession | None, resumed: bool) -> None:
         lifetime = self.session_lifetimes.get(name, 0.0)
         # A resumed session keeps the deadline of the full handshake that made it: a lifetime is not extended by use.
         if resumed or lifetime <= 0 or session is None or not session.session_id:

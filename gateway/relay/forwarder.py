@@ -1,8 +1,9 @@
-"""Relay v0: send one request to the platform within the HIS's deadline and bring back its answer.
+"""The forwarder: one attempt to send a request to the platform within its deadline, over the upstream the
+failover picks (UpstreamFailover) and a connection of the keep-alive pool (KeepAlivePool), and its answer back.
 
-The outcome of a failed send is classified by whether the request left: an unreachable upstream means the
+The outcome of a failed attempt is classified by whether the request left: an unreachable upstream means the
 platform never saw it (safe to say "not sent"); a failure after the request was written is ambiguous and is
-reported as such — never guessed. Durable outbox, retries and resolution by query/冲正 build on this seam.
+reported as such — never guessed. The durable relay (durable.py) owns retries and resolution by query/冲正.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import structlog
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.http1.client import BadUpstreamResponse, ClientResponse, NoResponse, encode_request, exchange
 from gateway.http1.messages import attachment_filename
-from gateway.net.connections import Connection, ConnectionPool
+from gateway.net.connections import Connection, KeepAlivePool
 from gateway.net.dialer import RACE_AFTER, Dialer, NoConnection
-from gateway.net.pool import UpstreamPool
+from gateway.net.pool import UpstreamFailover
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable, link_dead
 from gateway.platform.envelope import RequestEnvelope, ResponseEnvelope
 from gateway.platform.profile import Profile
@@ -56,8 +57,8 @@ class Forwarder:
 
     def __init__(
         self,
-        pool: UpstreamPool,
-        connections: ConnectionPool,
+        pool: UpstreamFailover,
+        connections: KeepAlivePool,
         reusable: Callable[[RequestEnvelope], bool] = never_reuse,
         *,
         codecs: Mapping[str, ProfileCodec] | None = None,

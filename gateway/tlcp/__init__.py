@@ -18,10 +18,10 @@ from gateway.tlcp.config import (
     PeerVerifier,
     TLCPConfig,
 )
-from gateway.tlcp.connection import State
+from gateway.tlcp.connection import TlcpState
 from gateway.tlcp.events import AlertReceived, ApplicationData, ClientAuth, CloseNotify, Event, HandshakeComplete
 from gateway.tlcp.server import ServerConnection
-from gateway.tlcp.session import MemorySessionCache, Session, SessionCache
+from gateway.tlcp.session import MemorySessionCache, SessionCache, TlcpSession
 from gateway.tlcp.suites import (
     ALL_SUITES,
     ECC_SM4_CBC_SM3,
@@ -54,9 +54,9 @@ __all__ = [
     "MemorySessionCache",
     "PeerVerifier",
     "ServerConnection",
-    "Session",
     "SessionCache",
-    "State",
     "TLCPAlert",
     "TLCPConfig",
+    "TlcpSession",
+    "TlcpState",
 ]

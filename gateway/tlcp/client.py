@@ -8,7 +8,7 @@ from gateway.crypto import Certificate, CryptoError, SM2PrivateKey, SM2PublicKey
 from gateway.tlcp import keyschedule
 from gateway.tlcp.alerts import AlertDescription, TLCPAlert
 from gateway.tlcp.config import ClientCertShape, Credentials
-from gateway.tlcp.connection import Connection, State, check_usage, load_certificate
+from gateway.tlcp.connection import Connection, TlcpState, check_usage, load_certificate
 from gateway.tlcp.events import ClientAuth, HandshakeComplete
 from gateway.tlcp.key_exchange import (
     ClientKeyExchangeECC,
@@ -29,7 +29,7 @@ from gateway.tlcp.messages import (
     server_name_extension,
 )
 from gateway.tlcp.record import TLCP_VERSION
-from gateway.tlcp.session import Session
+from gateway.tlcp.session import TlcpSession
 from gateway.tlcp.suites import BY_CODE, KeyExchange
 
 H = HandshakeType
@@ -45,12 +45,12 @@ class ClientConnection(Connection):
     is_client = True
 
     def _init_role(self) -> None:
-        self._offered: Session | None = None
+        self._offered: TlcpSession | None = None
         self._resumed = False
         self._server_certs: tuple[Certificate, ...] = ()
         self._server_point: bytes | None = None
         self._cert_request: CertificateRequest | None = None
-        self.session: Session | None = None
+        self.session: TlcpSession | None = None
         #: what this handshake did about client authentication, known once ServerHelloDone is answered; read
         #: it after a failed handshake to tell a refused client certificate from other failures
         self.client_auth = ClientAuth()
@@ -58,7 +58,7 @@ class ClientConnection(Connection):
     def start(self) -> None:
         """Queue the ClientHello."""
         cfg = self.config
-        self._move(State.CLIENT_WAIT_SERVER_HELLO)
+        self._move(TlcpState.CLIENT_WAIT_SERVER_HELLO)
         self.client_random = self._random(32)
         offered = cfg.session
         # An empty id offers nothing: a server that keeps no sessions answers with an empty id too, and that
@@ -74,16 +74,16 @@ class ClientConnection(Connection):
         )
         self._send_handshake(H.client_hello, hello.encode())
 
-    def _handlers(self) -> dict[tuple[State, HandshakeType], Callable[[RawHandshake], None]]:
+    def _handlers(self) -> dict[tuple[TlcpState, HandshakeType], Callable[[RawHandshake], None]]:
         return {
-            (State.CLIENT_WAIT_SERVER_HELLO, H.server_hello): self._on_server_hello,
-            (State.CLIENT_WAIT_CERTIFICATE, H.certificate): self._on_certificate,
-            (State.CLIENT_WAIT_KEY_EXCHANGE, H.server_key_exchange): self._on_key_exchange,
-            (State.CLIENT_WAIT_REQUEST_OR_DONE, H.certificate_request): self._on_certificate_request,
-            (State.CLIENT_WAIT_REQUEST_OR_DONE, H.server_hello_done): self._on_hello_done,
-            (State.CLIENT_WAIT_DONE, H.server_hello_done): self._on_hello_done,
-            (State.WAIT_CCS, H.new_session_ticket): self._on_ticket,
-            (State.WAIT_FINISHED, H.finished): self._on_finished,
+            (TlcpState.CLIENT_WAIT_SERVER_HELLO, H.server_hello): self._on_server_hello,
+            (TlcpState.CLIENT_WAIT_CERTIFICATE, H.certificate): self._on_certificate,
+            (TlcpState.CLIENT_WAIT_KEY_EXCHANGE, H.server_key_exchange): self._on_key_exchange,
+            (TlcpState.CLIENT_WAIT_REQUEST_OR_DONE, H.certificate_request): self._on_certificate_request,
+            (TlcpState.CLIENT_WAIT_REQUEST_OR_DONE, H.server_hello_done): self._on_hello_done,
+            (TlcpState.CLIENT_WAIT_DONE, H.server_hello_done): self._on_hello_done,
+            (TlcpState.WAIT_CCS, H.new_session_ticket): self._on_ticket,
+            (TlcpState.WAIT_FINISHED, H.finished): self._on_finished,
         }
 
     def _on_server_hello(self, msg: RawHandshake) -> None:
@@ -103,10 +103,10 @@ class ClientConnection(Connection):
             self.session = offered
             self._server_certs = tuple(load_certificate(d) for d in offered.peer_certificates)
             self._install_keys(offered.master_secret)
-            self._move(State.WAIT_CCS)
+            self._move(TlcpState.WAIT_CCS)
             return
-        self.session = Session(hello.session_id, hello.cipher_suite, b"", (), self._now(), self.config.server_name)
-        self._move(State.CLIENT_WAIT_CERTIFICATE)
+        self.session = TlcpSession(hello.session_id, hello.cipher_suite, b"", (), self._now(), self.config.server_name)
+        self._move(TlcpState.CLIENT_WAIT_CERTIFICATE)
 
     def _on_certificate(self, msg: RawHandshake) -> None:
         ders = CertificateMessage.decode(msg.body).certificates
@@ -118,7 +118,7 @@ class ClientConnection(Connection):
         self._verify_peer_chain(certs)
         self._server_certs = certs
         self._hash(msg)
-        self._move(State.CLIENT_WAIT_KEY_EXCHANGE)
+        self._move(TlcpState.CLIENT_WAIT_KEY_EXCHANGE)
 
     def _on_key_exchange(self, msg: RawHandshake) -> None:
         assert self.suite is not None
@@ -133,12 +133,12 @@ class ClientConnection(Connection):
             self._verify(sign_key, ecdhe.signature, payload, "ServerKeyExchange")
             self._server_point = ecdhe.point
         self._hash(msg)
-        self._move(State.CLIENT_WAIT_REQUEST_OR_DONE)
+        self._move(TlcpState.CLIENT_WAIT_REQUEST_OR_DONE)
 
     def _on_certificate_request(self, msg: RawHandshake) -> None:
         self._cert_request = CertificateRequest.decode(msg.body)
         self._hash(msg)
-        self._move(State.CLIENT_WAIT_DONE)
+        self._move(TlcpState.CLIENT_WAIT_DONE)
 
     def _on_hello_done(self, msg: RawHandshake) -> None:
         ServerHelloDone.decode(msg.body)
@@ -176,7 +176,7 @@ class ClientConnection(Connection):
         self._install_keys(keyschedule.master_secret(pre_master, self.client_random, self.server_random))
         self._send_ccs()
         self._send_finished()
-        self._move(State.WAIT_CCS)
+        self._move(TlcpState.WAIT_CCS)
 
     def _encrypt_pre_master(self, server_enc: SM2PublicKey, pre_master: bytes) -> bytes:
         try:
@@ -227,7 +227,7 @@ class ClientConnection(Connection):
             self._send_finished()
         assert self.suite is not None and self.session is not None
         if not self._resumed:
-            self.session = Session(
+            self.session = TlcpSession(
                 self.session.session_id,
                 self.suite.code,
                 self._master,
@@ -235,7 +235,7 @@ class ClientConnection(Connection):
                 self.session.created,
                 self.config.server_name,
             )
-        self._move(State.ESTABLISHED)
+        self._move(TlcpState.ESTABLISHED)
         self._events.append(
             HandshakeComplete(
                 self.suite,

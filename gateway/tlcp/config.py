@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.crypto import DEFAULT_SM2_ID, Certificate, SM2PrivateKey
-from gateway.tlcp.session import Session, SessionCache
+from gateway.tlcp.session import SessionCache, TlcpSession
 from gateway.tlcp.suites import ALL_SUITES, CipherSuite
 
 #: Checks the peer's certificate path ([sign, enc?, chain...]); raises TLCPAlert (bad_certificate,
@@ -57,7 +57,7 @@ class TLCPConfig:
     client_cert_shape: ClientCertShape = ClientCertShape.AUTO
     cert_verify_form: CertVerifyForm = CertVerifyForm.SM3
     #: a session from an earlier connection to offer for resumption
-    session: Session | None = None
+    session: TlcpSession | None = None
     ecdhe_point_with_params: bool = True
     # -- server side --------------------------------------------------------------------------------------
     request_client_cert: bool = False

@@ -25,7 +25,7 @@ RandomSource = Callable[[int], bytes]
 KeyFactory = Callable[[], SM2PrivateKey]
 
 
-class State(enum.Enum):
+class TlcpState(enum.Enum):
     START = "start"
     CLIENT_WAIT_SERVER_HELLO = "client_wait_server_hello"
     CLIENT_WAIT_CERTIFICATE = "client_wait_certificate"
@@ -43,8 +43,8 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-_S = State
-LEGAL_MOVES: dict[State, frozenset[State]] = {
+_S = TlcpState
+LEGAL_MOVES: dict[TlcpState, frozenset[TlcpState]] = {
     _S.START: frozenset({_S.CLIENT_WAIT_SERVER_HELLO, _S.SERVER_WAIT_CLIENT_HELLO}),
     _S.CLIENT_WAIT_SERVER_HELLO: frozenset({_S.CLIENT_WAIT_CERTIFICATE, _S.WAIT_CCS}),
     _S.CLIENT_WAIT_CERTIFICATE: frozenset({_S.CLIENT_WAIT_KEY_EXCHANGE}),
@@ -100,7 +100,7 @@ class Connection:
         self._random = random
         self._ephemeral_key = ephemeral_key
         self._now = now or (lambda: 0.0)
-        self._state = State.START
+        self._state = TlcpState.START
         self._records = RecordLayer(random)
         self._hs_reader = HandshakeReader()
         self._transcript = bytearray()
@@ -130,12 +130,12 @@ class Connection:
 
     # -- public API ----------------------------------------------------------------------------------------
     @property
-    def state(self) -> State:
+    def state(self) -> TlcpState:
         return self._state
 
     @property
     def handshake_complete(self) -> bool:
-        return self._state in (State.ESTABLISHED, State.CLOSING)
+        return self._state in (TlcpState.ESTABLISHED, TlcpState.CLOSING)
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -144,11 +144,11 @@ class Connection:
 
     def receive_data(self, data: bytes) -> list[Event]:
         # The property, not _state: the type checker would take _state as open in the loop below, which closes it.
-        if self.state is State.CLOSED:
+        if self.state is TlcpState.CLOSED:
             return []
         self._records.feed(data)
         try:
-            while self._state is not State.CLOSED and (record := self._records.next_record()) is not None:
+            while self._state is not TlcpState.CLOSED and (record := self._records.next_record()) is not None:
                 if record.unprotected:
                     self.peer_sends_clear_alerts = True
                 self._on_record(record.content_type, record.fragment)
@@ -159,28 +159,28 @@ class Connection:
         return events
 
     def send_data(self, data: bytes) -> None:
-        if self._state is not State.ESTABLISHED:
+        if self._state is not TlcpState.ESTABLISHED:
             raise TLCPAlert(AlertDescription.internal_error, f"cannot send application data in {self._state.value}")
         self._out += self._records.encode(ContentType.application_data, data)
 
     def close(self) -> None:
         """Send close_notify; the connection is closed once the peer answers with its own."""
-        if self._state in (State.CLOSING, State.CLOSED):
+        if self._state in (TlcpState.CLOSING, TlcpState.CLOSED):
             return
         self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
         self._sent_close = True
-        self._state = State.CLOSING if self._state is State.ESTABLISHED else State.CLOSED
+        self._state = TlcpState.CLOSING if self._state is TlcpState.ESTABLISHED else TlcpState.CLOSED
 
     # -- state ---------------------------------------------------------------------------------------------
-    def _move(self, new: State) -> None:
+    def _move(self, new: TlcpState) -> None:
         if new not in LEGAL_MOVES[self._state]:
             raise TLCPAlert(AlertDescription.internal_error, f"illegal move {self._state.value} -> {new.value}")
         self._state = new
 
     def _fail(self, exc: TLCPAlert) -> None:
-        if self._state is not State.CLOSED and not exc.remote:
+        if self._state is not TlcpState.CLOSED and not exc.remote:
             self._send_alert(AlertLevel.FATAL, exc.description)
-        self._state = State.CLOSED
+        self._state = TlcpState.CLOSED
 
     # -- records in ----------------------------------------------------------------------------------------
     def _on_record(self, content_type: ContentType, fragment: bytes) -> None:
@@ -194,9 +194,9 @@ class Connection:
             if not fragment:
                 raise TLCPAlert(AlertDescription.unexpected_message, "empty handshake record")
             self._hs_reader.feed(fragment)
-            while self._state is not State.CLOSED and (msg := self._hs_reader.next_message()) is not None:
+            while self._state is not TlcpState.CLOSED and (msg := self._hs_reader.next_message()) is not None:
                 self._on_handshake_message(msg)
-        elif self._state not in (State.ESTABLISHED, State.CLOSING):
+        elif self._state not in (TlcpState.ESTABLISHED, TlcpState.CLOSING):
             raise TLCPAlert(AlertDescription.unexpected_message, f"application data in {self._state.value}")
         elif fragment:  # Tongsuo sends empty records ahead of CBC data; they carry nothing
             self._events.append(ApplicationData(fragment))
@@ -207,7 +207,7 @@ class Connection:
         level, description = fragment[0], fragment[1]
         if is_close_notify(description) and self._state in _HANDSHAKING:
             # The peer gave up on the handshake: it ends here, like a fatal alert, rather than waiting for more.
-            self._state = State.CLOSED
+            self._state = TlcpState.CLOSED
             self._events.append(AlertReceived(level, description))
             return
         if is_close_notify(description):
@@ -215,25 +215,25 @@ class Connection:
             if not self._sent_close:
                 self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
                 self._sent_close = True
-            self._state = State.CLOSED
+            self._state = TlcpState.CLOSED
             self._events.append(CloseNotify())
             return
         self._events.append(AlertReceived(level, description))
         if level != AlertLevel.WARNING or self._state in _HANDSHAKING:
             # A warning during the handshake (e.g. no_renegotiation in answer to our hello) ends it too.
-            self._state = State.CLOSED
+            self._state = TlcpState.CLOSED
 
     def _on_ccs(self, fragment: bytes) -> None:
         if fragment != b"\x01":
             raise TLCPAlert(AlertDescription.decode_error, "ChangeCipherSpec is not 0x01")
-        if self._state is not State.WAIT_CCS or self._pending_read is None:
+        if self._state is not TlcpState.WAIT_CCS or self._pending_read is None:
             raise TLCPAlert(AlertDescription.unexpected_message, f"ChangeCipherSpec in {self._state.value}")
         self._records.set_read_protection(self._pending_read)
         self._pending_read = None
-        self._move(State.WAIT_FINISHED)
+        self._move(TlcpState.WAIT_FINISHED)
 
     def _on_handshake_message(self, msg: RawHandshake) -> None:
-        if self._state in (State.ESTABLISHED, State.CLOSING):
+        if self._state in (TlcpState.ESTABLISHED, TlcpState.CLOSING):
             self._post_handshake(msg)
             return
         self._handle(msg)
@@ -252,7 +252,7 @@ class Connection:
             raise TLCPAlert(AlertDescription.unexpected_message, f"{msg.msg_type.name} in {self._state.value}")
         handler(msg)
 
-    def _handlers(self) -> dict[tuple[State, HandshakeType], Callable[[RawHandshake], None]]:
+    def _handlers(self) -> dict[tuple[TlcpState, HandshakeType], Callable[[RawHandshake], None]]:
         raise NotImplementedError
 
     # -- records out ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from gateway.crypto import Certificate
 from gateway.tlcp.alerts import AlertDescription, AlertLevel, TLCPAlert
 from gateway.tlcp.config import CertVerifyForm, ClientCertShape
-from gateway.tlcp.session import Session
+from gateway.tlcp.session import TlcpSession
 from gateway.tlcp.suites import CipherSuite
 
 
@@ -35,7 +35,7 @@ class ClientAuth:
 @dataclass(frozen=True)
 class HandshakeComplete(Event):
     cipher_suite: CipherSuite
-    session: Session = field(repr=False)
+    session: TlcpSession = field(repr=False)
     resumed: bool
     #: [sign, enc?, chain...] as the peer sent them (empty for an anonymous client)
     peer_certificates: tuple[Certificate, ...] = field(repr=False)

@@ -10,7 +10,7 @@ from gateway.tlcp import keyschedule
 from gateway.tlcp.alerts import AlertDescription, TLCPAlert
 from gateway.tlcp.client import ske_ecc_payload
 from gateway.tlcp.config import CertVerifyForm, Credentials
-from gateway.tlcp.connection import Connection, State, check_usage, load_certificate
+from gateway.tlcp.connection import Connection, TlcpState, check_usage, load_certificate
 from gateway.tlcp.events import HandshakeComplete
 from gateway.tlcp.key_exchange import (
     ClientKeyExchangeECC,
@@ -28,7 +28,7 @@ from gateway.tlcp.messages import (
     ServerHello,
 )
 from gateway.tlcp.record import TLCP_VERSION
-from gateway.tlcp.session import Session
+from gateway.tlcp.session import TlcpSession
 from gateway.tlcp.suites import BY_CODE, KeyExchange
 
 H = HandshakeType
@@ -51,18 +51,18 @@ class ServerConnection(Connection):
         self._session_id = b""
         self._cv_form: str | None = None
         self._ecdhe_with_params: bool | None = None
-        self.session: Session | None = None
+        self.session: TlcpSession | None = None
 
     def start(self) -> None:
-        self._move(State.SERVER_WAIT_CLIENT_HELLO)
+        self._move(TlcpState.SERVER_WAIT_CLIENT_HELLO)
 
-    def _handlers(self) -> dict[tuple[State, HandshakeType], Callable[[RawHandshake], None]]:
+    def _handlers(self) -> dict[tuple[TlcpState, HandshakeType], Callable[[RawHandshake], None]]:
         return {
-            (State.SERVER_WAIT_CLIENT_HELLO, H.client_hello): self._on_client_hello,
-            (State.SERVER_WAIT_CERTIFICATE, H.certificate): self._on_certificate,
-            (State.SERVER_WAIT_KEY_EXCHANGE, H.client_key_exchange): self._on_key_exchange,
-            (State.SERVER_WAIT_CERT_VERIFY, H.certificate_verify): self._on_certificate_verify,
-            (State.WAIT_FINISHED, H.finished): self._on_finished,
+            (TlcpState.SERVER_WAIT_CLIENT_HELLO, H.client_hello): self._on_client_hello,
+            (TlcpState.SERVER_WAIT_CERTIFICATE, H.certificate): self._on_certificate,
+            (TlcpState.SERVER_WAIT_KEY_EXCHANGE, H.client_key_exchange): self._on_key_exchange,
+            (TlcpState.SERVER_WAIT_CERT_VERIFY, H.certificate_verify): self._on_certificate_verify,
+            (TlcpState.WAIT_FINISHED, H.finished): self._on_finished,
         }
 
     def _on_client_hello(self, msg: RawHandshake) -> None:
@@ -112,9 +112,9 @@ class ServerConnection(Connection):
             request = CertificateRequest(authorities=self.config.client_ca_names)
             self._send_handshake(H.certificate_request, request.encode())
         self._send_handshake(H.server_hello_done, b"")
-        self._move(State.SERVER_WAIT_CERTIFICATE if self._requested else State.SERVER_WAIT_KEY_EXCHANGE)
+        self._move(TlcpState.SERVER_WAIT_CERTIFICATE if self._requested else TlcpState.SERVER_WAIT_KEY_EXCHANGE)
 
-    def _resume(self, cached: Session) -> None:
+    def _resume(self, cached: TlcpSession) -> None:
         self._resumed = True
         self.session = cached
         self.suite = BY_CODE[cached.cipher_suite]
@@ -126,7 +126,7 @@ class ServerConnection(Connection):
         self._install_keys(cached.master_secret)
         self._send_ccs()
         self._send_finished()
-        self._move(State.WAIT_CCS)
+        self._move(TlcpState.WAIT_CCS)
 
     def _on_certificate(self, msg: RawHandshake) -> None:
         assert self.suite is not None
@@ -148,7 +148,7 @@ class ServerConnection(Connection):
             self._verify_peer_chain(certs)
             self._client_certs = certs
         self._hash(msg)
-        self._move(State.SERVER_WAIT_KEY_EXCHANGE)
+        self._move(TlcpState.SERVER_WAIT_KEY_EXCHANGE)
 
     def _on_key_exchange(self, msg: RawHandshake) -> None:
         assert self.suite is not None
@@ -160,7 +160,7 @@ class ServerConnection(Connection):
             pre_master = self._ecdhe(cke.point)
         self._hash(msg)
         self._install_keys(keyschedule.master_secret(pre_master, self.client_random, self.server_random))
-        self._move(State.SERVER_WAIT_CERT_VERIFY if self._client_certs else State.WAIT_CCS)
+        self._move(TlcpState.SERVER_WAIT_CERT_VERIFY if self._client_certs else TlcpState.WAIT_CCS)
 
     def _decrypt_pre_master(self, ciphertext: bytes) -> bytes:
         # Whatever goes wrong, carry on with a random pre-master: the Finished check then fails the same
@@ -205,7 +205,7 @@ class ServerConnection(Connection):
         else:
             raise TLCPAlert(AlertDescription.decrypt_error, "CertificateVerify signature does not verify")
         self._hash(msg)
-        self._move(State.WAIT_CCS)
+        self._move(TlcpState.WAIT_CCS)
 
     def _on_finished(self, msg: RawHandshake) -> None:
         self._check_finished(msg)
@@ -213,7 +213,7 @@ class ServerConnection(Connection):
         if not self._resumed:
             self._send_ccs()
             self._send_finished()
-            self.session = Session(
+            self.session = TlcpSession(
                 self._session_id,
                 self.suite.code,
                 self._master,
@@ -224,7 +224,7 @@ class ServerConnection(Connection):
             if self.config.session_cache is not None and self._session_id:
                 self.config.session_cache.put(self.session)
         assert self.session is not None
-        self._move(State.ESTABLISHED)
+        self._move(TlcpState.ESTABLISHED)
         self._events.append(
             HandshakeComplete(
                 self.suite,

@@ -9,7 +9,7 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
-class Session:
+class TlcpSession:
     session_id: bytes
     cipher_suite: int
     master_secret: bytes = field(repr=False)
@@ -20,8 +20,8 @@ class Session:
 
 
 class SessionCache(Protocol):
-    def get(self, session_id: bytes) -> Session | None: ...
-    def put(self, session: Session) -> None: ...
+    def get(self, session_id: bytes) -> TlcpSession | None: ...
+    def put(self, session: TlcpSession) -> None: ...
     def remove(self, session_id: bytes) -> None: ...
 
 
@@ -33,9 +33,9 @@ class MemorySessionCache:
         self._lifetime = lifetime
         self._size = size
         # stored with the cache's own insertion time, so expiry does not depend on the connection's clock
-        self._items: OrderedDict[bytes, tuple[float, Session]] = OrderedDict()
+        self._items: OrderedDict[bytes, tuple[float, TlcpSession]] = OrderedDict()
 
-    def get(self, session_id: bytes) -> Session | None:
+    def get(self, session_id: bytes) -> TlcpSession | None:
         item = self._items.get(session_id)
         if item is None:
             return None
@@ -45,7 +45,7 @@ class MemorySessionCache:
         self._items.move_to_end(session_id)
         return item[1]
 
-    def put(self, session: Session) -> None:
+    def put(self, session: TlcpSession) -> None:
         self._items[session.session_id] = (self._now(), session)
         self._items.move_to_end(session.session_id)
         while len(self._items) > self._size:

@@ -23,7 +23,7 @@ from gateway.net.tlcp_stream import start_tlcp_server
 from gateway.net.tlcp_transport import TlcpTransport
 from gateway.net.transport import UpstreamTarget, UpstreamUnreachable
 from gateway.tlcp import AlertDescription, AlertStyle, CertVerifyForm, ClientCertShape, TLCPAlert
-from gateway.tlcp.connection import State
+from gateway.tlcp.connection import TlcpState
 from gateway.tlcp.messages import CertificateVerify, RawHandshake
 from gateway.tlcp.server import ServerConnection
 from gateway.tlcp.suites import ECC_SM4_GCM_SM3
@@ -52,7 +52,7 @@ class RawOnlyServer(ServerConnection):
             raise TLCPAlert(AlertDescription.decrypt_error, "CertificateVerify signature does not verify") from None
         RawOnlyServer.handshakes.append("raw")
         self._hash(msg)
-        self._move(State.WAIT_CCS)
+        self._move(TlcpState.WAIT_CCS)
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

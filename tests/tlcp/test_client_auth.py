@@ -9,11 +9,11 @@ import pytest
 from gateway.tlcp.alerts import AlertDescription, AlertLevel
 from gateway.tlcp.client import ClientConnection
 from gateway.tlcp.config import AlertStyle, CertVerifyForm, ClientCertShape
-from gateway.tlcp.connection import State
+from gateway.tlcp.connection import TlcpState
 from gateway.tlcp.events import AlertReceived, CloseNotify, HandshakeComplete
 from gateway.tlcp.messages import CertificateRequest
 from gateway.tlcp.server import ServerConnection
-from gateway.tlcp.session import Session
+from gateway.tlcp.session import TlcpSession
 from gateway.tlcp.suites import ECC_SM4_CBC_SM3, ECC_SM4_GCM_SM3, ECDHE_SM4_CBC_SM3
 
 from .peers import CLIENT, SERVER, client_with_certs, connect, pump
@@ -77,15 +77,15 @@ def test_ecdhe_sends_sign_and_enc_whatever_the_shape_setting() -> None:
 def test_a_session_with_an_empty_id_is_not_offered_nor_taken_for_a_resumption() -> None:
     # A server without a session cache answers with an empty id; an offered empty id must not make that a
     # resumption (the old code then took the server's Certificate for an unexpected message).
-    empty = Session(b"", ECC_SM4_CBC_SM3.code, b"\x11" * 48)
+    empty = TlcpSession(b"", ECC_SM4_CBC_SM3.code, b"\x11" * 48)
     client, _s, ce, _se = connect(replace(CLIENT, session=empty), SERVER)
     done = done_of(ce)
     assert not done.resumed
-    assert client.state is State.ESTABLISHED
+    assert client.state is TlcpState.ESTABLISHED
 
 
 def test_an_empty_server_session_id_never_resumes_an_offered_session() -> None:
-    offered = Session(b"\x01" * 32, ECC_SM4_CBC_SM3.code, b"\x11" * 48)
+    offered = TlcpSession(b"\x01" * 32, ECC_SM4_CBC_SM3.code, b"\x11" * 48)
     _c, _s, ce, _se = connect(replace(CLIENT, session=offered), SERVER)
     assert not done_of(ce).resumed
 
@@ -97,7 +97,7 @@ def test_close_notify_during_the_handshake_ends_it(level: AlertLevel) -> None:
     client.data_to_send()
     events = client.receive_data(bytes([21, 1, 1, 0, 2, level, AlertDescription.close_notify]))
     assert events == [AlertReceived(level, AlertDescription.close_notify)]
-    assert client.state is State.CLOSED
+    assert client.state is TlcpState.CLOSED
     error = events[0].error()
     assert error.remote and error.description == AlertDescription.close_notify
 

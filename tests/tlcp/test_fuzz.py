@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from gateway.tlcp.alerts import TLCPAlert
 from gateway.tlcp.client import ClientConnection
-from gateway.tlcp.connection import State
+from gateway.tlcp.connection import TlcpState
 from gateway.tlcp.key_exchange import (
     ClientKeyExchangeECC,
     ClientKeyExchangeECDHE,
@@ -99,11 +99,11 @@ def _feed(conn, data: bytes) -> None:
         conn.receive_data(data)
     except TLCPAlert as exc:
         assert not exc.remote
-        assert conn.state is State.CLOSED
+        assert conn.state is TlcpState.CLOSED
         out = conn.data_to_send()
         assert (out[0] == ContentType.alert and out[-2:] == bytes([2, exc.description])) or len(out) > 7
     else:
-        assert conn.state is not State.CLOSED or conn.data_to_send()[:1] in (b"", b"\x15")
+        assert conn.state is not TlcpState.CLOSED or conn.data_to_send()[:1] in (b"", b"\x15")
 
 
 def _mutate(base: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:

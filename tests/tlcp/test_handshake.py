@@ -9,7 +9,7 @@ import pytest
 from gateway.tlcp.alerts import AlertDescription, TLCPAlert
 from gateway.tlcp.client import ClientConnection
 from gateway.tlcp.config import CertVerifyForm, ClientCertShape
-from gateway.tlcp.connection import State
+from gateway.tlcp.connection import TlcpState
 from gateway.tlcp.events import ApplicationData, CloseNotify, HandshakeComplete
 from gateway.tlcp.server import ServerConnection
 from gateway.tlcp.session import MemorySessionCache
@@ -52,7 +52,7 @@ def test_full_handshake_and_data_both_ways(suite, client_auth) -> None:
     client.close()
     ce, se = pump(client, server)
     assert only(se, CloseNotify) and only(ce, CloseNotify)
-    assert client.state is State.CLOSED and server.state is State.CLOSED
+    assert client.state is TlcpState.CLOSED and server.state is TlcpState.CLOSED
 
 
 @pytest.mark.parametrize("suite", ALL_SUITES, ids=SUITE_IDS)

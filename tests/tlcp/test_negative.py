@@ -9,7 +9,7 @@ import pytest
 from gateway.tlcp.alerts import AlertDescription, AlertLevel, TLCPAlert
 from gateway.tlcp.client import ClientConnection
 from gateway.tlcp.config import AlertStyle, ClientCertShape, Credentials
-from gateway.tlcp.connection import State
+from gateway.tlcp.connection import TlcpState
 from gateway.tlcp.events import AlertReceived, ApplicationData, CloseNotify, HandshakeComplete
 from gateway.tlcp.keyschedule import TrafficKeys
 from gateway.tlcp.messages import ClientHello, HandshakeType, NewSessionTicket, ServerHello, encode_handshake
@@ -40,7 +40,7 @@ def refuses(conn, data: bytes, description: AlertDescription) -> bytes:
     with pytest.raises(TLCPAlert) as info:
         conn.receive_data(data)
     assert info.value.description == description and not info.value.remote
-    assert conn.state is State.CLOSED
+    assert conn.state is TlcpState.CLOSED
     sent = conn.data_to_send()
     assert sent[-2:] == bytes([AlertLevel.FATAL, description]) or sent[0] == ContentType.alert
     return sent
@@ -169,7 +169,7 @@ def test_renegotiation_is_refused_and_the_session_survives() -> None:
     client._send_handshake(HandshakeType.client_hello, ClientHello(b"\x33" * 32, b"", (0xE053,)).encode())
     ce, _se = pump(client, server)
     assert ce == [AlertReceived(AlertLevel.WARNING, AlertDescription.no_renegotiation)]
-    assert server.state is State.ESTABLISHED and client.state is State.ESTABLISHED
+    assert server.state is TlcpState.ESTABLISHED and client.state is TlcpState.ESTABLISHED
     server.send_data(b"still here")
     ce, _se = pump(client, server)
     assert ce == [ApplicationData(b"still here")]
@@ -186,19 +186,19 @@ def test_empty_application_records_are_accepted() -> None:
 def test_clear_close_notify_and_fatal_alerts_after_ccs_are_accepted() -> None:
     client, server, _ce, _se = connect(CLIENT, SERVER)
     assert client.receive_data(record(21, b"\x02\x00")) == [CloseNotify()]  # GmSSL 3.1.1's close
-    assert client.state is State.CLOSED
+    assert client.state is TlcpState.CLOSED
     assert server.receive_data(client.data_to_send()) == [CloseNotify()]  # our answer, protected
     client, _server, _ce, _se = connect(CLIENT, SERVER)
     events = client.receive_data(record(21, b"\x02\x28"))
     assert events == [AlertReceived(AlertLevel.FATAL, AlertDescription.handshake_failure)]
-    assert events[0].error().remote and client.state is State.CLOSED
+    assert events[0].error().remote and client.state is TlcpState.CLOSED
 
 
 class TicketingServer(ServerConnection):
     """Sends NewSessionTicket before its CCS, as Tongsuo does."""
 
     def _send_ccs(self) -> None:
-        if self.state is State.WAIT_FINISHED:
+        if self.state is TlcpState.WAIT_FINISHED:
             self._send_handshake(HandshakeType.new_session_ticket, NewSessionTicket(7200, b"t" * 100).encode())
         super()._send_ccs()
 
