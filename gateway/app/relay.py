@@ -74,7 +74,7 @@ class RelayPart:
             shared_poll=0.05 if cfg.relay.outbox.backend == "postgresql" else None,
         )
         #: on a shared database, how often to look for rows of a gateway whose lease lapsed
-        self.takeover_every = cfg.relay.outbox.lease / 2 if cfg.relay.outbox.backend == "postgresql" else None
+        self.takeover_every = cfg.relay.outbox.lease / 4 if cfg.relay.outbox.backend == "postgresql" else None
         self._takeover: asyncio.Task[None] | None = None
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
