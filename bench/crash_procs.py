@@ -95,11 +95,17 @@ class Platform:
 
 
 def gateway_config(
-    work: Path, state: Path, platform: int, admin: int, reversal_settle: float, dsn_file: Path | None = None
+    work: Path,
+    state: Path,
+    platform: int,
+    admin: int,
+    reversal_settle: float,
+    dsn_file: Path | None = None,
+    node: str | None = None,
 ) -> Path:
-    """The gateway's config; with `dsn_file`, its outbox in that PostgreSQL database (a node of a pair)."""
+    """The gateway's config; with `dsn_file`, its outbox in that PostgreSQL database as `node` of a pair."""
     cfg = work / "ybgate.yaml"
-    outbox = f", outbox: {{backend: postgresql, dsn_file: {dsn_file}}}" if dsn_file is not None else ""
+    outbox = f", outbox: {{backend: postgresql, dsn_file: {dsn_file}, node: {node}}}" if dsn_file is not None else ""
     cfg.write_text(
         f"development: true\nstate_dir: {state}\nruntime_dir: {work}/run\n"
         f"admin: {{port: {admin}}}\nlogging: {{level: warning}}\n"

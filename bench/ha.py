@@ -38,13 +38,19 @@ import ha_throughput
 from crash_cashiers import Cashiers, post_at
 from crash_compare import COUNTS, compare
 from crash_procs import Platform
-from ha_nodes import Database, Node
+from ha_nodes import Database, Node, audit_pair
 
 #: a 冲正 that finds nothing is believed after this long (the real default is 60 s): the simulator answers at
 #: once in this harness (no delay faults), so a few seconds exceed the longest it holds a request
 REVERSAL_SETTLE = 3.0
 #: the outbox database of the pair
 DB = "pair"
+#: what `ybgate audit verify` across the pair's two chains counts, each to be 0
+AUDIT_COUNTS = {
+    "missing": "outcomes in no audit chain",
+    "doubled": "outcomes audited twice",
+    "broken": "audit chains broken",
+}
 #: the takeover target: the lease (5 s at the most by default) plus 2 s
 TAKEOVER_TARGET = 7.0
 
@@ -159,7 +165,10 @@ async def main(args: argparse.Namespace) -> int:
         seconds = loop.time() - began
         ledger = await platform.admin("GET", "/_sim/ledger")
         found = compare(run.told, ledger, await db.rows(DB))
-        keep = args.keep or any(found.values())
+        for node in nodes:
+            await node.stop()
+        audit = await audit_pair(nodes)
+        keep = args.keep or any(found.values()) or any(audit[k] for k in AUDIT_COUNTS)
     finally:
         for node in nodes:
             await node.stop()
@@ -169,11 +178,16 @@ async def main(args: argparse.Namespace) -> int:
             print(f"kept for a look: {work} (a/gateway.err, b/gateway.err, platform.err, platform.journal)")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    return report(args, run, found, rates, seconds)
+    return report(args, run, found, audit, rates, seconds)
 
 
 def report(
-    args: argparse.Namespace, run: Pair, found: dict[str, list[str]], rates: dict[str, float], seconds: float
+    args: argparse.Namespace,
+    run: Pair,
+    found: dict[str, list[str]],
+    audit: dict[str, int],
+    rates: dict[str, float],
+    seconds: float,
 ) -> int:
     kinds = collections.Counter(k for t in run.told for k in t.kinds)
     survivor, recovery = takeover(run)
@@ -202,8 +216,12 @@ def report(
         print(f"{label:<26}{len(found[key]):>8}")
         for item in found[key][:10]:
             print(f"  {item}")
+    for key, label in AUDIT_COUNTS.items():
+        print(f"{label:<26}{audit[key]:>8}")
+    print(f"final rows compared with the two audit chains: {audit['compared']}")
     fig = figures.Figure
     rows = [fig(f"HA {label}", len(found[key]), None, "", target="max=0") for key, label in COUNTS.items()]
+    rows += [fig(f"HA {label}", audit[key], None, "", target="max=0") for key, label in AUDIT_COUNTS.items()]
     rows.append(fig("HA connections cut by a node that was up", sum(run.cut.values()), None, "", target="max=0"))
     if survivor:
         first = "kill → the survivor's first definite answer"
@@ -232,8 +250,9 @@ def report(
         node_starts=starts,
         pg_restart_seconds=run.db.restarts,
         throughput=rates,
+        audit_compared=audit["compared"],
     )
-    return 1 if any(found.values()) else 0
+    return 1 if any(found.values()) or any(audit[k] for k in AUDIT_COUNTS) else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ load as an operator would (`pg_ctl restart -m fast`)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from collections import Counter
@@ -30,7 +31,8 @@ class Node:
         (self.work / "run").mkdir(parents=True)
         self.sock = str(self.work / "run" / "api.sock")
         self.err = self.work / "gateway.err"
-        self.cfg = gateway_config(self.work, self.work / "state", platform, free_port(), reversal_settle, dsn_file)
+        self.state = self.work / "state"
+        self.cfg = gateway_config(self.work, self.state, platform, free_port(), reversal_settle, dsn_file, name)
         self.proc: asyncio.subprocess.Process | None = None
         #: msgids a cashier is asking this node about right now (attempts under way)
         self.asking: Counter[str] = Counter()
@@ -113,3 +115,24 @@ class Database:
 
     def destroy(self) -> None:
         pg_cluster.destroy(self.cluster)
+
+
+async def audit_pair(nodes: list[Node]) -> dict[str, int]:
+    """`ybgate audit verify` across the pair's chains (the nodes stopped): each chain checked, and every final row
+    of the shared outbox in exactly one of them. The counts, read from what the command prints."""
+    specs = [f"--node={n.name}={n.state / 'audit'}" for n in nodes]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "audit", "verify", *specs, "--config", str(nodes[0].cfg),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = (b.decode() for b in await proc.communicate())
+    found = re.search(r"(\d+) final rows of the outbox compared: (\d+) missing, (\d+) doubled", out)
+    if found is None:
+        raise SystemExit(f"ha: `ybgate audit verify` across the pair failed:\n{out}{err}")
+    print(out + err, end="")
+    return {
+        "compared": int(found[1]),
+        "missing": int(found[2]),
+        "doubled": int(found[3]),
+        "broken": err.count("BROKEN:"),
+    }

@@ -3,6 +3,8 @@
 ybgate audit verify [FILE…] [--cert FILE] [--anchor FILE]
                                               every link, seq, checkpoint signature and the checkpoint cadence;
                                               with --anchor, the published checkpoint hashes; exit 1 at a break
+ybgate audit verify --node NAME=DIR …         a pair: each node's chain as above, then against the shared outbox:
+                                              every final outcome in exactly one chain (none missing or doubled)
 ybgate audit export --from DATE --to DATE     the entries of a period, with the hashes that tie them to the chain
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 
 from gateway.audit.verify import Cadence
 from gateway.config import DEFAULT_CONFIG_PATH, Audit, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 
 
 def add_parser(sub: Any) -> None:
@@ -40,6 +42,21 @@ def add_parser(sub: Any) -> None:
         "--checkpoint-every", type=int, help="the cadence checkpoints were written at (default: the config's)"
     )
     verify.add_argument("--checkpoint-interval", type=float, help="seconds (default: the config's)")
+    verify.add_argument(
+        "--node",
+        dest="nodes",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a gateway of the pair (relay.outbox.node) and its audit directory; give both: each chain is "
+        "verified, then every final row of the configured outbox must be in exactly one of them",
+    )
+    verify.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="rows settled this many seconds before the check or later are not judged (default %(default)s)",
+    )
     verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default %(default)s)")
     export = asub.add_parser("export", help="the entries of a period as JSON lines, with the chain proof")
     export.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD (local time, inclusive)")
@@ -57,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         raise  # a reader that stopped early: the CLI's entry point ends quietly
     except (ConfigError, OSError, ValueError) as exc:
         print(f"ybgate audit: {exc}", file=sys.stderr)
+        return 1
+    except GatewayError as exc:  # the outbox a pair's chains are checked against is unavailable
+        print(f"ybgate audit: {exc.message}", file=sys.stderr)
         return 1
 
 
@@ -88,6 +108,10 @@ def _cadence(args: argparse.Namespace) -> Cadence:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.nodes:
+        if args.files or args.anchor is not None:
+            raise ValueError("--node names each chain by its directory: give no files and no --anchor with it")
+        return _verify_pair(args)
     from gateway.audit.anchor import check_anchors
     from gateway.audit.verify import verify
     from gateway.crypto import Certificate
@@ -118,6 +142,70 @@ def _verify(args: argparse.Namespace) -> int:
         + (f"; published checkpoints match ({args.anchor})" if args.anchor is not None else "")
     )
     return 0
+
+
+def _nodes(specs: list[str]) -> dict[str, Path]:
+    chains: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, directory = spec.partition("=")
+        if not sep or not name or not directory:
+            raise ValueError(f"--node {spec!r}: give NAME=DIR (the node's relay.outbox.node and its audit directory)")
+        if name in chains:
+            raise ValueError(f"--node {name} is given twice")
+        if not Path(directory).is_dir():
+            raise ValueError(f"--node {name}: no audit directory {directory}")
+        chains[name] = Path(directory)
+    return chains
+
+
+def _verify_pair(args: argparse.Namespace) -> int:
+    """Each node's chain as `verify` checks one, then the chains against the outbox the config names."""
+    import asyncio
+    import time
+
+    from gateway.audit.log import audit_files
+    from gateway.audit.pair import Settled, cross_check
+    from gateway.audit.verify import verify
+    from gateway.crypto import Certificate
+    from gateway.relay import inspect, pg_inspect
+
+    chains = _nodes(args.nodes)
+    config = load_config(args.config)
+    key = None
+    cert_path = args.cert or (config.identity.sign_cert if config.identity is not None else None)
+    if cert_path is not None:
+        key = Certificate.load_pem_chain(cert_path.read_bytes())[0].public_key
+    broken = False
+    for name, directory in chains.items():
+        files = audit_files(directory)
+        report = verify(files, key, _cadence(args), None) if files else None
+        if report is None:
+            print(f"node {name}: no audit files in {directory}")
+        elif report.ok:
+            print(f"node {name}: chain ok, {report.entries} entries in {len(files)} file(s)")
+        else:
+            print(f"BROKEN: node {name}: {report.problem}", file=sys.stderr)
+            broken = True
+    dsn_file = config.relay.outbox.dsn_file if config.relay.outbox.backend == "postgresql" else None
+    now = time.time()
+    if dsn_file is not None:
+        rows = asyncio.run(pg_inspect.settled(dsn_file))
+    else:
+        rows = inspect.settled(config.state_dir / "outbox.db")
+    pair = cross_check(chains, (Settled(*r) for r in rows), until=now - args.settle)
+    for (msgid, state), places in sorted(pair.doubled.items())[:20]:
+        print(f"DOUBLED: {msgid} {state} audited {len(places)} times: {', '.join(places)}", file=sys.stderr)
+    for row in pair.missing[:20]:
+        print(
+            f"MISSING: {row.msgid} {row.state} settled by {row.node or 'this gateway'} is in no chain", file=sys.stderr
+        )
+    figures = ", ".join(f"node {n} {c} outcomes" for n, c in pair.outcomes.items())
+    print(
+        f"{figures}; {pair.compared} final rows of the outbox compared: {len(pair.missing)} missing, "
+        f"{len(pair.doubled)} doubled ({pair.not_compared} not judged: settled before their node's chain begins, "
+        f"in the last {args.settle:g} s, or by no node given)"
+    )
+    return 0 if pair.ok and not broken else 1
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from gateway.backoff import backoff
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.platform.catalogue import Catalogue, TxInfo
 from gateway.platform.envelope import RequestEnvelope
@@ -39,13 +38,13 @@ from gateway.relay.rules import rule_for
 from gateway.relay.schema import Row
 from gateway.relay.shared import until_settled
 from gateway.relay.states import Reason, State
+from gateway.relay.storing import Storing
 from gateway.relay.timing import RelayTiming
 
 log = structlog.get_logger("gateway.relay")
 
 LEASE_LAPSED = "this gateway's lease on the shared outbox lapsed (database unreachable): not sent from here"
 #: pauses between tries to store an outcome the outbox refused (disk full, read-only), seconds
-STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.5, 5.0
 
 
 class Sender(Protocol):
@@ -78,10 +77,11 @@ class DurableRelay:
         self.shared_poll = shared_poll
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         #: outcomes the outbox could not store yet, each retried by a task of its own until it can
-        self._unstored: dict[str, asyncio.Task[Row | None]] = {}
+        self.storing = Storing(outbox)
+        self._unstored = self.storing.pending
+        self._store = self.storing.move
         self._msgids = msgids or MsgidMaker()
         self.resolver = Resolver(outbox, sender, catalogue, self._msgids, self.timing, on_event=self.on_event)
-        self._stopping = False
 
     # -- the HIS-facing entry -------------------------------------------------------------------------------
 
@@ -183,7 +183,7 @@ class DurableRelay:
     def _not_stored(self, msgid: str, exc: GatewayError) -> OutcomeUnknown:
         log.error("outcome_not_stored", msgid=msgid, error=exc.message)
         return OutcomeUnknown(
-            "结果未知：网关暂时无法保存结果（状态目录写入失败），请勿重复提交，稍后用同一msgid再次查询 "
+            "结果未知：网关暂时无法保存结果（状态目录或数据库写入失败），请勿重复提交，稍后用同一msgid再次查询 "
             "(outcome unknown: the gateway could not store it yet; do not resend; ask again with the same msgid)"
         )
 
@@ -209,7 +209,13 @@ class DurableRelay:
         msgid = envelope.msgid
         rule = rule_for(info)
         if row.state is State.ACCEPTED and rule.ordered and envelope.psn_no:
-            blocker = await self._wait_for_person(envelope.psn_no, msgid, deadline)
+            try:
+                blocker = await self._wait_for_person(envelope.psn_no, msgid, deadline)
+            except OutboxUnavailable:
+                # Nothing was sent and nothing may be without the person's order: the row ends not sent (stored
+                # in the background when the outbox cannot take it now), never left accepted with nobody on it.
+                cause = "not sent: the outbox could not be read to keep this person's transactions in order"
+                return await self._store(msgid, State.FAILED, outcome=cause, reason=Reason.NOT_SENT), None
             if blocker is not None:
                 cause = f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"
                 return await self._store(msgid, State.FAILED, outcome=cause, reason=Reason.ORDER), None
@@ -261,55 +267,10 @@ class DurableRelay:
                 )
                 return answered, answer
 
-    # -- outcomes the outbox refused to store ---------------------------------------------------------------
+    # -- resolution after a background store ----------------------------------------------------------------
 
     def _settler(self, envelope: RequestEnvelope, info: TxInfo) -> Callable[[Row], Awaitable[Row]]:
         return lambda row: self.resolver.settle(row, envelope, info)
-
-    async def _store(
-        self,
-        msgid: str,
-        to: State,
-        *,
-        instead: State | None = None,
-        then: Callable[[Row], Awaitable[Row]] | None = None,
-        **fields: Any,
-    ) -> Row:
-        """Move a row; when the outbox cannot store it (disk full, read-only), keep trying in the background and
-        raise OutboxUnavailable for the HIS to hear "outcome unknown". `instead`: the state to store in the
-        background when this move was a step before a send that must not happen now (the request ends not sent);
-        `then`: what follows once the background store succeeded (resolution of an in-doubt row)."""
-        try:
-            return await self.outbox.move(msgid, to, **fields)
-        except OutboxUnavailable:
-            if instead is not None:
-                to, fields = (
-                    instead,
-                    {
-                        "outcome": f"not sent: the outbox could not record the attempt ({to.value})",
-                        "reason": Reason.NOT_SENT,
-                    },
-                )
-            if msgid not in self._unstored:
-                task = asyncio.create_task(self._keep_storing(msgid, to, fields, then), name=f"store-{msgid}")
-                self._unstored[msgid] = task
-                task.add_done_callback(lambda _t: self._unstored.pop(msgid, None))
-            raise
-
-    async def _keep_storing(
-        self, msgid: str, to: State, fields: dict[str, Any], then: Callable[[Row], Awaitable[Row]] | None
-    ) -> Row | None:
-        tries = 0
-        while not self._stopping:
-            tries += 1
-            await asyncio.sleep(backoff(tries, first=STORE_RETRY_FIRST, ceiling=STORE_RETRY_MAX))
-            try:
-                row = await self.outbox.move(msgid, to, **fields)
-            except OutboxUnavailable:
-                continue
-            log.warning("outcome_stored_late", msgid=msgid, state=to.value)
-            return await then(row) if then is not None else row
-        return None  # stopping: the row stays as the outbox has it, and the next start settles it
 
     def _attempt_deadline(self, info: TxInfo, deadline: float) -> float:
         """A resendable request gets part of the time per attempt, so a dead connection leaves time to retry
@@ -390,7 +351,5 @@ class DurableRelay:
         return counts
 
     async def stop(self, grace: float = 5.0) -> None:
-        self._stopping = True
-        for task in list(self._unstored.values()):
-            task.cancel()  # the outbox keeps what it has; the next start settles those rows
+        self.storing.stop()
         await self.resolver.stop(grace)

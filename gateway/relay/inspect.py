@@ -56,6 +56,17 @@ def holds(path: Path, msgid: str) -> bool:
         conn.close()
 
 
+def settled(path: Path) -> list[tuple[str, str, float, str | None]]:
+    """Every final row: msgid, state, when (the one gateway of a file settled them all: no node is named)."""
+    finals = [s.value for s in State if s.final]
+    conn = _open(path)
+    try:
+        sql = f"SELECT msgid, state, updated FROM outbox WHERE state IN ({', '.join('?' * len(finals))})"  # noqa: S608
+        return [(r[0], r[1], r[2], None) for r in conn.execute(sql, finals)]
+    finally:
+        conn.close()
+
+
 def show(path: Path, msgid: str) -> dict[str, Any] | None:
     conn = _open(path)
     try:

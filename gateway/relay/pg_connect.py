@@ -20,6 +20,9 @@ UNAVAILABLE = (
     asyncpg.InsufficientResourcesError,
     asyncpg.OperatorInterventionError,
     asyncpg.InvalidCatalogNameError,
+    # the driver's protocol left mid-operation by a server that shut down under it ("cannot switch to state …;
+    # another operation is in progress"): each operation has a connection of its own, never shared by two tasks
+    asyncpg.exceptions.InternalClientError,
 )
 
 

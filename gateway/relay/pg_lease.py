@@ -29,14 +29,24 @@ LEASE_MARGIN = 0.2
 Run = Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 
 
+#: between a node's name and the nonce of one of its starts, in an owner name
+SEPARATOR = "/"
+
+
+def node_name(name: str | None) -> str:
+    """The node's name: configured (relay.outbox.node), else the host's."""
+    return name or socket.gethostname()
+
+
 def node_id(name: str | None) -> str:
-    """This start's owner name: the node's name (the host's by default) and a nonce, so that rows a previous run
-    of the same node left are orphans once its lease lapsed, not rows of the running one."""
-    return f"{name or socket.gethostname()}/{secrets.token_hex(4)}"
+    """This start's owner name: the node's name and a nonce, so that rows a previous run of the same node left
+    are orphans once its lease lapsed, not rows of the running one."""
+    return f"{node_name(name)}{SEPARATOR}{secrets.token_hex(4)}"
 
 
 class Lease:
     def __init__(self, node: str | None, seconds: float, run: Run) -> None:
+        self.name = node_name(node)
         self.node = node_id(node)
         self.seconds = seconds
         self._run = run

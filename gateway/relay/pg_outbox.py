@@ -32,7 +32,7 @@ import structlog
 from gateway.platform.catalogue import TxClass
 from gateway.relay import pg_schema
 from gateway.relay.pg_connect import UNAVAILABLE, read_dsn, why_unavailable
-from gateway.relay.pg_lease import Lease
+from gateway.relay.pg_lease import SEPARATOR, Lease
 from gateway.relay.pg_sql import (
     ACCEPT_INSERT,
     BY_SEQ,
@@ -40,10 +40,12 @@ from gateway.relay.pg_sql import (
     FINALS,
     MARKS,
     SELECT,
+    SETTLED_BY,
     UNFINISHED_REVERSALS,
     fenced_move_sql,
     move_sql,
     person_sql,
+    settle_sql,
     sources,
 )
 from gateway.relay.repository import (
@@ -165,9 +167,14 @@ class PgOutbox:
     async def _tx(self, op: Callable[[Any], Awaitable[T]], *, write: bool = True) -> T:
         if self._pool is None:
             raise OutboxUnavailable("the outbox is not started")
+        pool = self._pool
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                return await op(conn)
+            conn = await pool.acquire()
+            try:
+                async with conn.transaction():
+                    return await op(conn)
+            finally:
+                await _release(pool, conn)
         except UNAVAILABLE as e:
             failed = type(e).__name__
         if write:
@@ -234,11 +241,12 @@ class PgOutbox:
 
     async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
         values = change_values(to, fields)
-        # A move into sending is the step before a send: only by the row's owner (see the module's doc).
+        # A move into sending is the step before a send: only by the row's owner (see the module's doc). A move
+        # into a final state names this gateway as the one that settled the row, whoever owned it before.
         fenced = to is State.SENDING
-        sql = (fenced_move_sql if fenced else move_sql)(to, tuple(values))
+        sql = (fenced_move_sql if fenced else settle_sql if to.final else move_sql)(to, tuple(values))
         params: tuple[Any, ...] = (to.value, time.time(), *values.values(), msgid, list(sources(to)))
-        if fenced:
+        if fenced or to.final:
             params += (self.node,)
 
         async def op(conn: Any) -> Row:
@@ -270,7 +278,8 @@ class PgOutbox:
             if open_reversals:
                 raise reversal_unfinished(msgid, open_reversals)
             new = await conn.fetchrow(
-                move_sql(to, ("outcome", "reason")), to.value, time.time(), outcome, reason, msgid, list(sources(to))
+                settle_sql(to, ("outcome", "reason")),
+                *(to.value, time.time(), outcome, reason, msgid, list(sources(to)), self.node),
             )
             return row_from(tuple(new))
 
@@ -354,11 +363,9 @@ class PgOutbox:
         return await self._tx(op, write=False)
 
     async def finished_since(self, since: float) -> list[Row]:
-        return await self._rows(
-            f"SELECT {ALL} FROM outbox WHERE updated >= $1 AND state = ANY($2::text[]) ORDER BY updated",  # noqa: S608
-            since,
-            list(FINALS),
-        )
+        """The final rows this node settled (in this start or an earlier one): each gateway of the pair keeps its
+        own audit chain, and an outcome the other gateway settled is in the other's."""
+        return await self._rows(SETTLED_BY, since, list(FINALS), self.lease.name + SEPARATOR)
 
     async def between(self, start: float, end: float, infnos: frozenset[str]) -> list[Row]:
         return await self._rows(
@@ -374,6 +381,15 @@ class PgOutbox:
             return [row_from(tuple(r)) for r in await conn.fetch(sql, *params)]
 
         return await self._tx(op, write=False)
+
+
+async def _release(pool: Any, conn: Any) -> None:
+    """Give a connection back. Its reset fails when the server went away after the transaction ended: what the
+    transaction returned (committed) stands, and the pool has already dropped the connection for a new one."""
+    try:
+        await pool.release(conn)
+    except UNAVAILABLE as e:
+        log.info("outbox connection dropped on release", error=type(e).__name__)
 
 
 async def _select(conn: Any, msgid: str, *, lock: bool = False) -> Row | None:

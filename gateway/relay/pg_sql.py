@@ -62,6 +62,22 @@ def fenced_move_sql(to: State, fields: tuple[str, ...]) -> str:
 
 
 @functools.cache
+def settle_sql(to: State, fields: tuple[str, ...]) -> str:
+    """move_sql's UPDATE into a final state, naming the gateway that settled the row (the parameter after the
+    sources) as its owner: each gateway's audit catch-up appends only the outcomes it settled itself."""
+    n = len(fields) + 2
+    return move_sql(to, fields).replace("UPDATE outbox SET ", f"UPDATE outbox SET owner = ${n + 3}, ", 1)  # noqa: S608
+
+
+#: final rows settled by a gateway of one node name (any of its starts) since a time: $1 the time, $2 the final
+#: states, $3 the name and its separator (substr, not LIKE: a name may hold LIKE's wildcard "_")
+SETTLED_BY = (
+    f"SELECT {ALL} FROM outbox WHERE updated >= $1 AND state = ANY($2::text[]) "  # noqa: S608
+    "AND substr(owner, 1, char_length($3::text)) = $3::text ORDER BY updated"
+)
+
+
+@functools.cache
 def person_sql(classes: int, earlier: bool) -> str:
     """Unfinished rows of a person in the ordered classes: $1 the person, then the classes, then the msgid. Only
     work accepted before the request (seq: the order of acceptance) blocks it."""
