@@ -14,8 +14,7 @@ from pg_cluster import Cluster, bindir, create, destroy
 _databases = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[Cluster]:
+def _cluster() -> Iterator[Cluster]:
     bins = bindir()
     if bins is None:
         pytest.skip("PostgreSQL's server is not installed (Debian: apt-get install postgresql)")
@@ -24,6 +23,17 @@ def pg() -> Iterator[Cluster]:
         yield cluster
     finally:
         destroy(cluster)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Cluster]:
+    yield from _cluster()
+
+
+@pytest.fixture
+def own_pg() -> Iterator[Cluster]:
+    """A cluster of the test's own, for a test that restarts its server."""
+    yield from _cluster()
 
 
 @pytest.fixture

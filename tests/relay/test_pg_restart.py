@@ -10,11 +10,10 @@ import json
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pg_cluster
-import pytest
 import pytest_asyncio
 from test_pg_relay import on_postgresql
 
@@ -29,23 +28,11 @@ CASHIERS = 6
 RESTARTS = 3
 
 
-@pytest.fixture
-def cluster() -> Iterator[pg_cluster.Cluster]:
-    bins = pg_cluster.bindir()
-    if bins is None:
-        pytest.skip("PostgreSQL's server is not installed (Debian: apt-get install postgresql)")
-    made = pg_cluster.create(bins)
-    try:
-        yield made
-    finally:
-        pg_cluster.destroy(made)
-
-
 @pytest_asyncio.fixture
-async def gateway_on(cluster: pg_cluster.Cluster, sim: Simulator) -> AsyncIterator[Gateway]:
+async def gateway_on(own_pg: pg_cluster.Cluster, sim: Simulator) -> AsyncIterator[Gateway]:
     assert sim.addresses is not None
     root = Path(tempfile.mkdtemp(prefix="ybg-"))
-    dsn_file = cluster.dsn_file(root / "outbox.dsn", "restarted")
+    dsn_file = own_pg.dsn_file(root / "outbox.dsn", "restarted")
     config = on_postgresql(demo_config(root, sim.addresses.platform, level="warning"), dsn_file)
     daemon = Daemon(config)
     await daemon.start()
@@ -57,7 +44,7 @@ async def gateway_on(cluster: pg_cluster.Cluster, sim: Simulator) -> AsyncIterat
 
 
 async def test_a_database_restart_under_requests_answers_every_request(
-    gateway_on: Gateway, cluster: pg_cluster.Cluster
+    gateway_on: Gateway, own_pg: pg_cluster.Cluster
 ) -> None:
     gw = gateway_on
     sign_no = await gw.sign_in()
@@ -89,7 +76,7 @@ async def test_a_database_restart_under_requests_answers_every_request(
     try:
         for _ in range(RESTARTS):
             await asyncio.sleep(0.5)
-            await asyncio.to_thread(cluster.restart)
+            await asyncio.to_thread(own_pg.restart)
         await asyncio.sleep(1.0)
     finally:
         stop.set()
