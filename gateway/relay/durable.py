@@ -36,7 +36,7 @@ from gateway.relay.repository import NotInDoubt, Outbox, OutboxUnavailable
 from gateway.relay.resolution import Resolver
 from gateway.relay.rules import rule_for
 from gateway.relay.schema import Row
-from gateway.relay.shared import until_settled
+from gateway.relay.shared import UNDER_WAY, until_settled
 from gateway.relay.states import Reason, State
 from gateway.relay.storing import Storing
 from gateway.relay.timing import RelayTiming
@@ -295,8 +295,16 @@ class DurableRelay:
             first = earlier[0]
             waiting = self._inflight.get(first.msgid) or self.resolver.tasks.get(first.msgid)
             remaining = deadline - asyncio.get_running_loop().time() - 0.05
-            if waiting is None or remaining <= 0:
+            if remaining <= 0:
                 return first.msgid
+            if waiting is None:
+                if self.shared_poll is None or first.state not in UNDER_WAY:
+                    return first.msgid
+                # The other gateway of the pair is sending it: its row is the only news (as a repeat of its msgid
+                # here waits, shared.py); in doubt, it is the other's to resolve and this one refuses as alone.
+                if (await until_settled(self.outbox, first, deadline - 0.05, self.shared_poll)).state in UNDER_WAY:
+                    return first.msgid
+                continue
             try:
                 async with asyncio.timeout(remaining):
                     await asyncio.shield(waiting)

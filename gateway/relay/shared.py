@@ -16,14 +16,14 @@ from gateway.relay.schema import Row
 from gateway.relay.states import State
 
 #: the states in which the sending node is still expected to write the outcome shortly
-_UNDER_WAY = (State.ACCEPTED, State.SENDING)
+UNDER_WAY = (State.ACCEPTED, State.SENDING)
 
 
 async def until_settled(outbox: Outbox, row: Row, deadline: float, every: float) -> Row:
     """The row as soon as it is no longer under way, or as it is at the deadline (loop time)."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout_at(deadline):
-            while row.state in _UNDER_WAY:
+            while row.state in UNDER_WAY:
                 await asyncio.sleep(every)
                 row = await outbox.get(row.msgid) or row
     return row

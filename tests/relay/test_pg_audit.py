@@ -6,65 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
-import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
+from pg_pair import Nodes
 from test_check_refusals import _cli
-from test_pg_relay import on_postgresql
 
-from gateway.app.daemon import Daemon
-from gateway.app.demo import demo_config
 from gateway.audit.log import AuditLog, audit_files
-from gateway.config import Config
-from gateway.sim.server import Simulator
 
 from conftest import Gateway, fresh
-
-
-def named(config: Config, node: str) -> Config:
-    outbox = config.relay.outbox.model_copy(update={"node": node})
-    return config.model_copy(update={"relay": config.relay.model_copy(update={"outbox": outbox})})
-
-
-class Nodes:
-    """Gateways of the pair by node name; the same name again is a restart on the same state directory."""
-
-    def __init__(self, sim: Simulator, dsn_file: Path) -> None:
-        self.sim, self.dsn_file = sim, dsn_file
-        self.roots: dict[str, Path] = {}
-        self.running: list[Gateway] = []
-
-    async def start(self, node: str) -> Gateway:
-        assert self.sim.addresses is not None
-        root = self.roots.setdefault(node, Path(tempfile.mkdtemp(prefix="ybg-")))
-        config = demo_config(root, self.sim.addresses.platform, level="warning")
-        config = named(on_postgresql(config, self.dsn_file), node)
-        daemon = Daemon(config)
-        await daemon.start()
-        gw = Gateway(daemon, config, self.sim)
-        self.running.append(gw)
-        return gw
-
-    async def stop(self, *gws: Gateway) -> None:
-        """A clean stop: the chain ends with a signed checkpoint, as a verify after hours finds it."""
-        for gw in gws:
-            self.running.remove(gw)
-            await gw.daemon.stop(grace=1.0)
-
-
-@pytest_asyncio.fixture
-async def nodes(sim: Simulator, pg_dsn_file: Path) -> AsyncIterator[Nodes]:
-    pair = Nodes(sim, pg_dsn_file)
-    try:
-        yield pair
-    finally:
-        await pair.stop(*pair.running)
-        for root in pair.roots.values():
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def outcomes(gw: Gateway) -> list[tuple[str, str]]:
@@ -98,17 +48,17 @@ async def verify_pair(tmp_path: Path, pg_dsn_file: Path, *nodes: Gateway) -> sub
 
 
 async def test_each_gateway_audits_what_it_settled_once_and_the_pair_verifies(
-    nodes: Nodes, tmp_path: Path, pg_dsn_file: Path
+    pg_nodes: Nodes, tmp_path: Path, pg_dsn_file: Path
 ) -> None:
-    a = await nodes.start("a")
+    a = await pg_nodes.start("a")
     sign_no = await a.sign_in()
     by_a = [await settle(a, sign_no) for _ in range(3)]
     # The old start-up catch-up read every row the shared database finished after the (empty) chain's end: B
     # appended A's outcomes to its own chain, and each of them was audited twice across the pair.
-    b = await nodes.start("b")
+    b = await pg_nodes.start("b")
     assert not {m for m, _ in outcomes(b)} & set(by_a)
     by_b = [await settle(b, await b.sign_in()) for _ in range(2)]
-    await nodes.stop(a, b)
+    await pg_nodes.stop(a, b)
     assert {m for m, _ in outcomes(a)} >= set(by_a) and not {m for m, _ in outcomes(a)} & set(by_b)
     assert {m for m, _ in outcomes(b)} >= set(by_b)
     done = await verify_pair(tmp_path, pg_dsn_file, a, b)
@@ -121,33 +71,33 @@ async def test_each_gateway_audits_what_it_settled_once_and_the_pair_verifies(
 
 
 async def test_a_node_catches_up_its_own_outcomes_after_a_crash_between_the_commits(
-    nodes: Nodes, tmp_path: Path, pg_dsn_file: Path
+    pg_nodes: Nodes, tmp_path: Path, pg_dsn_file: Path
 ) -> None:
-    a, b = await nodes.start("a"), await nodes.start("b")
+    a, b = await pg_nodes.start("a"), await pg_nodes.start("b")
     sign_no = await a.sign_in()
     await settle(a, sign_no)
     # B settles a row and dies before its audit entry is written (the outbox committed, the chain did not).
     assert b.daemon.outbox is not None
     b.daemon.outbox.on_final = None
     lost = await settle(b, await b.sign_in())
-    await nodes.stop(a, b)
+    await pg_nodes.stop(a, b)
     gap = await verify_pair(tmp_path, pg_dsn_file, a, b)
     assert gap.returncode == 1 and f"MISSING: {lost} answered settled by b" in gap.stderr, gap.stdout + gap.stderr
-    b2 = await nodes.start("b")  # a restart of node b: a new lease, the same name and chain
-    await nodes.stop(b2)
+    b2 = await pg_nodes.start("b")  # a restart of node b: a new lease, the same name and chain
+    await pg_nodes.stop(b2)
     assert (lost, "answered") in outcomes(b2) and (lost, "answered") not in outcomes(a)
     assert len(outcomes(b2)) == len(set(outcomes(b2)))
     done = await verify_pair(tmp_path, pg_dsn_file, a, b2)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-async def test_an_outcome_in_both_chains_is_named(nodes: Nodes, tmp_path: Path, pg_dsn_file: Path) -> None:
-    a, b = await nodes.start("a"), await nodes.start("b")
+async def test_an_outcome_in_both_chains_is_named(pg_nodes: Nodes, tmp_path: Path, pg_dsn_file: Path) -> None:
+    a, b = await pg_nodes.start("a"), await pg_nodes.start("b")
     msgid = await settle(a, await a.sign_in())
     assert a.daemon.outbox is not None
     row = await a.daemon.outbox.get(msgid)
     assert row is not None
-    await nodes.stop(a, b)
+    await pg_nodes.stop(a, b)
     # What the old catch-up did: B's chain gets A's outcome, as a well-formed, chained entry.
     from gateway.app.storage import _outcome
 

@@ -14,20 +14,15 @@ from pathlib import Path
 import pg_cluster
 import pytest
 import pytest_asyncio
+from pg_pair import Nodes, on_postgresql
 from test_check_refusals import Setup, _cli
 
 from gateway.app.daemon import Daemon
 from gateway.app.demo import demo_config
-from gateway.config import Config
 from gateway.relay.pg_outbox import PgOutbox
 from gateway.sim.server import Simulator
 
 from conftest import Gateway, fresh
-
-
-def on_postgresql(config: Config, dsn_file: Path) -> Config:
-    outbox = config.relay.outbox.model_copy(update={"backend": "postgresql", "dsn_file": dsn_file})
-    return config.model_copy(update={"relay": config.relay.model_copy(update={"outbox": outbox})})
 
 
 @pytest_asyncio.fixture
@@ -166,3 +161,29 @@ def test_backup_and_restore_point_to_the_database_for_a_shared_outbox(tmp_path: 
         done = _cli(*args, "--config", str(setup.config))
         assert done.returncode == 1 and "pg_dump" in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert not (tmp_path / "b").exists()
+
+
+async def test_a_person_s_settlements_keep_their_order_across_the_pair(pg_nodes: Nodes) -> None:
+    """A cashier's next settlement for the same person reaches the other gateway while the first is still being
+    sent by this one: it waits for the first's answer and is sent after it, as on one gateway (the old code
+    refused it at once: "an earlier transaction for this person is still unresolved")."""
+    a, b = await pg_nodes.start("a"), await pg_nodes.start("b")
+    sign_no = await a.sign_in()
+    a.sim.faults.set("2207", {"kind": "delay", "delay": 1.0, "times": 1})
+    first = fresh("2207_settle_request.json", sign_no=sign_no)
+    second = fresh("2207_settle_request.json", sign_no=sign_no)  # the same person (the example's psn_no)
+    sending = asyncio.create_task(a.post(first))
+    assert a.daemon.outbox is not None
+    for _ in range(200):
+        row = await a.daemon.outbox.get(first["msgid"])
+        if row is not None and row.state.value == "sending":
+            break
+        await asyncio.sleep(0.01)
+    later = await b.post(second)
+    earlier = await sending
+    for reply in (earlier, later):
+        assert reply.status == 200 and str(json.loads(reply.body)["infcode"]) == "0", reply.body
+    # the platform holds the first a second before it books it: had the second been sent meanwhile, it would
+    # have been booked first
+    booked = [s.msgid for s in a.sim.ledger.settlements]
+    assert booked.index(first["msgid"]) < booked.index(second["msgid"]), booked

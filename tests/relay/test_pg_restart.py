@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pg_cluster
 import pytest_asyncio
-from test_pg_relay import on_postgresql
+from pg_pair import on_postgresql
 
 from gateway.app.daemon import Daemon
 from gateway.app.demo import demo_config
