@@ -102,10 +102,13 @@ def gateway_config(
     reversal_settle: float,
     dsn_file: Path | None = None,
     node: str | None = None,
+    lease: float = 5.0,
 ) -> Path:
     """The gateway's config; with `dsn_file`, its outbox in that PostgreSQL database as `node` of a pair."""
     cfg = work / "ybgate.yaml"
-    outbox = f", outbox: {{backend: postgresql, dsn_file: {dsn_file}, node: {node}}}" if dsn_file is not None else ""
+    outbox = ""
+    if dsn_file is not None:
+        outbox = f", outbox: {{backend: postgresql, dsn_file: {dsn_file}, node: {node}, lease: {lease}}}"
     cfg.write_text(
         f"development: true\nstate_dir: {state}\nruntime_dir: {work}/run\n"
         f"admin: {{port: {admin}}}\nlogging: {{level: warning}}\n"

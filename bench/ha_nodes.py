@@ -6,10 +6,13 @@ load as an operator would (`pg_ctl restart -m fast`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import signal
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from crash_cashiers import post_at, sign_no_of
@@ -25,14 +28,16 @@ FINAL = ("answered", "reversed", "failed", "confirmed")
 class Node:
     """One gateway of the pair: its own state and runtime directories, its own API socket."""
 
-    def __init__(self, work: Path, name: str, platform: int, reversal_settle: float, dsn_file: Path | None) -> None:
+    def __init__(
+        self, work: Path, name: str, platform: int, reversal_settle: float, dsn_file: Path | None, lease: float = 5.0
+    ) -> None:
         self.name = name
         self.work = work / name
         (self.work / "run").mkdir(parents=True)
         self.sock = str(self.work / "run" / "api.sock")
         self.err = self.work / "gateway.err"
         self.state = self.work / "state"
-        self.cfg = gateway_config(self.work, self.state, platform, free_port(), reversal_settle, dsn_file, name)
+        self.cfg = gateway_config(self.work, self.state, platform, free_port(), reversal_settle, dsn_file, name, lease)
         self.proc: asyncio.subprocess.Process | None = None
         #: msgids a cashier is asking this node about right now (attempts under way)
         self.asking: Counter[str] = Counter()
@@ -62,6 +67,16 @@ class Node:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
         raise SystemExit(f"ha: node {self.name} did not start; its stderr ends:\n{stderr_tail(self.err)}")
+
+    def takeovers(self) -> list[float]:
+        """When (epoch seconds) this node claimed rows of the other after its lease lapsed (its outbox_takeover log
+        events)."""
+        found = []
+        for line in self.err.read_text("utf-8", "replace").splitlines():
+            if '"outbox_takeover"' in line:
+                with contextlib.suppress(ValueError, KeyError):
+                    found.append(datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp())
+        return found
 
     async def kill(self) -> None:
         assert self.proc is not None
@@ -118,11 +133,11 @@ class Database:
 
 
 async def audit_pair(nodes: list[Node]) -> dict[str, int]:
-    """`ybgate audit verify` across the pair's chains (the nodes stopped): each chain checked, and every final row
-    of the shared outbox in exactly one of them. The counts, read from what the command prints."""
+    """`ybgate audit verify` across the pair's chains (the nodes stopped, so every row is judged): each chain
+    checked, and every final row of the shared outbox in exactly one of them. The counts, from what it prints."""
     specs = [f"--node={n.name}={n.state / 'audit'}" for n in nodes]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "audit", "verify", *specs, "--config", str(nodes[0].cfg),
+        sys.executable, "-m", "gateway", "audit", "verify", *specs, "--settle", "0", "--config", str(nodes[0].cfg),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = (b.decode() for b in await proc.communicate())

@@ -36,6 +36,8 @@ async def test_two_nodes_killed_in_turn_lose_nothing_and_book_nothing_twice(shor
     # node when it died (what takeover or restart recovery then settled)
     assert notes["moved"] > 0 and notes["held"] > 0, text
     assert len(notes["survivor"]) + len(notes["recovery"]) == notes["held"], text
+    # the node held down past its lease had its rows claimed by the survivor (its outbox_takeover)
+    assert notes["claims"], text
     answers = notes["answers"]
     assert notes["msgids"] > 1000 and answers["answered"] > notes["msgids"] // 2, text
     # `ybgate audit verify` across the two chains judged (nearly) every final row: each in exactly one chain
@@ -48,6 +50,9 @@ def test_takeover_is_told_from_restart_recovery_by_when_the_node_was_back() -> N
     ha = load_bench("ha.py")
     answers = (("A", 11.5), ("B", 13.0), ("C", None), ("D", 30.0))
     told = [SimpleNamespace(msgid=msgid, definite_at=at) for msgid, at in answers]
-    kills = [ha.Kill("a", at=10.0, back=12.0, held=frozenset({"A", "B", "C"})), ha.Kill("b", 20.0, 25.0, frozenset())]
+    kills = [
+        ha.Kill("a", at=10.0, back=12.0, held=frozenset({"A", "B", "C"})),
+        ha.Kill("b", at=20.0, back=25.0, held=frozenset()),
+    ]
     run = SimpleNamespace(told=told, kills=kills)
     assert ha.takeover(run) == ([1.5], [3.0])
