@@ -13,7 +13,7 @@ from pathlib import Path
 from gateway.audit.log import AuditLog
 from gateway.crypto import sm3
 from gateway.relay.outbox import SqliteOutbox
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 
 from conftest import audit_outcome
 
@@ -47,7 +47,7 @@ async def test_backup_while_writing_restores_to_an_equal_state(tmp_path: Path) -
     audit.record(audit_outcome(i) for i in range(1, 6))
     try:
         # still open, with a commit sitting in the WAL (checkpoints run elsewhere): the copy must include it
-        await box.move("H44030000001202611240800010001", State.SENDING, attempts=1, upstream="primary")
+        await box.move("H44030000001202611240800010001", RowState.SENDING, attempts=1, upstream="primary")
         made = cli("backup", str(tmp_path / "copy"), "--config", str(config(original)))
         assert made.returncode == 0, made.stderr
         # the chain as it was copied: closing the log adds the checkpoint that signs its tail

@@ -54,9 +54,9 @@ def add_parser(sub: Any) -> None:
 
 
 def _states() -> list[Any]:
-    from gateway.relay.states import State
+    from gateway.relay.states import RowState
 
-    return list(State)
+    return list(RowState)
 
 
 def _outbox_resolve(config: Config, args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 
 from gateway.health.host import HostSampler
 from gateway.health.lastexit import LastExit
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 
 # HIS-facing latency spans sub-millisecond refusals to platform answers near the HIS's timeout.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -220,7 +220,7 @@ class OutboxFigures(Protocol):
 
 
 class _OutboxCollector(Collector):
-    STATES = tuple(s.value for s in State)
+    STATES = tuple(s.value for s in RowState)
 
     def __init__(self, view: Callable[[], OutboxFigures | None]) -> None:
         self.view = view

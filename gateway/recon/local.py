@@ -19,7 +19,7 @@ from typing import Any
 from gateway.platform.envelope import decode_response
 from gateway.platform.stmtfiles import AMOUNTS, GroupKey, StatementLine, money
 from gateway.relay.outbox import Row
-from gateway.relay.states import UNFINISHED, State
+from gateway.relay.states import UNFINISHED, RowState
 
 PLATFORM_TZ = timezone(timedelta(hours=8))
 #: settlements and the refunds (撤销) that book negative lines, with their clearing type when the answer omits it
@@ -122,17 +122,17 @@ def local_day(day: date, rows: Iterable[Row]) -> LocalDay:
             continue
         on_day = start <= row.created < end
         pending = Pending(row.msgid, row.infno, row.psn_no, row.state.value, row.outcome)
-        if row.state is State.CONFIRMED and on_day:
+        if row.state is RowState.CONFIRMED and on_day:
             out.unanswered.append(pending)
             try:
                 out.confirmed[row.msgid] = (_key(row, {}, _request_data(row)), pending)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 out.problems.append(f"{row.msgid} ({row.infno}): confirmed, but its request names no group: {exc}")
-        elif row.state is State.FAILED and on_day:
+        elif row.state is RowState.FAILED and on_day:
             out.failed[row.msgid] = row.outcome or "failed"
         elif row.state in UNFINISHED and on_day:
             out.unresolved.append(pending)
-        elif row.state is State.ANSWERED and row.response is not None:
+        elif row.state is RowState.ANSWERED and row.response is not None:
             try:
                 info = _setlinfo(row)
                 if info is None:

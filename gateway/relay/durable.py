@@ -37,7 +37,7 @@ from gateway.relay.resolution import Resolver
 from gateway.relay.rules import rule_for
 from gateway.relay.schema import Row
 from gateway.relay.shared import UNDER_WAY, until_settled
-from gateway.relay.states import Reason, State
+from gateway.relay.states import Reason, RowState
 from gateway.relay.storing import Storing
 from gateway.relay.timing import RelayTiming
 
@@ -188,7 +188,7 @@ class DurableRelay:
         )
 
     async def _answer(self, row: Row, deadline: float) -> RelayAnswer:
-        if row.state is State.IN_DOUBT and row.msgid in self.resolver.tasks:
+        if row.state is RowState.IN_DOUBT and row.msgid in self.resolver.tasks:
             await self._wait_for(row.msgid, deadline)
             try:
                 row = await self.outbox.get(row.msgid) or row
@@ -208,25 +208,25 @@ class DurableRelay:
         waits to be stored (see _store)."""
         msgid = envelope.msgid
         rule = rule_for(info)
-        if row.state is State.ACCEPTED and rule.ordered and envelope.psn_no:
+        if row.state is RowState.ACCEPTED and rule.ordered and envelope.psn_no:
             try:
                 blocker = await self._wait_for_person(envelope.psn_no, msgid, deadline)
             except OutboxUnavailable:
                 # Nothing was sent and nothing may be without the person's order: the row ends not sent (stored
                 # in the background when the outbox cannot take it now), never left accepted with nobody on it.
                 cause = "not sent: the outbox could not be read to keep this person's transactions in order"
-                return await self._store(msgid, State.FAILED, outcome=cause, reason=Reason.NOT_SENT), None
+                return await self._store(msgid, RowState.FAILED, outcome=cause, reason=Reason.NOT_SENT), None
             if blocker is not None:
                 cause = f"not sent: an earlier transaction for this person ({blocker}) is still unresolved"
-                return await self._store(msgid, State.FAILED, outcome=cause, reason=Reason.ORDER), None
+                return await self._store(msgid, RowState.FAILED, outcome=cause, reason=Reason.ORDER), None
         attempt = row.attempts
         first_cause = ""
-        claimed = row.state is State.SENDING
+        claimed = row.state is RowState.SENDING
         while True:
             if not claimed:
                 attempt += 1
                 # Never sent without this record: a failure to store it stops here, the row to end not sent.
-                await self._store(msgid, State.SENDING, attempts=attempt, instead=State.FAILED)
+                await self._store(msgid, RowState.SENDING, attempts=attempt, instead=RowState.FAILED)
             claimed = False
             try:
                 if not self.outbox.may_send:
@@ -235,7 +235,7 @@ class DurableRelay:
             except (AmbiguousOutcome, UpstreamTimeout) as exc:
                 row = await self._store(
                     msgid,
-                    State.IN_DOUBT,
+                    RowState.IN_DOUBT,
                     outcome=exc.message,
                     doubt_clock=settleclock.stamp(),
                     then=self._settler(envelope, info),
@@ -249,18 +249,18 @@ class DurableRelay:
                 # Nothing was sent: any transaction may be tried again while there is time.
                 first_cause = first_cause or exc.message  # later attempts often only say "breaker open"
                 if self._time_for_another(attempt, deadline):
-                    await self._store(msgid, State.ACCEPTED, outcome=exc.message, instead=State.FAILED)
+                    await self._store(msgid, RowState.ACCEPTED, outcome=exc.message, instead=RowState.FAILED)
                     await asyncio.sleep(self.timing.pause(attempt))
                     continue
                 last = "" if exc.message == first_cause else f" (last attempt: {exc.message})"
                 failed = await self._store(
-                    msgid, State.FAILED, outcome=f"not sent: {first_cause}{last}", reason=Reason.NOT_SENT
+                    msgid, RowState.FAILED, outcome=f"not sent: {first_cause}{last}", reason=Reason.NOT_SENT
                 )
                 return failed, None
             else:
                 answered = await self._store(
                     msgid,
-                    State.ANSWERED,
+                    RowState.ANSWERED,
                     response=answer.response.body,
                     upstream=answer.upstream,
                     outcome=f"infcode {answer.response.infcode}",
@@ -330,7 +330,7 @@ class DurableRelay:
                 f"{msgid}: its outcome is waiting to be stored (the outbox cannot write: is the state disk full or "
                 "read-only?); it is stored as soon as the outbox writes again"
             )
-        if row.state is not State.IN_DOUBT:
+        if row.state is not RowState.IN_DOUBT:
             raise NothingToResolve(f"{msgid} is {row.state.value}, not in doubt: nothing to resolve ({row.outcome})")
         if action in ("booked", "not_booked"):
             try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.relay import schema
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 
 COLUMNS = schema.SHOWN
 
@@ -30,7 +30,7 @@ def _present(conn: sqlite3.Connection) -> tuple[str, ...]:
 
 def list_rows(path: Path, *, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     if state is not None:
-        State(state)  # a typo is an error, not an empty list
+        RowState(state)  # a typo is an error, not an empty list
     conn = _open(path)
     try:
         names = _present(conn)
@@ -58,7 +58,7 @@ def holds(path: Path, msgid: str) -> bool:
 
 def settled(path: Path) -> list[tuple[str, str, float, str | None]]:
     """Every final row: msgid, state, when (the one gateway of a file settled them all: no node is named)."""
-    finals = [s.value for s in State if s.final]
+    finals = [s.value for s in RowState if s.final]
     conn = _open(path)
     try:
         sql = f"SELECT msgid, state, updated FROM outbox WHERE state IN ({', '.join('?' * len(finals))})"  # noqa: S608

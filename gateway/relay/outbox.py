@@ -40,7 +40,7 @@ from gateway.relay.repository import (
 )
 from gateway.relay.rules import ordered_classes
 from gateway.relay.schema import ALL, NAMES, Change, Row, change_values, row_from
-from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, Reason, State
+from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, Reason, RowState
 
 __all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOutbox", "disk_trouble"]
 
@@ -48,12 +48,12 @@ __all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOut
 _INSERT = f"INSERT INTO outbox ({ALL}) VALUES ({', '.join('?' * len(NAMES))}) ON CONFLICT(msgid) DO NOTHING"  # noqa: S608
 _UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
 _MARKS = ", ".join("?" * len(UNFINISHED))
-_FINALS = tuple(s.value for s in State if s.final)
+_FINALS = tuple(s.value for s in RowState if s.final)
 _FINAL_MARKS = ", ".join("?" * len(_FINALS))
 _UNFINISHED_REVERSALS = f"SELECT msgid FROM outbox WHERE client = ? AND state IN ({_MARKS})"  # noqa: S608
 #: for each state, the states a row may be moved from into it
-_SOURCES: dict[State, tuple[str, ...]] = {
-    to: tuple(src.value for src, targets in MOVES.items() if to in targets) for to in State
+_SOURCES: dict[RowState, tuple[str, ...]] = {
+    to: tuple(src.value for src, targets in MOVES.items() if to in targets) for to in RowState
 }
 
 
@@ -179,14 +179,14 @@ class SqliteOutbox:
         def op(conn: sqlite3.Connection) -> Accepted:
             if only_while_in_doubt is not None:
                 original = _select(conn, only_while_in_doubt)
-                if original is None or original.state is not State.IN_DOUBT:
+                if original is None or original.state is not RowState.IN_DOUBT:
                     now_in = original.state.value if original else "gone"
                     raise reversal_not_stored(only_while_in_doubt, now_in)
             blockers: tuple[str, ...] = ()
             if send and psn_no and tx_class.value in (classes := _ordered()):
                 params = _person_params(psn_no, msgid, classes)
                 blockers = tuple(r[0] for r in conn.execute(_person_sql(len(classes), earlier=False), params))
-            state, attempts = (State.SENDING, 1) if send and not blockers else (State.ACCEPTED, 0)
+            state, attempts = (RowState.SENDING, 1) if send and not blockers else (RowState.ACCEPTED, 0)
             now = time.time()
             values = (
                 msgid,
@@ -219,7 +219,7 @@ class SqliteOutbox:
 
         return await self._do(op)
 
-    async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
+    async def move(self, msgid: str, to: RowState, **fields: Unpack[Change]) -> Row:
         """Move a row to `to` (checked against the table of legal moves) and set fields; durable on return."""
         values = change_values(to, fields)
         if "response" in values and values["response"] is not None:
@@ -241,15 +241,15 @@ class SqliteOutbox:
             self.on_final([row])  # committed: the audit log may record it
         return row
 
-    async def decide(self, msgid: str, to: State, outcome: str) -> Row:
+    async def decide(self, msgid: str, to: RowState, outcome: str) -> Row:
         """Ops' decision on an in-doubt row, refused (NotInDoubt, nothing written) when the row is no longer in
         doubt or a 冲正 of it is unfinished: that 2601 may have reversed it, and only its answer can tell."""
         sql = _move_sql(to, ("outcome", "reason"))
-        reason = Reason.OPS.value if to is State.FAILED else None
+        reason = Reason.OPS.value if to is RowState.FAILED else None
 
         def op(conn: sqlite3.Connection) -> Row:
             row = _select(conn, msgid)
-            if row is None or row.state is not State.IN_DOUBT:
+            if row is None or row.state is not RowState.IN_DOUBT:
                 state = row.state.value if row else "not in the outbox"
                 raise nothing_to_decide(msgid, state, row.outcome if row else None)
             open_reversals = [
@@ -297,7 +297,7 @@ class SqliteOutbox:
         params = _person_params(psn_no, before, classes)
         return await self._rows(_person_sql(len(classes), earlier=True), params)
 
-    async def recent(self, limit: int = 50, state: State | None = None) -> list[Row]:
+    async def recent(self, limit: int = 50, state: RowState | None = None) -> list[Row]:
         if state is None:
             return await self._rows(f"SELECT {ALL} FROM outbox ORDER BY created DESC LIMIT ?", (limit,))  # noqa: S608
         return await self._rows(
@@ -336,7 +336,7 @@ class SqliteOutbox:
             ).fetchone()[0]
             doubt = conn.execute(
                 "SELECT msgid, infno, created, updated, outcome FROM outbox WHERE state = ? ORDER BY created LIMIT ?",
-                (State.IN_DOUBT.value, in_doubt_limit),
+                (RowState.IN_DOUBT.value, in_doubt_limit),
             ).fetchall()
             items = tuple(InDoubtItem(*r) for r in doubt)
             return OutboxSummary(counts, oldest_unfinished, items[0].created if items else None, items)
@@ -379,7 +379,7 @@ class SqliteOutbox:
 
 
 @functools.cache
-def _move_sql(to: State, fields: tuple[str, ...]) -> str:
+def _move_sql(to: RowState, fields: tuple[str, ...]) -> str:
     """The UPDATE for a move; the legal-move check is part of it: one statement, no read-back. Built once per
     target state and field set (a handful in all)."""
     sets = ", ".join(f"{k} = ?" for k in ("state", "updated", *fields))

@@ -7,7 +7,7 @@ from gateway.errors import GatewayError, UpstreamTimeout
 from gateway.platform.envelope import decode_response
 from gateway.relay.answer import RelayAnswer
 from gateway.relay.schema import Row
-from gateway.relay.states import Reason, State
+from gateway.relay.states import Reason, RowState
 
 
 class NotProcessed(GatewayError):
@@ -52,22 +52,22 @@ class NothingToResolve(GatewayError):
 def told(row: Row, *, resolving: bool) -> RelayAnswer:
     """What the HIS hears for a stored row: the platform's answer, or the outcome the gateway determined (raised,
     with its wire meaning). `resolving`: a 冲正 or query for the row is under way."""
-    if row.state is State.ANSWERED:
+    if row.state is RowState.ANSWERED:
         assert row.response is not None
         return RelayAnswer(decode_response(row.response), row.upstream or "", None)
-    if row.state is State.REVERSED:
+    if row.state is RowState.REVERSED:
         raise Reversed(
             f"结算结果未知，已自动冲正，未扣费；可使用新的msgid重新办理 (outcome was unknown, reversed by "
             f"2601, nothing charged; retry with a new msgid). {row.outcome or ''}".strip()
         )
-    if row.state is State.FAILED and row.reason is Reason.NO_ANSWER:
+    if row.state is RowState.FAILED and row.reason is Reason.NO_ANSWER:
         raise UpstreamTimeout(f"平台未在时限内应答，可用新的msgid重新查询 ({row.outcome})")
-    if row.state is State.FAILED:
+    if row.state is RowState.FAILED:
         raise NotProcessed(
             f"未被医保平台处理，可使用新的msgid重新办理 (not processed; retry with a new msgid): "
             f"{row.outcome or ''}".strip()
         )
-    if row.state is State.CONFIRMED:
+    if row.state is RowState.CONFIRMED:
         raise BookedWithoutAnswer(
             "平台已办理（经查询或运维核实），但网关未收到平台应答；请勿重复提交，结果请向平台查询 "
             "(booked, confirmed by query or by ops; the platform's answer never arrived; do not resend; "

@@ -14,7 +14,7 @@ from gateway.relay.inspect import COLUMNS, local_time
 from gateway.relay.pg_connect import UNAVAILABLE, read_dsn, why_unavailable
 from gateway.relay.pg_lease import SEPARATOR
 from gateway.relay.repository import OutboxUnavailable
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 
 _COLS = ", ".join(COLUMNS)
 
@@ -38,7 +38,7 @@ async def list_rows(dsn_file: Path, *, state: str | None = None, limit: int = 50
     if state is None:
         rows = await _fetch(dsn_file, f"SELECT {_COLS} FROM outbox ORDER BY created DESC LIMIT $1", limit)  # noqa: S608
     else:
-        State(state)  # a typo is an error, not an empty list
+        RowState(state)  # a typo is an error, not an empty list
         sql = f"SELECT {_COLS} FROM outbox WHERE state = $1 ORDER BY created DESC LIMIT $2"  # noqa: S608
         rows = await _fetch(dsn_file, sql, state, limit)
     return [dict(zip(COLUMNS, r, strict=True)) for r in rows]
@@ -60,7 +60,7 @@ async def show(dsn_file: Path, msgid: str) -> dict[str, Any] | None:
 
 async def settled(dsn_file: Path) -> list[tuple[str, str, float, str | None]]:
     """Every final row: msgid, state, when, and the name of the node that settled it (None: not known)."""
-    finals = [s.value for s in State if s.final]
+    finals = [s.value for s in RowState if s.final]
     sql = "SELECT msgid, state, updated, owner FROM outbox WHERE state = ANY($1::text[])"
     return [
         (r[0], r[1], r[2], r[3].rpartition(SEPARATOR)[0] or None if r[3] else None)

@@ -61,7 +61,7 @@ from gateway.relay.repository import (
 )
 from gateway.relay.rules import ordered_classes
 from gateway.relay.schema import ALL, Change, Row, change_values, row_from
-from gateway.relay.states import IllegalMove, Reason, State
+from gateway.relay.states import IllegalMove, Reason, RowState
 
 T = TypeVar("T")
 #: advisory lock keys of run-once jobs: this base plus the job name's CRC (the schema's lock is pg_schema's)
@@ -206,7 +206,7 @@ class PgOutbox:
         async def op(conn: Any) -> Accepted:
             if only_while_in_doubt is not None:
                 original = await _select(conn, only_while_in_doubt, lock=True)
-                if original is None or original.state is not State.IN_DOUBT:
+                if original is None or original.state is not RowState.IN_DOUBT:
                     state = original.state.value if original else "gone"
                     raise reversal_not_stored(only_while_in_doubt, state)
                 owner = await conn.fetchval("SELECT owner FROM outbox WHERE msgid = $1", only_while_in_doubt)
@@ -223,7 +223,7 @@ class PgOutbox:
                     classes = sorted(c.value for c in ordered_classes())
                     found = await conn.fetch(person_sql(len(classes), earlier=False), psn_no, *classes, msgid)
                     blockers = tuple(r[0] for r in found)
-            claim, attempts = (State.SENDING, 1) if send and not blockers else (State.ACCEPTED, 0)
+            claim, attempts = (RowState.SENDING, 1) if send and not blockers else (RowState.ACCEPTED, 0)
             now = time.time()
             values: tuple[Any, ...] = (msgid, infno, tx_class.value, psn_no, claim.value, attempts, now, now)
             values += (deadline, None, digest, body, None, None, client, None, None, ",".join(completed) or None)
@@ -239,11 +239,11 @@ class PgOutbox:
 
         return await self._tx(op)
 
-    async def move(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
+    async def move(self, msgid: str, to: RowState, **fields: Unpack[Change]) -> Row:
         values = change_values(to, fields)
         # A move into sending is the step before a send: only by the row's owner (see the module's doc). A move
         # into a final state names this gateway as the one that settled the row, whoever owned it before.
-        fenced = to is State.SENDING
+        fenced = to is RowState.SENDING
         sql = (fenced_move_sql if fenced else settle_sql if to.final else move_sql)(to, tuple(values))
         params: tuple[Any, ...] = (to.value, time.time(), *values.values(), msgid, list(sources(to)))
         if fenced or to.final:
@@ -265,13 +265,13 @@ class PgOutbox:
             self.on_final([row])
         return row
 
-    async def decide(self, msgid: str, to: State, outcome: str) -> Row:
+    async def decide(self, msgid: str, to: RowState, outcome: str) -> Row:
         """As SqliteOutbox.decide; the row is locked while its 冲正s are looked at."""
-        reason = Reason.OPS.value if to is State.FAILED else None
+        reason = Reason.OPS.value if to is RowState.FAILED else None
 
         async def op(conn: Any) -> Row:
             row = await _select(conn, msgid, lock=True)
-            if row is None or row.state is not State.IN_DOUBT:
+            if row is None or row.state is not RowState.IN_DOUBT:
                 state = row.state.value if row else "not in the outbox"
                 raise nothing_to_decide(msgid, state, row.outcome if row else None)
             open_reversals = [r[0] for r in await conn.fetch(UNFINISHED_REVERSALS, reversal_client(msgid))]
@@ -312,7 +312,7 @@ class PgOutbox:
 
     # -- views and housekeeping ------------------------------------------------------------------------------
 
-    async def recent(self, limit: int = 50, state: State | None = None) -> list[Row]:
+    async def recent(self, limit: int = 50, state: RowState | None = None) -> list[Row]:
         if state is None:
             return await self._rows(f"SELECT {ALL} FROM outbox ORDER BY created DESC LIMIT $1", limit)  # noqa: S608
         return await self._rows(
@@ -348,7 +348,7 @@ class PgOutbox:
             oldest = await conn.fetchval(f"SELECT MIN(created) FROM outbox WHERE state IN ({MARKS})")  # noqa: S608
             doubt = await conn.fetch(
                 "SELECT msgid, infno, created, updated, outcome FROM outbox WHERE state = $1 ORDER BY created LIMIT $2",
-                State.IN_DOUBT.value,
+                RowState.IN_DOUBT.value,
                 in_doubt_limit,
             )
             items = tuple(InDoubtItem(*r) for r in doubt)

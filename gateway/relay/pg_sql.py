@@ -6,12 +6,12 @@ from __future__ import annotations
 import functools
 
 from gateway.relay.schema import ALL, NAMES
-from gateway.relay.states import MOVES, UNFINISHED, State
+from gateway.relay.states import MOVES, UNFINISHED, RowState
 
 UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
 #: the unfinished states as literals (constants of states.py), for statements that take no other list
 MARKS = ", ".join(f"'{v}'" for v in UNFINISHED_VALUES)
-FINALS = tuple(s.value for s in State if s.final)
+FINALS = tuple(s.value for s in RowState if s.final)
 BY_SEQ = "ORDER BY seq"
 
 SELECT = f"SELECT {ALL} FROM outbox WHERE msgid = $1"  # noqa: S608
@@ -39,13 +39,13 @@ UNFINISHED_REVERSALS = f"SELECT msgid FROM outbox WHERE client = $1 AND state IN
 
 
 @functools.cache
-def sources(to: State) -> tuple[str, ...]:
+def sources(to: RowState) -> tuple[str, ...]:
     """The states a row may be moved from into `to` (states.MOVES)."""
     return tuple(src.value for src, targets in MOVES.items() if to in targets)
 
 
 @functools.cache
-def move_sql(to: State, fields: tuple[str, ...]) -> str:
+def move_sql(to: RowState, fields: tuple[str, ...]) -> str:
     """The UPDATE for a move, the legal-move check part of it: $1 state, $2 time, the fields, the msgid, the
     sources as an array."""
     sets = ", ".join(f"{k} = ${i + 1}" for i, k in enumerate(("state", "updated", *fields)))
@@ -54,7 +54,7 @@ def move_sql(to: State, fields: tuple[str, ...]) -> str:
 
 
 @functools.cache
-def fenced_move_sql(to: State, fields: tuple[str, ...]) -> str:
+def fenced_move_sql(to: RowState, fields: tuple[str, ...]) -> str:
     """move_sql's UPDATE, only while the row is owned by the gateway in the parameter after the sources: a move
     into sending by a gateway whose row was claimed by the other one (its lease lapsed) changes nothing."""
     n = len(fields) + 2
@@ -62,7 +62,7 @@ def fenced_move_sql(to: State, fields: tuple[str, ...]) -> str:
 
 
 @functools.cache
-def settle_sql(to: State, fields: tuple[str, ...]) -> str:
+def settle_sql(to: RowState, fields: tuple[str, ...]) -> str:
     """move_sql's UPDATE into a final state, naming the gateway that settled the row (the parameter after the
     sources) as its owner: each gateway's audit catch-up appends only the outcomes it settled itself."""
     n = len(fields) + 2

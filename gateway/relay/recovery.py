@@ -12,7 +12,7 @@ from gateway.relay.repository import Outbox
 from gateway.relay.resolution import NO_ANSWER, Resolver
 from gateway.relay.rules import Plan, plan_for
 from gateway.relay.schema import Row
-from gateway.relay.states import IllegalMove, Reason, State
+from gateway.relay.states import IllegalMove, Reason, RowState
 
 log = structlog.get_logger("gateway.relay")
 
@@ -28,10 +28,10 @@ async def settle_left(outbox: Outbox, resolver: Resolver, unfinished: list[Row],
         if plans[row.msgid] is not Plan.BY_ORIGINAL:
             continue
         try:
-            if row.state is State.ACCEPTED:
-                await outbox.move(row.msgid, State.FAILED, outcome=f"not sent: {why} first", reason=Reason.NOT_SENT)
-            elif row.state is State.SENDING:
-                await outbox.move(row.msgid, State.IN_DOUBT, outcome=f"{why} mid-send")
+            if row.state is RowState.ACCEPTED:
+                await outbox.move(row.msgid, RowState.FAILED, outcome=f"not sent: {why} first", reason=Reason.NOT_SENT)
+            elif row.state is RowState.SENDING:
+                await outbox.move(row.msgid, RowState.IN_DOUBT, outcome=f"{why} mid-send")
         except IllegalMove as exc:
             log.warning("left_row_moved_meanwhile", msgid=row.msgid, move=str(exc))
     for found in unfinished:
@@ -40,16 +40,16 @@ async def settle_left(outbox: Outbox, resolver: Resolver, unfinished: list[Row],
         if plan is Plan.BY_ORIGINAL:
             continue
         try:
-            if row.state is State.ACCEPTED:
-                await outbox.move(row.msgid, State.FAILED, outcome=f"not sent: {why} first", reason=Reason.NOT_SENT)
+            if row.state is RowState.ACCEPTED:
+                await outbox.move(row.msgid, RowState.FAILED, outcome=f"not sent: {why} first", reason=Reason.NOT_SENT)
                 counts["not_sent"] += 1
                 continue
-            if row.state is State.SENDING:
+            if row.state is RowState.SENDING:
                 row = await outbox.move(
-                    row.msgid, State.IN_DOUBT, outcome=f"{why} mid-send", doubt_clock=settleclock.stamp()
+                    row.msgid, RowState.IN_DOUBT, outcome=f"{why} mid-send", doubt_clock=settleclock.stamp()
                 )
             if plan is Plan.ASK_AGAIN:
-                await outbox.move(row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: {why}", reason=Reason.NO_ANSWER)
+                await outbox.move(row.msgid, RowState.FAILED, outcome=f"{NO_ANSWER}: {why}", reason=Reason.NO_ANSWER)
                 continue
         except IllegalMove as exc:
             log.warning("left_row_moved_meanwhile", msgid=row.msgid, move=str(exc))

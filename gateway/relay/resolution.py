@@ -36,7 +36,7 @@ from gateway.relay.repository import Outbox, OutboxUnavailable
 from gateway.relay.reversal import Reversals
 from gateway.relay.rules import IfAbsent, Plan, plan_for, rule_for
 from gateway.relay.schema import Change, Row
-from gateway.relay.states import IllegalMove, Reason, State
+from gateway.relay.states import IllegalMove, Reason, RowState
 from gateway.relay.timing import RelayTiming
 
 log = structlog.get_logger("gateway.relay")
@@ -83,7 +83,7 @@ class Resolver:
         elif plan is Plan.ASK_AGAIN:
             # Repeating a query is harmless: a definite "no answer" lets the HIS simply ask again.
             return await self.outbox.move(
-                row.msgid, State.FAILED, outcome=f"{NO_ANSWER}: {row.outcome or ''}", reason=Reason.NO_ANSWER
+                row.msgid, RowState.FAILED, outcome=f"{NO_ANSWER}: {row.outcome or ''}", reason=Reason.NO_ANSWER
             )
         else:
             # OPS, or a 2601 a HIS sent itself (BY_ORIGINAL settles only the gateway's own, at start)
@@ -173,7 +173,7 @@ class Resolver:
             )
             if finding.verdict is Verdict.HELD:
                 final = await self._final(
-                    row, State.CONFIRMED, f"the platform holds it ({finding.detail}); its answer was lost"
+                    row, RowState.CONFIRMED, f"the platform holds it ({finding.detail}); its answer was lost"
                 )
                 self.on_event("confirmed_by_query", {"msgid": row.msgid, "infno": row.infno})
                 return final
@@ -183,7 +183,7 @@ class Resolver:
             if rule_for(info).if_absent is IfAbsent.NOT_PROCESSED:
                 log.warning("never_booked", msgid=row.msgid, infno=row.infno)
                 never = f"the platform never booked it ({finding.detail})"
-                return await self._final(row, State.FAILED, never, Reason.NOT_BOOKED)
+                return await self._final(row, RowState.FAILED, never, Reason.NOT_BOOKED)
             if resends >= self.timing.max_attempts:
                 return await self._note(row, f"checked: {finding.detail}; {resends} resends left no answer")
             resends += 1
@@ -202,13 +202,13 @@ class Resolver:
                 return row
         return await self.current(row.msgid)
 
-    async def _final(self, row: Row, to: State, outcome: str, reason: Reason | None = None) -> Row:
+    async def _final(self, row: Row, to: RowState, outcome: str, reason: Reason | None = None) -> Row:
         moved: Change = {"outcome": outcome}
         if reason is not None:
             moved["reason"] = reason
         return await self._keep(row.msgid, to, **moved)
 
-    async def _keep(self, msgid: str, to: State, **fields: Unpack[Change]) -> Row:
+    async def _keep(self, msgid: str, to: RowState, **fields: Unpack[Change]) -> Row:
         """A move the resolution decided, unless ops decided first (the row is final already). When the outbox
         cannot store it (disk full, read-only), the decision is kept and stored as soon as it writes again."""
         attempt = 0
@@ -225,26 +225,28 @@ class Resolver:
                 await self.nap(msgid, self.timing.resolve_pause(attempt))
 
     async def _note(self, row: Row, outcome: str) -> Row:
-        return await self._final(row, State.IN_DOUBT, outcome)
+        return await self._final(row, RowState.IN_DOUBT, outcome)
 
     async def _resend(self, row: Row, original: RequestEnvelope) -> Row:
         """Send a check-first request again once the platform has shown it never received it."""
         attempt = row.attempts + 1
         try:
-            await self.outbox.move(row.msgid, State.SENDING, attempts=attempt)
+            await self.outbox.move(row.msgid, RowState.SENDING, attempts=attempt)
         except IllegalMove:  # ops decided meanwhile
             return await self.current(row.msgid)
         try:
             answer = await self.sender.submit(original, asyncio.get_running_loop().time() + 30)
         except (AmbiguousOutcome, UpstreamTimeout) as exc:
             # the settle time starts again from this send
-            return await self._keep(row.msgid, State.IN_DOUBT, outcome=exc.message, doubt_clock=settleclock.stamp())
+            return await self._keep(row.msgid, RowState.IN_DOUBT, outcome=exc.message, doubt_clock=settleclock.stamp())
         except UpstreamError as exc:
-            return await self._keep(row.msgid, State.FAILED, outcome=f"not sent: {exc.message}", reason=Reason.NOT_SENT)
+            return await self._keep(
+                row.msgid, RowState.FAILED, outcome=f"not sent: {exc.message}", reason=Reason.NOT_SENT
+            )
         log.warning("resent_after_check", msgid=row.msgid, infno=row.infno, attempt=attempt)
         return await self._keep(
             row.msgid,
-            State.ANSWERED,
+            RowState.ANSWERED,
             response=answer.response.body,
             upstream=answer.upstream,
             outcome=f"infcode {answer.response.infcode} (sent again after the platform showed it never had it)",
@@ -272,7 +274,7 @@ class Resolver:
         """Ops checked with the platform: `booked` or `not_booked`, with the reason kept in the row."""
         if not reason.strip():
             raise NothingToResolve("say why (what the platform showed): --reason is required")
-        to = State.CONFIRMED if action == "booked" else State.FAILED
+        to = RowState.CONFIRMED if action == "booked" else RowState.FAILED
         words = "booked" if action == "booked" else "not booked"
         msgid = row.msgid
         running = self.tasks.get(msgid)
@@ -297,7 +299,7 @@ class Resolver:
             try:
                 if running is not None and msgid not in self.tasks:
                     current = await self.outbox.get(msgid)
-                    if current is not None and current.state is State.IN_DOUBT:
+                    if current is not None and current.state is RowState.IN_DOUBT:
                         # A refused decision leaves the row in doubt: its resolution goes on.
                         await self.settle(current, decode_request(current.request), self.info_of(current))
             finally:

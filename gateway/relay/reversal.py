@@ -24,7 +24,7 @@ from gateway.relay.forwarder import AmbiguousOutcome
 from gateway.relay.repository import MsgidConflict, NotInDoubt, Outbox, OutboxUnavailable, reversal_client
 from gateway.relay.rules import Plan, plan_for
 from gateway.relay.schema import Change, Row
-from gateway.relay.states import Reason, State
+from gateway.relay.states import Reason, RowState
 from gateway.relay.timing import RelayTiming
 
 log = structlog.get_logger("gateway.relay")
@@ -102,26 +102,26 @@ class Reversals:
             return "again"  # that msgid is taken (a HIS's): the next one
         except NotInDoubt:
             return await self.steps.current(row.msgid)  # decided meanwhile (by ops): no 2601 may leave
-        await self.steps.outbox.move(rev.msgid, State.SENDING, attempts=1)
+        await self.steps.outbox.move(rev.msgid, RowState.SENDING, attempts=1)
         try:
             answer = await self.steps.sender.submit(rev, asyncio.get_running_loop().time() + 30)
         except UpstreamError as exc:
             lost = isinstance(exc, (AmbiguousOutcome, UpstreamTimeout))
             if lost:
-                await self.steps.outbox.move(rev.msgid, State.IN_DOUBT, outcome=exc.message)
+                await self.steps.outbox.move(rev.msgid, RowState.IN_DOUBT, outcome=exc.message)
             else:
-                await self.steps.outbox.move(rev.msgid, State.FAILED, outcome=exc.message, reason=Reason.NOT_SENT)
+                await self.steps.outbox.move(rev.msgid, RowState.FAILED, outcome=exc.message, reason=Reason.NOT_SENT)
             return "pause"
         await self.steps.outbox.move(
             rev.msgid,
-            State.ANSWERED,
+            RowState.ANSWERED,
             response=answer.response.body,
             upstream=answer.upstream,
             outcome=f"infcode {answer.response.infcode}",
         )
         if answer.response.ok:
             final = await self.steps.outbox.move(
-                row.msgid, State.REVERSED, outcome=f"reversed by 2601 msgid {rev.msgid}"
+                row.msgid, RowState.REVERSED, outcome=f"reversed by 2601 msgid {rev.msgid}"
             )
             log.warning("reversed", msgid=row.msgid, infno=row.infno, reversal=rev.msgid)
             self.steps.on_event("reversed", {"msgid": row.msgid, "infno": row.infno})
@@ -135,7 +135,10 @@ class Reversals:
             if self.steps.settle_left(row) > 0:
                 return "early"
             final = await self.steps.outbox.move(
-                row.msgid, State.FAILED, outcome=f"the platform never booked it (2601: {err})", reason=Reason.NOT_BOOKED
+                row.msgid,
+                RowState.FAILED,
+                outcome=f"the platform never booked it (2601: {err})",
+                reason=Reason.NOT_BOOKED,
             )
             log.warning("never_booked", msgid=row.msgid, infno=row.infno)
             await self.close_lost(final, rev.msgid)
@@ -151,15 +154,15 @@ class Reversals:
         for lost in await self.steps.outbox.reversals_of(original.msgid):
             if lost.state.final:
                 continue
-            if lost.state is State.ACCEPTED:
-                await self.steps.outbox.move(lost.msgid, State.FAILED, outcome="not sent", reason=Reason.NOT_SENT)
+            if lost.state is RowState.ACCEPTED:
+                await self.steps.outbox.move(lost.msgid, RowState.FAILED, outcome="not sent", reason=Reason.NOT_SENT)
                 continue
-            if lost.state is State.SENDING:
-                await self.steps.outbox.move(lost.msgid, State.IN_DOUBT, outcome="its send was cut short")
-            if original.state is State.REVERSED:
-                to, words, reason = State.CONFIRMED, f"the reversal took effect ({by})", None
-            elif original.state is State.FAILED:
-                to, words = State.FAILED, f"nothing to reverse (the original was never booked: {by})"
+            if lost.state is RowState.SENDING:
+                await self.steps.outbox.move(lost.msgid, RowState.IN_DOUBT, outcome="its send was cut short")
+            if original.state is RowState.REVERSED:
+                to, words, reason = RowState.CONFIRMED, f"the reversal took effect ({by})", None
+            elif original.state is RowState.FAILED:
+                to, words = RowState.FAILED, f"nothing to reverse (the original was never booked: {by})"
                 reason = Reason.NOT_BOOKED
             else:
                 continue  # booked by ops' word with no 2601 unsettled: none can be in doubt here

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from gateway.platform.catalogue import TxClass
-from gateway.relay.states import UNFINISHED, Reason, State, check_reason
+from gateway.relay.states import UNFINISHED, Reason, RowState, check_reason
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Change(TypedDict, total=False):
 SETTABLE = frozenset(Change.__annotations__)
 
 
-def change_values(to: State, fields: Change) -> dict[str, Any]:
+def change_values(to: RowState, fields: Change) -> dict[str, Any]:
     """A move's fields as column values, checked as every backend must: only settable columns, and a reason
     exactly where the move is to FAILED (states.check_reason)."""
     if set(fields) - SETTABLE:
@@ -75,7 +75,7 @@ def change_values(to: State, fields: Change) -> dict[str, Any]:
     return values
 
 
-def _quoted(states: tuple[State, ...]) -> str:
+def _quoted(states: tuple[RowState, ...]) -> str:
     return ", ".join(f"'{s.value}'" for s in states)
 
 
@@ -96,7 +96,7 @@ class Row:
     infno: str
     tx_class: TxClass
     psn_no: str | None
-    state: State
+    state: RowState
     attempts: int
     created: float
     updated: float
@@ -121,7 +121,7 @@ def row_from(v: tuple[Any, ...]) -> Row:
         v[1],
         TxClass(v[2]),
         v[3],
-        State(v[4]),
+        RowState(v[4]),
         v[5],
         v[6],
         v[7],

@@ -13,10 +13,10 @@ import contextlib
 
 from gateway.relay.repository import Outbox
 from gateway.relay.schema import Row
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 
 #: the states in which the sending node is still expected to write the outcome shortly
-UNDER_WAY = (State.ACCEPTED, State.SENDING)
+UNDER_WAY = (RowState.ACCEPTED, RowState.SENDING)
 
 
 async def until_settled(outbox: Outbox, row: Row, deadline: float, every: float) -> Row:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 
-class State(enum.Enum):
+class RowState(enum.Enum):
     ACCEPTED = "accepted"  # on disk, acknowledged to the HIS as accepted, not yet sent
     SENDING = "sending"  # an attempt is on its way; a crash here means the platform may have it
     IN_DOUBT = "in_doubt"  # sent, no answer: the platform may or may not have processed it
@@ -16,24 +16,24 @@ class State(enum.Enum):
 
     @property
     def final(self) -> bool:
-        return self in (State.ANSWERED, State.REVERSED, State.FAILED, State.CONFIRMED)
+        return self in (RowState.ANSWERED, RowState.REVERSED, RowState.FAILED, RowState.CONFIRMED)
 
 
-MOVES: dict[State, frozenset[State]] = {
-    State.ACCEPTED: frozenset({State.SENDING, State.FAILED}),
+MOVES: dict[RowState, frozenset[RowState]] = {
+    RowState.ACCEPTED: frozenset({RowState.SENDING, RowState.FAILED}),
     # back to ACCEPTED when the attempt failed before anything was sent (connection refused)
-    State.SENDING: frozenset({State.ANSWERED, State.ACCEPTED, State.IN_DOUBT, State.FAILED}),
+    RowState.SENDING: frozenset({RowState.ANSWERED, RowState.ACCEPTED, RowState.IN_DOUBT, RowState.FAILED}),
     # IN_DOUBT to itself: a query found nothing decisive, and what it found is noted for ops
-    State.IN_DOUBT: frozenset(
-        {State.IN_DOUBT, State.SENDING, State.ANSWERED, State.REVERSED, State.FAILED, State.CONFIRMED}
+    RowState.IN_DOUBT: frozenset(
+        {RowState.IN_DOUBT, RowState.SENDING, RowState.ANSWERED, RowState.REVERSED, RowState.FAILED, RowState.CONFIRMED}
     ),
-    State.ANSWERED: frozenset(),
-    State.REVERSED: frozenset(),
-    State.FAILED: frozenset(),
-    State.CONFIRMED: frozenset(),
+    RowState.ANSWERED: frozenset(),
+    RowState.REVERSED: frozenset(),
+    RowState.FAILED: frozenset(),
+    RowState.CONFIRMED: frozenset(),
 }
 
-UNFINISHED = (State.ACCEPTED, State.SENDING, State.IN_DOUBT)
+UNFINISHED = (RowState.ACCEPTED, RowState.SENDING, RowState.IN_DOUBT)
 
 
 class Reason(enum.Enum):
@@ -49,10 +49,10 @@ class Reason(enum.Enum):
     UNRECORDED = "unrecorded"  # failed in an outbox written before reasons were kept, in words that name none
 
 
-def check_reason(to: State, reason: Reason | None) -> None:
+def check_reason(to: RowState, reason: Reason | None) -> None:
     """A move to FAILED names its reason, and only such a move does (a defect otherwise, like an illegal move)."""
-    if (to is State.FAILED) != (reason is not None):
-        raise ValueError(f"a move to {to.value} {'needs' if to is State.FAILED else 'takes no'} reason")
+    if (to is RowState.FAILED) != (reason is not None):
+        raise ValueError(f"a move to {to.value} {'needs' if to is RowState.FAILED else 'takes no'} reason")
 
 
 class IllegalMove(RuntimeError):

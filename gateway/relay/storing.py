@@ -12,7 +12,7 @@ import structlog
 from gateway.backoff import backoff
 from gateway.relay.repository import Outbox, OutboxUnavailable
 from gateway.relay.schema import Row
-from gateway.relay.states import IllegalMove, Reason, State
+from gateway.relay.states import IllegalMove, Reason, RowState
 
 log = structlog.get_logger("gateway.relay")
 
@@ -29,7 +29,7 @@ class Storing:
         self._stopping = False
 
     async def move(
-        self, msgid: str, to: State, *, instead: State | None = None, then: Then | None = None, **fields: Any
+        self, msgid: str, to: RowState, *, instead: RowState | None = None, then: Then | None = None, **fields: Any
     ) -> Row:
         """Move a row; when the outbox cannot store it, keep trying in the background and raise
         OutboxUnavailable for the HIS to hear "outcome unknown". `instead`: the state to store in the background
@@ -47,7 +47,7 @@ class Storing:
                 task.add_done_callback(lambda _t: self.pending.pop(msgid, None))
             raise
 
-    async def _keep_storing(self, msgid: str, to: State, fields: dict[str, Any], then: Then | None) -> Row | None:
+    async def _keep_storing(self, msgid: str, to: RowState, fields: dict[str, Any], then: Then | None) -> Row | None:
         tries = 0
         while not self._stopping:
             tries += 1

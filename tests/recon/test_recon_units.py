@@ -33,7 +33,7 @@ from gateway.recon.compare import differences
 from gateway.recon.local import local_day
 from gateway.recon.schedule import ReconSchedule
 from gateway.relay.outbox import Row
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 
 BJ = timezone(timedelta(hours=8))
 KEY = GroupKey("310", "11", "440300")
@@ -80,7 +80,7 @@ def test_a_downloaded_file_travels_as_an_envelope() -> None:
     assert downloaded_bytes(json.loads(answer.body)["output"]) == b"PK\x03\x04zip bytes"
 
 
-def row(msgid: str, infno: str, state: State, created: float, response: dict[str, Any] | None = None) -> Row:
+def row(msgid: str, infno: str, state: RowState, created: float, response: dict[str, Any] | None = None) -> Row:
     request = {"infno": infno, "insuplc_admdvs": "440300", "input": {"data": {"insutype": "310", "mdtrt_id": "M9"}}}
     return Row(
         msgid=msgid,
@@ -112,17 +112,17 @@ def test_the_outbox_view_of_a_day() -> None:
     noon = datetime(2026, 11, 24, 12, tzinfo=BJ).timestamp()
     late = datetime(2026, 11, 24, 23, 59, 59, tzinfo=BJ).timestamp()
     rows = [
-        row("A", "2207", State.ANSWERED, noon, answered("S1", 10.5)),
-        row("B", "2208", State.ANSWERED, noon, answered("S2", -10.5, clr_type="11", clr_optins="440300")),
+        row("A", "2207", RowState.ANSWERED, noon, answered("S1", 10.5)),
+        row("B", "2208", RowState.ANSWERED, noon, answered("S2", -10.5, clr_type="11", clr_optins="440300")),
         # accepted before midnight, settled after it: the next day's
-        row("C", "2207", State.ANSWERED, late, answered("S3", 3, setl_time="2026-11-25 00:00:01")),
-        row("D", "2207", State.ANSWERED, noon, {"infcode": -1, "err_msg": "余额不足", "output": None}),
-        row("E", "2207", State.CONFIRMED, noon),
-        row("F", "2207", State.IN_DOUBT, noon),
-        row("G", "2207", State.REVERSED, noon),
-        row("H", "2207", State.ANSWERED, noon, {"infcode": 0, "output": {"setlinfo": {"setl_id": "S8"}}}),
-        row("I", "1101", State.ANSWERED, noon, {"infcode": 0, "output": {}}),
-        row("J", "2304", State.ANSWERED, noon, answered("S9", 1000, insutype="390")),
+        row("C", "2207", RowState.ANSWERED, late, answered("S3", 3, setl_time="2026-11-25 00:00:01")),
+        row("D", "2207", RowState.ANSWERED, noon, {"infcode": -1, "err_msg": "余额不足", "output": None}),
+        row("E", "2207", RowState.CONFIRMED, noon),
+        row("F", "2207", RowState.IN_DOUBT, noon),
+        row("G", "2207", RowState.REVERSED, noon),
+        row("H", "2207", RowState.ANSWERED, noon, {"infcode": 0, "output": {"setlinfo": {"setl_id": "S8"}}}),
+        row("I", "1101", RowState.ANSWERED, noon, {"infcode": 0, "output": {}}),
+        row("J", "2304", RowState.ANSWERED, noon, answered("S9", 1000, insutype="390")),
     ]
     view = local_day(day, rows)
     assert sorted(view.groups) == [KEY, GroupKey("390", "21", "440300")]

@@ -22,7 +22,7 @@ from gateway.errors import GatewayError
 from gateway.platform.catalogue import TxClass
 from gateway.platform.envelope import decode_request
 from gateway.relay.outbox import OutboxUnavailable, SqliteOutbox
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 from gateway.sim.server import Simulator
 
 from conftest import Gateway, fresh
@@ -59,7 +59,7 @@ async def test_a_full_disk_while_the_settlement_is_out_is_outcome_unknown(
 
     async def at_the_platform() -> bool:
         return any(m.msgid == doc["msgid"] for m in gateway.sim.ledger.messages) or (
-            (row := await outbox.get(str(doc["msgid"]))) is not None and row.state is State.SENDING
+            (row := await outbox.get(str(doc["msgid"]))) is not None and row.state is RowState.SENDING
         )
 
     async with asyncio.timeout(10):
@@ -77,7 +77,7 @@ async def test_a_full_disk_while_the_settlement_is_out_is_outcome_unknown(
     assert again["gateway_error"] == "outcome_unknown"  # still not stored: the same truthful answer
     os.unlink(filler)  # space returns; no restart
     async with asyncio.timeout(15):
-        while (await outbox.get(str(doc["msgid"]))).state is not State.ANSWERED:  # type: ignore[union-attr]  # noqa: ASYNC110
+        while (await outbox.get(str(doc["msgid"]))).state is not RowState.ANSWERED:  # type: ignore[union-attr]  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     answered = await gateway.post(doc)
     assert answered.status == 200 and str(json.loads(answered.body)["infcode"]) == "0"
@@ -177,17 +177,17 @@ async def test_a_repeat_is_never_told_not_accepted_while_the_disk_is_full(
     replay = json.loads((await gateway.post(booked)).body)
     assert str(replay["infcode"]) == "0", replay
     row = await outbox.get(str(booked["msgid"]))
-    assert row is not None and row.state is State.ANSWERED
+    assert row is not None and row.state is RowState.ANSWERED
     assert [f["msgid"] for f in gateway.sim.ledger.fees].count(booked["msgid"]) == 1
 
 
 @pytest.mark.parametrize(
     ("fault", "final"),
-    [("drop_after", State.CONFIRMED), ("drop_before", State.ANSWERED)],
+    [("drop_after", RowState.CONFIRMED), ("drop_before", RowState.ANSWERED)],
     ids=["held-confirmed", "absent-resent"],
 )
 async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(
-    sim: Simulator, small_disk: Path, fault: str, final: State
+    sim: Simulator, small_disk: Path, fault: str, final: RowState
 ) -> None:
     """The crash harness's disk-full round left 2204s in doubt for good (until a restart): the answer was lost,
     the check query (5204) ran while the disk was full, and storing what it found failed — "confirmed" when the
@@ -206,7 +206,7 @@ async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(
         msgid = str(doc["msgid"])
         his = asyncio.create_task(gateway.post(doc))
         async with asyncio.timeout(10):
-            while (row := await outbox.get(msgid)) is None or row.state is not State.IN_DOUBT:  # noqa: ASYNC110
+            while (row := await outbox.get(msgid)) is None or row.state is not RowState.IN_DOUBT:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         filler = fill(small_disk)  # before the check runs (after the settle time)
         failures = daemon.metrics.registry.get_sample_value
@@ -220,7 +220,7 @@ async def test_a_check_that_meets_a_full_disk_is_stored_when_space_returns(
             while (await outbox.get(msgid)).state is not final:  # type: ignore[union-attr]  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         again = json.loads((await gateway.post(doc)).body)
-        if final is State.CONFIRMED:
+        if final is RowState.CONFIRMED:
             assert again["gateway_error"] == "booked_no_answer", again
         else:
             assert str(again["infcode"]) == "0", again  # sent again once the platform showed it never had it

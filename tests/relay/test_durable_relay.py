@@ -13,7 +13,7 @@ from gateway.app.demo import demo_config
 from gateway.crypto import sm3
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SqliteOutbox
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 from gateway.sim.server import Simulator
 
 from conftest import Gateway, fresh, until, ybgate_output
@@ -95,7 +95,7 @@ async def test_recovery_after_a_crash_mid_settlement(sim: Simulator, short_tmp: 
             body=body,
             deadline=None,
         )
-    await box.move(booked["msgid"], State.SENDING, attempts=1)
+    await box.move(booked["msgid"], RowState.SENDING, attempts=1)
     sim.platform.process(booked)  # it reached the platform before the crash
     await box.stop()
 
@@ -137,7 +137,7 @@ async def test_recovery_resolves_check_first_uploads_by_query(sim: Simulator, sh
         await box.accept(
             msgid=doc["msgid"], infno="2204", tx_class=TxClass.CHECK_FIRST, psn_no=None, body=body, deadline=None
         )
-        await box.move(doc["msgid"], State.SENDING, attempts=1)
+        await box.move(doc["msgid"], RowState.SENDING, attempts=1)
     sim.platform.process(taken)  # it reached the platform before the crash; `lost` did not
     await box.stop()
 
@@ -153,8 +153,8 @@ async def test_recovery_resolves_check_first_uploads_by_query(sim: Simulator, sh
                 await asyncio.sleep(0.05)
         confirmed, answered = rows
         assert confirmed is not None and answered is not None
-        assert confirmed.state is State.CONFIRMED and "5204 lists" in (confirmed.outcome or "")
-        assert answered.state is State.ANSWERED
+        assert confirmed.state is RowState.CONFIRMED and "5204 lists" in (confirmed.outcome or "")
+        assert answered.state is RowState.ANSWERED
         held = [f["feedetl_sn"] for f in sim.ledger.fees]
         assert sorted(held) == ["1", "2"]  # each line once: the taken one was not sent again
         assert infnos(sim).count("5204") == 2
@@ -191,7 +191,7 @@ async def test_outbox_cli_lists_and_shows_masked(gateway: Gateway, short_tmp: Pa
     assert code == 1 and "no request with msgid" in err
 
 
-async def wait_for_state(gateway: Gateway, msgid: str, state: State) -> None:
+async def wait_for_state(gateway: Gateway, msgid: str, state: RowState) -> None:
     assert gateway.daemon.outbox is not None
     async with asyncio.timeout(10):
         while (row := await gateway.daemon.outbox.get(msgid)) is None or row.state is not state:  # noqa: ASYNC110 - polling the outbox another task writes
@@ -206,9 +206,9 @@ async def test_queued_settlements_for_a_person_go_in_order(gateway: Gateway) -> 
     gateway.sim.faults.set("2601", {"kind": "delay", "delay": 0.8, "times": 1})
     first, second, third = (fresh("2207_settle_request.json", sign_no=sign_no) for _ in range(3))
     task1 = asyncio.create_task(gateway.post(first))
-    await wait_for_state(gateway, first["msgid"], State.IN_DOUBT)
+    await wait_for_state(gateway, first["msgid"], RowState.IN_DOUBT)
     task2 = asyncio.create_task(gateway.post(second))
-    await wait_for_state(gateway, second["msgid"], State.ACCEPTED)
+    await wait_for_state(gateway, second["msgid"], RowState.ACCEPTED)
     reply3 = await gateway.post(third)
     reply1, reply2 = await task1, await task2
     assert json.loads(reply1.body)["gateway_error"] == "reversed"

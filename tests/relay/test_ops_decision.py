@@ -16,7 +16,7 @@ from gateway.crypto import sm3
 from gateway.http1.unix_client import request
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import NotInDoubt, SqliteOutbox, reversal_client
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 from gateway.sim.server import Simulator
 
 from conftest import Gateway, fresh
@@ -90,14 +90,14 @@ async def test_ops_decision_waits_for_a_reversal_in_flight(gateway: Gateway) -> 
     assert outbox is not None
 
     async def reversal_on_its_way() -> bool:
-        return any(r.state is State.SENDING for r in await outbox.reversals_of(msgid))
+        return any(r.state is RowState.SENDING for r in await outbox.reversals_of(msgid))
 
     await until(reversal_on_its_way)
     status, result = await resolve(gateway, msgid, "booked", "looked booked a moment ago")
     assert status == 409 and "is reversed meanwhile" in result["error"], result
     assert [s.state for s in gateway.sim.ledger.by_msgid(msgid)] == ["reversed"]
     assert json.loads((await his).body)["gateway_error"] == "reversed"
-    assert (await outbox.get(msgid)).state is State.REVERSED  # type: ignore[union-attr]
+    assert (await outbox.get(msgid)).state is RowState.REVERSED  # type: ignore[union-attr]
 
 
 async def test_a_lost_reversal_answer_is_settled_by_asking_again(gateway: Gateway) -> None:
@@ -110,7 +110,7 @@ async def test_a_lost_reversal_answer_is_settled_by_asking_again(gateway: Gatewa
     assert outbox is not None
 
     async def first_reversal_lost() -> bool:
-        return any(r.state is State.IN_DOUBT for r in await outbox.reversals_of(msgid))
+        return any(r.state is RowState.IN_DOUBT for r in await outbox.reversals_of(msgid))
 
     await until(first_reversal_lost)
     gateway.sim.faults.set("2601", {"kind": "refuse"})  # hold the next ones off while ops try to decide
@@ -124,7 +124,9 @@ async def test_a_lost_reversal_answer_is_settled_by_asking_again(gateway: Gatewa
 
     await until(all_final)
     states = [r.state for r in await outbox.reversals_of(msgid)]
-    assert states[0] is State.CONFIRMED and states[-1] is State.ANSWERED  # the old code: the first stayed in doubt
+    assert (
+        states[0] is RowState.CONFIRMED and states[-1] is RowState.ANSWERED
+    )  # the old code: the first stayed in doubt
     assert [s.state for s in gateway.sim.ledger.by_msgid(msgid)] == ["reversed"]
 
 
@@ -150,16 +152,16 @@ async def test_lost_reversals_of_a_final_original_are_settled_at_start(sim: Simu
     await box.accept(msgid=original, infno="2207", tx_class=TxClass.MONEY_MOVING, psn_no="P", body=b"{}", deadline=None)
     await accept_reversal(box, lost, original)
     for mid in (original, lost):
-        await box.move(mid, State.SENDING)
-        await box.move(mid, State.IN_DOUBT)
-    await box.move(original, State.REVERSED, outcome="reversed by 2601 msgid H44030000001202601010000009002")
+        await box.move(mid, RowState.SENDING)
+        await box.move(mid, RowState.IN_DOUBT)
+    await box.move(original, RowState.REVERSED, outcome="reversed by 2601 msgid H44030000001202601010000009002")
     await box.stop()
     daemon = Daemon(config)
     await daemon.start()
     try:
         assert daemon.outbox is not None
         row = await daemon.outbox.get(lost)
-        assert row is not None and row.state is State.CONFIRMED and "the reversal took effect" in (row.outcome or "")
+        assert row is not None and row.state is RowState.CONFIRMED and "the reversal took effect" in (row.outcome or "")
     finally:
         await daemon.stop(grace=1.0)
 
@@ -180,11 +182,11 @@ async def test_a_restart_with_a_cut_reversal_behind_other_work_starts(sim: Simul
     assert str(sim.platform.process(doc)["infcode"]) == "0"  # the platform booked it; its answer was lost
     body = json.dumps(doc, ensure_ascii=False).encode()
     await box.accept(msgid=original, infno="2207", tx_class=TxClass.MONEY_MOVING, psn_no="P", body=body, deadline=None)
-    await box.move(original, State.SENDING)
+    await box.move(original, RowState.SENDING)
     for n in range(300):  # queries cut mid-send by the same kill: each is two moves at recovery
         query = f"H44030000001202601010000{n:06d}"
         await box.accept(msgid=query, infno="1101", tx_class=TxClass.SAFE, psn_no="Q", body=b"{}", deadline=None)
-        await box.move(query, State.SENDING)
+        await box.move(query, RowState.SENDING)
     cut = "H44030000001202601019999999001"
     await accept_reversal(box, cut, original)
     await box.stop()
@@ -196,11 +198,11 @@ async def test_a_restart_with_a_cut_reversal_behind_other_work_starts(sim: Simul
 
         async def reversed_() -> bool:
             row = await outbox.get(original)
-            return row is not None and row.state is State.REVERSED
+            return row is not None and row.state is RowState.REVERSED
 
         await until(reversed_)
         row = await outbox.get(cut)
-        assert row is not None and row.state is State.FAILED, row
+        assert row is not None and row.state is RowState.FAILED, row
         assert [s.state for s in sim.ledger.by_msgid(original)] == ["reversed"]
     finally:
         await daemon.stop(grace=1.0)

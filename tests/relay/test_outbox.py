@@ -22,7 +22,7 @@ from gateway.relay.outbox import MsgidConflict, OutboxUnavailable, SqliteOutbox
 from gateway.relay.pg_outbox import PgOutbox
 from gateway.relay.repository import Outbox
 from gateway.relay.schema import DDL
-from gateway.relay.states import IllegalMove, Reason, State
+from gateway.relay.states import IllegalMove, Reason, RowState
 
 
 def msgid(i: int) -> str:
@@ -69,7 +69,7 @@ async def test_accept_is_idempotent_by_msgid(make_box: MakeBox) -> None:
     box = await make_box()
     first = await accept(box, "M" * 30, b'{"a": 1}')
     again = await accept(box, "M" * 30, b'{"a": 1}')
-    assert first.new and not again.new and again.row.state is State.ACCEPTED
+    assert first.new and not again.new and again.row.state is RowState.ACCEPTED
     with pytest.raises(MsgidConflict, match="a new request needs a new msgid") as info:
         await accept(box, "M" * 30, b'{"a": 2}')
     assert info.value.http_status == 409
@@ -94,39 +94,39 @@ async def test_state_table(make_box: MakeBox) -> None:
     box = await make_box()
     await accept(box, "A" * 30)
     with pytest.raises(IllegalMove):
-        await box.move("A" * 30, State.ANSWERED)  # an answer without a send
-    row = await box.move("A" * 30, State.SENDING, attempts=1, upstream="primary")
-    assert row.state is State.SENDING and row.attempts == 1 and row.upstream == "primary"
-    await box.move("A" * 30, State.IN_DOUBT, outcome="no answer")
-    await box.move("A" * 30, State.REVERSED, outcome="reversed by 2601")
-    for to in State:
+        await box.move("A" * 30, RowState.ANSWERED)  # an answer without a send
+    row = await box.move("A" * 30, RowState.SENDING, attempts=1, upstream="primary")
+    assert row.state is RowState.SENDING and row.attempts == 1 and row.upstream == "primary"
+    await box.move("A" * 30, RowState.IN_DOUBT, outcome="no answer")
+    await box.move("A" * 30, RowState.REVERSED, outcome="reversed by 2601")
+    for to in RowState:
         with pytest.raises(IllegalMove):
             await box.move("A" * 30, to, **reason_for(to))  # final means final
     with pytest.raises(KeyError):
-        await box.move("B" * 30, State.SENDING)
+        await box.move("B" * 30, RowState.SENDING)
     with pytest.raises(ValueError, match="cannot set"):
-        await box.move("A" * 30, State.FAILED, state="x")
+        await box.move("A" * 30, RowState.FAILED, state="x")
     with pytest.raises(ValueError, match="failed needs reason"):
-        await box.move("A" * 30, State.FAILED, outcome="x")  # every failed row says why
+        await box.move("A" * 30, RowState.FAILED, outcome="x")  # every failed row says why
     with pytest.raises(ValueError, match="takes no reason"):
-        await box.move("A" * 30, State.ANSWERED, reason=Reason.NOT_SENT)
+        await box.move("A" * 30, RowState.ANSWERED, reason=Reason.NOT_SENT)
     await box.stop()
 
 
 async def test_accept_and_send_claims_the_first_attempt_unless_the_person_is_blocked(make_box: MakeBox) -> None:
     box = await make_box()
     first = await accept(box, msgid(1), b"1", send=True)
-    assert first.row.state is State.SENDING and first.row.attempts == 1 and first.blockers == ()
+    assert first.row.state is RowState.SENDING and first.row.attempts == 1 and first.blockers == ()
     stored = await box.get(msgid(1))
-    assert stored is not None and stored.state is State.SENDING  # on disk as claimed, not only in the answer
+    assert stored is not None and stored.state is RowState.SENDING  # on disk as claimed, not only in the answer
     # Same person, money-moving, while the first is unfinished: stays ACCEPTED and names what blocks it.
     second = await accept(box, msgid(2), b"2", send=True)
-    assert second.row.state is State.ACCEPTED and second.row.attempts == 0 and second.blockers == (msgid(1),)
+    assert second.row.state is RowState.ACCEPTED and second.row.attempts == 0 and second.blockers == (msgid(1),)
     # Other people and safe transactions are not held up by it.
     other = await accept(box, msgid(3), b"3", send=True, psn_no="P2")
     query = await accept(box, msgid(4), b"4", send=True, infno="1101", tx_class=TxClass.SAFE)
-    assert other.row.state is State.SENDING and query.row.state is State.SENDING
-    await box.move(msgid(1), State.ANSWERED, response=b"{}")
+    assert other.row.state is RowState.SENDING and query.row.state is RowState.SENDING
+    await box.move(msgid(1), RowState.ANSWERED, response=b"{}")
     third = await accept(box, msgid(5), b"5", send=True)
     assert third.blockers == (msgid(2),)  # the accepted-but-waiting one still counts
     await box.stop()
@@ -152,8 +152,8 @@ async def test_only_earlier_work_of_a_person_blocks(make_box: MakeBox) -> None:
     assert (await accept(box, second, send=True)).blockers == (first,)
     assert (await accept(box, third, send=True)).blockers == (first, second)
     assert [r.msgid for r in await box.in_doubt_for("P1", before=second)] == [first]
-    await box.move(first, State.IN_DOUBT)
-    await box.move(first, State.REVERSED)
+    await box.move(first, RowState.IN_DOUBT)
+    await box.move(first, RowState.REVERSED)
     assert await box.in_doubt_for("P1", before=second) == []  # the old code: [third]
     assert [r.msgid for r in await box.in_doubt_for("P1", before=third)] == [second]
     await box.stop()
@@ -164,12 +164,12 @@ async def test_queries_and_pruning(make_box: MakeBox) -> None:
     await accept(box, "A" * 30, psn_no="P1")
     await accept(box, "B" * 30, psn_no="P1")
     await accept(box, "C" * 30, psn_no="P2", tx_class=TxClass.SAFE, infno="1101")
-    await box.move("A" * 30, State.SENDING)
-    await box.move("A" * 30, State.IN_DOUBT)
+    await box.move("A" * 30, RowState.SENDING)
+    await box.move("A" * 30, RowState.IN_DOUBT)
     assert [r.msgid for r in await box.in_doubt_for("P1", before="B" * 30)] == ["A" * 30]
     assert {r.msgid for r in await box.unfinished()} == {"A" * 30, "B" * 30, "C" * 30}
-    await box.move("C" * 30, State.SENDING)
-    await box.move("C" * 30, State.ANSWERED, response=b'{"infcode": 0}')
+    await box.move("C" * 30, RowState.SENDING)
+    await box.move("C" * 30, RowState.ANSWERED, response=b'{"infcode": 0}')
     assert (await box.get("C" * 30)).response == b'{"infcode": 0}'
     assert await box.prune(time.time() + 1, batch=1) == 1  # only the finished one
     assert await box.get("C" * 30) is None and await box.get("A" * 30) is not None
@@ -268,12 +268,12 @@ async def test_an_outbox_from_before_the_added_columns_is_migrated_in_place(tmp_
     box = await opened(path)
     try:
         old = await box.get(msgid(1))
-        assert old is not None and old.client is None and old.doubt_clock is None and old.state is State.ANSWERED
+        assert old is not None and old.client is None and old.doubt_clock is None and old.state is RowState.ANSWERED
         await accept(box, msgid(2), client="his-cashier", completed=("sign_no", "opter"))
         new = await box.get(msgid(2))
         assert new is not None and new.client == "his-cashier" and new.completed == "sign_no,opter"
-        await box.move(msgid(2), State.SENDING, attempts=1)
-        await box.move(msgid(2), State.IN_DOUBT, doubt_clock="b 1.0")
+        await box.move(msgid(2), RowState.SENDING, attempts=1)
+        await box.move(msgid(2), RowState.IN_DOUBT, doubt_clock="b 1.0")
         doubted = await box.get(msgid(2))
         assert doubted is not None and doubted.doubt_clock == "b 1.0"
     finally:
@@ -307,7 +307,7 @@ async def test_checkpoints_keep_the_wal_bounded_under_steady_writes(tmp_path: Pa
             await accept(
                 box, f"M{i:05d}", f'{{"i": {i}}}'.encode() + b" " * 400, infno="1101", tx_class=TxClass.SAFE, send=True
             )
-            await box.move(f"M{i:05d}", State.ANSWERED, response=b'{"infcode": 0}' + b" " * 400, outcome="infcode 0")
+            await box.move(f"M{i:05d}", RowState.ANSWERED, response=b'{"infcode": 0}' + b" " * 400, outcome="infcode 0")
 
     await asyncio.gather(*(client() for _ in range(8)))
     # 3,200 operations from 8 clients: at most 8 in a group, so at least 400 commits, a checkpoint due every 20.
@@ -347,8 +347,8 @@ async def test_a_defective_operation_fails_its_group_and_leaves_the_outbox_usabl
     await box.stop()
 
 
-def reason_for(to: State) -> dict[str, Reason]:
-    return {"reason": Reason.NOT_SENT} if to is State.FAILED else {}
+def reason_for(to: RowState) -> dict[str, Reason]:
+    return {"reason": Reason.NOT_SENT} if to is RowState.FAILED else {}
 
 
 def test_the_schema_is_defined_once() -> None:
@@ -361,7 +361,7 @@ def test_the_schema_is_defined_once() -> None:
 
     assert tuple(f.name for f in dataclasses.fields(schema.Row)) == schema.NAMES
     assert tuple(c.name for c in schema.COLUMNS if c.shown) == views.COLUMNS
-    assert tuple(s.value for s in State) == _OutboxCollector.STATES
+    assert tuple(s.value for s in RowState) == _OutboxCollector.STATES
     conn = sqlite3.connect(":memory:")
     conn.executescript(schema.DDL)
     assert tuple(r[1] for r in conn.execute("PRAGMA table_info(outbox)")) == schema.NAMES

@@ -17,7 +17,7 @@ import pytest
 from gateway.crypto import sm3
 from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.outbox_format import FORMAT, OutboxFormatError
-from gateway.relay.states import Reason, State
+from gateway.relay.states import Reason, RowState
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "upgrade"
 
@@ -41,22 +41,22 @@ async def test_previous_release_outbox_is_migrated_and_its_rows_resolve(tmp_path
     box = SqliteOutbox(path, digest=sm3)
     await box.start()
     try:
-        states = {State.ACCEPTED, State.SENDING, State.IN_DOUBT, State.ANSWERED}
-        states |= {State.REVERSED, State.FAILED, State.CONFIRMED}
+        states = {RowState.ACCEPTED, RowState.SENDING, RowState.IN_DOUBT, RowState.ANSWERED}
+        states |= {RowState.REVERSED, RowState.FAILED, RowState.CONFIRMED}
         rows = {i: await box.get(mid(i)) for i in range(1, 8)}
         assert {r.state for r in rows.values() if r is not None} == states
-        assert {r.state for r in await box.unfinished()} == {State.ACCEPTED, State.SENDING, State.IN_DOUBT}
+        assert {r.state for r in await box.unfinished()} == {RowState.ACCEPTED, RowState.SENDING, RowState.IN_DOUBT}
         doubted = rows[3]
         assert doubted is not None and doubted.doubt_clock == "b 1.0" and doubted.client == "his-cashier"
         answered = rows[4]
         assert answered is not None and answered.response == b'{"infcode": 0}'
         # what the daemon does with them after the upgrade: send the accepted one, doubt the one in flight,
         # settle the doubts
-        await box.move(mid(1), State.SENDING, attempts=1, upstream="primary")
-        await box.move(mid(1), State.ANSWERED, response=b'{"infcode": 0}', outcome="answered")
-        await box.move(mid(2), State.IN_DOUBT, outcome="restarted while sending")
-        await box.move(mid(2), State.FAILED, outcome="the platform shows nothing", reason=Reason.NOT_BOOKED)
-        await box.move(mid(3), State.REVERSED, outcome="reversed by 2601")
+        await box.move(mid(1), RowState.SENDING, attempts=1, upstream="primary")
+        await box.move(mid(1), RowState.ANSWERED, response=b'{"infcode": 0}', outcome="answered")
+        await box.move(mid(2), RowState.IN_DOUBT, outcome="restarted while sending")
+        await box.move(mid(2), RowState.FAILED, outcome="the platform shows nothing", reason=Reason.NOT_BOOKED)
+        await box.move(mid(3), RowState.REVERSED, outcome="reversed by 2601")
         assert await box.unfinished() == []
     finally:
         await box.stop()
@@ -98,7 +98,7 @@ async def test_format1_failed_rows_get_their_reason_from_the_words_they_were_wri
     try:
         rows = {i: await box.get(mid1(i)) for i in range(1, 14)}
         assert all(r is not None for r in rows.values())
-        reasons = {i: r.reason for i, r in rows.items() if r is not None and r.state is State.FAILED}
+        reasons = {i: r.reason for i, r in rows.items() if r is not None and r.state is RowState.FAILED}
         assert reasons == {
             6: Reason.NO_ANSWER,
             7: Reason.NOT_SENT,
@@ -108,11 +108,11 @@ async def test_format1_failed_rows_get_their_reason_from_the_words_they_were_wri
             12: Reason.UNRECORDED,  # a 2601 refused with an HTTP error: its words name no reason
             13: Reason.ORDER,
         }
-        assert all(r.reason is None for r in rows.values() if r is not None and r.state is not State.FAILED)
+        assert all(r.reason is None for r in rows.values() if r is not None and r.state is not RowState.FAILED)
         for r in rows.values():
             assert r is not None and (r.state.value, r.outcome, r.request, r.response) == old[r.msgid]
         # the migrated file takes new work, and a new failure records its reason
-        await box.move(mid1(1), State.FAILED, outcome="not sent: x", reason=Reason.NOT_SENT)
+        await box.move(mid1(1), RowState.FAILED, outcome="not sent: x", reason=Reason.NOT_SENT)
         assert (await box.get(mid1(1))).reason is Reason.NOT_SENT  # type: ignore[union-attr]
     finally:
         await box.stop()

@@ -16,14 +16,14 @@ from gateway.crypto import sm3
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.pg_outbox import PgOutbox
-from gateway.relay.states import Reason, State
+from gateway.relay.states import Reason, RowState
 
 
 def mid(i: int) -> str:
     return f"H44030000001202612050900{i:06d}"
 
 
-async def single_host_outbox(path: Path) -> dict[str, State]:
+async def single_host_outbox(path: Path) -> dict[str, RowState]:
     box = SqliteOutbox(path, digest=sm3)
     await box.start()
     try:
@@ -38,11 +38,11 @@ async def single_host_outbox(path: Path) -> dict[str, State]:
                 send=i > 0,
                 client="his-cashier",
             )
-        await box.move(mid(1), State.ANSWERED, response=b'{"infcode": 0}', upstream="sim", outcome="infcode 0")
-        await box.move(mid(2), State.IN_DOUBT, outcome="no answer")
-        await box.move(mid(3), State.FAILED, outcome="not sent: x", reason=Reason.NOT_SENT)
-        await box.move(mid(4), State.IN_DOUBT, outcome="no answer")
-        await box.move(mid(4), State.REVERSED, outcome="reversed by 2601")
+        await box.move(mid(1), RowState.ANSWERED, response=b'{"infcode": 0}', upstream="sim", outcome="infcode 0")
+        await box.move(mid(2), RowState.IN_DOUBT, outcome="no answer")
+        await box.move(mid(3), RowState.FAILED, outcome="not sent: x", reason=Reason.NOT_SENT)
+        await box.move(mid(4), RowState.IN_DOUBT, outcome="no answer")
+        await box.move(mid(4), RowState.REVERSED, outcome="reversed by 2601")
         return {r.msgid: r.state for r in [await box.get(mid(i)) for i in range(6)] if r is not None}
     finally:
         await box.stop()
@@ -80,7 +80,7 @@ async def test_a_single_hosts_outbox_moves_whole_once(
             await local.stop()
         again = await asyncio.to_thread(_cli, "outbox", "migrate", "--to", "postgresql", "--config", str(config))
         assert again.returncode == 0 and "0 rows moved" in again.stdout, again.stdout + again.stderr
-        await box.move(mid(2), State.REVERSED, outcome="reversed by 2601")  # the database moves on
+        await box.move(mid(2), RowState.REVERSED, outcome="reversed by 2601")  # the database moves on
         changed = await asyncio.to_thread(_cli, "outbox", "migrate", "--to", "postgresql", "--config", str(config))
         assert changed.returncode == 1 and f"msgid {mid(2)}" in changed.stderr and "nothing was moved" in changed.stderr
         # unfinished rows came without an owner: the gateway that starts on the database claims them

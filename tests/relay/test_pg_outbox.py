@@ -20,7 +20,7 @@ from gateway.relay.outbox_format import OutboxFormatError
 from gateway.relay.pg_connect import read_dsn
 from gateway.relay.pg_outbox import PgOutbox
 from gateway.relay.repository import MsgidConflict, NotInDoubt, OutboxUnavailable
-from gateway.relay.states import Reason, State
+from gateway.relay.states import Reason, RowState
 
 
 async def opened(dsn_file: Path) -> PgOutbox:
@@ -60,7 +60,7 @@ async def test_a_person_s_money_moving_work_is_claimed_once_across_gateways(pg_d
         )
         states = sorted([one.row.state.value, two.row.state.value])
         assert states == ["accepted", "sending"], round_
-        waiting = one if one.row.state is State.ACCEPTED else two
+        waiting = one if one.row.state is RowState.ACCEPTED else two
         other = two if waiting is one else one
         assert waiting.blockers == (other.row.msgid,)
     await a.stop()
@@ -77,15 +77,15 @@ async def test_refusals_write_nothing(pg_dsn_file: Path) -> None:
         await accept(box, "R" * 30, infno="2601", only_while_in_doubt="A" * 30)
     assert await box.get("R" * 30) is None
     assert await box.holds("A" * 30) and not await box.holds("R" * 30)
-    await box.move("A" * 30, State.SENDING, attempts=1)
-    await box.move("A" * 30, State.IN_DOUBT, outcome="no answer")
+    await box.move("A" * 30, RowState.SENDING, attempts=1)
+    await box.move("A" * 30, RowState.IN_DOUBT, outcome="no answer")
     await accept(box, "R" * 30, infno="2601", client="ybgate:reversal of " + "A" * 30, only_while_in_doubt="A" * 30)
     with pytest.raises(NotInDoubt, match="冲正"):  # its 冲正 is unfinished: ops may not decide yet
-        await box.decide("A" * 30, State.CONFIRMED, "ops saw it booked")
-    assert (await box.get("A" * 30)).state is State.IN_DOUBT
-    await box.move("R" * 30, State.FAILED, reason=Reason.NOT_SENT, outcome="not sent")
-    decided = await box.decide("A" * 30, State.FAILED, "ops: not booked")
-    assert decided.state is State.FAILED and decided.reason is Reason.OPS
+        await box.decide("A" * 30, RowState.CONFIRMED, "ops saw it booked")
+    assert (await box.get("A" * 30)).state is RowState.IN_DOUBT
+    await box.move("R" * 30, RowState.FAILED, reason=Reason.NOT_SENT, outcome="not sent")
+    decided = await box.decide("A" * 30, RowState.FAILED, "ops: not booked")
+    assert decided.state is RowState.FAILED and decided.reason is Reason.OPS
     await box.stop()
 
 

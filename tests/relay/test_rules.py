@@ -25,7 +25,7 @@ from gateway.platform.catalogue import TxClass, national
 from gateway.relay import rules
 from gateway.relay.outcomes import NothingToResolve
 from gateway.relay.rules import TABLE, IfAbsent, Kind, Plan, Rule, kind_of
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 from gateway.sim.server import Simulator
 
 from conftest import Gateway, fresh
@@ -77,13 +77,13 @@ def _request(infno: str, sign_no: str) -> dict[str, object]:
     return fresh("2207_settle_request.json", sign_no=sign_no)
 
 
-async def _final_or_in_doubt(gw: Gateway, msgid: str) -> State:
+async def _final_or_in_doubt(gw: Gateway, msgid: str) -> RowState:
     assert gw.daemon.outbox is not None and gw.daemon.relay is not None
     async with asyncio.timeout(10):
         while True:
             row = await gw.daemon.outbox.get(msgid)
             assert row is not None
-            if row.state.final or (row.state is State.IN_DOUBT and msgid not in gw.daemon.relay.resolver.tasks):
+            if row.state.final or (row.state is RowState.IN_DOUBT and msgid not in gw.daemon.relay.resolver.tasks):
                 return row.state
             await asyncio.sleep(0.02)
 
@@ -118,13 +118,13 @@ async def test_a_lost_answer_is_handled_as_the_row_says(
     sent = [m.infno for m in quick.sim.ledger.messages]
     if rule.resend:
         assert str(reply["infcode"]) == "0"
-        assert state is State.ANSWERED and sent.count(infno) == 2
+        assert state is RowState.ANSWERED and sent.count(infno) == 2
     elif rule.plan is Plan.REVERSE:
-        assert state is State.REVERSED and "2601" in sent and reply["gateway_error"] == "reversed"
+        assert state is RowState.REVERSED and "2601" in sent and reply["gateway_error"] == "reversed"
     elif rule.plan is Plan.CHECK:
-        assert state is State.CONFIRMED and "5204" in sent and sent.count(infno) == 1
+        assert state is RowState.CONFIRMED and "5204" in sent and sent.count(infno) == 1
     else:  # OPS, BY_ORIGINAL: nothing the gateway may ask
-        assert state is State.IN_DOUBT and reply["gateway_error"] == "outcome_unknown"
+        assert state is RowState.IN_DOUBT and reply["gateway_error"] == "outcome_unknown"
         assert sent.count(infno) == 1 and "2601" not in sent and "5204" not in sent
 
 
@@ -150,7 +150,7 @@ async def test_changing_one_entry_changes_the_live_path_ops_and_recovery(
         sim.faults.set("2207", {"kind": "drop_after", "times": 1})
         reply = json.loads((await gw.post(doc)).body)
         assert reply["gateway_error"] == "outcome_unknown"  # live path: left in doubt, no 冲正
-        assert await _final_or_in_doubt(gw, msgid) is State.IN_DOUBT
+        assert await _final_or_in_doubt(gw, msgid) is RowState.IN_DOUBT
         assert daemon.relay is not None
         with pytest.raises(NothingToResolve, match="no automatic resolution"):  # ops path
             await daemon.relay.resolve(msgid, "auto")
@@ -160,7 +160,7 @@ async def test_changing_one_entry_changes_the_live_path_ops_and_recovery(
     daemon = Daemon(config)  # recovery path, still with the changed row
     await daemon.start()
     try:
-        assert await _final_or_in_doubt(Gateway(daemon, config, sim), msgid) is State.IN_DOUBT
+        assert await _final_or_in_doubt(Gateway(daemon, config, sim), msgid) is RowState.IN_DOUBT
         assert [m.infno for m in sim.ledger.messages].count("2601") == 0
     finally:
         await daemon.stop(1)
@@ -169,7 +169,7 @@ async def test_changing_one_entry_changes_the_live_path_ops_and_recovery(
     daemon = Daemon(config)
     await daemon.start()
     try:
-        assert await _final_or_in_doubt(Gateway(daemon, config, sim), msgid) is State.REVERSED
+        assert await _final_or_in_doubt(Gateway(daemon, config, sim), msgid) is RowState.REVERSED
         assert [s.state for s in sim.ledger.by_msgid(msgid)] == ["reversed"]
     finally:
         await daemon.stop(1)

@@ -10,14 +10,14 @@ from gateway.errors import UpstreamTimeout
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outcomes import NotProcessed, told
 from gateway.relay.schema import Row
-from gateway.relay.states import Reason, State
+from gateway.relay.states import Reason, RowState
 
 FAILED = Row(
     msgid="H44030000001202612040800010001",
     infno="1101",
     tx_class=TxClass.SAFE,
     psn_no=None,
-    state=State.FAILED,
+    state=RowState.FAILED,
     attempts=1,
     created=1.0,
     updated=2.0,

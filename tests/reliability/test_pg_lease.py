@@ -22,7 +22,7 @@ from gateway.app.demo import demo_config
 from gateway.config import Config
 from gateway.http1.unix_client import request
 from gateway.relay.pg_outbox import PgOutbox
-from gateway.relay.states import State
+from gateway.relay.states import RowState
 from gateway.sim.server import Simulator
 
 from conftest import PLATFORM_PATH, Gateway, fresh, until
@@ -108,7 +108,7 @@ async def test_the_survivor_settles_what_a_killed_gateway_left_in_flight(
         posted.cancel()
         assert b.daemon.outbox is not None
         row = await b.daemon.outbox.get(settle["msgid"])
-        assert row is not None and row.state is State.SENDING  # A's, in flight when it died
+        assert row is not None and row.state is RowState.SENDING  # A's, in flight when it died
 
         async def settled() -> bool:
             found = await b.daemon.outbox.get(settle["msgid"])

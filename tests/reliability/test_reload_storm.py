@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.http1.unix_client import request
 from gateway.sim.server import Simulator
 
-from conftest import PLATFORM_PATH, fresh
+from conftest import PLATFORM_PATH, fresh, until
 
 RELOADS = int(os.environ.get("YBGATE_STORM_RELOADS", "150"))
 CLIENTS = 4
@@ -63,6 +63,10 @@ async def metric(port: int, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return 0.0
+
+
+async def _more(port: int, before: float) -> bool:
+    return await metric(port, "ybgate_policy_reloads_total", result="refused") > before
 
 
 async def test_policy_reload_storm_under_load(sim: Simulator, short_tmp: Path) -> None:
@@ -141,9 +145,11 @@ async def test_policy_reload_storm_under_load(sim: Simulator, short_tmp: Path) -
             staged.write_text(texts[name])
             staged.replace(policy)
             if name == "broken":
+                before = await metric(admin_port, "ybgate_policy_reloads_total", result="refused")
                 proc.send_signal(signal.SIGHUP)
                 outcomes["sighup broken"] += 1
-                await asyncio.sleep(0.5)
+                # handled (and refused): what the probe below sees is the policy after it, not before it
+                await until(lambda b=before: _more(admin_port, b))
             else:
                 reply = await request("POST", "/policy/reload", b"", unix_socket=control, time_limit=10)
                 assert json.loads(reply.body)["result"] == "applied"
