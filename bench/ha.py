@@ -129,13 +129,13 @@ def takeover(run: Pair) -> tuple[list[float], list[float]]:
 
 
 def claims(run: Pair) -> list[float]:
-    """Seconds from each kill to the survivor's claim of the dead node's rows (its outbox_takeover), for kills
-    the dead node stayed down long enough for one."""
+    """Seconds from each kill to the survivor's claim of the dead node's rows: its first outbox_takeover naming a
+    msgid the dead node held, before that node was back (a claim of rows an earlier run left is another kill's)."""
     found = []
     for kill in run.kills:
         other = next(n for n in run.nodes if n.name != kill.node)
         until = kill.wall + (kill.back - kill.at)
-        after = [t for t in other.takeovers() if kill.wall <= t <= until]
+        after = [at for at, msgids in other.takeovers() if kill.wall <= at <= until and msgids & kill.held]
         if after:
             found.append(round(min(after) - kill.wall, 2))
     return found

@@ -68,14 +68,16 @@ class Node:
             await asyncio.sleep(0.5)
         raise SystemExit(f"ha: node {self.name} did not start; its stderr ends:\n{stderr_tail(self.err)}")
 
-    def takeovers(self) -> list[float]:
-        """When (epoch seconds) this node claimed rows of the other after its lease lapsed (its outbox_takeover log
-        events)."""
+    def takeovers(self) -> list[tuple[float, frozenset[str]]]:
+        """When (epoch seconds) this node claimed rows of a dead gateway, and the msgids it names (the first 20),
+        from its outbox_takeover log events."""
         found = []
         for line in self.err.read_text("utf-8", "replace").splitlines():
             if '"outbox_takeover"' in line:
                 with contextlib.suppress(ValueError, KeyError):
-                    found.append(datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp())
+                    event = json.loads(line)
+                    at = datetime.fromisoformat(event["timestamp"]).timestamp()
+                    found.append((at, frozenset(event["msgids"])))
         return found
 
     async def kill(self) -> None:

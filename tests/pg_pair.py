@@ -15,9 +15,12 @@ from gateway.sim.server import Simulator
 from conftest import Gateway
 
 
-def on_postgresql(config: Config, dsn_file: Path, node: str | None = None) -> Config:
-    """`config` with its outbox in the database of `dsn_file`, as `node` of the pair."""
-    outbox = config.relay.outbox.model_copy(update={"backend": "postgresql", "dsn_file": dsn_file, "node": node})
+def on_postgresql(config: Config, dsn_file: Path, node: str | None = None, lease: float | None = None) -> Config:
+    """`config` with its outbox in the database of `dsn_file`, as `node` of the pair (with its lease)."""
+    settings = {"backend": "postgresql", "dsn_file": dsn_file, "node": node}
+    if lease is not None:
+        settings["lease"] = lease
+    outbox = config.relay.outbox.model_copy(update=settings)
     return config.model_copy(update={"relay": config.relay.model_copy(update={"outbox": outbox})})
 
 

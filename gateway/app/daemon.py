@@ -140,7 +140,7 @@ class Daemon:
         storage.export(metrics)
         # One minter for every message the gateway sends itself, its position kept across restarts.
         try:
-            self.msgids = MsgidMaker(high_water=cfg.state_dir / "msgid.seq")
+            self.msgids = storage.minter()
         except ValueError as exc:
             raise GatewayError(str(exc)) from None
         common = Common(metrics, events, self.deadline)

@@ -19,8 +19,10 @@ from gateway.crypto import Certificate, sm3
 from gateway.health.metrics import AuditFigures, Metrics
 from gateway.health.mqtt import HealthPublisher
 from gateway.identity import LoadedIdentity, load_identity
+from gateway.platform.msgids import MsgidMaker
 from gateway.relay.backends import outbox_for
 from gateway.relay.outbox import Row, SqliteOutbox
+from gateway.relay.pg_lease import SLOTS
 from gateway.relay.pg_outbox import PgOutbox
 from gateway.relay.repository import OutboxUnavailable
 
@@ -96,6 +98,19 @@ class Storage:
             audit.record(_outcome(r) for r in missing)
         self.outbox.on_final = lambda rows: audit.record(_outcome(r) for r in rows)
         self.audit_check = TailCheck(cfg.audit_dir)
+
+    def minter(self) -> MsgidMaker:
+        """One minter for every message the gateway sends itself, its position kept across restarts; on a shared
+        database, in the msgid slice this gateway's lease holds, and in the one it moves to."""
+        high_water = self.cfg.state_dir / "msgid.seq"
+        outbox = self.outbox
+        if not isinstance(outbox, PgOutbox):
+            return MsgidMaker(high_water=high_water)
+        lease = outbox.lease
+        assert lease.slot is not None  # taken when the outbox started
+        minter = MsgidMaker(high_water=high_water, node=lease.slot, nodes=SLOTS)
+        lease.on_slot = lambda slot: minter.use_slice(slot, SLOTS)
+        return minter
 
     def prepare_identity(self, ident: LoadedIdentity) -> Callable[[], None]:
         """Certificate rotation: the audit log records the hand-over and signs with the new key from then on."""

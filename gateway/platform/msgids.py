@@ -54,6 +54,16 @@ class MsgidMaker:
             self._kept = _read(high_water)
             self._second, self._used = self._kept, self._slice  # the next id starts after the kept second
 
+    def use_slice(self, node: int, nodes: int) -> None:
+        """Mint in another slice from now on (a gateway of a pair given another by the database). Ids of the
+        current second may have been minted in it by its last holder: the next id is in the next second."""
+        if not 0 <= node < nodes <= SIZE:
+            raise ValueError(f"node {node} of {nodes}: needs 0 <= node < nodes <= {SIZE}")
+        with self._lock:
+            self._slice = SIZE // nodes
+            self._first = FIRST + node * self._slice
+            self._used = self._slice
+
     def make(self, fixmedins_code: str, now: datetime | None = None) -> str:
         """A new id for this institution. `now` is the message's time (default: the clock); the id takes the
         later of it and the minter's own position."""

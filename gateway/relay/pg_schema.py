@@ -49,7 +49,9 @@ DDL = (
     "CREATE TABLE IF NOT EXISTS outbox_format (format INTEGER NOT NULL)",
     # each running gateway's lease, in the database's clock (seconds since the epoch): a row whose owner has no
     # live lease here is an orphan any other gateway may claim and settle
+    # and the slice of the msgid sequence it mints the gateway's own msgids in (pg_lease.py)
     "CREATE TABLE IF NOT EXISTS outbox_node (node TEXT PRIMARY KEY, lease_until DOUBLE PRECISION NOT NULL)",
+    "ALTER TABLE outbox_node ADD COLUMN IF NOT EXISTS slot INTEGER",
 )
 
 
@@ -90,4 +92,8 @@ async def _has_every_column(conn: Any) -> bool:
         "AND table_name = 'outbox' AND column_name = ANY($1::text[])",
         names,
     )
-    return bool(present == len(names))
+    slot = await conn.fetchval(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'outbox_node' AND column_name = 'slot'"
+    )
+    return bool(present == len(names) and slot == 1)

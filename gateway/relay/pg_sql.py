@@ -23,9 +23,11 @@ ACCEPT_INSERT = (
 #: the database's clock, in seconds since the epoch: every lease is stamped and compared in it, never a node's
 DB_NOW = "extract(epoch from clock_timestamp())"
 RENEW = (
-    f"INSERT INTO outbox_node (node, lease_until) VALUES ($1, {DB_NOW} + $2) "  # noqa: S608
-    "ON CONFLICT (node) DO UPDATE SET lease_until = EXCLUDED.lease_until"
+    f"INSERT INTO outbox_node (node, lease_until, slot) VALUES ($1, {DB_NOW} + $2, $3) "  # noqa: S608
+    "ON CONFLICT (node) DO UPDATE SET lease_until = EXCLUDED.lease_until, slot = EXCLUDED.slot"
 )
+#: the msgid slices other gateways with a live lease hold ($1: this gateway)
+TAKEN_SLOTS = f"SELECT slot FROM outbox_node WHERE node <> $1 AND slot IS NOT NULL AND lease_until > {DB_NOW}"  # noqa: S608
 #: unfinished rows claimed by $1: its own when $2, and those whose owner holds no live lease (a gateway that died
 #: or stopped; or none, rows written before owners). SKIP LOCKED: a row another gateway is claiming or moving
 #: right now is not waited for, it is not an orphan.

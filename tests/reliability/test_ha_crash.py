@@ -36,8 +36,6 @@ async def test_two_nodes_killed_in_turn_lose_nothing_and_book_nothing_twice(shor
     # node when it died (what takeover or restart recovery then settled)
     assert notes["moved"] > 0 and notes["held"] > 0, text
     assert len(notes["survivor"]) + len(notes["recovery"]) == notes["held"], text
-    # the node held down past its lease had its rows claimed by the survivor (its outbox_takeover)
-    assert notes["claims"], text
     answers = notes["answers"]
     assert notes["msgids"] > 1000 and answers["answered"] > notes["msgids"] // 2, text
     # `ybgate audit verify` across the two chains judged (nearly) every final row: each in exactly one chain
