@@ -2,15 +2,21 @@
 
 A link that goes down is noticed when the kernel says so (milliseconds), not when the next HIS request times
 out. The monitor keeps the current state and calls back on every change; metrics and MQTT events hang off that.
+
+The netlink sockets live on an event loop of their own, in a thread of their own: pyroute2 opens them as asyncio
+datagram endpoints, which the stdlib loop accepts and uvloop does not (it opens only UDP), so the daemon's loop
+may be either. Changes are handed to the daemon's loop (call_soon_threadsafe), where on_change runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.machinery
 import importlib.util
 import ipaddress
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,15 +86,45 @@ class LinkMonitor:
         self.addresses = [a for a in upstream_addresses if _is_ip(a)]
         self.on_change = on_change
         self.netns = netns
+        #: the latest state (replaced whole from the monitor's thread, read from the daemon's loop)
         self.state: LinkState | None = None
         self._task: asyncio.Task[None] | None = None
         self._ipr: AsyncIPRoute | None = None  # queries
         self._events: AsyncIPRoute | None = None  # multicast events only: queries on it would eat them
+        self._loop: asyncio.AbstractEventLoop | None = None  # the monitor's own, in its thread
+        self._thread: threading.Thread | None = None
+        self._caller: asyncio.AbstractEventLoop | None = None  # the daemon's
 
     def _socket(self) -> AsyncIPRoute:
         return AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
 
     async def start(self) -> LinkState:
+        """Start the monitor's thread and loop; the state as first read."""
+        self._caller = asyncio.get_running_loop()
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="link-monitor", daemon=True)
+        self._thread.start()
+        try:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._start(), loop))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._loop = self._thread = None
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._stop(), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join, 10.0)
+        if not thread.is_alive():
+            loop.close()
+
+    # -- on the monitor's loop ----------------------------------------------------------------------------------
+
+    async def _start(self) -> LinkState:
         self._events = self._socket()
         await self._events.setup_endpoint()
         await self._events.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
@@ -99,7 +135,7 @@ class LinkMonitor:
         assert self.state is not None
         return self.state
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._task is not None:
             await end_tasks([self._task], 5.0)
         for sock in (self._ipr, self._events):
@@ -120,7 +156,8 @@ class LinkMonitor:
         old = self.state
         if new != old:
             self.state = new
-            self.on_change(new, old)
+            assert self._caller is not None
+            self._caller.call_soon_threadsafe(self.on_change, new, old)
 
     async def _read(self) -> LinkState:
         assert self._ipr is not None
