@@ -68,8 +68,24 @@ class AccessEntry:
 def _field(value: object) -> str:
     if value is None or value == "":
         return "-"
-    # a field is one token: nothing a caller sends can split a line or forge a field
-    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in str(value))
+    text = str(value)
+    # a field is one token: nothing a caller sends can split a line or forge a field. isprintable() is false for
+    # every separator and control character but the ASCII space, so a field without either is one already (the
+    # line is on every request's path: the character walk is only for the rare field that needs it)
+    if text.isprintable() and " " not in text:
+        return text
+    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text)
+
+
+def _record(line: str) -> logging.LogRecord:
+    """A record carrying a finished line and what the handlers read of it. Logger.info would also look up the
+    caller's frame, the thread and the process for every line, which no handler here prints."""
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    record.__dict__.update(
+        name=SYSLOG_IDENT, msg=line, args=None, levelname="INFO", levelno=logging.INFO,
+        exc_info=None, exc_text=None, stack_info=None,
+    )  # fmt: skip
+    return record
 
 
 class _Failing(logging.Handler):
@@ -154,10 +170,6 @@ class AccessLog:
         queue_lines: int = QUEUE_LINES,
     ) -> None:
         self.to = to
-        # not logging.getLogger: that registers every instance for the life of the process (one per reload)
-        self._logger = logging.Logger(SYSLOG_IDENT)
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
         self._handler: _DroppingQueueHandler | None = None
         self._listener: _Listener | None = None
         if to == "off":
@@ -166,7 +178,6 @@ class AccessLog:
         target.on_fail = on_drop
         q: queue.Queue[logging.LogRecord] = queue.Queue(queue_lines)
         self._handler = _DroppingQueueHandler(q, on_drop)
-        self._logger.addHandler(self._handler)
         self._listener = _Listener(q, target)
         self._listener.start()
 
@@ -195,7 +206,7 @@ class AccessLog:
 
     def record(self, entry: AccessEntry) -> None:
         if self._handler is not None:
-            self._logger.info(entry.line())
+            self._handler.handle(_record(entry.line()))
 
     def close(self) -> None:
         """Write what is queued, then close the target (a reload that changes the sink closes the old one)."""
@@ -205,6 +216,4 @@ class AccessLog:
                 with contextlib.suppress(OSError):
                     handler.close()
             self._listener = None
-        if self._handler is not None:
-            self._logger.removeHandler(self._handler)
-            self._handler = None
+        self._handler = None
