@@ -251,7 +251,11 @@ async def main(
         *(["--pki", str(pki)] if tlcp else []),
         **quiet,
     )
-    gw = await asyncio.create_subprocess_exec(gateway_python, "-m", "gateway", "run", "--config", str(cfg), **quiet)
+    # cwd: the work directory, never the checkout: `python -m` looks in the working directory first, so another
+    # revision's interpreter started in this checkout would run this tree's gateway, not its own
+    gw = await asyncio.create_subprocess_exec(
+        gateway_python, "-m", "gateway", "run", "--config", str(cfg), cwd=work, **quiet
+    )
     if tlcp:
         his_tlcp = his_tlcp_config(pki)
         direct = lambda: KeepAliveClient(  # noqa: E731
