@@ -30,7 +30,7 @@ def test_every_retry_loop_uses_it() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "gateway"
-    for module in ("relay/timing.py", "relay/durable.py", "health/mqtt.py"):
+    for module in ("relay/timing.py", "relay/storing.py", "health/mqtt.py"):
         text = (root / module).read_text(encoding="utf-8")
         assert "backoff(" in text and "random" not in text and "* 2" not in text, module
 
