@@ -74,7 +74,7 @@ def cross_check(chains: Mapping[str, Path], settled: Iterable[Settled], *, until
             first = min(first, float(str(entry.get("finished", math.inf))))
             places[(str(entry.get("msgid")), str(entry.get("state")))].append(f"{node}:{where}")
         # A chain with no entry at all holds nothing yet: every row its node settled should be in it.
-        begins[node] = first if count or first < math.inf else -math.inf
+        begins[node] = first if first < math.inf else -math.inf
         report.outcomes[node] = count
     report.doubled = {key: found for key, found in places.items() if len(found) > 1}
     only = next(iter(chains)) if len(chains) == 1 else None

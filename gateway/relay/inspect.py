@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.relay import schema
-from gateway.relay.states import RowState
+from gateway.relay.states import FINAL_VALUES, RowState
 
 COLUMNS = schema.SHOWN
 
@@ -58,7 +58,7 @@ def holds(path: Path, msgid: str) -> bool:
 
 def settled(path: Path) -> list[tuple[str, str, float, str | None]]:
     """Every final row: msgid, state, when (the one gateway of a file settled them all: no node is named)."""
-    finals = [s.value for s in RowState if s.final]
+    finals = FINAL_VALUES
     conn = _open(path)
     try:
         sql = f"SELECT msgid, state, updated FROM outbox WHERE state IN ({', '.join('?' * len(finals))})"  # noqa: S608

@@ -40,7 +40,7 @@ from gateway.relay.repository import (
 )
 from gateway.relay.rules import ordered_classes
 from gateway.relay.schema import ALL, NAMES, Change, Row, change_values, row_from
-from gateway.relay.states import MOVES, UNFINISHED, IllegalMove, Reason, RowState
+from gateway.relay.states import FINAL_VALUES, MOVES, UNFINISHED, IllegalMove, Reason, RowState
 
 __all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOutbox", "disk_trouble"]
 
@@ -48,7 +48,7 @@ __all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOut
 _INSERT = f"INSERT INTO outbox ({ALL}) VALUES ({', '.join('?' * len(NAMES))}) ON CONFLICT(msgid) DO NOTHING"  # noqa: S608
 _UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
 _MARKS = ", ".join("?" * len(UNFINISHED))
-_FINALS = tuple(s.value for s in RowState if s.final)
+_FINALS = FINAL_VALUES
 _FINAL_MARKS = ", ".join("?" * len(_FINALS))
 _UNFINISHED_REVERSALS = f"SELECT msgid FROM outbox WHERE client = ? AND state IN ({_MARKS})"  # noqa: S608
 #: for each state, the states a row may be moved from into it

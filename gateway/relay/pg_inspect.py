@@ -14,7 +14,7 @@ from gateway.relay.inspect import COLUMNS, local_time
 from gateway.relay.pg_connect import UNAVAILABLE, read_dsn, why_unavailable
 from gateway.relay.pg_lease import SEPARATOR
 from gateway.relay.repository import OutboxUnavailable
-from gateway.relay.states import RowState
+from gateway.relay.states import FINAL_VALUES, RowState
 
 _COLS = ", ".join(COLUMNS)
 
@@ -60,7 +60,7 @@ async def show(dsn_file: Path, msgid: str) -> dict[str, Any] | None:
 
 async def settled(dsn_file: Path) -> list[tuple[str, str, float, str | None]]:
     """Every final row: msgid, state, when, and the name of the node that settled it (None: not known)."""
-    finals = [s.value for s in RowState if s.final]
+    finals = list(FINAL_VALUES)
     sql = "SELECT msgid, state, updated, owner FROM outbox WHERE state = ANY($1::text[])"
     return [
         (r[0], r[1], r[2], r[3].rpartition(SEPARATOR)[0] or None if r[3] else None)

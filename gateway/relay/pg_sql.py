@@ -6,12 +6,12 @@ from __future__ import annotations
 import functools
 
 from gateway.relay.schema import ALL, NAMES
-from gateway.relay.states import MOVES, UNFINISHED, RowState
+from gateway.relay.states import FINAL_VALUES, MOVES, UNFINISHED, RowState
 
 UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
 #: the unfinished states as literals (constants of states.py), for statements that take no other list
 MARKS = ", ".join(f"'{v}'" for v in UNFINISHED_VALUES)
-FINALS = tuple(s.value for s in RowState if s.final)
+FINALS = FINAL_VALUES
 BY_SEQ = "ORDER BY seq"
 
 SELECT = f"SELECT {ALL} FROM outbox WHERE msgid = $1"  # noqa: S608

@@ -34,6 +34,8 @@ MOVES: dict[RowState, frozenset[RowState]] = {
 }
 
 UNFINISHED = (RowState.ACCEPTED, RowState.SENDING, RowState.IN_DOUBT)
+#: the final states' values, as the outbox stores them
+FINAL_VALUES = tuple(s.value for s in RowState if s.final)
 
 
 class Reason(enum.Enum):
