@@ -6,15 +6,19 @@ here), read as journald would read it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import socket
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from gateway.api.accesslog import AccessEntry, AccessLog
+from gateway.api.accesslog import BATCH_LINES, FLUSH_AFTER, AccessEntry, AccessLog, local_stamp
 from gateway.app.daemon import Daemon
 from gateway.app.demo import demo_config
 from gateway.config import AccessLogging
@@ -77,7 +81,7 @@ async def test_the_journal_target_speaks_syslog_with_its_own_identifier(short_tm
     access = AccessLog("journal", syslog_socket=where)
     try:
         access.record(AccessEntry("his", "10.20.30.4:5000", "2207", "M" * 30, 200, 0, None, "primary", 12.25))
-        datagram = journal.recv(4096).decode()
+        datagram = (await asyncio.to_thread(journal.recv, 4096)).decode()
     finally:
         access.close()
         journal.close()
@@ -126,3 +130,43 @@ def test_a_field_is_always_one_token() -> None:
     line = AccessEntry("a b", "x\ny", "1101", "", 200, None, "k", None, 1.0).line()
     assert len(line.split(" ")) == 10 and "\n" not in line
     assert json.dumps(line)  # printable
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/St_Johns", "Europe/Berlin"])
+def test_the_time_field_is_what_datetime_would_write(zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the stamp is worked out once a second and the milliseconds appended: the same text as
+    # datetime.now().astimezone().isoformat(timespec="milliseconds") in every zone, around DST changes and at
+    # fractions that round up to the next millisecond
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        rng = random.Random(7)
+        times = [rng.uniform(0, 2e9) for _ in range(20_000)] + [
+            rng.randrange(0, 2 * 10**12) / 1000 for _ in range(20_000)
+        ]
+        times += [1711846799.9995, 1711846800.0, 1730000000.9999996, time.time()]  # Berlin's 2024 spring change
+        for t in times:
+            assert local_stamp(t) == datetime.fromtimestamp(t).astimezone().isoformat(timespec="milliseconds"), t
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+async def test_on_the_event_loop_entries_travel_in_batches_and_none_is_lost(short_tmp: Path) -> None:
+    path = short_tmp / "access.log"
+    access = AccessLog("file", path=path)
+    count = BATCH_LINES + 10
+    try:
+        for i in range(count):
+            access.record(AccessEntry("his", "uid=1", "1101", f"{i:030d}", 200, 0, None, "p", 1.0))
+        # a full batch went at once; the rest waits for FLUSH_AFTER, then is written in order
+        for _ in range(200):
+            lines = path.read_text().splitlines() if path.exists() else []
+            if len(lines) == count:
+                break
+            await asyncio.sleep(FLUSH_AFTER / 2)
+        assert [line.split(" ")[4] for line in lines] == [f"{i:030d}" for i in range(count)]
+        access.record(AccessEntry("his", "uid=1", "1101", "last", 200, 0, None, "p", 1.0))
+    finally:
+        access.close()  # writes what waits on the loop too
+    assert path.read_text().splitlines()[-1].split(" ")[4] == "last"

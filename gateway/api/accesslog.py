@@ -11,27 +11,34 @@ HIS got (200 for platform-shaped refusals too); infcode is the platform's (or -1
 shape); gateway_error is what ybgate decided (docs/his-integration.md). No field carries patient data: envelope
 contents never reach this log.
 
-Lines go through a bounded queue to a thread of their own (the stdlib's QueueListener), so a slow journal or
-disk never stalls the event loop; when the queue is full a line is dropped and counted, never waited for.
+Entries go to a thread of their own (the stdlib's QueueListener), so a slow journal or disk never stalls the event
+loop; when more than `queue_lines` wait there, a line is dropped and counted, never waited for. On the event loop a
+request only appends its entry and the time: entries travel in batches (at most FLUSH_AFTER seconds late), and the
+writer thread formats the lines, so the loop pays neither a thread wake-up nor a time format per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import logging.handlers
+import math
 import queue
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 SYSLOG_IDENT = "ybgate-access"
 QUEUE_LINES = 10_000
 SEND_TIMEOUT = 1.0
+#: how long an entry may wait on the event loop for others to travel with it, seconds; and the most in one batch
+FLUSH_AFTER, BATCH_LINES = 0.05, 256
 
 Sink = Literal["journal", "file", "stderr", "off"]
 
@@ -48,10 +55,10 @@ class AccessEntry:
     upstream: str | None
     ms: float
 
-    def line(self, when: datetime | None = None) -> str:
-        stamp = (when or datetime.now().astimezone()).isoformat(timespec="milliseconds")
+    def line(self, when: float | None = None) -> str:
+        """The line, stamped `when` (seconds since the epoch; now if None)."""
         fields = (
-            stamp,
+            local_stamp(time.time() if when is None else when),
             self.client,
             self.peer,
             self.infno,
@@ -63,6 +70,31 @@ class AccessEntry:
             f"{self.ms:.1f}",
         )
         return " ".join(_field(f) for f in fields)
+
+
+class _Stamps:
+    """ISO 8601 local time to the millisecond with the offset, as datetime's isoformat(timespec="milliseconds")
+    writes it; the date, time and offset are worked out once a second (one tuple, so a reader in another thread
+    never mixes two seconds)."""
+
+    def __init__(self) -> None:
+        self.second: tuple[int, str, str] = (-1, "", "")
+
+    def __call__(self, when: float) -> str:
+        # as datetime.fromtimestamp: the fraction rounded to the microsecond (half to even), then cut to the milli
+        fraction, whole = math.modf(when)
+        sec, micro = divmod(int(whole) * 1_000_000 + round(fraction * 1_000_000), 1_000_000)
+        cached, prefix, offset = self.second
+        if sec != cached:
+            local = time.localtime(sec)
+            off = local.tm_gmtoff
+            offset = f"{'-' if off < 0 else '+'}{abs(off) // 3600:02d}:{abs(off) % 3600 // 60:02d}"
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", local)
+            self.second = (sec, prefix, offset)
+        return f"{prefix}.{micro // 1000:03d}{offset}"
+
+
+local_stamp = _Stamps()
 
 
 def _field(value: object) -> str:
@@ -94,6 +126,10 @@ class _Failing(logging.Handler):
 
     on_fail: Callable[[], None] | None = None
 
+    def write_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.handle(_record(line))
+
     def handleError(self, record: logging.LogRecord) -> None:
         if self.on_fail is not None:
             self.on_fail()
@@ -113,14 +149,35 @@ class _File(_Failing, logging.handlers.RotatingFileHandler):
 
 
 class _Stderr(_Failing, logging.StreamHandler):  # type: ignore[type-arg]
-    pass
+    def write_lines(self, lines: list[str]) -> None:
+        # one write for the batch: a line is complete by itself, so nothing is lost by not formatting each one
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write("".join(f"{SYSLOG_IDENT}: {line}\n" for line in lines))
+                self.flush()
+            except (OSError, ValueError):
+                for _ in lines:
+                    if self.on_fail is not None:
+                        self.on_fail()
+
+
+Batch = list[tuple[float, AccessEntry]]
 
 
 class _Listener(logging.handlers.QueueListener):
-    def enqueue_sentinel(self) -> None:
-        # the stdlib's put_nowait raises when the queue is full; a short wait makes room as the writer drains
-        with contextlib.suppress(queue.Full):
-            self.queue.put(self._sentinel, timeout=SEND_TIMEOUT * 2)  # type: ignore[attr-defined]
+    """Takes batches of entries off the queue and writes their lines."""
+
+    def __init__(self, q: queue.Queue[Batch | None], target: _Failing, taken: Callable[[int], None]) -> None:
+        super().__init__(q, target)
+        self.target, self.taken = target, taken
+
+    def handle(self, record: Batch | None) -> None:  # type: ignore[override]
+        if record is None:
+            return
+        try:
+            self.target.write_lines([entry.line(when) for when, entry in record])
+        finally:
+            self.taken(len(record))
 
 
 def _listening(path: str) -> bool:
@@ -134,24 +191,6 @@ def _listening(path: str) -> bool:
     finally:
         probe.close()
     return True
-
-
-class _DroppingQueueHandler(logging.handlers.QueueHandler):
-    def __init__(self, q: queue.Queue[logging.LogRecord], on_drop: Callable[[], None] | None) -> None:
-        super().__init__(q)
-        self.dropped = 0
-        self.on_drop = on_drop
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            self.dropped += 1
-            if self.on_drop is not None:
-                self.on_drop()
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record  # the message is already a finished line
 
 
 class AccessLog:
@@ -170,15 +209,22 @@ class AccessLog:
         queue_lines: int = QUEUE_LINES,
     ) -> None:
         self.to = to
-        self._handler: _DroppingQueueHandler | None = None
+        self.on_drop = on_drop
+        self.queue_lines = queue_lines
+        self.dropped = 0
+        self._queue: queue.Queue[Batch | None] | None = None
         self._listener: _Listener | None = None
+        self._batch: Batch = []
+        self._flush_at: asyncio.TimerHandle | None = None
+        #: lines handed to the writer and not written yet; changed by both threads, under the lock
+        self._queued = 0
+        self._lock = threading.Lock()
         if to == "off":
             return
         target = self._target(to, path, max_bytes, backups, syslog_socket)
         target.on_fail = on_drop
-        q: queue.Queue[logging.LogRecord] = queue.Queue(queue_lines)
-        self._handler = _DroppingQueueHandler(q, on_drop)
-        self._listener = _Listener(q, target)
+        self._queue = queue.Queue()
+        self._listener = _Listener(self._queue, target, self._taken)
         self._listener.start()
 
     @staticmethod
@@ -200,20 +246,53 @@ class AccessLog:
         handler.setFormatter(logging.Formatter("%(message)s"))
         return handler
 
-    @property
-    def dropped(self) -> int:
-        return 0 if self._handler is None else self._handler.dropped
-
     def record(self, entry: AccessEntry) -> None:
-        if self._handler is not None:
-            self._handler.handle(_record(entry.line()))
+        if self._queue is None:
+            return
+        self._batch.append((time.time(), entry))
+        if len(self._batch) >= BATCH_LINES:
+            self._flush()
+        elif self._flush_at is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # outside the event loop (a command, a test): no batching
+                self._flush()
+                return
+            self._flush_at = loop.call_later(FLUSH_AFTER, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        batch, self._batch = self._batch, []
+        if not batch or self._queue is None:
+            return
+        with self._lock:
+            room = self.queue_lines - self._queued
+            if room < len(batch):
+                lost, batch = len(batch) - max(room, 0), batch[: max(room, 0)]
+            else:
+                lost = 0
+            self._queued += len(batch)
+        if batch:
+            self._queue.put_nowait(batch)
+        if lost:
+            self.dropped += lost
+            if self.on_drop is not None:
+                for _ in range(lost):
+                    self.on_drop()
+
+    def _taken(self, lines: int) -> None:
+        with self._lock:
+            self._queued -= lines
 
     def close(self) -> None:
         """Write what is queued, then close the target (a reload that changes the sink closes the old one)."""
+        self._flush()
         if self._listener is not None:
             self._listener.stop()
             for handler in self._listener.handlers:
                 with contextlib.suppress(OSError):
                     handler.close()
             self._listener = None
-        self._handler = None
+        self._queue = None

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import structlog
+from prometheus_client import Counter, Histogram
 
 from gateway.errors import GatewayError, RequestError
 from gateway.health.metrics import Metrics
@@ -31,6 +32,8 @@ log = structlog.get_logger("gateway.api")
 
 TIMEOUT_HEADER = "x-ybgate-timeout"
 UTF8 = "utf-8"
+#: the most label children HisApi keeps at hand per metric (transactions, upstreams: a few dozen in practice)
+LABEL_CACHE = 1000
 
 
 class Relay(Protocol):
@@ -56,6 +59,8 @@ class HisApi:
         self.access = access or AccessLog("off")
         self.gate = gate or PolicyGate(None)
         self.metrics = metrics or Metrics()
+        self._answered: dict[str, tuple[Counter, Histogram]] = {}
+        self._upstreams: dict[str | None, Histogram] = {}
         self.recent = recent or Recent()
         self.configure(paths, default_timeout, max_timeout, completion_values, signs_in=signs_in)
         self.started = time.monotonic()
@@ -125,21 +130,9 @@ class HisApi:
             )
             return response
         elapsed = time.perf_counter() - started
-        self.metrics.requests.labels(envelope.infno, "answered").inc()
-        self.metrics.request_seconds.labels(envelope.infno).observe(elapsed)
-        if answer.latency is not None:
-            self.metrics.upstream_seconds.labels(answer.upstream).observe(answer.latency)
+        self._count_answer(envelope.infno, answer.upstream, elapsed, answer.latency)
         self.recent.answer(elapsed)
-        log.info(
-            "request_answered",
-            peer=request.peer.describe(),
-            client=client.name if client is not None else None,
-            infno=envelope.infno,
-            msgid=envelope.msgid,
-            infcode=answer.response.infcode,
-            upstream=answer.upstream,
-            ms=round(elapsed * 1000, 1),
-        )
+        # no log event of its own: the access line is the record of every answered request
         response = file_response(envelope.infno, answer.response.fields) or self._answer(
             answer.response.body, envelope.charset
         )
@@ -154,6 +147,24 @@ class HisApi:
             upstream=answer.upstream,
         )
         return response
+
+    def _count_answer(self, infno: str, upstream: str | None, elapsed: float, latency: float | None) -> None:
+        """The answered request's metrics, through label children looked up once per transaction and upstream
+        (prometheus_client's labels() checks and locks on every call)."""
+        children = self._answered.get(infno)
+        if children is None:
+            children = (self.metrics.requests.labels(infno, "answered"), self.metrics.request_seconds.labels(infno))
+            if len(self._answered) < LABEL_CACHE:
+                self._answered[infno] = children
+        children[0].inc()
+        children[1].observe(elapsed)
+        if latency is not None:
+            upstream_child = self._upstreams.get(upstream)
+            if upstream_child is None:
+                upstream_child = self.metrics.upstream_seconds.labels(upstream)
+                if len(self._upstreams) < LABEL_CACHE:
+                    self._upstreams[upstream] = upstream_child
+            upstream_child.observe(latency)
 
     def _access(
         self,

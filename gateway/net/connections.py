@@ -52,18 +52,24 @@ class KeepAlivePool:
         self._adopted.add(task)
         task.add_done_callback(self._adopted.discard)
 
+    def take_idle(self, target: UpstreamTarget) -> Connection | None:
+        """An idle live connection to `target`, if one is kept (the dead ones met on the way are closed in the
+        background): no await, so the common keep-alive request needs no task to get its connection."""
+        idle = self._idle.get(target.name)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()  # most recently used first: least likely to have been closed
+            if conn.alive(now, self.idle_timeout):
+                conn.reused = True
+                self.reuses += 1
+                return conn
+            self.adopt(conn.close())
+        return None
+
     async def get(self, target: UpstreamTarget, *, reuse: bool) -> Connection:
         """An idle live connection when `reuse` allows one, else a new one (UpstreamUnreachable on failure)."""
-        if reuse:
-            idle = self._idle.get(target.name)
-            now = time.monotonic()
-            while idle:
-                conn = idle.pop()  # most recently used first: least likely to have been closed
-                if conn.alive(now, self.idle_timeout):
-                    conn.reused = True
-                    self.reuses += 1
-                    return conn
-                await conn.close()
+        if reuse and (conn := self.take_idle(target)) is not None:
+            return conn
         reader, writer = await self.transport.open(target)
         self.opened += 1
         return Connection(target, reader, writer)

@@ -42,21 +42,32 @@ class Dialer:
     ) -> tuple[Ticket, Connection]:
         """The first connection made, with the ticket to report its use by. Raises NoConnection when every
         target failed (the messages joined), TimeoutError when the loop time `deadline` passed first."""
-        loop = asyncio.get_running_loop()
         waiting = list(targets)
         running: dict[asyncio.Task[Connection], _Attempt] = {}
         errors: list[str] = []
 
-        def start_next() -> None:
+        def next_ticket() -> tuple[UpstreamTarget, Ticket] | None:
             while waiting:
                 target = waiting.pop(0)
-                ticket = self.pool.acquire(target)
-                if ticket is not None:
-                    task = asyncio.create_task(self.connections.get(target, reuse=reuse), name=f"connect-{target.name}")
-                    running[task] = (ticket, loop.time())
-                    return
+                if (ticket := self.pool.acquire(target)) is not None:
+                    return target, ticket
+            return None
 
-        start_next()
+        def start(target: UpstreamTarget, ticket: Ticket) -> None:
+            task = asyncio.create_task(self.connections.get(target, reuse=reuse), name=f"connect-{target.name}")
+            running[task] = (ticket, loop.time())
+
+        def start_next() -> None:
+            if (first := next_ticket()) is not None:
+                start(*first)
+
+        first = next_ticket()
+        if first is None:
+            raise NoConnection("every upstream's circuit breaker is open")
+        if reuse and (idle := self.connections.take_idle(first[0])) is not None:
+            return first[1], idle  # kept alive from an earlier request: nothing to race
+        loop = asyncio.get_running_loop()
+        start(*first)
         try:
             while running:
                 left = deadline - loop.time()
