@@ -1,10 +1,15 @@
-"""The append-only audit log on disk: one JSON line per final outcome, SM3-chained, fsynced in groups.
+"""The append-only audit log on disk: one JSON line per final outcome, SM3-chained, written in groups.
 
 Entries are written after the outbox committed the outcome they record (the outbox calls `record` for
 every row that reached a final state), so there is never an entry for a request that was not accepted. A
 crash between the outbox commit and the audit write is repaired on start: `catch_up` appends what the outbox
 finished after the last audited entry, so none is missing either. A line torn by a crash is cut back to the
 last complete entry when the log opens (and `audit verify` names a torn tail as such, not as tampering).
+
+Writes are fsynced before a checkpoint's anchor is published (a published anchor never names what a power loss
+could take back), at least every SYNC_EVERY seconds under load, and whenever the writer catches up. An outcome
+not yet on disk at a power loss is no loss: the outbox holds it (fsynced before the HIS heard it) and catch-up
+audits it again.
 
 Files are audit-NNNNNN.jsonl in one directory; a new file starts when the current one passes
 `rotate_bytes`, and its first entry links to the last hash of the previous file, so the chain spans files.
@@ -39,6 +44,8 @@ CATCH_UP_MARGIN = 5.0
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0
 #: how long a stop waits for a refused batch to be written
 CLOSE_WAIT = 5.0
+#: the longest a written batch stays without an fsync while more keep coming, seconds
+SYNC_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,13 @@ class AuditLog:
         self._file: Any = None
         self._path: Path | None = None
         self._pending: list[bytes] = []
+        #: checkpoints' anchors waiting for their batch to be on disk
+        self._anchors: list[Anchor] = []
+        self._unsynced = False
+        self._synced_at = time.monotonic()
+        #: drains waiting: no waiting for more to share an fsync
+        self._urgent = 0
+        self._wake = asyncio.Event()
         self._flushing: asyncio.Task[None] | None = None
         self._writer = BlockingWorker("audit-fsync")
         self.entries = 0
@@ -144,6 +158,7 @@ class AuditLog:
                 self.checkpoint()
                 self._write(b"".join(self._pending))
                 self._pending = []
+                self._publish()
         else:
             self._open_file(self.directory / "audit-000001.jsonl")
 
@@ -177,8 +192,13 @@ class AuditLog:
 
     async def drain(self) -> None:
         """Wait until everything recorded so far is written and fsynced."""
-        while self._flushing is not None:
-            await asyncio.shield(self._flushing)
+        self._urgent += 1
+        self._wake.set()
+        try:
+            while self._flushing is not None:
+                await asyncio.shield(self._flushing)
+        finally:
+            self._urgent -= 1
 
     async def close(self) -> None:
         if self._since_checkpoint and self._file is not None:
@@ -191,7 +211,7 @@ class AuditLog:
                 self._flushing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._flushing
-        if self._pending:
+        if self._pending or self._unsynced:
             try:
                 await self._flush()
             except OSError as exc:
@@ -249,7 +269,9 @@ class AuditLog:
         self._start_flush()
 
     def _start_flush(self) -> None:
-        if self._pending and self._flushing is None:
+        if self._flushing is not None:
+            self._wake.set()  # a writer waiting to share its fsync has more to write
+        elif self._pending or self._unsynced:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop(), name="audit-flush")
 
     def rotate_signer(self, key: SM2PrivateKey, chain: Sequence[Certificate]) -> bool:
@@ -284,8 +306,8 @@ class AuditLog:
         )
         self._since_checkpoint = 0
         self._last_checkpoint = self._ts
-        for publish in self.anchors:
-            publish(Anchor(self.seq, self.prev, self._ts))
+        if self.anchors:
+            self._anchors.append(Anchor(self.seq, self.prev, self._ts))
 
     def _append(self, entry: dict[str, Any], *, signed: bool = False, next_signer: SM2PrivateKey | None = None) -> None:
         self._ts = float(entry["ts"])
@@ -301,7 +323,9 @@ class AuditLog:
         again (backing off up to RETRY_MAX): the chain is sealed in memory, so a gap would break it for good."""
         pause = RETRY_FIRST
         try:
-            while self._pending:
+            while self._pending or self._unsynced:
+                if not self._pending and not self._urgent and await self._more_within(SYNC_EVERY):
+                    continue
                 try:
                     await self._flush()
                 except OSError as exc:
@@ -319,17 +343,48 @@ class AuditLog:
         finally:
             self._flushing = None
 
+    async def _more_within(self, interval: float) -> bool:
+        """Caught up, with a tail not fsynced yet: whether more comes to share its fsync before `interval` has
+        passed since the last one (or a drain wants it on disk now)."""
+        left = self._synced_at + interval - time.monotonic()
+        if left <= 0:
+            return False
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left):
+                await self._wake.wait()
+                return True
+        return False
+
     async def _flush(self) -> None:
-        batch = self._pending
-        self._pending = []
+        batch, anchors = self._pending, self._anchors
+        self._pending, self._anchors = [], []
+        # An fsync costs the disk's whole flush: under load, one a second covers every batch in it. An anchor
+        # waits for one, and so does a tail nothing more came to share it with (_more_within), or a drain.
+        sync = bool(anchors) or not batch or self._urgent > 0 or time.monotonic() - self._synced_at >= SYNC_EVERY
         try:
-            await self._writer.run(lambda: self._write(b"".join(batch)))
+            await self._writer.run(lambda: self._write(b"".join(batch), sync=sync))
         except BaseException:
             self._pending[:0] = batch  # first in line again, before what was recorded meanwhile
+            self._anchors[:0] = anchors
             raise
+        if sync:
+            self._unsynced, self._synced_at = False, time.monotonic()
+        else:
+            self._unsynced = True
+        self._publish(anchors)
 
-    def _write(self, data: bytes) -> None:
-        """Append `data` and fsync, whole or not at all: a write the disk cuts short is cut back off the file."""
+    def _publish(self, anchors: list[Anchor] | None = None) -> None:
+        """Publish checkpoints' anchors whose entries are on disk."""
+        if anchors is None:
+            anchors, self._anchors = self._anchors, []
+        for anchor in anchors:
+            for publish in self.anchors:
+                publish(anchor)
+
+    def _write(self, data: bytes, *, sync: bool = True) -> None:
+        """Append `data` (and fsync, with what was written before), whole or not at all: a write the disk cuts
+        short is cut back off the file."""
         assert self._file is not None and self._path is not None
         if self._file.tell() + len(data) > self.rotate_bytes and self._file.tell() > 0:
             os.fsync(self._file.fileno())
@@ -343,7 +398,8 @@ class AuditLog:
             view = memoryview(data)
             while view:  # an unbuffered write may take only part of it when the disk is nearly full
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
