@@ -46,6 +46,9 @@ RETRY_FIRST, RETRY_MAX = 0.1, 5.0
 CLOSE_WAIT = 5.0
 #: the longest a written batch stays without an fsync while more keep coming, seconds
 SYNC_EVERY = 1.0
+#: the shortest time between two writes while outcomes keep coming, seconds: each write is a round trip to the
+#: writer thread, and nothing waits for an entry to be written (a drain does not wait this out)
+WRITE_EVERY = 0.05
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,9 @@ class AuditLog:
         self._synced_at = time.monotonic()
         #: drains waiting: no waiting for more to share an fsync
         self._urgent = 0
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # set by a record or a drain
+        self._hurry = asyncio.Event()  # set by a drain only
+        self._written_at = 0.0
         self._flushing: asyncio.Task[None] | None = None
         self._writer = BlockingWorker("audit-fsync")
         self.entries = 0
@@ -194,6 +199,7 @@ class AuditLog:
         """Wait until everything recorded so far is written and fsynced."""
         self._urgent += 1
         self._wake.set()
+        self._hurry.set()
         try:
             while self._flushing is not None:
                 await asyncio.shield(self._flushing)
@@ -324,8 +330,12 @@ class AuditLog:
         pause = RETRY_FIRST
         try:
             while self._pending or self._unsynced:
-                if not self._pending and not self._urgent and await self._more_within(SYNC_EVERY):
-                    continue
+                if not self._urgent:
+                    if not self._pending:
+                        if await self._more_within(SYNC_EVERY):
+                            continue
+                    elif (left := self._written_at + WRITE_EVERY - time.monotonic()) > 0:
+                        await self._unless_hurried(left)  # more outcomes join this write meanwhile
                 try:
                     await self._flush()
                 except OSError as exc:
@@ -356,6 +366,12 @@ class AuditLog:
                 return True
         return False
 
+    async def _unless_hurried(self, seconds: float) -> None:
+        self._hurry.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._hurry.wait()
+
     async def _flush(self) -> None:
         batch, anchors = self._pending, self._anchors
         self._pending, self._anchors = [], []
@@ -368,8 +384,9 @@ class AuditLog:
             self._pending[:0] = batch  # first in line again, before what was recorded meanwhile
             self._anchors[:0] = anchors
             raise
+        self._written_at = time.monotonic()
         if sync:
-            self._unsynced, self._synced_at = False, time.monotonic()
+            self._unsynced, self._synced_at = False, self._written_at
         else:
             self._unsynced = True
         self._publish(anchors)
