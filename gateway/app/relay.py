@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import structlog
+from prometheus_client import Gauge
 
 from gateway.app.assembly import session_operator
 from gateway.app.parts import Common
 from gateway.app.upstreams import Upstreams
 from gateway.config import Config
+from gateway.health.metrics import Metrics
 from gateway.platform.msgids import MsgidMaker
 from gateway.platform.signing import ProfileCodec
 from gateway.relay.durable import DurableRelay, Sender
@@ -50,7 +53,7 @@ class RelayPart:
             upstreams.connections,
             lambda e: rule_for(catalogue.classify(e.infno)).resend,
             codecs=codecs,
-            on_skew=lambda upstream, skew: metrics.clock_skew.labels(upstream).set(round(skew, 3)),
+            on_skew=skew_gauges(metrics),
             race_after=cfg.failover.race_after,
         )
         sender: Sender = forwarder
@@ -99,3 +102,17 @@ class RelayPart:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._takeover
         await self.relay.stop(grace=self.deadline.left(0.5))
+
+
+def skew_gauges(metrics: Metrics) -> Callable[[str, float], None]:
+    """Sets ybgate_platform_clock_skew_seconds{upstream} on every answer, through one label child per upstream
+    (labels() checks and locks on every call)."""
+    children: dict[str, Gauge] = {}
+
+    def on_skew(upstream: str, skew: float) -> None:
+        child = children.get(upstream)
+        if child is None:
+            child = children[upstream] = metrics.clock_skew.labels(upstream)
+        child.set(round(skew, 3))
+
+    return on_skew

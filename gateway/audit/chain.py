@@ -17,9 +17,14 @@ from gateway.crypto import CryptoError, SM2PrivateKey, SM2PublicKey, sm3
 GENESIS = "0" * 64
 
 
+#: what json.dumps(..., ensure_ascii=False, sort_keys=True, separators=(",", ":")) builds on every call
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+_NOT_HASHED = frozenset(("hash", "sig", "sig_next"))
+
+
 def canonical(entry: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in entry.items() if k not in ("hash", "sig", "sig_next")}
-    return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    body = entry if _NOT_HASHED.isdisjoint(entry) else {k: v for k, v in entry.items() if k not in _NOT_HASHED}
+    return _CANONICAL.encode(body).encode("utf-8")
 
 
 def link(prev: str, entry: dict[str, Any]) -> str:
@@ -32,7 +37,7 @@ def seal(
     """The hash of `entry` linked to `prev`, and its line for the file (with prev, hash and, for a signed
     checkpoint, sig; for a signer rotation also sig_next, by the new key). The canonical bytes are serialised
     once and reused for the line: the audit log is on every request's path."""
-    body = canonical(dict(entry) | {"prev": prev})
+    body = canonical(entry | {"prev": prev})
     digest = sm3(bytes.fromhex(prev) + body).hex()
     extra = f',"hash":"{digest}"'
     for name, key in (("sig", signer), ("sig_next", next_signer)):

@@ -318,7 +318,8 @@ class AuditLog:
     def _append(self, entry: dict[str, Any], *, signed: bool = False, next_signer: SM2PrivateKey | None = None) -> None:
         self._ts = float(entry["ts"])
         self.seq += 1
-        self.prev, text = seal(entry | {"seq": self.seq}, self.prev, self.signer if signed else None, next_signer)
+        entry["seq"] = self.seq  # the entry is the caller's fresh dict: no copy for one more key
+        self.prev, text = seal(entry, self.prev, self.signer if signed else None, next_signer)
         self._pending.append(text)
         if not signed:
             self.entries += 1

@@ -119,7 +119,7 @@ class Http1Server:
                 req = state.done.pop(0)
                 request = Request(req.method, req.path, req.headers, req.body, peer, req.keep_alive)
                 try:
-                    response = await self._handle(request)
+                    response = await self._handle(request, task)
                 except Abort as abort:
                     await self._abort(writer, abort)
                     return
@@ -137,9 +137,7 @@ class Http1Server:
                 await self._write(writer, answer, keep_alive=False)
                 return
 
-    async def _handle(self, request: Request) -> Response:
-        task = asyncio.current_task()
-        assert task is not None
+    async def _handle(self, request: Request, task: asyncio.Task[None]) -> Response:
         self._busy.add(task)
         try:
             return await self.handler(request)

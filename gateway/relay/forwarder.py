@@ -78,9 +78,10 @@ class Forwarder:
         return self.codecs.get(target.name, PLAIN)
 
     def _encode(self, target: UpstreamTarget, envelope: RequestEnvelope) -> OutboundRequest:
-        return self._codec(target).encode_request(
-            envelope, base_path=target.path_for(envelope.infno), now=self.clock(), nonce=secrets.token_hex(16)
-        )
+        codec = self._codec(target)
+        # a nonce only where the profile sends one (TIF): otherwise a getrandom call per request for nothing
+        nonce = secrets.token_hex(16) if codec.profile.tif is not None else ""
+        return codec.encode_request(envelope, base_path=target.path_for(envelope.infno), now=self.clock(), nonce=nonce)
 
     async def submit(self, envelope: RequestEnvelope, deadline: float) -> RelayAnswer:
         """`deadline` is a loop time; past it the HIS gets a timeout answer whatever state the send is in."""
