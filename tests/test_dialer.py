@@ -7,6 +7,7 @@ loopback. The real silent drop, with nftables in a namespace, is tests/test_link
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 import pytest
 
@@ -114,3 +115,23 @@ async def test_the_deadline_ends_the_wait_and_close_ends_the_lingering_connects(
     await connections.close()
     assert not connections._adopted
     assert not pool.breakers["p"].trial_in_flight
+
+
+async def test_a_kept_alive_connection_is_taken_at_once_and_never_after_the_deadline(listener: asyncio.Server) -> None:
+    transport, pool, connections, dialer = rig(listener, race_after=5)
+    loop = asyncio.get_running_loop()
+    ticket, conn = await dialer.connect(pool.candidates(), reuse=True, deadline=loop.time() + 5)
+    pool.report(ticket, ok=True, served=True)
+    await connections.put(conn, keep=True)
+    # the next request reusing: the idle connection, with no connect and no task racing for it
+    ticket, again = await dialer.connect(pool.candidates(), reuse=True, deadline=loop.time() + 5)
+    assert again is conn and again.reused and transport.opened == ["p"] and connections.reuses == 1
+    assert not connections._adopted
+    pool.report(ticket, ok=True, served=True)
+    await connections.put(again, keep=True)
+    # a deadline already passed: nothing is chosen (a request written into a connection now would be sent
+    # with no time left for its answer, an unknown outcome instead of "not sent"), and no breaker ticket taken
+    with pytest.raises(TimeoutError):
+        await dialer.connect(pool.candidates(), reuse=True, deadline=loop.time() - 0.001)
+    assert connections._idle["p"] == deque([conn]) and not pool.breakers["p"].trial_in_flight
+    await connections.close()

@@ -61,12 +61,14 @@ class Dialer:
             if (first := next_ticket()) is not None:
                 start(*first)
 
+        loop = asyncio.get_running_loop()
+        if deadline <= loop.time():
+            raise TimeoutError  # before anything is chosen: nothing was sent
         first = next_ticket()
         if first is None:
             raise NoConnection("every upstream's circuit breaker is open")
         if reuse and (idle := self.connections.take_idle(first[0])) is not None:
             return first[1], idle  # kept alive from an earlier request: nothing to race
-        loop = asyncio.get_running_loop()
         start(*first)
         try:
             while running:
