@@ -6,10 +6,7 @@ crash between the outbox commit and the audit write is repaired on start: `catch
 finished after the last audited entry, so none is missing either. A line torn by a crash is cut back to the
 last complete entry when the log opens (and `audit verify` names a torn tail as such, not as tampering).
 
-Writes are fsynced before a checkpoint's anchor is published (a published anchor never names what a power loss
-could take back), at least every SYNC_EVERY seconds under load, and whenever the writer catches up. An outcome
-not yet on disk at a power loss is no loss: the outbox holds it (fsynced before the HIS heard it) and catch-up
-audits it again.
+When the lines reach the disk, and when they are fsynced, is batches.py's part.
 
 Files are audit-NNNNNN.jsonl in one directory; a new file starts when the current one passes
 `rotate_bytes`, and its first entry links to the last hash of the previous file, so the chain spans files.
@@ -17,7 +14,6 @@ Files are audit-NNNNNN.jsonl in one directory; a new file starts when the curren
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -30,25 +26,16 @@ from typing import Any
 import structlog
 
 from gateway.audit.anchor import Anchor, AnchorSink
+from gateway.audit.batches import Batches
 from gateway.audit.chain import GENESIS, seal
 from gateway.audit.format import check_and_mark
 from gateway.audit.signers import rotation_fields
-from gateway.blocking import BlockingWorker
 from gateway.crypto import Certificate, SM2PrivateKey, sm3
 
 log = structlog.get_logger("gateway.audit")
 
 #: seconds before the newest audited outcome from which catch-up compares the outbox with the chain
 CATCH_UP_MARGIN = 5.0
-#: pauses between tries to write a batch the disk refused, seconds
-RETRY_FIRST, RETRY_MAX = 0.1, 5.0
-#: how long a stop waits for a refused batch to be written
-CLOSE_WAIT = 5.0
-#: the longest a written batch stays without an fsync while more keep coming, seconds
-SYNC_EVERY = 1.0
-#: the shortest time between two writes while outcomes keep coming, seconds: each write is a round trip to the
-#: writer thread, and nothing waits for an entry to be written (a drain does not wait this out)
-WRITE_EVERY = 0.05
 
 
 @dataclass(frozen=True)
@@ -119,21 +106,8 @@ class AuditLog:
         self._last_checkpoint = clock()
         self._file: Any = None
         self._path: Path | None = None
-        self._pending: list[bytes] = []
-        #: checkpoints' anchors waiting for their batch to be on disk
-        self._anchors: list[Anchor] = []
-        self._unsynced = False
-        self._synced_at = time.monotonic()
-        #: drains waiting: no waiting for more to share an fsync
-        self._urgent = 0
-        self._wake = asyncio.Event()  # set by a record or a drain
-        self._hurry = asyncio.Event()  # set by a drain only
-        self._written_at = 0.0
-        self._flushing: asyncio.Task[None] | None = None
-        self._writer = BlockingWorker("audit-fsync")
+        self._batches = Batches(self._write, self._publish)
         self.entries = 0
-        #: batches the disk refused (full, read-only, I/O error); each is kept and written again
-        self.write_failures = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -161,9 +135,7 @@ class AuditLog:
                 # The last run ended (a crash, or the previous release) with entries no checkpoint covers: sign
                 # them now, so the unsigned span never outlives a restart.
                 self.checkpoint()
-                self._write(b"".join(self._pending))
-                self._pending = []
-                self._publish()
+                self._batches.write_now()
         else:
             self._open_file(self.directory / "audit-000001.jsonl")
 
@@ -195,40 +167,22 @@ class AuditLog:
         self._file = os.fdopen(fd, "ab", buffering=0)
         self._path = path
 
+    @property
+    def write_failures(self) -> int:
+        """Batches the disk refused (full, read-only, I/O error); each is kept and written again."""
+        return self._batches.write_failures
+
     async def drain(self) -> None:
         """Wait until everything recorded so far is written and fsynced."""
-        self._urgent += 1
-        self._wake.set()
-        self._hurry.set()
-        try:
-            while self._flushing is not None:
-                await asyncio.shield(self._flushing)
-        finally:
-            self._urgent -= 1
+        await self._batches.drain()
 
     async def close(self) -> None:
         if self._since_checkpoint and self._file is not None:
             self.checkpoint()  # a clean stop leaves no unsigned span
-        try:
-            async with asyncio.timeout(CLOSE_WAIT):
-                await self.drain()
-        except TimeoutError:  # a disk that keeps refusing: one last try below, then the catch-up's turn
-            if self._flushing is not None:
-                self._flushing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._flushing
-        if self._pending or self._unsynced:
-            try:
-                await self._flush()
-            except OSError as exc:
-                # The next start's catch-up audits these outcomes again from the outbox (catch_up_since).
-                log.error(  # noqa: TRY400 - the errno says it; a traceback adds nothing
-                    "audit_unwritten_at_stop", error=exc.strerror, pending=len(self._pending)
-                )
+        await self._batches.close()
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._writer.stop()
 
     def configure(self, rotate_bytes: int, checkpoint_every: int, checkpoint_interval: float) -> None:
         """New settings from a reload. A new cadence is declared at once in a checkpoint: `audit verify` holds the
@@ -238,7 +192,7 @@ class AuditLog:
             return
         self.checkpoint_every, self.checkpoint_interval = checkpoint_every, checkpoint_interval
         self.checkpoint()
-        self._start_flush()
+        self._batches.start()
         log.info("audit_cadence_changed", every=checkpoint_every, interval=checkpoint_interval)
 
     # -- writing --------------------------------------------------------------------------------------------
@@ -272,13 +226,7 @@ class AuditLog:
                 self.checkpoint_interval
             ):
                 self.checkpoint()
-        self._start_flush()
-
-    def _start_flush(self) -> None:
-        if self._flushing is not None:
-            self._wake.set()  # a writer waiting to share its fsync has more to write
-        elif self._pending or self._unsynced:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_loop(), name="audit-flush")
+        self._batches.start()
 
     def rotate_signer(self, key: SM2PrivateKey, chain: Sequence[Certificate]) -> bool:
         """Certificate rotation: a checkpoint naming both certificates, signed by the old key and the new one
@@ -290,7 +238,7 @@ class AuditLog:
         if self.signer is not None and self.signer_chain:
             self.checkpoint(rotation_fields(self.signer_chain, chain), next_signer=key)
         self.signer, self.signer_subject, self.signer_chain = key, chain[0].subject, tuple(chain)
-        self._start_flush()
+        self._batches.start()
         log.info("audit_signer_switched", was=old, signer=chain[0].subject, serial=f"{chain[0].serial:x}")
         return True
 
@@ -313,94 +261,23 @@ class AuditLog:
         self._since_checkpoint = 0
         self._last_checkpoint = self._ts
         if self.anchors:
-            self._anchors.append(Anchor(self.seq, self.prev, self._ts))
+            self._batches.add_anchor(Anchor(self.seq, self.prev, self._ts))
 
     def _append(self, entry: dict[str, Any], *, signed: bool = False, next_signer: SM2PrivateKey | None = None) -> None:
         self._ts = float(entry["ts"])
         self.seq += 1
         entry["seq"] = self.seq  # the entry is the caller's fresh dict: no copy for one more key
         self.prev, text = seal(entry, self.prev, self.signer if signed else None, next_signer)
-        self._pending.append(text)
+        self._batches.add(text)
         if not signed:
             self.entries += 1
             self._since_checkpoint += 1
 
-    async def _flush_loop(self) -> None:
-        """Write what is pending until nothing is. A batch the disk refuses stays first in line and is tried
-        again (backing off up to RETRY_MAX): the chain is sealed in memory, so a gap would break it for good."""
-        pause = RETRY_FIRST
-        try:
-            while self._pending or self._unsynced:
-                if not self._urgent:
-                    if not self._pending:
-                        if await self._more_within(SYNC_EVERY):
-                            continue
-                    elif (left := self._written_at + WRITE_EVERY - time.monotonic()) > 0:
-                        await self._unless_hurried(left)  # more outcomes join this write meanwhile
-                try:
-                    await self._flush()
-                except OSError as exc:
-                    self.write_failures += 1
-                    if pause == RETRY_FIRST:  # once per episode
-                        log.error(  # noqa: TRY400 - the errno says it; a traceback adds nothing
-                            "audit_write_failed", error=exc.strerror, errno=exc.errno, pending=len(self._pending)
-                        )
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, RETRY_MAX)
-                    continue
-                if pause != RETRY_FIRST:
-                    log.info("audit_write_resumed", failures=self.write_failures)
-                pause = RETRY_FIRST
-        finally:
-            self._flushing = None
+    def _publish(self, anchor: Anchor) -> None:
+        for publish in self.anchors:
+            publish(anchor)
 
-    async def _more_within(self, interval: float) -> bool:
-        """Caught up, with a tail not fsynced yet: whether more comes to share its fsync before `interval` has
-        passed since the last one (or a drain wants it on disk now)."""
-        left = self._synced_at + interval - time.monotonic()
-        if left <= 0:
-            return False
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(left):
-                await self._wake.wait()
-                return True
-        return False
-
-    async def _unless_hurried(self, seconds: float) -> None:
-        self._hurry.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._hurry.wait()
-
-    async def _flush(self) -> None:
-        batch, anchors = self._pending, self._anchors
-        self._pending, self._anchors = [], []
-        # An fsync costs the disk's whole flush: under load, one a second covers every batch in it. An anchor
-        # waits for one, and so does a tail nothing more came to share it with (_more_within), or a drain.
-        sync = bool(anchors) or not batch or self._urgent > 0 or time.monotonic() - self._synced_at >= SYNC_EVERY
-        try:
-            await self._writer.run(lambda: self._write(b"".join(batch), sync=sync))
-        except BaseException:
-            self._pending[:0] = batch  # first in line again, before what was recorded meanwhile
-            self._anchors[:0] = anchors
-            raise
-        self._written_at = time.monotonic()
-        if sync:
-            self._unsynced, self._synced_at = False, self._written_at
-        else:
-            self._unsynced = True
-        self._publish(anchors)
-
-    def _publish(self, anchors: list[Anchor] | None = None) -> None:
-        """Publish checkpoints' anchors whose entries are on disk."""
-        if anchors is None:
-            anchors, self._anchors = self._anchors, []
-        for anchor in anchors:
-            for publish in self.anchors:
-                publish(anchor)
-
-    def _write(self, data: bytes, *, sync: bool = True) -> None:
+    def _write(self, data: bytes, sync: bool) -> None:
         """Append `data` (and fsync, with what was written before), whole or not at all: a write the disk cuts
         short is cut back off the file."""
         assert self._file is not None and self._path is not None

@@ -20,7 +20,8 @@ import pytest
 
 from gateway.audit import log as audit_log
 from gateway.audit.anchor import Anchor
-from gateway.audit.log import SYNC_EVERY, WRITE_EVERY, AuditLog, Outcome, audit_files
+from gateway.audit.batches import SYNC_EVERY, WRITE_EVERY
+from gateway.audit.log import AuditLog, Outcome, audit_files
 from gateway.crypto import sm3
 
 
