@@ -29,6 +29,8 @@ BENCHES: dict[str, list[str]] = {
     "relay": ["--seconds", "5", "--clients", "8", "--load", "0.25"],
     # the 前置机's upstream leg: TLCP with mutual authentication and session resumption (throughput, CPU, p50)
     "relay-tlcp": ["--seconds", "5", "--clients", "8", "--rate", "0", "--transport", "tlcp"],
+    # what the relay's required work costs alone (durable SQLite, an audit entry, one HTTP hop): its CPU floor
+    "floor": ["--seconds", "5"],
     "policy": ["--clients", "1000"],
     "idle": ["--seconds", "10"],
     "restart": ["--restarts", "3", "--clients", "4"],
