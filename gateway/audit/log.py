@@ -31,8 +31,15 @@ from gateway.audit.chain import GENESIS, seal
 from gateway.audit.format import check_and_mark
 from gateway.audit.signers import rotation_fields
 from gateway.crypto import Certificate, SM2PrivateKey, sm3
+from gateway.diskspace import disk_trouble
+from gateway.errors import GatewayError
 
 log = structlog.get_logger("gateway.audit")
+
+
+class AuditUnavailable(GatewayError):
+    """The audit log cannot be opened or continued: the disk refuses (full, read-only, I/O error)."""
+
 
 #: seconds before the newest audited outcome from which catch-up compares the outbox with the chain
 CATCH_UP_MARGIN = 5.0
@@ -112,6 +119,21 @@ class AuditLog:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def open(self) -> None:
+        """Continue the chain where the files end (cutting a torn tail, signing entries no checkpoint covers).
+        Raises AuditUnavailable, naming the cause, when the disk refuses (full, read-only): the daemon does not
+        start without its audit log."""
+        try:
+            self._open()
+        except OSError as exc:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            cause = disk_trouble(self.directory) if self.directory.is_dir() else None
+            raise AuditUnavailable(
+                f"cannot open the audit log in {self.directory}: {cause or exc.strerror or exc}"
+            ) from None
+
+    def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
         check_and_mark(self.directory)
         files = audit_files(self.directory)

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import structlog
 
 from gateway.blocking import BlockingWorker
+from gateway.diskspace import disk_trouble
 from gateway.errors import GatewayError
 from gateway.relay.repository import OutboxUnavailable
 from gateway.relay.states import IllegalMove
@@ -242,20 +243,6 @@ class GroupCommit:
             await self._committer.run(lambda: _passive_checkpoint(conn))
         except sqlite3.Error as exc:
             log.warning("outbox_checkpoint_failed", error=str(exc), step="catch-up")
-
-
-def disk_trouble(directory: Path, need: int = 1024 * 1024) -> str | None:
-    """Why a state directory cannot take writes, in words ops can act on; None when it looks writable."""
-    try:
-        fs = os.statvfs(directory)
-    except OSError as exc:
-        return f"{directory}: {exc.strerror}"
-    if fs.f_flag & os.ST_RDONLY:
-        return f"the state disk holding {directory} is mounted read-only"
-    free = fs.f_bavail * fs.f_frsize
-    if free < need:
-        return f"no space left on the state disk holding {directory} ({free} bytes free): free space, then start"
-    return None
 
 
 def _passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:

@@ -24,7 +24,7 @@ from typing import Any, Protocol, Unpack
 
 from gateway.platform.catalogue import TxClass
 from gateway.relay import inspect, outbox_format
-from gateway.relay.engine import GroupCommit, disk_trouble
+from gateway.relay.engine import GroupCommit
 from gateway.relay.repository import (
     Accepted,
     InDoubtItem,
@@ -42,7 +42,7 @@ from gateway.relay.rules import ordered_classes
 from gateway.relay.schema import ALL, NAMES, Change, Row, change_values, row_from
 from gateway.relay.states import FINAL_VALUES, MOVES, UNFINISHED, IllegalMove, Reason, RowState
 
-__all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOutbox", "disk_trouble"]
+__all__ = ["MsgidConflict", "NotInDoubt", "OutboxUnavailable", "Row", "SqliteOutbox"]
 
 # Column names are constants of schema.py; values always travel as parameters.
 _INSERT = f"INSERT INTO outbox ({ALL}) VALUES ({', '.join('?' * len(NAMES))}) ON CONFLICT(msgid) DO NOTHING"  # noqa: S608

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from diskfull import fill, small_tmpfs
 
-from gateway.audit.log import AuditLog, Outcome, audit_files
+from gateway.audit.log import AuditLog, AuditUnavailable, Outcome, audit_files
 from gateway.audit.verify import verify
 from gateway.crypto import sm3
 
@@ -57,3 +58,27 @@ async def test_a_full_disk_delays_the_audit_log_and_loses_nothing(small_disk: Pa
     written = [e for f in audit_files(small_disk) for e in f.read_text().splitlines()]
     msgids = {line.split('"msgid":"')[1].split('"')[0] for line in written if '"kind":"outcome"' in line}
     assert msgids == {outcome(i).msgid for i in range(210)}
+
+
+async def test_a_full_disk_at_start_refuses_the_audit_log_with_the_cause(small_disk: Path) -> None:
+    # A log that ends with outcomes no checkpoint covers (the last run was killed): opening it signs them with a
+    # checkpoint, which a full disk refuses. That used to escape as a bare OSError (ENOSPC, no file name), so
+    # the daemon died with a traceback instead of one line saying what to free.
+    log = AuditLog(small_disk / "run1", checkpoint_every=500)
+    log.open()
+    # Outcomes until the file's last page has too little room left for a checkpoint line (tmpfs gives a file its
+    # space a page at a time: a line that fits in the page already held would be written on a full disk).
+    i = 0
+    while i < 5 or -audit_files(small_disk / "run1")[-1].stat().st_size % 4096 > 150:
+        log.record([outcome(i)])
+        await log.drain()
+        i += 1
+    killed = small_disk / "killed"
+    shutil.copytree(small_disk / "run1", killed)  # as the files stood: no closing checkpoint
+    await log.close()
+    fill(small_disk)
+    reopened = AuditLog(killed, checkpoint_every=500)
+    with pytest.raises(AuditUnavailable) as refused:
+        reopened.open()
+    assert str(killed) in refused.value.message and "no space left" in refused.value.message
+    assert verify(audit_files(killed)).ok  # nothing was cut or half-written meanwhile
