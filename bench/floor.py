@@ -4,20 +4,23 @@
 
 A request through the gateway is stored durably before it is sent and its answer before it is returned (two
 SQLite statements, their share of the group commits and their fsyncs), recorded in the audit chain, and carried
-over HTTP twice (the HIS's connection and the upstream's) with its JSON read on each. Each part is measured here
-alone, in the same run:
+over HTTP twice, as a server to the HIS and as a client to the platform, reading its JSON. Each part is measured
+here alone, in the same run:
 
 - the outbox as the gateway uses it (SqliteOutbox: accept straight to SENDING, then the answer, `--clients`
   callers at once, synchronous=FULL), and the same statements and commits made with sqlite3 directly, in groups
   of the size the outbox formed: what SQLite itself costs, and what the outbox adds;
 - the audit chain, one outcome entry each (AuditLog: sealed, written, fsynced in groups);
-- one HTTP hop with both its ends: the relay benchmark's direct path (load generator and simulator together).
+- a bare HTTP hop, both its ends: relay.py's load generator (the client end) against the gateway's own HTTP/1.1
+  server on uvloop that reads each request's JSON and answers a fixed answer (the server end). The load
+  generator writes each request's JSON where the gateway reads the answer's: about the same work.
 
-The sum of SQLite's own cost, the audit entry and the hop is the floor: the CPU a relayed request costs with
-nothing else (envelope checks, policy, deadlines, metrics, access log, the outbox's and forwarder's own code).
+SQLite's own cost, the audit entry and the bare hop together are the floor: the CPU a relayed request costs
+with nothing else (envelope checks, policy, deadlines, metrics, access log, the outbox's and forwarder's code).
 relay.py's "gateway CPU per request" less this floor is the gateway's overhead, the part its code can still cut.
 The callers here do nothing between their outbox calls, so they meet in larger commit groups than the relay's
-(whose upstream exchange spaces them out): fewer fsyncs per request, so this floor is, if anything, low.
+(whose upstream exchange spaces them out): fewer fsyncs per request, so this floor is, if anything, low. The
+direct path (load generator and simulator) is measured too, as relay.py's baseline for the same run.
 Files go to a temporary directory; traffic stays on loopback.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import shutil
 import sqlite3
 import sys
@@ -39,6 +43,9 @@ from relay import KeepAliveClient, closed_loop, cpu_seconds, free_port, wait_for
 
 from gateway.audit.log import AuditLog, Outcome
 from gateway.crypto import sm3
+from gateway.http1 import Limits, Request, Response
+from gateway.http1.listen import start_tcp
+from gateway.http1.server import Http1Server
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SqliteOutbox
 from gateway.relay.states import RowState
@@ -126,33 +133,49 @@ async def audit_cost(directory: Path, requests: int) -> float:
     return (time.process_time() - before) / requests
 
 
-async def hop_cost(seconds: float, clients: int) -> float:
-    """CPU per request of one HTTP hop with both ends: the load generator and the simulator, as relay.py's
-    direct path measures it."""
+async def bare_server(port: int) -> None:
+    """The server end of a bare hop: the gateway's HTTP/1.1 server on the daemon's event loop, reading each
+    request's JSON and answering a fixed platform answer; nothing else."""
+
+    async def handle(request: Request) -> Response:
+        json.loads(request.body)
+        return Response(200, ANSWER)
+
+    refuse = lambda err: Response(err.http_status, b"{}")  # noqa: E731
+    server = await start_tcp(Http1Server(handle, refuse, Limits()), "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+async def hop_cost(seconds: float, clients: int, bare: bool) -> float:
+    """CPU per request of one HTTP hop with both its ends: relay.py's load generator against the simulator (its
+    direct path), or against a bare server (bare_server)."""
     host, port = "127.0.0.1", free_port()
     quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "sim", "--port", str(port), "--admin-port", str(free_port()), **quiet
-    )
+    server = ["-m", "gateway", "sim", "--port", str(port), "--admin-port", str(free_port())]
+    if bare:
+        server = [__file__, "--bare-server", str(port)]
+    peer = await asyncio.create_subprocess_exec(sys.executable, *server, **quiet)
     try:
-        await wait_for(lambda: asyncio.open_connection(host, port), "simulator")
+        await wait_for(lambda: asyncio.open_connection(host, port), "the hop's server")
         direct = lambda: KeepAliveClient(lambda: asyncio.open_connection(host, port))  # noqa: E731
-        sim_before, me_before = cpu_seconds(sim.pid), time.process_time()
+        peer_before, me_before = cpu_seconds(peer.pid), time.process_time()
         _, latencies = await closed_loop(direct, clients, seconds)
-        return (cpu_seconds(sim.pid) - sim_before + time.process_time() - me_before) / len(latencies)
+        return (cpu_seconds(peer.pid) - peer_before + time.process_time() - me_before) / len(latencies)
     finally:
-        sim.terminate()
-        await sim.wait()
+        peer.terminate()
+        await peer.wait()
 
 
 def main(seconds: float, clients: int, requests: int, json_path: str | None) -> None:
     work = Path(tempfile.mkdtemp(prefix="ybg-floor-"))
     try:
-        # the outbox and the audit chain on the daemon's event loop; the hop on relay.py's, as its direct path
+        # the outbox and the audit chain on the daemon's event loop; the hops' clients on relay.py's
         outbox, per_commit = uvloop.run(outbox_cost(work / "outbox.db", clients, requests))
         raw = sqlite_cost(work / "outbox.db", requests, per_commit)
         audit = uvloop.run(audit_cost(work / "audit", requests))
-        hop = asyncio.run(hop_cost(seconds, clients))
+        hop = asyncio.run(hop_cost(seconds, clients, bare=True))
+        direct = asyncio.run(hop_cost(seconds, clients, bare=False))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     floor = raw + audit + hop
@@ -160,8 +183,9 @@ def main(seconds: float, clients: int, requests: int, json_path: str | None) -> 
     rows = [
         ("durable outbox", outbox, f"{raw * 1e6:.1f} with sqlite3 directly"),
         ("audit entry", audit, ""),
-        ("one HTTP hop", hop, "load generator + simulator"),
-        ("floor", floor, "SQLite directly + audit entry + one hop"),
+        ("bare HTTP hop", hop, "load generator + the gateway's HTTP server reading the JSON"),
+        ("floor", floor, "SQLite directly + audit entry + bare hop"),
+        ("direct path", direct, "load generator + simulator (relay.py's baseline)"),
     ]
     print(f"{'part':<20}{'CPU µs/request':>16}")
     for name, value, note in rows:
@@ -171,7 +195,7 @@ def main(seconds: float, clients: int, requests: int, json_path: str | None) -> 
         "floor",
         [
             figures.Figure("outbox CPU per request µs", outbox * 1e6, raw * 1e6, "sqlite3 directly", unit="µs"),
-            figures.Figure("relay floor CPU per request µs", floor * 1e6, hop * 1e6, "one HTTP hop", unit="µs"),
+            figures.Figure("relay floor CPU per request µs", floor * 1e6, direct * 1e6, "the direct path's", unit="µs"),
         ],
         clients=clients,
         seconds=seconds,
@@ -181,9 +205,13 @@ def main(seconds: float, clients: int, requests: int, json_path: str | None) -> 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=5, help="the HTTP hop's closed loop")
+    ap.add_argument("--seconds", type=float, default=5, help="each HTTP hop's closed loop")
     ap.add_argument("--clients", type=int, default=8, help="concurrent callers, as in relay.py")
     ap.add_argument("--requests", type=int, default=8000, help="requests through the outbox and the audit chain")
     ap.add_argument("--json", help="also write the figures as JSON to this file")
+    ap.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the bare hop's server
     args = ap.parse_args()
-    main(args.seconds, args.clients, args.requests, args.json)
+    if args.bare_server:
+        uvloop.run(bare_server(args.bare_server))
+    else:
+        main(args.seconds, args.clients, args.requests, args.json)
