@@ -164,28 +164,43 @@ class Resolver:
             try:
                 answer = await self.sender.submit(query, loop.time() + 30)
             except UpstreamError as exc:
-                log.warning("check_unanswered", msgid=row.msgid, query=spec.infno, reason=exc.message, attempt=attempt)
+                log.warning(
+                    "check_unanswered",
+                    msgid=row.msgid,
+                    query=spec.infno,
+                    query_msgid=query.msgid,
+                    reason=exc.message,
+                    attempt=attempt,
+                )
                 await self.nap(row.msgid, self.timing.resolve_pause(attempt))
                 continue
             finding = judge(spec, original, answer.response)
             log.warning(
-                "checked", msgid=row.msgid, infno=row.infno, verdict=finding.verdict.value, detail=finding.detail
+                "checked",
+                msgid=row.msgid,
+                infno=row.infno,
+                query_msgid=query.msgid,
+                verdict=finding.verdict.value,
+                detail=finding.detail,
             )
+            # The query's own msgid goes into what is kept (the row's outcome, and so its audit entry): the
+            # platform's records show a query from this hospital under it, and an auditor matching them finds
+            # which decision it made.
+            found = f"{finding.detail}, asked as {query.msgid}"
             if finding.verdict is Verdict.HELD:
-                final = await self._final(
-                    row, RowState.CONFIRMED, f"the platform holds it ({finding.detail}); its answer was lost"
-                )
+                held = f"the platform holds it ({found}); its answer was lost"
+                final = await self._final(row, RowState.CONFIRMED, held)
                 self.on_event("confirmed_by_query", {"msgid": row.msgid, "infno": row.infno})
                 return final
             if finding.verdict is not Verdict.ABSENT:
                 self.on_event("left_in_doubt", {"msgid": row.msgid, "infno": row.infno})
-                return await self._note(row, f"checked: {finding.detail}")
+                return await self._note(row, f"checked: {found}")
             if rule_for(info).if_absent is IfAbsent.NOT_PROCESSED:
                 log.warning("never_booked", msgid=row.msgid, infno=row.infno)
-                never = f"the platform never booked it ({finding.detail})"
+                never = f"the platform never booked it ({found})"
                 return await self._final(row, RowState.FAILED, never, Reason.NOT_BOOKED)
             if resends >= self.timing.max_attempts:
-                return await self._note(row, f"checked: {finding.detail}; {resends} resends left no answer")
+                return await self._note(row, f"checked: {found}; {resends} resends left no answer")
             resends += 1
             self.busy.add(row.msgid)
             try:

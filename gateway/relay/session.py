@@ -135,17 +135,19 @@ class SignInSession:
         async with self._lock:
             if self.sign_no is not None and self.sign_no != stale and self.clock() - self.signed_at < self.max_age:
                 return self.sign_no
-            answer = await self.sender.submit(self._sign_in_envelope(), deadline)
+            envelope = self._sign_in_envelope()
+            answer = await self.sender.submit(envelope, deadline)
             out = answer.response.output if answer.response.ok else None
             sign_no = (out or {}).get("signinoutb", {}).get("sign_no") if isinstance(out, dict) else None
             if not isinstance(sign_no, str) or not sign_no:
-                self.on_event("sign_in_failed", {"err_msg": answer.response.err_msg})
+                self.on_event("sign_in_failed", {"err_msg": answer.response.err_msg, "msgid": envelope.msgid})
                 raise SignInFailed(
                     f"the gateway's sign-in (9001) was refused: {answer.response.err_msg or 'no sign_no in the answer'}"
                 )
             self.sign_no, self.signed_at = sign_no, self.clock()
             self.sign_ins += 1
-            log.info("signed_in", opter=self.operator.opter, upstream=answer.upstream)
+            # the 9001's msgid: the platform logs the sign-in under it
+            log.info("signed_in", opter=self.operator.opter, upstream=answer.upstream, msgid=envelope.msgid)
             self.on_event("signed_in", {"opter": self.operator.opter})
             return sign_no
 

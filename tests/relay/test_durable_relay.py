@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.app.daemon import Daemon
 from gateway.app.demo import demo_config
+from gateway.audit.log import audit_files
 from gateway.crypto import sm3
 from gateway.platform.catalogue import TxClass
 from gateway.relay.outbox import SqliteOutbox
@@ -119,7 +120,9 @@ async def test_recovery_after_a_crash_mid_settlement(sim: Simulator, short_tmp: 
 
 async def test_recovery_resolves_check_first_uploads_by_query(sim: Simulator, short_tmp: Path) -> None:
     """Two fee uploads a killed gateway left mid-send: the platform took one, the other never arrived. On start
-    the platform is asked (5204) for each: the one it holds is confirmed, the other is sent again, once."""
+    the platform is asked (5204) for each: the one it holds is confirmed, the other is sent again, once. The
+    decision names the query it rests on by the msgid the platform logged it under, in the row and its audit
+    entry: the gateway's own messages are traceable too."""
     assert sim.addresses is not None
     config = demo_config(short_tmp, sim.addresses.platform)
     config = config.model_copy(update={"relay": config.relay.model_copy(update={"reversal_settle": 0.2})})
@@ -160,8 +163,18 @@ async def test_recovery_resolves_check_first_uploads_by_query(sim: Simulator, sh
         assert infnos(sim).count("5204") == 2
         answer = await Gateway(daemon, config, sim).post(taken)  # the HIS asks again: booked, do not resend
         assert json.loads(answer.body)["gateway_error"] == "booked_no_answer"
+        queries = {m.msgid for m in sim.ledger.messages if m.infno == "5204"}
+        asked = re.search(r"asked as (\w+)", confirmed.outcome or "")
+        assert asked is not None and asked.group(1) in queries, (confirmed.outcome, queries)
     finally:
         await daemon.stop(1)
+    audited = [
+        entry
+        for path in audit_files(config.audit_dir)
+        for entry in map(json.loads, path.read_bytes().splitlines())
+        if entry.get("msgid") == taken["msgid"] and entry.get("state") == "confirmed"
+    ]
+    assert len(audited) == 1 and asked.group(1) in audited[0]["outcome"]
 
 
 async def test_outbox_cli_lists_and_shows_masked(gateway: Gateway, short_tmp: Path) -> None:

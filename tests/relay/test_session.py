@@ -8,6 +8,8 @@ import asyncio
 import json
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from gateway.app.daemon import Daemon
 from gateway.app.demo import demo_config
 from gateway.sim.server import Simulator
@@ -22,10 +24,14 @@ def gateway_sign_ins(sim: Simulator) -> list[str]:
 
 
 async def test_requests_without_sign_no_use_the_gateways_session(signing: Gateway) -> None:
-    for _ in range(3):
-        reply = await signing.post(fresh("1101_query_request.json", sign_no=""))
-        assert reply.status == 200 and json.loads(reply.body)["infcode"] in (0, "0")
+    with capture_logs() as logs:
+        for _ in range(3):
+            reply = await signing.post(fresh("1101_query_request.json", sign_no=""))
+            assert reply.status == 200 and json.loads(reply.body)["infcode"] in (0, "0")
     assert len(gateway_sign_ins(signing.sim)) == 1  # one sign-in serves them all
+    # The gateway's own 9001 is traceable: its log names the msgid the platform logged it under.
+    [signed] = [e for e in logs if e["event"] == "signed_in"]
+    assert [m.msgid for m in signing.sim.ledger.messages if m.infno == "9001"] == [signed["msgid"]]
     assert signing.daemon.session is not None and signing.daemon.session.sign_ins == 1
     queries = [m for m in signing.sim.ledger.messages if m.infno == "1101"]
     assert len(queries) == 3
