@@ -129,39 +129,57 @@ async def closed_loop(make: Callable[[], KeepAliveClient], clients: int, seconds
     return len(latencies) / (time.perf_counter() - t0), latencies
 
 
+#: the paced phase's connections: a HIS's connection pool is bounded (tens per host, not one per request)
+PACED_CONNECTIONS = 64
+
+
 async def paced(make: Callable[[], KeepAliveClient], rate: float, seconds: float) -> list[float]:
-    """Latencies of requests sent at `rate`; a request whose connection failed counts as the whole phase long
-    (it got no answer), so failures push p99 up rather than vanish from it."""
+    """Latencies of requests sent at `rate` over a pool of PACED_CONNECTIONS connections, as a HIS's connection
+    pool sends them: a request that finds every connection busy waits for one, and its latency counts from when it
+    was due, so an overloaded server shows as queueing in p99 rather than as requests that were never timed. A
+    request whose connection failed counts as the whole phase long (it got no answer).
+
+    The pool is bounded because an unbounded one only measures the listen backlog: a server that falls behind
+    leaves new connections unaccepted, and past the backlog asyncio's Unix-socket connect reports success for a
+    connection the kernel refused, which then fails on its first write ("Connection lost")."""
     latencies: list[float] = []
     failed: list[float] = []
-    pool = [make() for _ in range(64)]
+    pool = [make() for _ in range(PACED_CONNECTIONS)]
     await asyncio.gather(*(c.warm() for c in pool))
-    free = list(pool)
+    free: asyncio.Queue[KeepAliveClient] = asyncio.Queue()
+    for c in pool:
+        free.put_nowait(c)
+    waited = 0
 
-    async def one(c: KeepAliveClient) -> None:
-        t = time.perf_counter()
+    async def one(due: float) -> None:
+        nonlocal waited
+        if free.empty():
+            waited += 1
+        c = await free.get()
         try:
             await c.call()
         except (ConnectionError, NoResponse):
-            # an overloaded peer may drop a connection: that request failed; the phase goes on
-            failed.append(time.perf_counter() - t)
-            c.conn = None
+            failed.append(time.perf_counter() - due)
+            c.conn = None  # the next request on it reconnects
         else:
-            latencies.append(time.perf_counter() - t)
-        free.append(c)
+            latencies.append(time.perf_counter() - due)
+        free.put_nowait(c)
 
     tasks = []
     t0 = time.perf_counter()
     for i in range(int(rate * seconds)):
-        delay = t0 + i / rate - time.perf_counter()
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        c = free.pop() if free else make()
-        if c not in pool:
-            pool.append(c)
-        tasks.append(asyncio.create_task(one(c)))
+        tasks.append(asyncio.create_task(one(due)))
     await asyncio.gather(*tasks)
     await asyncio.gather(*(c.close() for c in pool))
+    if waited:
+        print(
+            f"paced phase at {rate:.0f} req/s: {waited} of {len(tasks)} requests waited for one of the "
+            f"{PACED_CONNECTIONS} connections (the server was behind)"
+        )
     if failed:
         print(f"paced phase at {rate:.0f} req/s: {len(failed)} of {len(tasks)} requests lost their connection")
     return latencies + [seconds] * len(failed)
