@@ -72,6 +72,27 @@ sleep 2
 wait_active && [ "$(prop ybgate.service NRestarts)" = $((before + 1)) ] \
   && ok "SIGKILL: restarted by systemd (Restart=on-failure)" || fail "SIGKILL: NRestarts=$(prop ybgate.service NRestarts)"
 r=$(call_until_ok e) && ok "1101 after the SIGKILL: $r" || fail "after SIGKILL: $r"
+got=$(cat /var/lib/ybgate/last-exit)
+[ "$got" = "signal killed KILL" ] && ok "ExecStopPost wrote last-exit: $got" || fail "last-exit after SIGKILL: $got"
+
+# A hung daemon (stopped, so it feeds no watchdog) is killed by systemd's watchdog. Nobody inside sees that:
+# ExecStopPost records it and the next run reports it (log line, metric).
+before=$(prop ybgate.service NRestarts)
+pid=$(prop ybgate.service MainPID)
+[ "$pid" -gt 0 ] && kill -STOP "$pid"
+for _ in $(seq 1 50); do [ "$(prop ybgate.service NRestarts)" = $((before + 1)) ] && break; sleep 0.5; done
+wait_active
+got=$(cat /var/lib/ybgate/last-exit)
+[ "$got" = "watchdog killed ABRT" ] && ok "watchdog kill after WatchdogSec=10s, restarted; last-exit: $got" \
+  || fail "watchdog: last-exit '$got', NRestarts $before -> $(prop ybgate.service NRestarts)"
+line=$(journalctl -u ybgate.service -o cat | grep previous_run_ended | tail -1)
+echo "$line" | grep -q '"result": "watchdog"' && ok "the next run logs it: $line" || fail "no previous_run_ended: $line"
+metric() {
+  /opt/ybgate/bin/python -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9180/metrics").read().decode())' \
+    | grep '^ybgate_previous_exit{'
+}
+got=$(for _ in 1 2 3 4 5; do metric && break; sleep 1; done)
+echo "$got" | grep -q 'result="watchdog"' && ok "and its metric: $got" || fail "ybgate_previous_exit: $got"
 
 cp /etc/ybgate/ybgate.yaml "$lab/ybgate.yaml.good"
 sed -i 's/^  default_timeout: 30 /  default_timeout: -5 /' /etc/ybgate/ybgate.yaml
