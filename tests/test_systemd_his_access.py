@@ -2,7 +2,7 @@
 
 The directory gets the mode, owner and group of systemd/ybgate.tmpfiles.conf, the socket those of
 systemd/ybgate.socket; the test creates a throwaway service user, HIS group, HIS member and outsider (as root)
-and connects as each with setpriv. systemd itself is not run here (packaging/test-nspawn boots it, by hand).
+and connects as each with setpriv. systemd itself is not run here (tests/test_package.py boots it).
 """
 
 from __future__ import annotations
